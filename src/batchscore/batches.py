@@ -1,0 +1,127 @@
+"""Tokenize a chunk, sort its rows by length and cut token-budget batches.
+
+Runs inside DataLoader workers (when num_workers > 0) so that reading and
+tokenizing overlap with the model. Each item the DataLoader yields is a whole
+chunk's worth of padded batches, so chunks come out in order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .plan import Chunk, iter_chunks
+
+
+@dataclass
+class Batch:
+    positions: np.ndarray  # row positions inside the chunk, one per batch row
+    inputs: dict  # name -> LongTensor [rows, padded_length]
+
+    @property
+    def num_rows(self) -> int:
+        return len(self.positions)
+
+
+@dataclass
+class ChunkWork:
+    chunk: Chunk  # table holds only the output's kept columns
+    valid: np.ndarray  # bool per row: has text to score
+    batches: list[Batch] = field(default_factory=list)
+    truncated_rows: int = 0
+    real_tokens: int = 0
+    padded_tokens: int = 0
+
+    def pin_memory(self):
+        # DataLoader(pin_memory=True) calls this: page-locked host memory makes
+        # the host-to-GPU copies asynchronous.
+        for batch in self.batches:
+            batch.inputs = {k: v.pin_memory() for k, v in batch.inputs.items()}
+        return self
+
+
+def text_mask(texts) -> np.ndarray:
+    """True where a row has text worth scoring: not null, not empty, not all whitespace."""
+    import pyarrow.compute as pc
+
+    has_text = pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(texts)), 0)
+    return pc.fill_null(has_text, False).to_numpy(zero_copy_only=False)
+
+
+def cut_batches(lengths: np.ndarray, batch_tokens: int, pad_multiple: int | None) -> list[np.ndarray]:
+    """Split row indices, sorted by length, into batches whose padded size fits the budget.
+
+    A row longer than the budget on its own still gets a batch of one.
+    """
+    order = np.argsort(lengths, kind="stable")
+    padded = lengths[order]
+    if pad_multiple:
+        padded = -(-padded // pad_multiple) * pad_multiple
+    groups, start = [], 0
+    for end in range(1, len(order) + 1):
+        # Ascending lengths: the batch's padded length is its last row's.
+        if end < len(order) and (end - start + 1) * padded[end] > batch_tokens:
+            groups.append(order[start:end])
+            start = end
+    if start < len(order):
+        groups.append(order[start:])
+    return groups
+
+
+def encode_chunk(chunk: Chunk, *, text_column: str, out_columns: list[str], tokenizer, max_length: int,
+                 batch_tokens: int, pad_multiple: int | None) -> ChunkWork:
+    import pyarrow as pa
+
+    texts = chunk.table.column(text_column)
+    if not pa.types.is_string(texts.type) and not pa.types.is_large_string(texts.type):
+        texts = texts.cast(pa.string())  # numbers are scored as their text (see README)
+    valid = text_mask(texts)
+    positions = np.flatnonzero(valid)
+    work = ChunkWork(Chunk(chunk.index, chunk.start, chunk.table.select(out_columns)), valid)
+    if len(positions) == 0:
+        return work
+
+    encoded = tokenizer(texts.filter(pa.array(valid)).to_pylist(), truncation=True, max_length=max_length)
+    ids = encoded["input_ids"]
+    lengths = np.fromiter((len(row) for row in ids), dtype=np.int64, count=len(ids))
+    work.truncated_rows = sum(1 for e in encoded.encodings if e.overflowing)
+    work.real_tokens = int(lengths.sum())
+    names = [n for n in tokenizer.model_input_names if n in encoded]
+    for group in cut_batches(lengths, batch_tokens, pad_multiple):
+        features = {n: [encoded[n][i] for i in group] for n in names}
+        # Dynamic padding: to the batch's own longest row, never to the model max.
+        padded = tokenizer.pad(features, padding=True, pad_to_multiple_of=pad_multiple, return_tensors="pt")
+        inputs = {n: padded[n] for n in names}
+        work.padded_tokens += int(inputs["input_ids"].numel())
+        work.batches.append(Batch(positions[group], inputs))
+    return work
+
+
+class ChunkDataset(torch.utils.data.IterableDataset):
+    """Yields one ChunkWork per chunk this process owns, in chunk order.
+
+    With W DataLoader workers, worker w takes every W-th owned chunk; the
+    DataLoader's round-robin over workers then restores chunk order.
+    """
+
+    def __init__(self, open_source, *, read_columns: list[str], chunk_rows: int, limit: int | None,
+                 rank: int = 0, world_size: int = 1, **encode_args):
+        self.open_source = open_source  # picklable callable -> Source
+        self.read_columns = read_columns
+        self.chunk_rows = chunk_rows
+        self.limit = limit
+        self.rank, self.world_size = rank, world_size
+        self.encode_args = encode_args
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+
+        def owns(index: int) -> bool:
+            return index % self.world_size == self.rank and (index // self.world_size) % workers == worker
+
+        source = self.open_source()
+        for chunk in iter_chunks(source.batches(self.read_columns), self.chunk_rows, self.limit, owns):
+            yield encode_chunk(chunk, **self.encode_args)

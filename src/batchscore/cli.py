@@ -1,0 +1,98 @@
+"""Command line: a thin Click layer over config.build_config and job.run_job.
+
+Heavy libraries (torch, transformers, datasets) are imported only inside the
+job, so `batchscore --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from . import __version__
+from .config import OPTIONS, JobConfig, build_config
+from .errors import EXIT_INTERRUPTED, BatchscoreError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+EXIT_CODES_HELP = """\b
+Exit codes: 0 success, 2 usage or config error, 3 input error,
+4 model error, 5 output error, 130 interrupted."""
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(__version__, "--version", prog_name="batchscore")
+def main():
+    """Score whole text corpora with a Hugging Face sequence classifier.
+
+    Reads CSV / TSV / JSONL / Parquet files (local, folder, glob, any fsspec
+    URL) or a Hub dataset, streaming, and writes every row back as Parquet
+    with the predicted `label` and its `score`.
+
+    \b
+    Example:
+      batchscore score examples/reviews.csv --model ./my-sentiment-model -o out/reviews
+    """
+
+
+def _click_option(opt):
+    default = JobConfig.__dataclass_fields__[opt.name].default
+    shown = f"default: {default}; " if default not in (None, False) else ""
+    help_text = f"{opt.help} [{shown}env: {opt.envvar}]"
+    if opt.kind == "bool":
+        return click.option(f"{opt.flag}/--no-{opt.flag[2:]}", opt.name, default=None, help=help_text)
+    decls = [opt.flag] + ([opt.short] if opt.short else [])
+    kind = {
+        "choice": click.Choice(opt.choices, case_sensitive=False),
+        "int": click.IntRange(min=0),
+        "count": click.IntRange(min=1),
+    }.get(opt.kind, click.STRING)
+    return click.option(*decls, opt.name, type=kind, default=None, metavar=opt.metavar, help=help_text)
+
+
+def job_options(func):
+    for opt in reversed([o for o in OPTIONS if o.name != "input"]):
+        func = _click_option(opt)(func)
+    return func
+
+
+@main.command(context_settings=CONTEXT, epilog=EXIT_CODES_HELP)
+@click.argument("input", required=False)
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="YAML file of options (keys as below, with underscores). [env: BATCHSCORE_CONFIG]")
+@job_options
+def score(config_file, **cli_values):
+    """Score INPUT and write labels and scores as Parquet.
+
+    INPUT is a .csv/.tsv/.parquet/.jsonl file, a folder or glob of them, any
+    fsspec URL (s3://, gs://, https://, memory://), a dataset saved with
+    `save_to_disk`, or a Hub dataset name (user/name, with --split).
+    Precedence: command line > BATCHSCORE_* env vars > --config file > defaults.
+
+    \b
+    Examples:
+      batchscore score examples/reviews.csv --model ./sst2-model -o out/reviews
+      batchscore score 'data/*.parquet' --text-column body --top-k all -o scored.parquet
+      batchscore score stanfordnlp/imdb --split test --limit 1000 --keep-columns none
+      BATCHSCORE_BATCH_TOKENS=32768 batchscore score big.jsonl --config configs/sst2.yaml
+    """
+    from .job import run_job
+
+    try:
+        cfg = build_config(cli_values, config_file=config_file)
+        result = run_job(cfg)
+    except BatchscoreError as exc:
+        click.echo(f"Error: {exc.message}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("Interrupted; the output is incomplete (no _SUCCESS). Rerun with --overwrite.", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    m = result.manifest
+    click.echo(
+        f"Scored {m['scored_rows']} of {m['rows']} rows ({m['empty_text_rows']} without text, "
+        f"{m['truncated_rows']} truncated) in {m['seconds']:.1f}s -> {result.output}",
+        err=True,
+    )
+
+

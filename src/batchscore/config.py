@@ -1,0 +1,226 @@
+"""One typed job config, merged from built-in defaults < config file < env < CLI.
+
+`OPTIONS` is the single list of job options: the CLI builds its Click options
+from it, the YAML loader checks keys against it, and `configs/default.yaml`
+documents it. Adding an option means adding one `Option` here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from .errors import ConfigError
+
+# The course's reference model, pinned: an unpinned Hub model can change under a
+# scheduled job between two runs.
+REFERENCE_MODEL = "distilbert/distilbert-base-uncased-finetuned-sst-2-english"
+REFERENCE_REVISION = "af0f99b"
+
+ENV_PREFIX = "BATCHSCORE_"
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+TOP_K = ("1", "all")
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str  # python / YAML name; CLI flag is --name-with-dashes
+    kind: str  # str | int | count | bool | choice | columns
+    help: str
+    choices: tuple[str, ...] = ()
+    short: str | None = None
+    metavar: str | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def envvar(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("input", "str", "Input file, folder, glob, fsspec URL or Hub dataset name.", metavar="INPUT"),
+    Option("output", "str", "Output folder of Parquet parts; a path ending in .parquet means one merged file. "
+           "Default: <input name>.scored in the current directory.", short="-o", metavar="PATH"),
+    Option("model", "str", f"Model id on the Hub or local model directory. Default: {REFERENCE_MODEL}.",
+           metavar="ID_OR_PATH"),
+    Option("revision", "str", "Model revision (commit, tag or branch). Default: "
+           f"{REFERENCE_REVISION} for the default model, else the repo's main branch.", metavar="REV"),
+    Option("text_column", "str", "Column holding the text to score.", metavar="NAME"),
+    Option("id_column", "str", "Column identifying rows; always kept, as the first output column.", metavar="NAME"),
+    Option("keep_columns", "columns", "Input columns to keep, comma-separated; 'all' (default) or 'none'.",
+           metavar="A,B"),
+    Option("top_k", "choice", "1: label and score of the best label (like the pipeline); "
+           "all: also a 'scores' column with every label.", choices=TOP_K),
+    Option("max_length", "count", "Truncate texts to this many tokens. Default: the model's limit.", metavar="N"),
+    Option("batch_tokens", "count", "Token budget of a batch: rows x padded length stays under it.", metavar="N"),
+    Option("chunk_rows", "count", "Rows per chunk: the unit of sorting, writing and resuming.", metavar="N"),
+    Option("precision", "choice", "auto = fp32 on CPU, bf16 (or fp16) on GPU.", choices=PRECISIONS),
+    Option("limit", "count", "Score only the first N rows (for trying things).", metavar="N"),
+    Option("split", "str", "Split of a Hub dataset or saved DatasetDict.", metavar="NAME"),
+    Option("dataset_config", "str", "Config (subset) name of a Hub dataset.", metavar="NAME"),
+    Option("num_workers", "int", "DataLoader worker processes reading and tokenizing. Default: 0 on CPU, "
+           "up to 4 on GPU.", metavar="N"),
+    Option("progress", "bool", "Show a progress bar on stderr. Default: only when stderr is a terminal."),
+    Option("overwrite", "bool", "Delete an existing output before writing."),
+)
+OPTION_NAMES = tuple(o.name for o in OPTIONS)
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    input: str | None = None
+    output: str | None = None
+    model: str | None = None
+    revision: str | None = None
+    text_column: str = "text"
+    id_column: str | None = None
+    keep_columns: tuple[str, ...] | None = None  # None = every input column
+    top_k: str = "1"
+    max_length: int | None = None
+    batch_tokens: int = 16384
+    chunk_rows: int = 10000
+    precision: str = "auto"
+    limit: int | None = None
+    split: str = "train"
+    dataset_config: str | None = None
+    num_workers: int | None = None
+    progress: bool | None = None
+    overwrite: bool = False
+    # Not an option: where the config file came from, for the manifest.
+    config_file: str | None = field(default=None, compare=False)
+
+    @property
+    def model_id(self) -> str:
+        return self.model or REFERENCE_MODEL
+
+    @property
+    def model_revision(self) -> str | None:
+        if self.revision:
+            return self.revision
+        return REFERENCE_REVISION if self.model is None else None
+
+    @property
+    def output_path(self) -> str:
+        if self.output:
+            return self.output
+        base = os.path.basename(str(self.input).rstrip("/")) or "input"
+        for suffix in (".csv", ".tsv", ".parquet", ".jsonl", ".json"):
+            base = base.removesuffix(suffix)
+        return base.replace("*", "_") + ".scored"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["model"], d["revision"] = self.model_id, self.model_revision
+        d["output"] = self.output_path
+        if d["keep_columns"] is not None:
+            d["keep_columns"] = list(d["keep_columns"])
+        return d
+
+
+def _coerce(opt: Option, value: Any, origin: str) -> Any:
+    """Turn a raw value (YAML scalar, env string, CLI value) into the typed value."""
+    if value is None:
+        return None
+    where = f"{opt.name} (from {origin})"
+    if opt.kind == "str":
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{where} must be a string, got {value!r}.")
+        return str(value)
+    if opt.kind in ("int", "count"):
+        if isinstance(value, bool):
+            raise ConfigError(f"{where} must be a whole number, got {value!r}.")
+        try:
+            number = int(str(value).strip())
+        except ValueError:
+            raise ConfigError(f"{where} must be a whole number, got {value!r}.") from None
+        low = 1 if opt.kind == "count" else 0
+        if number < low:
+            raise ConfigError(f"{where} must be at least {low}, got {number}.")
+        return number
+    if opt.kind == "bool":
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{where} must be true or false, got {value!r}.")
+    if opt.kind == "choice":
+        text = str(value).strip().lower()
+        if text not in opt.choices:
+            raise ConfigError(f"{where} must be one of {', '.join(opt.choices)}; got {value!r}.")
+        return text
+    if opt.kind == "columns":
+        if isinstance(value, (list, tuple)):
+            names = [str(v).strip() for v in value]
+        else:
+            text = str(value).strip()
+            if text.lower() == "all":
+                return None
+            if text.lower() == "none" or text == "":
+                return ()
+            names = [part.strip() for part in text.split(",")]
+        if any(not n for n in names):
+            raise ConfigError(f"{where} has an empty column name: {value!r}.")
+        return tuple(names)
+    raise AssertionError(opt.kind)
+
+
+def load_config_file(path: str) -> dict[str, Any]:
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)  # safe_load: a config never constructs Python objects
+    except FileNotFoundError:
+        raise ConfigError(f"Config file '{path}' not found; check the --config path.") from None
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else "invalid YAML"
+        raise ConfigError(f"Config file '{path}' is not valid YAML ({first}).") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"Config file '{path}' must be a mapping of option: value.")
+    unknown = [k for k in data if str(k).replace("-", "_") not in OPTION_NAMES]
+    if unknown:
+        raise ConfigError(
+            f"Unknown key '{unknown[0]}' in config file '{path}'; known keys are: {', '.join(OPTION_NAMES)}."
+        )
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def read_env(environ: Mapping[str, str]) -> dict[str, str]:
+    return {o.name: environ[o.envvar] for o in OPTIONS if environ.get(o.envvar, "") != ""}
+
+
+def build_config(
+    cli: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    config_file: str | None = None,
+) -> JobConfig:
+    """Merge the layers; the first layer that sets a value wins: CLI > env > file > default.
+
+    `cli` holds only values the user typed (None = not given). `env` defaults to
+    os.environ; the config file path may itself come from BATCHSCORE_CONFIG.
+    """
+    cli = {k: v for k, v in (cli or {}).items() if v is not None}
+    environ = os.environ if env is None else env
+    config_file = config_file or environ.get(ENV_PREFIX + "CONFIG") or None
+    layers = [
+        ("command line", cli),
+        ("environment", read_env(environ)),
+        (f"config file {config_file}", load_config_file(config_file) if config_file else {}),
+    ]
+    values: dict[str, Any] = {}
+    for opt in OPTIONS:
+        for origin, layer in layers:
+            if layer.get(opt.name) is not None:
+                values[opt.name] = _coerce(opt, layer[opt.name], origin)
+                break
+    return JobConfig(**values, config_file=config_file)

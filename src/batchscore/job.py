@@ -1,0 +1,161 @@
+"""Wire the stages: source -> plan -> batches -> model -> postprocess -> sink.
+
+The only module that knows every stage. Each stage takes and returns plain
+data, so each is tested alone; this one is tested end to end.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import __version__
+from .config import JobConfig
+from .errors import ConfigError, InputError
+
+RESULT_COLUMNS = ("label", "score", "scores")
+
+
+@dataclass
+class JobResult:
+    output: str
+    manifest: dict
+
+
+def _identity(item):
+    return item
+
+
+def _check_columns(schema, cfg: JobConfig) -> list[str]:
+    """Validate the columns the job needs; return the output's input columns, in order."""
+    import pyarrow as pa
+
+    names = list(schema.names)
+    listing = ", ".join(names)
+    if cfg.text_column not in names:
+        raise InputError(f"Column '{cfg.text_column}' not found; columns are: {listing}. Pass --text-column.")
+    text_type = schema.field(cfg.text_column).type
+    if pa.types.is_nested(text_type) or pa.types.is_binary(text_type) or pa.types.is_large_binary(text_type):
+        raise InputError(
+            f"Column '{cfg.text_column}' holds {text_type}, not text; pass --text-column naming a string column."
+        )
+    for option, column in (("--id-column", cfg.id_column),):
+        if column is not None and column not in names:
+            raise InputError(f"Column '{column}' not found; columns are: {listing}. Pass {option}.")
+    keep = list(names) if cfg.keep_columns is None else list(cfg.keep_columns)
+    missing = [c for c in keep if c not in names]
+    if missing:
+        raise InputError(f"Column '{missing[0]}' not found; columns are: {listing}. Fix --keep-columns.")
+    out = ([cfg.id_column] if cfg.id_column else []) + [c for c in keep if c != cfg.id_column]
+    clash = [c for c in out if c in RESULT_COLUMNS]
+    if clash:
+        others = ",".join(c for c in out if c not in RESULT_COLUMNS) or "none"
+        raise InputError(
+            f"Input column '{clash[0]}' would clash with batchscore's output column of that name; "
+            f"leave it out with --keep-columns {others}."
+        )
+    return out
+
+
+def _progress_enabled(cfg: JobConfig) -> bool:
+    return cfg.progress if cfg.progress is not None else sys.stderr.isatty()
+
+
+def run_job(cfg: JobConfig) -> JobResult:
+    import pyarrow as pa
+    import torch
+    from tqdm.auto import tqdm
+
+    from .batches import ChunkDataset
+    from .model import load_model, run_batch
+    from .postprocess import apply, result_columns, result_fields, score_function
+    from .sink import ParquetSink
+    from .source import open_source
+
+    if not cfg.input:
+        raise ConfigError("No input given; pass INPUT (a file, folder, glob, URL or Hub dataset name).")
+    started = time.time()
+    open_input = functools.partial(open_source, cfg.input, text_column=cfg.text_column, split=cfg.split,
+                                   dataset_config=cfg.dataset_config)
+    source = open_input()
+    out_columns = _check_columns(source.schema, cfg)
+    read_columns = list(dict.fromkeys([*out_columns, cfg.text_column]))
+
+    loaded = load_model(cfg.model_id, cfg.model_revision, cfg.precision, cfg.max_length)
+    function = score_function(loaded.model.config)
+    on_gpu = loaded.device.type == "cuda"
+    workers = cfg.num_workers if cfg.num_workers is not None else (min(4, os.cpu_count() or 1) if on_gpu else 0)
+    if workers:
+        # Tokenizers' own thread pool and forked workers don't mix; workers give the parallelism.
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+    effective = cfg.to_dict() | {"max_length": loaded.max_length, "precision": loaded.precision,
+                                 "num_workers": workers}
+    metadata = {"batchscore_version": __version__, "model": loaded.model_id, "revision": loaded.revision,
+                "config": effective}
+    schema = pa.schema([source.schema.field(c) for c in out_columns] + result_fields(cfg.top_k))
+
+    dataset = ChunkDataset(
+        open_input, read_columns=read_columns, chunk_rows=cfg.chunk_rows, limit=cfg.limit,
+        text_column=cfg.text_column, out_columns=out_columns, tokenizer=loaded.tokenizer,
+        max_length=loaded.max_length, batch_tokens=cfg.batch_tokens,
+        # Multiples of 8 let fp16/bf16 matmuls use tensor cores; fp32 gains nothing.
+        pad_multiple=8 if loaded.precision in ("bf16", "fp16") else None,
+    )
+    loader = torch.utils.data.DataLoader(dataset, batch_size=None, collate_fn=_identity, num_workers=workers,
+                                         pin_memory=on_gpu, prefetch_factor=2 if workers else None)
+
+    counts = Counter()
+    labels: Counter = Counter()
+    total = min(x for x in (source.num_rows, cfg.limit) if x is not None) \
+        if source.num_rows is not None or cfg.limit is not None else None
+    first_commit = None
+    bar = tqdm(total=total, unit="rows", desc="scoring", disable=not _progress_enabled(cfg), file=sys.stderr,
+               dynamic_ncols=True)
+    with bar, ParquetSink(cfg.output_path, schema, metadata, overwrite=cfg.overwrite) as sink:
+        for work in loader:
+            rows = work.chunk.num_rows
+            logits = np.zeros((rows, len(loaded.labels)), dtype=np.float32)
+            for batch in work.batches:
+                logits[batch.positions] = run_batch(loaded, batch.inputs)
+            columns = result_columns(apply(function, logits), work.valid, loaded.labels, cfg.top_k)
+            table = pa.Table.from_arrays(
+                [work.chunk.table.column(c) for c in out_columns] + [columns[f.name] for f in
+                                                                     result_fields(cfg.top_k)],
+                schema=schema,
+            )
+            sink.write(work.chunk.index, table)
+            labels.update(columns["label"].drop_null().to_pylist())
+            counts.update(rows=rows, chunks=1, empty_text_rows=int((~work.valid).sum()),
+                          truncated_rows=work.truncated_rows, real_tokens=work.real_tokens,
+                          padded_tokens=work.padded_tokens)
+            if first_commit is None:
+                sink.flush()
+                first_commit = time.time() - started
+            bar.update(rows)
+        seconds = time.time() - started
+        manifest = {
+            **metadata,
+            "input": source.description,
+            "input_files": source.files,
+            "rows": counts["rows"],
+            "scored_rows": counts["rows"] - counts["empty_text_rows"],
+            "empty_text_rows": counts["empty_text_rows"],
+            "truncated_rows": counts["truncated_rows"],
+            "chunks": counts["chunks"],
+            "label_counts": dict(sorted(labels.items())),
+            "real_tokens": counts["real_tokens"],
+            "padded_tokens": counts["padded_tokens"],
+            "seconds": round(seconds, 3),
+            "seconds_to_first_chunk": round(first_commit, 3) if first_commit is not None else None,
+            "rows_per_second": round(counts["rows"] / seconds, 1) if seconds else None,
+            "device": str(loaded.device),
+        }
+        sink.finish(manifest)
+    return JobResult(cfg.output_path, manifest)

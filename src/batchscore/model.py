@@ -1,0 +1,135 @@
+"""Load the tokenizer and classifier once, place them with accelerate, run batches."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import ConfigError, ModelError
+
+MIXED_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
+
+
+@dataclass
+class LoadedModel:
+    model: object
+    tokenizer: object
+    accelerator: object
+    model_id: str
+    revision: str | None  # resolved commit when the Hub told us, else what was asked
+    labels: list[str]  # id2label in id order
+    max_length: int
+    precision: str  # fp32 | bf16 | fp16, after resolving auto
+
+    @property
+    def device(self):
+        return self.accelerator.device
+
+
+def resolve_precision(precision: str, device_type: str) -> str:
+    import torch
+
+    if precision != "auto":
+        return precision
+    if device_type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp32"  # on CPU, autocast is slower than fp32 for these models
+
+
+def model_max_length(tokenizer, config) -> int:
+    # Tokenizers without a recorded limit report a huge sentinel; the position
+    # table is the real limit then.
+    limits = [n for n in (tokenizer.model_max_length, getattr(config, "max_position_embeddings", None))
+              if isinstance(n, int) and 0 < n < 1_000_000]
+    return min(limits) if limits else 512
+
+
+def load_model(model_id: str, revision: str | None, precision: str = "auto",
+               max_length: int | None = None) -> LoadedModel:
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    local = os.path.isdir(model_id)
+    if not local and (model_id.startswith((".", "/", "~")) or os.sep in model_id.strip("/").replace("/", "", 1)):
+        raise ModelError(f"Model directory '{model_id}' not found; check --model.")
+    try:
+        config = AutoConfig.from_pretrained(model_id, revision=revision)
+    except (OSError, ValueError) as exc:
+        raise ModelError(_not_found(model_id, exc)) from None
+    if not any(a.endswith("ForSequenceClassification") for a in (config.architectures or [])):
+        raise ModelError(
+            f"Model '{model_id}' is not a sequence classifier (architectures: "
+            f"{', '.join(config.architectures or ['none'])}); pass a model fine-tuned for text classification."
+        )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_id, revision=revision)
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            model_id, revision=revision, config=config, output_loading_info=True
+        )
+    except (OSError, ValueError) as exc:
+        raise ModelError(_not_found(model_id, exc)) from None
+    if info.get("missing_keys"):
+        # A classification head filled with random weights scores noise: refuse.
+        raise ModelError(
+            f"Model '{model_id}' lacks trained weights for {len(info['missing_keys'])} parameters "
+            f"(e.g. {sorted(info['missing_keys'])[0]}); pass a fine-tuned classifier."
+        )
+    if not getattr(tokenizer, "is_fast", False):
+        raise ModelError(f"Model '{model_id}' has no fast (Rust) tokenizer; batchscore needs tokenizer.json.")
+
+    device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    precision = resolve_precision(precision, device_type)
+    if device_type == "cpu" and precision == "fp16":
+        raise ConfigError("--precision fp16 needs a GPU; use bf16 or fp32 on CPU.")
+    accelerator = _accelerator(MIXED_PRECISION[precision])
+    model.eval()
+    # evaluation_mode: place and autocast the model without wrapping it in DDP.
+    model = accelerator.prepare_model(model, evaluation_mode=True)
+    labels = [str(config.id2label.get(i, f"LABEL_{i}")) for i in range(config.num_labels)]
+    limit = model_max_length(tokenizer, config)
+    return LoadedModel(
+        model=model, tokenizer=tokenizer, accelerator=accelerator, model_id=model_id,
+        revision=getattr(config, "_commit_hash", None) or revision, labels=labels,
+        max_length=min(max_length, limit) if max_length else limit, precision=precision,
+    )
+
+
+def _accelerator(mixed_precision: str):
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    try:
+        return Accelerator(mixed_precision=mixed_precision)
+    except ValueError:
+        # Accelerate's state is a process-wide singleton; a second job in the
+        # same process (tests, notebooks) may ask for another precision.
+        AcceleratorState._reset_state(reset_partial_state=False)
+        return Accelerator(mixed_precision=mixed_precision)
+
+
+def _not_found(model_id: str, exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return (f"Cannot load model '{model_id}' ({text.rstrip('.')}); pass --model with a local model "
+            "directory, or check the Hub id and your network.")
+
+
+def run_batch(loaded: LoadedModel, inputs: dict) -> np.ndarray:
+    """Logits for one padded batch as float32 numpy; halves the batch on GPU out-of-memory."""
+    import torch
+
+    device = loaded.device
+    try:
+        with torch.inference_mode():
+            moved = {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
+            return loaded.model(**moved).logits.float().cpu().numpy()
+    except torch.cuda.OutOfMemoryError:
+        rows = next(iter(inputs.values())).shape[0]
+        if rows == 1:
+            raise
+        torch.cuda.empty_cache()
+        half = rows // 2
+        first = run_batch(loaded, {k: v[:half] for k, v in inputs.items()})
+        second = run_batch(loaded, {k: v[half:] for k, v in inputs.items()})
+        return np.concatenate([first, second])

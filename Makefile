@@ -36,10 +36,7 @@ test: $(STAMP)
 
 score: $(STAMP)
 	@test -n "$(INPUT)" || { echo "usage: make score INPUT=path/or/url [OUTPUT=...] [CONFIG=...] [MODEL=...]"; exit 2; }
-	$(BIN)/batchscore score "$(INPUT)" \
-		$(if $(OUTPUT),--output "$(OUTPUT)") \
-		$(if $(CONFIG),--config "$(CONFIG)") \
-		$(if $(MODEL),--model "$(MODEL)") $(ARGS)
+	$(BIN)/batchscore score "$(INPUT)"$(if $(OUTPUT), --output "$(OUTPUT)")$(if $(CONFIG), --config "$(CONFIG)")$(if $(MODEL), --model "$(MODEL)") $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build dist src/*.egg-info

@@ -50,7 +50,11 @@ def load_model(model_id: str, revision: str | None, precision: str = "auto",
                max_length: int | None = None) -> LoadedModel:
     import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    # Our own progress bar and summary line speak for the job; cron logs need no weight-loading bars.
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
     local = os.path.isdir(model_id)
     if not local and (model_id.startswith((".", "/", "~")) or os.sep in model_id.strip("/").replace("/", "", 1)):
         raise ModelError(f"Model directory '{model_id}' not found; check --model.")

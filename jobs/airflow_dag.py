@@ -1,8 +1,8 @@
 """Example Airflow DAG: score yesterday's partition with batchscore.
 
-Copy into your DAGs folder and adjust the paths. batchscore's exit codes tell
-Airflow what failed: 3 (input) and 4 (model) are not worth retrying; other
-failures are.
+Copy into your DAGs folder and adjust the paths. A failed task's log ends in
+batchscore's one-line error; its exit code (README "Exit codes") says which
+kind of failure it was.
 """
 
 from datetime import datetime, timedelta
@@ -24,6 +24,4 @@ with DAG(
             "s3://corpus/reviews/{{ ds }}/ --config configs/sst2.yaml "
             "-o /data/scored/{{ ds }} --no-progress --overwrite"
         ),
-        # Exit codes 3 and 4 (bad input, bad model) will not fix themselves on retry.
-        skip_on_exit_code=None,
     )

@@ -188,7 +188,10 @@ def _open_hub_dataset(name: str, split: str, dataset_config: str | None) -> Sour
             f"Cannot open Hub dataset '{name}' ({type(exc).__name__}: {_first_line(exc)}); "
             "check the name, or pass a local file."
         ) from None
-    schema = streamed.features.arrow_schema if streamed.features is not None else None
+    if streamed.features is not None:
+        schema = streamed.features.arrow_schema
+    else:  # some streamed formats only know their columns once read: peek at the first rows
+        schema = next(iter(streamed.take(1).with_format("arrow").iter(batch_size=1))).schema
     return Source(f"{name} (Hub dataset, split {split})", [], schema, None,
                   lambda columns: _arrow_iter(streamed, columns))
 

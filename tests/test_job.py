@@ -1,0 +1,68 @@
+"""End-to-end behaviour of the wired job that the per-stage tests can't see."""
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from click.testing import CliRunner
+from test_parity import mixed_texts
+
+from batchscore.cli import main
+
+
+def run(args):
+    return CliRunner().invoke(main, ["score", *args, "--no-progress"])
+
+
+def write_input(tmp_path, n=200):
+    src = tmp_path / "in.parquet"
+    texts = mixed_texts(n, seed=3)
+    pq.write_table(pa.table({"row": list(range(n)), "text": pa.array(texts, pa.string())}), src)
+    return src, texts
+
+
+def test_dataloader_workers_give_the_same_output_as_none(tiny_model, tmp_path):
+    src, _ = write_input(tmp_path)
+    tables = []
+    for workers in ("0", "2"):
+        out = tmp_path / f"out{workers}"
+        result = run([str(src), "--model", tiny_model, "-o", str(out), "--chunk-rows", "23",
+                      "--num-workers", workers])
+        assert result.exit_code == 0, result.output
+        tables.append(pq.read_table(out))
+    assert tables[0].column("row").to_pylist() == list(range(200))
+    assert tables[0].equals(tables[1])  # same rows, same order, same scores, bit for bit
+
+
+def test_bf16_on_cpu_runs_and_mostly_agrees_with_fp32(tiny_model, tmp_path):
+    src, texts = write_input(tmp_path)
+    labels = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / precision
+        result = run([str(src), "--model", tiny_model, "-o", str(out), "--precision", precision])
+        assert result.exit_code == 0, result.output
+        labels[precision] = pq.read_table(out).column("label").to_pylist()
+    same = sum(a == b for a, b in zip(labels["fp32"], labels["bf16"]))
+    assert same >= 0.9 * len(texts)
+
+
+def test_fp16_on_cpu_is_a_usage_error(tiny_model, tmp_path):
+    src, _ = write_input(tmp_path, 5)
+    result = run([str(src), "--model", tiny_model, "-o", str(tmp_path / "out"), "--precision", "fp16"])
+    assert result.exit_code == 2
+    assert "needs a GPU" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_max_length_truncates_and_changes_scores(tiny_model, tmp_path):
+    src, texts = write_input(tmp_path, 50)
+    out = tmp_path / "short"
+    result = run([str(src), "--model", tiny_model, "-o", str(out), "--max-length", "8"])
+    assert result.exit_code == 0, result.output
+    from transformers import pipeline
+
+    pipe = pipeline("text-classification", model=tiny_model, device="cpu")
+    got = pq.read_table(out).to_pylist()
+    for row, text in zip(got, texts):
+        if text and text.strip():
+            expected = pipe(text, truncation=True, max_length=8)[0]
+            assert row["label"] == expected["label"]
+            assert abs(row["score"] - expected["score"]) < 1e-5

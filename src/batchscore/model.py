@@ -50,11 +50,13 @@ def load_model(model_id: str, revision: str | None, precision: str = "auto",
                max_length: int | None = None) -> LoadedModel:
     import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    from huggingface_hub.utils import logging as hub_logging
     from transformers.utils import logging as hf_logging
 
     # Our own progress bar and summary line speak for the job; cron logs need no weight-loading bars.
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
+    hub_logging.set_verbosity_error()  # retry chatter when the Hub is unreachable
     local = os.path.isdir(model_id)
     if not local and (model_id.startswith((".", "/", "~")) or os.sep in model_id.strip("/").replace("/", "", 1)):
         raise ModelError(f"Model directory '{model_id}' not found; check --model.")

@@ -77,12 +77,18 @@ def _resolve_files(spec: str) -> tuple[object, list[str]]:
     except (ImportError, ValueError) as exc:
         raise InputError(f"Cannot open '{spec}': {exc}. Install the fsspec backend for that URL scheme.") from None
     try:
-        if any(ch in path for ch in "*?["):
-            candidates = fs.glob(path)
-        elif fs.isdir(path):
-            candidates = fs.find(path)
-        elif fs.exists(path):
+        # An existing file or folder wins over glob syntax: 'data[1].csv' is a name.
+        if fs.isfile(path):
+            if _format_of(path) is None:
+                raise InputError(
+                    f"Cannot tell the format of '{spec}' from its name; batchscore reads "
+                    ".csv, .tsv, .parquet, .jsonl and .json files."
+                )
             return fs, [path]
+        if fs.isdir(path):
+            candidates = fs.find(path)
+        elif any(ch in path for ch in "*?["):
+            candidates = fs.glob(path)
         else:
             raise InputError(f"Input '{spec}' not found; check the path.")
     except OSError as exc:
@@ -120,10 +126,18 @@ def _open_files(spec: str, text_column: str) -> Source:
     if len(formats) > 1:
         raise InputError(f"'{spec}' mixes file formats ({', '.join(sorted(formats))}); point at one format.")
     fmt = formats.pop()
+    file_format = _file_format(fmt, text_column)
     try:
-        dataset = ds.dataset(files, format=_file_format(fmt, text_column), filesystem=fs)
+        dataset = ds.dataset(files, format=file_format, filesystem=fs)
+        if len(files) > 1:
+            # pyarrow infers the schema from the first file only; a column that is
+            # int in one shard and float (or empty) in another would then fail to
+            # read. Unify every file's schema, promoting types where needed.
+            schema = pa.unify_schemas([f.physical_schema for f in dataset.get_fragments()],
+                                      promote_options="permissive")
+            dataset = ds.dataset(files, format=file_format, filesystem=fs, schema=schema)
         schema = dataset.schema
-    except (pa.ArrowInvalid, OSError) as exc:
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
         raise InputError(f"Cannot read '{spec}' as {fmt}: {_first_line(exc)}.") from None
     num_rows = None
     if fmt == "parquet":

@@ -1,0 +1,240 @@
+"""The command line: help, version, error lines and exit codes, the installed executable."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from batchscore import __version__
+from batchscore.cli import main
+
+ROWS = [
+    {"id": 1, "text": "I've been waiting for a HuggingFace course my whole life."},
+    {"id": 2, "text": "I hate this so much!"},
+    {"id": 3, "text": "42"},
+]
+
+
+@pytest.fixture
+def small_csv(tmp_path):
+    path = tmp_path / "reviews.csv"
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["id", "text"])
+        writer.writeheader()
+        writer.writerows(ROWS)
+    return path
+
+
+def invoke(args, env=None):
+    result = CliRunner().invoke(main, [str(a) for a in args], env=env)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
+
+
+def assert_error(result, exit_code: int, *fragments: str) -> str:
+    """One line `Error: ...` on stderr, the documented exit code, no traceback."""
+    assert result.exit_code == exit_code, (result.exit_code, result.output)
+    assert isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("Error: "), lines
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    assert result.stdout == ""
+    return lines[0]
+
+
+def assert_output_rows(out, rows=ROWS):
+    table = pq.read_table(str(out))
+    assert table.column_names == ["id", "text", "label", "score"]
+    assert table.column("id").to_pylist() == [r["id"] for r in rows]
+    assert table.column("text").to_pylist() == [r["text"] for r in rows]
+    assert set(table.column("label").to_pylist()) <= {"NEGATIVE", "POSITIVE"}
+    assert table.column("label").null_count == 0
+    return table
+
+
+# ------------------------------------------------------------------ help, version
+
+
+def test_main_help_shows_example():
+    result = invoke(["--help"])
+    assert result.exit_code == 0
+    assert "Example" in result.output
+    assert "batchscore score " in result.output
+    assert "score" in result.output.split("Commands:")[1]
+
+
+def test_short_help_flag():
+    assert invoke(["-h"]).exit_code == 0
+
+
+def test_score_help_shows_examples_options_and_exit_codes():
+    result = invoke(["score", "--help"])
+    assert result.exit_code == 0
+    out = result.output
+    assert "Example" in out and "batchscore score " in out
+    for flag in ("--model", "--text-column", "--keep-columns", "--id-column", "--top-k", "--batch-tokens",
+                 "--chunk-rows", "--limit", "--split", "--overwrite", "--config", "-o, --output"):
+        assert flag in out, flag
+    assert "BATCHSCORE_BATCH_TOKENS" in out  # env vars are documented
+    assert "Exit codes" in out and "3 input error" in out
+
+
+def test_version():
+    result = invoke(["--version"])
+    assert result.exit_code == 0
+    assert result.output.strip() == f"batchscore, version {__version__}"
+
+
+# ------------------------------------------------------------------ errors
+
+
+def test_missing_input_file(tmp_path, tiny_model):
+    result = invoke(["score", tmp_path / "nope.csv", "--model", tiny_model, "-o", tmp_path / "out"])
+    assert_error(result, 3, "nope.csv", "not found")
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_input_folder(tmp_path, tiny_model):
+    result = invoke(["score", tmp_path / "no_such_folder", "--model", tiny_model, "-o", tmp_path / "out"])
+    assert_error(result, 3, "no_such_folder")
+
+
+def test_folder_without_data_files(tmp_path, tiny_model):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("nothing to score")
+    result = invoke(["score", tmp_path / "empty", "--model", tiny_model, "-o", tmp_path / "out"])
+    assert_error(result, 3, "No .csv")
+
+
+@pytest.mark.parametrize("name", ["notes.txt", "reviews.csv.gz"])
+def test_file_of_unknown_format(tmp_path, tiny_model, name):
+    (tmp_path / name).write_bytes(b"text\nhello\n")
+    result = invoke(["score", tmp_path / name, "--model", tiny_model, "-o", tmp_path / "out"])
+    assert_error(result, 3, name, ".csv", ".parquet", ".jsonl")
+
+
+def test_missing_text_column_lists_columns(tmp_path, tiny_model, small_csv):
+    result = invoke(["score", small_csv, "--text-column", "body", "--model", tiny_model, "-o", tmp_path / "out"])
+    line = assert_error(result, 3, "'body'", "--text-column")
+    assert "id" in line and "text" in line  # the columns that do exist
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_id_column(tmp_path, tiny_model, small_csv):
+    result = invoke(["score", small_csv, "--id-column", "uid", "--model", tiny_model, "-o", tmp_path / "out"])
+    assert_error(result, 3, "'uid'", "--id-column")
+
+
+def test_unknown_model_dir(tmp_path, small_csv):
+    result = invoke(["score", small_csv, "--model", tmp_path / "no-model-here", "-o", tmp_path / "out"])
+    assert_error(result, 4, "no-model-here", "--model")
+    assert not (tmp_path / "out").exists()
+
+
+def test_no_input_at_all():
+    result = invoke(["score"], env={"BATCHSCORE_INPUT": ""})
+    assert_error(result, 2, "INPUT")
+
+
+def test_bad_option_value_is_a_usage_error(small_csv):
+    result = invoke(["score", small_csv, "--chunk-rows", "0"])
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+    assert "--chunk-rows" in result.stderr
+
+
+def test_bad_env_value_is_a_config_error(small_csv):
+    result = invoke(["score", small_csv], env={"BATCHSCORE_BATCH_TOKENS": "lots"})
+    assert_error(result, 2, "batch_tokens", "lots")
+
+
+def test_existing_output_needs_overwrite(tmp_path, tiny_model, small_csv):
+    out = tmp_path / "out"
+    args = ["score", small_csv, "--model", tiny_model, "-o", out, "--no-progress"]
+    assert invoke(args).exit_code == 0
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+
+    assert_error(invoke(args), 5, "--overwrite", str(out))
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before  # untouched
+
+    result = invoke([*args, "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert_output_rows(out)
+    assert sorted(os.listdir(out)) == ["_SUCCESS", "_manifest.json", "part-000000.parquet"]
+
+
+def test_existing_parquet_file_needs_overwrite(tmp_path, tiny_model, small_csv):
+    out = tmp_path / "scored.parquet"
+    out.write_bytes(b"previous results")
+    result = invoke(["score", small_csv, "--model", tiny_model, "-o", out, "--no-progress"])
+    assert_error(result, 5, "--overwrite")
+    assert out.read_bytes() == b"previous results"
+
+
+def test_overwrite_never_empties_a_foreign_folder(tmp_path, tiny_model, small_csv):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "thesis.tex").write_text("precious")
+    result = invoke(["score", small_csv, "--model", tiny_model, "-o", out, "--overwrite", "--no-progress"])
+    assert_error(result, 5, "thesis.tex")
+    assert (out / "thesis.tex").read_text() == "precious"
+
+
+def test_empty_existing_output_folder_is_fine(tmp_path, tiny_model, small_csv):
+    out = tmp_path / "out"
+    out.mkdir()
+    result = invoke(["score", small_csv, "--model", tiny_model, "-o", out, "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert_output_rows(out)
+
+
+# ------------------------------------------------------------------ the executable
+
+
+def _executable() -> Path:
+    exe = Path(sys.executable).parent / "batchscore"
+    if not exe.exists():
+        pytest.skip(f"no installed batchscore executable next to {sys.executable}")
+    return exe
+
+
+def _env():
+    env = dict(os.environ)
+    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    return {k: v for k, v in env.items() if not k.startswith("BATCHSCORE_")}
+
+
+def test_installed_executable_scores_a_csv(tmp_path, tiny_model, small_csv):
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [str(_executable()), "score", str(small_csv), "--model", tiny_model, "-o", str(out), "--no-progress"],
+        capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "Scored 3 of 3 rows" in proc.stderr
+    assert (out / "_SUCCESS").exists()
+    assert_output_rows(out)
+
+
+def test_installed_executable_error_exit_code(tmp_path, tiny_model):
+    proc = subprocess.run(
+        [str(_executable()), "score", str(tmp_path / "missing.jsonl"), "--model", tiny_model, "-o",
+         str(tmp_path / "out")],
+        capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=300,
+    )
+    assert proc.returncode == 3
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and "missing.jsonl" in lines[0]

@@ -1,0 +1,315 @@
+"""Config merging: CLI > env (BATCHSCORE_*) > config file > defaults, and value checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from batchscore.cli import main
+from batchscore.config import (OPTIONS, REFERENCE_MODEL, REFERENCE_REVISION, JobConfig, build_config,
+                               load_config_file)
+from batchscore.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_yaml(path: Path, text: str) -> str:
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+@pytest.fixture
+def config_file(tmp_path):
+    return write_yaml(tmp_path / "job.yaml", """\
+text_column: body
+batch_tokens: 100
+chunk_rows: 50
+top_k: all
+split: validation
+keep_columns: [a, b]
+overwrite: true
+""")
+
+
+# ------------------------------------------------------------------ precedence
+
+
+def test_defaults():
+    cfg = build_config({}, env={})
+    assert cfg == JobConfig()
+    assert (cfg.text_column, cfg.batch_tokens, cfg.chunk_rows, cfg.top_k, cfg.split) == ("text", 16384, 10000,
+                                                                                          "1", "train")
+    assert cfg.keep_columns is None and cfg.overwrite is False and cfg.limit is None
+    assert cfg.config_file is None
+
+
+def test_config_file_beats_defaults(config_file):
+    cfg = build_config({}, env={}, config_file=config_file)
+    assert cfg.text_column == "body"
+    assert cfg.batch_tokens == 100
+    assert cfg.chunk_rows == 50
+    assert cfg.top_k == "all"
+    assert cfg.split == "validation"
+    assert cfg.keep_columns == ("a", "b")
+    assert cfg.overwrite is True
+    assert cfg.precision == "auto"  # not in the file: default
+    assert cfg.config_file == config_file
+
+
+def test_env_beats_config_file(config_file):
+    env = {"BATCHSCORE_BATCH_TOKENS": "200", "BATCHSCORE_TOP_K": "1", "BATCHSCORE_OVERWRITE": "no",
+           "BATCHSCORE_LIMIT": "7"}
+    cfg = build_config({}, env=env, config_file=config_file)
+    assert cfg.batch_tokens == 200
+    assert cfg.top_k == "1"
+    assert cfg.overwrite is False
+    assert cfg.limit == 7
+    assert cfg.text_column == "body"  # env silent: the file still counts
+    assert cfg.chunk_rows == 50
+
+
+def test_cli_beats_env_and_config_file(config_file):
+    env = {"BATCHSCORE_BATCH_TOKENS": "200", "BATCHSCORE_TEXT_COLUMN": "review", "BATCHSCORE_OVERWRITE": "1"}
+    cli = {"batch_tokens": 300, "text_column": "comment", "overwrite": False, "chunk_rows": None, "top_k": None}
+    cfg = build_config(cli, env=env, config_file=config_file)
+    assert cfg.batch_tokens == 300
+    assert cfg.text_column == "comment"
+    assert cfg.overwrite is False  # an explicit --no-overwrite beats env and file
+    assert cfg.chunk_rows == 50  # None from the CLI means "not given"
+    assert cfg.top_k == "all"
+
+
+def test_env_beats_default_without_file():
+    cfg = build_config({}, env={"BATCHSCORE_SPLIT": "test", "BATCHSCORE_MODEL": "/models/m",
+                                "BATCHSCORE_KEEP_COLUMNS": "none", "BATCHSCORE_PRECISION": "BF16"})
+    assert cfg.split == "test"
+    assert cfg.model == "/models/m"
+    assert cfg.keep_columns == ()
+    assert cfg.precision == "bf16"
+
+
+def test_empty_env_value_is_ignored(config_file):
+    cfg = build_config({}, env={"BATCHSCORE_TEXT_COLUMN": "", "BATCHSCORE_BATCH_TOKENS": ""},
+                       config_file=config_file)
+    assert cfg.text_column == "body"
+    assert cfg.batch_tokens == 100
+
+
+def test_every_option_reads_its_env_var():
+    values = {"input": "in.csv", "output": "out", "model": "m", "revision": "r", "text_column": "t",
+              "id_column": "i", "keep_columns": "x,y", "top_k": "all", "max_length": "64", "batch_tokens": "9",
+              "chunk_rows": "8", "precision": "fp32", "limit": "5", "split": "s", "dataset_config": "c",
+              "num_workers": "0", "progress": "true", "overwrite": "true"}
+    assert set(values) == {o.name for o in OPTIONS}
+    cfg = build_config({}, env={f"BATCHSCORE_{k.upper()}": v for k, v in values.items()})
+    assert (cfg.input, cfg.output, cfg.model, cfg.revision) == ("in.csv", "out", "m", "r")
+    assert (cfg.text_column, cfg.id_column, cfg.keep_columns) == ("t", "i", ("x", "y"))
+    assert (cfg.top_k, cfg.max_length, cfg.batch_tokens, cfg.chunk_rows) == ("all", 64, 9, 8)
+    assert (cfg.precision, cfg.limit, cfg.split, cfg.dataset_config) == ("fp32", 5, "s", "c")
+    assert (cfg.num_workers, cfg.progress, cfg.overwrite) == (0, True, True)
+
+
+def test_config_env_var_names_the_file(config_file):
+    cfg = build_config({}, env={"BATCHSCORE_CONFIG": config_file})
+    assert cfg.text_column == "body"
+    assert cfg.config_file == config_file
+
+
+def test_explicit_config_file_beats_config_env_var(tmp_path, config_file):
+    other = write_yaml(tmp_path / "other.yaml", "text_column: headline\n")
+    cfg = build_config({}, env={"BATCHSCORE_CONFIG": config_file}, config_file=other)
+    assert cfg.text_column == "headline"
+    assert cfg.batch_tokens == 16384  # nothing read from the env-named file
+
+
+def test_dashed_keys_and_empty_file(tmp_path):
+    cfg = build_config({}, env={}, config_file=write_yaml(tmp_path / "a.yaml", "batch-tokens: 64\ntext-column: x\n"))
+    assert (cfg.batch_tokens, cfg.text_column) == (64, "x")
+    assert build_config({}, env={}, config_file=write_yaml(tmp_path / "b.yaml", "# nothing\n")) == JobConfig()
+
+
+# ------------------------------------------------------------------ errors
+
+
+def test_unknown_key_names_the_key(tmp_path):
+    path = write_yaml(tmp_path / "bad.yaml", "text_column: body\nbatch_size: 32\n")
+    with pytest.raises(ConfigError) as info:
+        build_config({}, env={}, config_file=path)
+    assert "batch_size" in info.value.message
+    assert "batch_tokens" in info.value.message  # the known keys are listed
+
+
+@pytest.mark.parametrize("yaml_text, option", [
+    ("batch_tokens: 0\n", "batch_tokens"),
+    ("chunk_rows: -5\n", "chunk_rows"),
+    ("top_k: 3\n", "top_k"),
+    ("precision: fp8\n", "precision"),
+    ("batch_tokens: lots\n", "batch_tokens"),
+    ("limit: 2.5\n", "limit"),
+    ("max_length: true\n", "max_length"),
+    ("overwrite: maybe\n", "overwrite"),
+    ("text_column: [a, b]\n", "text_column"),
+    ("keep_columns: 'a,,b'\n", "keep_columns"),
+])
+def test_bad_values_in_file(tmp_path, yaml_text, option):
+    path = write_yaml(tmp_path / "bad.yaml", yaml_text)
+    with pytest.raises(ConfigError) as info:
+        build_config({}, env={}, config_file=path)
+    assert option in info.value.message
+    assert info.value.exit_code == 2
+
+
+@pytest.mark.parametrize("name, value", [("BATCHSCORE_BATCH_TOKENS", "0"), ("BATCHSCORE_TOP_K", "3"),
+                                         ("BATCHSCORE_PRECISION", "fp8"), ("BATCHSCORE_CHUNK_ROWS", "ten"),
+                                         ("BATCHSCORE_PROGRESS", "sometimes")])
+def test_bad_values_in_env(name, value):
+    with pytest.raises(ConfigError) as info:
+        build_config({}, env={name: value})
+    assert name.removeprefix("BATCHSCORE_").lower() in info.value.message
+    assert "environment" in info.value.message
+
+
+@pytest.mark.parametrize("text", ["- a\n- b\n", "just a string\n", "key: [unclosed\n"])
+def test_config_file_must_be_a_yaml_mapping(tmp_path, text):
+    with pytest.raises(ConfigError):
+        build_config({}, env={}, config_file=write_yaml(tmp_path / "c.yaml", text))
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        build_config({}, env={"BATCHSCORE_CONFIG": str(tmp_path / "nope.yaml")})
+    assert "nope.yaml" in info.value.message
+
+
+# ------------------------------------------------------------------ keep_columns
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("a,b", ("a", "b")),
+    (" a , b ", ("a", "b")),
+    ("b", ("b",)),
+    (["a", "b"], ("a", "b")),
+    (("c",), ("c",)),
+    ("none", ()),
+    ("NONE", ()),
+    ([], ()),
+    ("all", None),
+    ("All", None),
+])
+def test_keep_columns_parsing(raw, expected):
+    assert build_config({"keep_columns": raw}, env={}).keep_columns == expected
+
+
+def test_keep_columns_list_in_yaml(tmp_path):
+    cfg = build_config({}, env={}, config_file=write_yaml(tmp_path / "k.yaml", "keep_columns:\n  - x\n  - y\n"))
+    assert cfg.keep_columns == ("x", "y")
+    assert cfg.to_dict()["keep_columns"] == ["x", "y"]
+
+
+# ------------------------------------------------------------------ default model
+
+
+def test_default_model_is_the_pinned_reference():
+    cfg = build_config({}, env={})
+    assert cfg.model is None
+    assert cfg.model_id == REFERENCE_MODEL == "distilbert/distilbert-base-uncased-finetuned-sst-2-english"
+    assert cfg.model_revision == REFERENCE_REVISION == "af0f99b"
+    d = cfg.to_dict()
+    assert (d["model"], d["revision"]) == (REFERENCE_MODEL, REFERENCE_REVISION)
+
+
+def test_given_model_is_not_pinned():
+    cfg = build_config({"model": "./my-model"}, env={})
+    assert cfg.model_id == "./my-model"
+    assert cfg.model_revision is None
+    cfg = build_config({}, env={"BATCHSCORE_MODEL": "someone/other-model"})
+    assert (cfg.model_id, cfg.model_revision) == ("someone/other-model", None)
+
+
+def test_given_revision_wins():
+    assert build_config({"model": "someone/m", "revision": "v2"}, env={}).model_revision == "v2"
+    cfg = build_config({"revision": "main"}, env={})
+    assert (cfg.model_id, cfg.model_revision) == (REFERENCE_MODEL, "main")
+
+
+# ------------------------------------------------------------------ shipped configs
+
+
+@pytest.mark.parametrize("name", ["default.yaml", "sst2.yaml"])
+def test_shipped_config_loads(name):
+    path = REPO / "configs" / name
+    if not path.exists():
+        pytest.skip(f"configs/{name} not written yet")
+    assert isinstance(load_config_file(str(path)), dict)
+    cfg = build_config({}, env={}, config_file=str(path))
+    if cfg.model_id == REFERENCE_MODEL:
+        # The reference model must stay pinned, whether or not the file names it.
+        assert cfg.model_revision == REFERENCE_REVISION
+
+
+# ------------------------------------------------------------------ through the CLI
+
+
+def _run(args, env):
+    result = CliRunner().invoke(main, [str(a) for a in args], env=env)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
+
+
+def test_env_var_changes_the_job(tmp_path, tiny_model):
+    texts = ["good", "", "awful film"]
+    pq.write_table(pa.table({"text": pa.array(texts, pa.string())}), tmp_path / "in.parquet")
+    out = tmp_path / "out"
+    result = _run(["score", tmp_path / "in.parquet", "-o", out, "--no-progress"],
+                  env={"BATCHSCORE_TOP_K": "all", "BATCHSCORE_MODEL": tiny_model})
+    assert result.exit_code == 0, result.output
+    table = pq.read_table(str(out))
+    assert table.column_names == ["text", "label", "score", "scores"]
+    scores = table.column("scores").to_pylist()
+    assert scores[1] is None
+    for i in (0, 2):
+        entries = scores[i]
+        assert sorted(e["label"] for e in entries) == ["NEGATIVE", "POSITIVE"]
+        assert entries[0]["score"] >= entries[1]["score"]
+        assert abs(sum(e["score"] for e in entries) - 1) < 1e-5
+        assert entries[0]["label"] == table.column("label")[i].as_py()
+        assert entries[0]["score"] == pytest.approx(table.column("score")[i].as_py())
+
+
+def test_config_file_changes_the_job(tmp_path, tiny_model):
+    pq.write_table(pa.table({"n": [1, 2, 3], "body": ["great", "bad", "fine"], "other": ["x", "y", "z"]}),
+                   tmp_path / "in.parquet")
+    config = write_yaml(tmp_path / "job.yaml", f"text_column: body\nkeep_columns: n\nmodel: {tiny_model}\n")
+    out = tmp_path / "out"
+    result = _run(["score", tmp_path / "in.parquet", "--config", config, "-o", out, "--no-progress"], env={})
+    assert result.exit_code == 0, result.output
+    table = pq.read_table(str(out))
+    assert table.column_names == ["n", "label", "score"]
+    assert table.column("n").to_pylist() == [1, 2, 3]
+    assert table.column("label").null_count == 0
+
+
+def test_config_env_var_and_cli_override_through_the_cli(tmp_path, tiny_model):
+    pq.write_table(pa.table({"body": ["great", "bad"], "text": ["", ""]}), tmp_path / "in.parquet")
+    config = write_yaml(tmp_path / "job.yaml", "text_column: text\nkeep_columns: none\n")
+    out = tmp_path / "out"
+    # File says text (all empty); the CLI says body: body wins, so every row is scored.
+    result = _run(["score", tmp_path / "in.parquet", "--text-column", "body", "--model", tiny_model, "-o", out,
+                   "--no-progress"], env={"BATCHSCORE_CONFIG": config})
+    assert result.exit_code == 0, result.output
+    table = pq.read_table(str(out))
+    assert table.column_names == ["label", "score"]  # keep_columns from the env-named file
+    assert table.column("label").null_count == 0
+
+
+def test_bad_config_file_through_the_cli(tmp_path):
+    config = write_yaml(tmp_path / "job.yaml", "txt_column: body\n")
+    result = _run(["score", tmp_path / "in.csv", "--config", config], env={})
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and "txt_column" in lines[0]

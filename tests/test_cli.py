@@ -142,6 +142,15 @@ def test_unknown_model_dir(tmp_path, small_csv):
     assert not (tmp_path / "out").exists()
 
 
+def test_overwrite_leaves_old_output_alone_when_the_model_fails(tmp_path, small_csv, tiny_model):
+    out = tmp_path / "out"
+    assert invoke(["score", small_csv, "--model", tiny_model, "-o", out, "--no-progress"]).exit_code == 0
+    before = sorted(p.name for p in out.iterdir())
+    result = invoke(["score", small_csv, "--model", tmp_path / "no-model-here", "-o", out, "--overwrite"])
+    assert_error(result, 4, "no-model-here")
+    assert sorted(p.name for p in out.iterdir()) == before
+
+
 def test_no_input_at_all():
     result = invoke(["score"], env={"BATCHSCORE_INPUT": ""})
     assert_error(result, 2, "INPUT")

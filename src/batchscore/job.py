@@ -52,7 +52,7 @@ def _check_columns(schema, cfg: JobConfig) -> list[str]:
     missing = [c for c in keep if c not in names]
     if missing:
         raise InputError(f"Column '{missing[0]}' not found; columns are: {listing}. Fix --keep-columns.")
-    out = ([cfg.id_column] if cfg.id_column else []) + [c for c in keep if c != cfg.id_column]
+    out = list(dict.fromkeys(([cfg.id_column] if cfg.id_column else []) + keep))
     clash = [c for c in out if c in RESULT_COLUMNS]
     if clash:
         others = ",".join(c for c in out if c not in RESULT_COLUMNS) or "none"
@@ -75,7 +75,7 @@ def run_job(cfg: JobConfig) -> JobResult:
     from .batches import ChunkDataset
     from .model import load_model, run_batch
     from .postprocess import apply, result_columns, result_fields, score_function
-    from .sink import ParquetSink
+    from .sink import ParquetSink, check_output
     from .source import open_source
 
     if not cfg.input:
@@ -87,6 +87,8 @@ def run_job(cfg: JobConfig) -> JobResult:
     out_columns = _check_columns(source.schema, cfg)
     read_columns = list(dict.fromkeys([*out_columns, cfg.text_column]))
 
+    # Before the model load, which can take minutes: a taken output fails at once.
+    check_output(cfg.output_path, cfg.overwrite)
     loaded = load_model(cfg.model_id, cfg.model_revision, cfg.precision, cfg.max_length)
     function = score_function(loaded.model.config)
     on_gpu = loaded.device.type == "cuda"
@@ -118,7 +120,7 @@ def run_job(cfg: JobConfig) -> JobResult:
     first_commit = None
     bar = tqdm(total=total, unit="rows", desc="scoring", disable=not _progress_enabled(cfg), file=sys.stderr,
                dynamic_ncols=True)
-    with bar, ParquetSink(cfg.output_path, schema, metadata, overwrite=cfg.overwrite) as sink:
+    with bar, ParquetSink(cfg.output_path, schema, metadata) as sink:
         for work in loader:
             rows = work.chunk.num_rows
             logits = np.zeros((rows, len(loaded.labels)), dtype=np.float32)

@@ -35,59 +35,74 @@ def _atomic_write_bytes(path: str, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-class ParquetSink:
-    """Context manager: `write(index, table)` per chunk, then `finish(manifest)`."""
+def parts_dir(output: str) -> str:
+    """Where part files go: the output folder, or a hidden folder beside a .parquet output."""
+    if output.endswith(".parquet"):
+        return os.path.join(os.path.dirname(os.path.abspath(output)), f".{os.path.basename(output)}.parts")
+    return output
 
-    def __init__(self, output: str, schema, metadata: dict, overwrite: bool = False):
+
+def check_output(output: str, overwrite: bool) -> None:
+    """Fail early, touching nothing, if the output location can't be used."""
+    single_file = output.endswith(".parquet")
+    if os.path.isfile(output) and not single_file:
+        raise OutputError(f"Output '{output}' is a file; pass a folder path, or a path ending in .parquet.")
+    if os.path.isdir(output) and single_file:
+        raise OutputError(f"Output '{output}' is a folder; pass a file path ending in .parquet, or another name.")
+    if _taken(output):
+        if not overwrite:
+            raise OutputError(f"Output '{output}' already exists; pass --overwrite to replace it.")
+        foreign = [] if single_file else [
+            n for n in os.listdir(output) if n not in (SUCCESS, MANIFEST) and not n.startswith((".", "part-"))
+        ]
+        if foreign:
+            # --overwrite must never empty a folder that is not a batchscore output.
+            raise OutputError(f"Output '{output}' holds files batchscore did not write (e.g. {foreign[0]}); "
+                              "choose another --output.")
+    existing = os.path.abspath(parts_dir(output))
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"Cannot write under '{existing}'; pass a writable --output.")
+
+
+def _taken(output: str) -> bool:
+    if output.endswith(".parquet"):
+        return os.path.isfile(output)
+    return os.path.isdir(output) and bool(os.listdir(output))
+
+
+class ParquetSink:
+    """Context manager: `write(index, table)` per chunk, then `finish(manifest)`.
+
+    The output location must have been vetted by `check_output`.
+    """
+
+    def __init__(self, output: str, schema, metadata: dict):
         self.output = output
         self.single_file = output.endswith(".parquet")
-        self.parts_dir = (
-            os.path.join(os.path.dirname(os.path.abspath(output)), f".{os.path.basename(output)}.parts")
-            if self.single_file else output
-        )
+        self.parts_dir = parts_dir(output)
         self.schema = schema.with_metadata({METADATA_KEY: json.dumps(metadata, sort_keys=True).encode()})
         self.metadata = metadata
-        self._prepare(overwrite)
+        self._clear_previous()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-writer")
         self._pending: list[Future] = []
         self.written: list[int] = []
 
-    def _prepare(self, overwrite: bool) -> None:
-        out = self.output
-        if os.path.isfile(out) and not self.single_file:
-            raise OutputError(f"Output '{out}' is a file; pass a folder path, or a path ending in .parquet.")
-        if os.path.isdir(out) and self.single_file:
-            raise OutputError(f"Output '{out}' is a folder; pass a file path ending in .parquet, or another name.")
-        taken = os.path.isfile(out) if self.single_file else (os.path.isdir(out) and bool(os.listdir(out)))
-        if taken:
-            if not overwrite:
-                raise OutputError(f"Output '{out}' already exists; pass --overwrite to replace it.")
-            self._remove_previous()
+    def _clear_previous(self) -> None:
+        # check_output has vetted the location; --overwrite takes effect only now,
+        # after the model loaded, so a failed start leaves an old output alone.
+        if _taken(self.output) and self.single_file:
+            os.remove(self.output)
+        elif _taken(self.output):
+            shutil.rmtree(self.output)
         if self.single_file and os.path.isdir(self.parts_dir):
             shutil.rmtree(self.parts_dir)
         try:
             os.makedirs(self.parts_dir, exist_ok=True)
-            probe = os.path.join(self.parts_dir, ".write-test")
-            open(probe, "wb").close()
-            os.remove(probe)
         except OSError as exc:
-            raise OutputError(f"Cannot write to '{self.parts_dir}' ({exc.strerror}); pass a writable --output.") \
+            raise OutputError(f"Cannot create '{self.parts_dir}' ({exc.strerror}); pass a writable --output.") \
                 from None
-
-    def _remove_previous(self) -> None:
-        out = self.output
-        if self.single_file:
-            os.remove(out)
-            return
-        ours = {SUCCESS, MANIFEST}
-        foreign = [n for n in os.listdir(out) if n not in ours and not n.startswith((".", "part-"))]
-        if foreign:
-            # --overwrite must never empty a folder that is not a batchscore output.
-            raise OutputError(
-                f"Output '{out}' holds files batchscore did not write (e.g. {foreign[0]}); "
-                "choose another --output."
-            )
-        shutil.rmtree(out)
 
     def __enter__(self):
         return self

@@ -247,3 +247,9 @@ def test_installed_executable_error_exit_code(tmp_path, tiny_model):
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and "missing.jsonl" in lines[0]
+
+
+def test_unreachable_hub_names_the_offline_model_and_make_model(small_csv, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    result = invoke(["score", small_csv, "--model", "some-org/not-cached-model", "-o", tmp_path / "out"])
+    assert_error(result, 4, "--model models/minilm-vader-sentiment", "make model", "not-cached-model")

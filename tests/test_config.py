@@ -313,3 +313,10 @@ def test_bad_config_file_through_the_cli(tmp_path):
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and "txt_column" in lines[0]
+
+
+def test_default_yaml_documents_every_option():
+    keys = load_config_file(str(REPO / "configs" / "default.yaml"))
+    from batchscore.config import OPTION_NAMES
+
+    assert sorted(keys) == sorted(OPTION_NAMES)

@@ -53,9 +53,9 @@ def assert_error(result, exit_code: int, *fragments: str) -> str:
     return lines[0]
 
 
-def assert_output_rows(out, rows=ROWS):
+def assert_output_rows(out, rows=ROWS, columns=("id", "text", "label", "score")):
     table = pq.read_table(str(out))
-    assert table.column_names == ["id", "text", "label", "score"]
+    assert table.column_names == list(columns)
     assert table.column("id").to_pylist() == [r["id"] for r in rows]
     assert table.column("text").to_pylist() == [r["text"] for r in rows]
     assert set(table.column("label").to_pylist()) <= {"NEGATIVE", "POSITIVE"}
@@ -174,13 +174,18 @@ def test_existing_output_needs_overwrite(tmp_path, tiny_model, small_csv):
     assert invoke(args).exit_code == 0
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
 
-    assert_error(invoke(args), 5, "--overwrite", str(out))
+    again = invoke(args)  # the same job again: already complete, nothing rewritten
+    assert again.exit_code == 0 and "Already complete" in again.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+
+    assert_error(invoke([*args, "--top-k", "all"]), 5, "--overwrite", str(out), "top_k")
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before  # untouched
 
-    result = invoke([*args, "--overwrite"])
+    result = invoke([*args, "--top-k", "all", "--overwrite"])
     assert result.exit_code == 0, result.output
-    assert_output_rows(out)
-    assert sorted(os.listdir(out)) == ["_SUCCESS", "_manifest.json", "part-000000.parquet"]
+    assert_output_rows(out, columns=["id", "text", "label", "score", "scores"])
+    assert sorted(n for n in os.listdir(out) if not n.startswith(".")) == [
+        "_SUCCESS", "_manifest.json", "part-000000.parquet"]
 
 
 def test_existing_parquet_file_needs_overwrite(tmp_path, tiny_model, small_csv):

@@ -7,6 +7,7 @@ chunk's worth of padded batches, so chunks come out in order.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -107,11 +108,12 @@ class ChunkDataset(torch.utils.data.IterableDataset):
     """
 
     def __init__(self, open_source, *, read_columns: list[str], chunk_rows: int, limit: int | None,
-                 rank: int = 0, world_size: int = 1, **encode_args):
+                 skip: frozenset = frozenset(), rank: int = 0, world_size: int = 1, **encode_args):
         self.open_source = open_source  # picklable callable -> Source
         self.read_columns = read_columns
         self.chunk_rows = chunk_rows
         self.limit = limit
+        self.skip = skip  # chunks already committed by an earlier run
         self.rank, self.world_size = rank, world_size
         self.encode_args = encode_args
 
@@ -119,8 +121,15 @@ class ChunkDataset(torch.utils.data.IterableDataset):
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
 
+        # The j-th chunk still to do goes to worker j % workers, so the DataLoader's
+        # round-robin collection hands them back in chunk order.
+        skipped = sorted(k for k in self.skip if k % self.world_size == self.rank)
+
         def owns(index: int) -> bool:
-            return index % self.world_size == self.rank and (index // self.world_size) % workers == worker
+            if index % self.world_size != self.rank or index in self.skip:
+                return False
+            todo_position = index // self.world_size - bisect.bisect_left(skipped, index)
+            return todo_position % workers == worker
 
         source = self.open_source()
         for chunk in iter_chunks(source.batches(self.read_columns), self.chunk_rows, self.limit, owns):

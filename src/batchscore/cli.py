@@ -6,6 +6,7 @@ job, so `batchscore --help` answers at once.
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import click
@@ -34,6 +35,10 @@ def main():
     Example:
       batchscore score examples/reviews.csv --model ./my-sentiment-model -o out/reviews
     """
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def _click_option(opt):
@@ -79,6 +84,9 @@ def score(config_file, **cli_values):
     """
     from .job import run_job
 
+    # SIGTERM (Airflow, Kubernetes, systemd) stops the job like Ctrl-C: the chunk
+    # in flight is dropped, committed parts stay, the lock is released.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         cfg = build_config(cli_values, config_file=config_file)
         result = run_job(cfg)
@@ -86,9 +94,15 @@ def score(config_file, **cli_values):
         click.echo(f"Error: {exc.message}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        click.echo("Interrupted; the output is incomplete (no _SUCCESS). Rerun with --overwrite.", err=True)
+        click.echo("Interrupted; committed chunks are kept. Rerun the same command to finish.", err=True)
         sys.exit(EXIT_INTERRUPTED)
+    for warning in result.warnings:
+        click.echo(f"Warning: {warning}", err=True)
     m = result.manifest
+    if result.already_complete:
+        click.echo(f"Already complete: {result.output} holds this job's {m['rows']} rows; nothing to do "
+                   "(--overwrite to redo it).", err=True)
+        return
     click.echo(
         f"Scored {m['scored_rows']} of {m['rows']} rows ({m['empty_text_rows']} without text, "
         f"{m['truncated_rows']} truncated) in {m['seconds']:.1f}s -> {result.output}",

@@ -65,8 +65,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("dataset_config", "str", "Config (subset) name of a Hub dataset.", metavar="NAME"),
     Option("num_workers", "int", "DataLoader worker processes reading and tokenizing. Default: 0 on CPU, "
            "up to 4 on GPU.", metavar="N"),
+    Option("encoding", "str", "Encoding of CSV/TSV input (a Python codec: latin-1, cp1252, ...); "
+           "utf-8-replace replaces invalid bytes instead of failing. Default: UTF-8, strict.", metavar="NAME"),
+    Option("allow_pickle", "bool", "Allow loading model weights stored as pickle (.bin), which can run code: "
+           "only for models you trust. Default: safetensors only."),
+    Option("trust_remote_code", "bool", "Allow models whose repo ships its own Python code, and run it: "
+           "only for models you trust."),
     Option("progress", "bool", "Show a progress bar on stderr. Default: only when stderr is a terminal."),
-    Option("overwrite", "bool", "Delete an existing output before writing."),
+    Option("overwrite", "bool", "Replace an existing output (one batchscore wrote) instead of resuming it."),
 )
 OPTION_NAMES = tuple(o.name for o in OPTIONS)
 
@@ -89,6 +95,9 @@ class JobConfig:
     split: str = "train"
     dataset_config: str | None = None
     num_workers: int | None = None
+    encoding: str | None = None
+    allow_pickle: bool = False
+    trust_remote_code: bool = False
     progress: bool | None = None
     overwrite: bool = False
     # Not an option: where the config file came from, for the manifest.

@@ -11,7 +11,7 @@ import os
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -26,6 +26,8 @@ RESULT_COLUMNS = ("label", "score", "scores")
 class JobResult:
     output: str
     manifest: dict
+    already_complete: bool = False
+    warnings: list[str] = field(default_factory=list)
 
 
 def _identity(item):
@@ -67,6 +69,36 @@ def _progress_enabled(cfg: JobConfig) -> bool:
     return cfg.progress if cfg.progress is not None else sys.stderr.isatty()
 
 
+def _model_stamp(model_id: str) -> list | None:
+    """For a local model folder, its weight files' sizes and times: a rebuilt model is another model."""
+    if not os.path.isdir(model_id):
+        return None
+    names = sorted(n for n in os.listdir(model_id) if n.endswith((".safetensors", ".bin", "config.json")))
+    return [[n, os.path.getsize(os.path.join(model_id, n)), int(os.path.getmtime(os.path.join(model_id, n)))]
+            for n in names]
+
+
+def run_identity(cfg: JobConfig, source, loaded, out_columns: list[str]) -> dict:
+    """Everything that changes which rows or which scores an output holds.
+
+    An output can be resumed only by a run with the same identity. Batch size,
+    workers and progress are left out: they change speed, not results.
+    """
+    return {
+        "input": source.fingerprint or source.description,
+        "limit": cfg.limit,
+        "chunk_rows": cfg.chunk_rows,
+        "text_column": cfg.text_column,
+        "columns": out_columns,
+        "model": loaded.model_id,
+        "revision": loaded.revision,
+        "model_files": _model_stamp(loaded.model_id),
+        "top_k": cfg.top_k,
+        "max_length": loaded.max_length,
+        "precision": loaded.precision,
+    }
+
+
 def run_job(cfg: JobConfig) -> JobResult:
     import pyarrow as pa
     import torch
@@ -82,14 +114,19 @@ def run_job(cfg: JobConfig) -> JobResult:
         raise ConfigError("No input given; pass INPUT (a file, folder, glob, URL or Hub dataset name).")
     started = time.time()
     open_input = functools.partial(open_source, cfg.input, text_column=cfg.text_column, split=cfg.split,
-                                   dataset_config=cfg.dataset_config)
+                                   dataset_config=cfg.dataset_config, encoding=cfg.encoding)
     source = open_input()
     out_columns = _check_columns(source.schema, cfg)
     read_columns = list(dict.fromkeys([*out_columns, cfg.text_column]))
-
     # Before the model load, which can take minutes: a taken output fails at once.
     check_output(cfg.output_path, cfg.overwrite)
-    loaded = load_model(cfg.model_id, cfg.model_revision, cfg.precision, cfg.max_length)
+    if source.local_text and cfg.limit is None:
+        # One cheap parse of local text files: a ragged row or bad byte at line
+        # 9,000,000 fails now, before any output, not hours in.
+        source.num_rows = source.scan(cfg.text_column)
+
+    loaded = load_model(cfg.model_id, cfg.model_revision, cfg.precision, cfg.max_length,
+                        allow_pickle=cfg.allow_pickle, trust_remote_code=cfg.trust_remote_code)
     function = score_function(loaded.model.config)
     on_gpu = loaded.device.type == "cuda"
     workers = cfg.num_workers if cfg.num_workers is not None else (min(4, os.cpu_count() or 1) if on_gpu else 0)
@@ -101,63 +138,69 @@ def run_job(cfg: JobConfig) -> JobResult:
                                  "num_workers": workers}
     metadata = {"batchscore_version": __version__, "model": loaded.model_id, "revision": loaded.revision,
                 "config": effective}
-    schema = pa.schema([source.schema.field(c) for c in out_columns] + result_fields(cfg.top_k))
-
-    dataset = ChunkDataset(
-        open_input, read_columns=read_columns, chunk_rows=cfg.chunk_rows, limit=cfg.limit,
-        text_column=cfg.text_column, out_columns=out_columns, tokenizer=loaded.tokenizer,
-        max_length=loaded.max_length, batch_tokens=cfg.batch_tokens,
-        # Multiples of 8 let fp16/bf16 matmuls use tensor cores; fp32 gains nothing.
-        pad_multiple=8 if loaded.precision in ("bf16", "fp16") else None,
-    )
-    loader = torch.utils.data.DataLoader(dataset, batch_size=None, collate_fn=_identity, num_workers=workers,
-                                         pin_memory=on_gpu, prefetch_factor=2 if workers else None)
-
-    counts = Counter()
-    labels: Counter = Counter()
-    total = min(x for x in (source.num_rows, cfg.limit) if x is not None) \
-        if source.num_rows is not None or cfg.limit is not None else None
-    first_commit = None
-    bar = tqdm(total=total, unit="rows", desc="scoring", disable=not _progress_enabled(cfg), file=sys.stderr,
-               dynamic_ncols=True)
-    with bar, ParquetSink(cfg.output_path, schema, metadata) as sink:
-        for work in loader:
-            rows = work.chunk.num_rows
-            logits = np.zeros((rows, len(loaded.labels)), dtype=np.float32)
-            for batch in work.batches:
-                logits[batch.positions] = run_batch(loaded, batch.inputs)
-            columns = result_columns(apply(function, logits), work.valid, loaded.labels, cfg.top_k)
-            table = pa.Table.from_arrays(
-                [work.chunk.table.column(c) for c in out_columns] + [columns[f.name] for f in
-                                                                     result_fields(cfg.top_k)],
-                schema=schema,
-            )
-            sink.write(work.chunk.index, table)
-            labels.update(columns["label"].drop_null().to_pylist())
-            counts.update(rows=rows, chunks=1, empty_text_rows=int((~work.valid).sum()),
-                          truncated_rows=work.truncated_rows, real_tokens=work.real_tokens,
-                          padded_tokens=work.padded_tokens)
-            if first_commit is None:
-                sink.flush()
-                first_commit = time.time() - started
-            bar.update(rows)
+    fields = result_fields(cfg.top_k)
+    schema = pa.schema([source.schema.field(c) for c in out_columns] + fields)
+    identity = run_identity(cfg, source, loaded, out_columns)
+    sink = ParquetSink(cfg.output_path, schema, metadata, identity, overwrite=cfg.overwrite)
+    warnings: list[str] = []
+    with sink:
+        if sink.complete:
+            return JobResult(cfg.output_path, sink.existing_manifest(), already_complete=True)
+        if sink.committed:
+            warnings.append(f"Resuming: {len(sink.committed)} chunks already committed in {cfg.output_path}.")
+        done_rows = sum(s.get("rows", 0) for s in sink.committed_stats())
+        dataset = ChunkDataset(
+            open_input, read_columns=read_columns, chunk_rows=cfg.chunk_rows, limit=cfg.limit,
+            skip=frozenset(sink.committed), text_column=cfg.text_column, out_columns=out_columns,
+            tokenizer=loaded.tokenizer, max_length=loaded.max_length, batch_tokens=cfg.batch_tokens,
+            # Multiples of 8 let fp16/bf16 matmuls use tensor cores; fp32 gains nothing.
+            pad_multiple=8 if loaded.precision in ("bf16", "fp16") else None,
+        )
+        loader = torch.utils.data.DataLoader(dataset, batch_size=None, collate_fn=_identity, num_workers=workers,
+                                             pin_memory=on_gpu, prefetch_factor=2 if workers else None)
+        known = [x for x in (source.num_rows, cfg.limit) if x is not None]
+        first_commit = None
+        with tqdm(total=min(known) if known else None, initial=done_rows, unit="rows", desc="scoring",
+                  disable=not _progress_enabled(cfg), file=sys.stderr, dynamic_ncols=True) as bar:
+            for work in loader:
+                rows = work.chunk.num_rows
+                logits = np.zeros((rows, len(loaded.labels)), dtype=np.float32)
+                for batch in work.batches:
+                    logits[batch.positions] = run_batch(loaded, batch.inputs)
+                columns = result_columns(apply(function, logits), work.valid, loaded.labels, cfg.top_k)
+                table = pa.Table.from_arrays(
+                    [work.chunk.table.column(c) for c in out_columns] + [columns[f.name] for f in fields],
+                    schema=schema)
+                sink.write(work.chunk.index, table, chunk_stats(work, columns["label"]))
+                if first_commit is None:
+                    sink.flush()
+                    first_commit = time.time() - started
+                bar.update(rows)
         seconds = time.time() - started
-        manifest = {
+        manifest = sink.finish({
             **metadata,
             "input": source.description,
             "input_files": source.files,
-            "rows": counts["rows"],
-            "scored_rows": counts["rows"] - counts["empty_text_rows"],
-            "empty_text_rows": counts["empty_text_rows"],
-            "truncated_rows": counts["truncated_rows"],
-            "chunks": counts["chunks"],
-            "label_counts": dict(sorted(labels.items())),
-            "real_tokens": counts["real_tokens"],
-            "padded_tokens": counts["padded_tokens"],
             "seconds": round(seconds, 3),
             "seconds_to_first_chunk": round(first_commit, 3) if first_commit is not None else None,
-            "rows_per_second": round(counts["rows"] / seconds, 1) if seconds else None,
             "device": str(loaded.device),
-        }
-        sink.finish(manifest)
-    return JobResult(cfg.output_path, manifest)
+            "resumed_chunks": len(sink.committed),
+        }, empty_stats=chunk_stats(None, None))
+    if manifest["rows"] == 0:
+        warnings.append("The input has no rows; wrote an empty output with the schema.")
+    return JobResult(cfg.output_path, manifest, warnings=warnings)
+
+
+def chunk_stats(work, labels) -> dict:
+    """Counts stored in each part's footer; the manifest sums them over parts."""
+    if work is None:
+        return {"rows": 0, "empty_text_rows": 0, "truncated_rows": 0, "real_tokens": 0, "padded_tokens": 0,
+                "label_counts": {}}
+    return {
+        "rows": work.chunk.num_rows,
+        "empty_text_rows": int((~work.valid).sum()),
+        "truncated_rows": work.truncated_rows,
+        "real_tokens": work.real_tokens,
+        "padded_tokens": work.padded_tokens,
+        "label_counts": dict(Counter(labels.drop_null().to_pylist())),
+    }

@@ -46,8 +46,9 @@ def model_max_length(tokenizer, config) -> int:
     return min(limits) if limits else 512
 
 
-def load_model(model_id: str, revision: str | None, precision: str = "auto",
-               max_length: int | None = None) -> LoadedModel:
+def load_model(model_id: str, revision: str | None, precision: str = "auto", max_length: int | None = None,
+               allow_pickle: bool = False, trust_remote_code: bool = False) -> LoadedModel:
+    """Load once; safetensors only and no repo code unless the caller says it trusts the model."""
     import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
     from huggingface_hub.utils import logging as hub_logging
@@ -61,20 +62,29 @@ def load_model(model_id: str, revision: str | None, precision: str = "auto",
     if not local and (model_id.startswith((".", "/", "~")) or os.sep in model_id.strip("/").replace("/", "", 1)):
         raise ModelError(f"Model directory '{model_id}' not found; check --model.")
     try:
-        config = AutoConfig.from_pretrained(model_id, revision=revision)
+        config = AutoConfig.from_pretrained(model_id, revision=revision, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
+        if "trust_remote_code" in str(exc):
+            raise ModelError(f"Model '{model_id}' needs to run its own Python code; pass --trust-remote-code "
+                             "only if you trust its authors.") from None
         raise ModelError(_not_found(model_id, exc)) from None
     if not any(a.endswith("ForSequenceClassification") for a in (config.architectures or [])):
         raise ModelError(
             f"Model '{model_id}' is not a sequence classifier (architectures: "
             f"{', '.join(config.architectures or ['none'])}); pass a model fine-tuned for text classification."
         )
+    if local and not allow_pickle and not _has_safetensors(model_id) and _has_pickle(model_id):
+        raise ModelError(_PICKLE_ONLY.format(model_id))
     try:
-        tokenizer = AutoTokenizer.from_pretrained(model_id, revision=revision)
+        tokenizer = AutoTokenizer.from_pretrained(model_id, revision=revision, trust_remote_code=trust_remote_code)
         model, info = AutoModelForSequenceClassification.from_pretrained(
-            model_id, revision=revision, config=config, output_loading_info=True
+            model_id, revision=revision, config=config, output_loading_info=True,
+            # Pickled weights (.bin) can execute code when loaded: safetensors only unless allowed.
+            use_safetensors=None if allow_pickle else True, trust_remote_code=trust_remote_code,
         )
     except (OSError, ValueError) as exc:
+        if not allow_pickle and "safetensors" in str(exc).lower():
+            raise ModelError(_PICKLE_ONLY.format(model_id)) from None
         raise ModelError(_not_found(model_id, exc)) from None
     if info.get("missing_keys"):
         # A classification head filled with random weights scores noise: refuse.
@@ -100,6 +110,18 @@ def load_model(model_id: str, revision: str | None, precision: str = "auto",
         revision=getattr(config, "_commit_hash", None) or revision, labels=labels,
         max_length=min(max_length, limit) if max_length else limit, precision=precision,
     )
+
+
+_PICKLE_ONLY = ("Model '{}' has weights only as pickle (.bin), which can run code when loaded; pass --allow-pickle "
+                "only if you trust it, or convert it to safetensors.")
+
+
+def _has_safetensors(path: str) -> bool:
+    return any(name.endswith(".safetensors") or name == "model.safetensors.index.json" for name in os.listdir(path))
+
+
+def _has_pickle(path: str) -> bool:
+    return any(name.endswith((".bin", ".pt", ".pth", ".ckpt")) for name in os.listdir(path))
 
 
 def _accelerator(mixed_precision: str):

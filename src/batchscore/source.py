@@ -8,9 +8,10 @@ datasets, Hub-style dataset folders and `save_to_disk` folders go through the
 
 from __future__ import annotations
 
+import codecs
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 from .errors import InputError
@@ -19,6 +20,32 @@ from .errors import InputError
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".jsonl": "json", ".json": "json"}
 READ_BATCH_ROWS = 8192
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+REPLACE_CODEC = "utf-8-replace"  # --encoding value: UTF-8 with bad bytes replaced by U+FFFD
+
+
+def _replace_codec(name: str):
+    # pyarrow transcodes CSV through Python's codec registry; this name gives
+    # UTF-8 that never fails, for users who prefer a replaced byte to an error.
+    if name.replace("_", "-").lower() != REPLACE_CODEC:
+        return None
+    utf8 = codecs.lookup("utf-8")
+
+    class Decoder(codecs.IncrementalDecoder):
+        def __init__(self, errors="replace"):
+            super().__init__("replace")
+            self._inner = utf8.incrementaldecoder("replace")
+
+        def decode(self, data, final=False):
+            return self._inner.decode(data, final)
+
+        def reset(self):
+            self._inner.reset()
+
+    return codecs.CodecInfo(utf8.encode, lambda b, errors="replace": utf8.decode(b, "replace"),
+                            incrementaldecoder=Decoder, name=REPLACE_CODEC)
+
+
+codecs.register(_replace_codec)
 
 
 @dataclass
@@ -28,6 +55,8 @@ class Source:
     schema: "object | None"  # pa.Schema when known before reading
     num_rows: int | None  # known up front for Parquet and saved datasets, for the progress bar
     _open: Callable[[list[str] | None], Iterator]  # columns -> record batches
+    fingerprint: dict = field(default_factory=dict)  # what identifies this input's content, for resume
+    local_text: bool = False  # local CSV/TSV/JSONL: cheap to scan once before scoring
 
     def batches(self, columns: list[str] | None = None) -> Iterator:
         """Yield pyarrow RecordBatches (or Tables) holding `columns`, in input order."""
@@ -36,6 +65,14 @@ class Source:
     @property
     def column_names(self) -> list[str]:
         return list(self.schema.names) if self.schema is not None else []
+
+    def scan(self, column: str) -> int:
+        """Parse every row once (only `column` is converted); returns the row count.
+
+        Catches ragged rows, bad UTF-8 and broken JSON lines before any output
+        is written, and gives the progress bar its total.
+        """
+        return sum(batch.num_rows for batch in self.batches([column]))
 
 
 def _format_of(path: str) -> str | None:
@@ -55,7 +92,8 @@ def _is_url(text: str) -> bool:
     return "://" in text
 
 
-def open_source(spec: str, *, text_column: str, split: str = "train", dataset_config: str | None = None):
+def open_source(spec: str, *, text_column: str, split: str = "train", dataset_config: str | None = None,
+                encoding: str | None = None):
     """Resolve `spec` to a Source. Raises InputError with the fix named."""
     if _is_url(spec) or os.path.exists(spec) or any(ch in spec for ch in "*?["):
         if not _is_url(spec) and os.path.isdir(spec):
@@ -63,7 +101,7 @@ def open_source(spec: str, *, text_column: str, split: str = "train", dataset_co
                 return _open_saved_dataset(spec, split)
             if os.path.exists(os.path.join(spec, "README.md")):
                 return _open_hub_dataset(spec, split, dataset_config)
-        return _open_files(spec, text_column)
+        return _open_files(spec, text_column, encoding)
     if _format_of(spec) is None and _HUB_NAME.match(spec):
         return _open_hub_dataset(spec, split, dataset_config)
     raise InputError(f"Input '{spec}' not found; check the path (or pass a Hub dataset name like user/name).")
@@ -101,7 +139,7 @@ def _resolve_files(spec: str) -> tuple[object, list[str]]:
     return fs, files
 
 
-def _file_format(fmt: str, text_column: str):
+def _file_format(fmt: str, text_column: str, encoding: str | None = None):
     import pyarrow as pa
     import pyarrow.dataset as ds
     import pyarrow.csv as pacsv
@@ -112,21 +150,32 @@ def _file_format(fmt: str, text_column: str):
             parse_options=pacsv.ParseOptions(delimiter="\t" if fmt == "tsv" else ",", newlines_in_values=True),
             # Texts like "10" must stay strings, not become integers.
             convert_options=pacsv.ConvertOptions(column_types={text_column: pa.string()}),
-            read_options=pacsv.ReadOptions(block_size=1 << 22),
+            read_options=pacsv.ReadOptions(block_size=1 << 22, encoding=encoding or "utf8"),
         )
+    if encoding and encoding.replace("-", "").lower() not in ("utf8",):
+        raise InputError(f"--encoding applies to CSV/TSV files only; {fmt} input must be UTF-8.")
     return fmt
 
 
-def _open_files(spec: str, text_column: str) -> Source:
+def _open_files(spec: str, text_column: str, encoding: str | None = None) -> Source:
     import pyarrow as pa
     import pyarrow.dataset as ds
 
+    if encoding:
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise InputError(f"Unknown --encoding '{encoding}'; use a Python codec name such as latin-1, cp1252, "
+                             f"or {REPLACE_CODEC}.") from None
     fs, files = _resolve_files(spec)
+    empty = [f for f in files if fs.size(f) == 0]
+    if empty:
+        raise InputError(f"Input file '{_display(fs, empty[0])}' is empty (0 bytes); remove it or fix the export.")
     formats = {_format_of(f) for f in files}
     if len(formats) > 1:
         raise InputError(f"'{spec}' mixes file formats ({', '.join(sorted(formats))}); point at one format.")
     fmt = formats.pop()
-    file_format = _file_format(fmt, text_column)
+    file_format = _file_format(fmt, text_column, encoding)
     try:
         dataset = ds.dataset(files, format=file_format, filesystem=fs)
         if len(files) > 1:
@@ -138,7 +187,7 @@ def _open_files(spec: str, text_column: str) -> Source:
             dataset = ds.dataset(files, format=file_format, filesystem=fs, schema=schema)
         schema = dataset.schema
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
-        raise InputError(f"Cannot read '{spec}' as {fmt}: {_first_line(exc)}.") from None
+        raise InputError(_unreadable(spec, fmt, exc)) from None
     num_rows = None
     if fmt == "parquet":
         num_rows = sum(frag.metadata.num_rows for frag in dataset.get_fragments())
@@ -150,10 +199,43 @@ def _open_files(spec: str, text_column: str) -> Source:
                 for batch in fragment.to_batches(schema=schema, columns=columns, batch_size=READ_BATCH_ROWS):
                     yield batch
             except (pa.ArrowInvalid, OSError) as exc:
-                raise InputError(f"Cannot read '{fragment.path}': {_first_line(exc)}.") from None
+                raise InputError(_unreadable(_display(fs, fragment.path), fmt, exc)) from None
 
     desc = spec if len(files) == 1 else f"{spec} ({len(files)} {fmt} files)"
-    return Source(desc, [_display(fs, f) for f in files], schema, num_rows, open_batches)
+    local = _display(fs, files[0]) == files[0]
+    return Source(desc, [_display(fs, f) for f in files], schema, num_rows, open_batches,
+                  fingerprint={"files": _file_stats(fs, files), "encoding": encoding},
+                  local_text=local and fmt != "parquet")
+
+
+def _file_stats(fs, files: list[str]) -> list[dict]:
+    """Path, size and modification stamp of each file: a changed file means another input."""
+    stats = []
+    for path in files:
+        info = fs.info(path)
+        stamp = next((info[k] for k in ("mtime", "LastModified", "last_modified", "updated", "ETag", "etag")
+                      if info.get(k) is not None), None)
+        stats.append({"path": _display(fs, path), "size": info.get("size"), "modified": str(stamp)})
+    return stats
+
+
+_HINTS = {
+    "invalid UTF8": "pass --encoding latin-1 (or the file's encoding), or --encoding utf-8-replace",
+    "Expected": "fix that row, or quote its text (a ragged CSV row)",
+    "magic bytes": "the file is corrupt or truncated; export it again",
+    "JSON parse error": "each line must be one JSON object (JSON Lines)",
+    "truncated": "the file is corrupt or truncated; export it again",
+}
+
+
+def _unreadable(where: str, fmt: str, exc: BaseException) -> str:
+    """One line: what pyarrow found, without its wrapper text, and the fix."""
+    reason = _first_line(exc)
+    for marker in ("Invalid: ", "input source '"):
+        if marker in reason:
+            reason = reason.rsplit(marker, 1)[-1].split("': ", 1)[-1]
+    hint = next((h for key, h in _HINTS.items() if key in reason), f"check that it is a valid {fmt} file")
+    return f"Cannot read '{where}' as {fmt}: {reason.rstrip('.')}; {hint}."
 
 
 def _display(fs, path: str) -> str:
@@ -185,7 +267,9 @@ def _open_saved_dataset(path: str, split: str) -> Source:
             raise InputError(f"Split '{split}' not in '{path}'; splits are: {', '.join(loaded)}. Pass --split.")
         loaded = loaded[split]
     return Source(f"{path} (saved dataset, split {split})", [path], loaded.features.arrow_schema,
-                  loaded.num_rows, lambda columns: _arrow_iter(loaded, columns))
+                  loaded.num_rows, lambda columns: _arrow_iter(loaded, columns),
+                  fingerprint={"saved_dataset": os.path.abspath(path), "split": split,
+                               "dataset_fingerprint": loaded._fingerprint})
 
 
 def _open_hub_dataset(name: str, split: str, dataset_config: str | None) -> Source:
@@ -207,7 +291,24 @@ def _open_hub_dataset(name: str, split: str, dataset_config: str | None) -> Sour
     else:  # some streamed formats only know their columns once read: peek at the first rows
         schema = next(iter(streamed.take(1).with_format("arrow").iter(batch_size=1))).schema
     return Source(f"{name} (Hub dataset, split {split})", [], schema, None,
-                  lambda columns: _arrow_iter(streamed, columns))
+                  lambda columns: _arrow_iter(streamed, columns),
+                  fingerprint={"dataset": name, "config": dataset_config, "split": split,
+                               "revision": _dataset_revision(name)})
+
+
+def _dataset_revision(name: str) -> str | None:
+    """The Hub commit of a dataset repo, or file stamps of a local Hub-style folder."""
+    if os.path.isdir(name):
+        import fsspec
+
+        fs = fsspec.filesystem("file")
+        return str(_file_stats(fs, sorted(fs.find(name))))
+    try:
+        from huggingface_hub import HfApi
+
+        return HfApi().dataset_info(name).sha
+    except Exception:  # offline or private: resume then trusts name + split
+        return None
 
 
 def _first_line(exc: BaseException) -> str:

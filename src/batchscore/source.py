@@ -187,7 +187,7 @@ def _open_files(spec: str, text_column: str, encoding: str | None = None) -> Sou
             dataset = ds.dataset(files, format=file_format, filesystem=fs, schema=schema)
         schema = dataset.schema
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
-        raise InputError(_unreadable(spec, fmt, exc)) from None
+        raise InputError(_unreadable(spec, fmt, exc, fs, files[0] if len(files) == 1 else None)) from None
     num_rows = None
     if fmt == "parquet":
         num_rows = sum(frag.metadata.num_rows for frag in dataset.get_fragments())
@@ -199,7 +199,7 @@ def _open_files(spec: str, text_column: str, encoding: str | None = None) -> Sou
                 for batch in fragment.to_batches(schema=schema, columns=columns, batch_size=READ_BATCH_ROWS):
                     yield batch
             except (pa.ArrowInvalid, OSError) as exc:
-                raise InputError(_unreadable(_display(fs, fragment.path), fmt, exc)) from None
+                raise InputError(_unreadable(_display(fs, fragment.path), fmt, exc, fs, fragment.path)) from None
 
     desc = spec if len(files) == 1 else f"{spec} ({len(files)} {fmt} files)"
     local = _display(fs, files[0]) == files[0]
@@ -228,14 +228,40 @@ _HINTS = {
 }
 
 
-def _unreadable(where: str, fmt: str, exc: BaseException) -> str:
-    """One line: what pyarrow found, without its wrapper text, and the fix."""
+def _unreadable(where: str, fmt: str, exc: BaseException, fs=None, path: str | None = None) -> str:
+    """One line: what pyarrow found, without its wrapper text, where (as a line number), and the fix."""
     reason = _first_line(exc)
     for marker in ("Invalid: ", "input source '"):
         if marker in reason:
             reason = reason.rsplit(marker, 1)[-1].split("': ", 1)[-1]
+    # pyarrow counts CSV records with the header as #1; say so rather than renumber
+    # (a quoted newline makes records and lines differ).
+    reason = re.sub(r"Row #(\d+)", r"record #\1 (the header is #1)", reason)
+    reason = reason.replace(". Either the file is corrupted or this is not a parquet file", "")
+    if "JSON parse error" in reason:
+        # pyarrow's JSON row number restarts in every read block: find the real line.
+        reason = re.sub(r"\.? in row \d+", "", reason)
+        line = _first_bad_json_line(fs, path) if fs is not None and path else None
+        if line:
+            reason += f" at line {line}"
     hint = next((h for key, h in _HINTS.items() if key in reason), f"check that it is a valid {fmt} file")
     return f"Cannot read '{where}' as {fmt}: {reason.rstrip('.')}; {hint}."
+
+
+def _first_bad_json_line(fs, path: str) -> int | None:
+    import json
+
+    try:
+        with fs.open(path, "rb") as fh:
+            for number, raw in enumerate(fh, 1):
+                if raw.strip():
+                    try:
+                        json.loads(raw)
+                    except ValueError:
+                        return number
+    except OSError:
+        return None
+    return None
 
 
 def _display(fs, path: str) -> str:

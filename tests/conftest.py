@@ -28,8 +28,13 @@ def tokenizer_dir():
 def build_model(path, arch="distilbert", num_labels=2, problem_type=None, labels=None, seed=0):
     """Save a small random sequence classifier plus the real tokenizer to `path`."""
     import torch
-    from transformers import (AutoTokenizer, BertConfig, BertForSequenceClassification, DistilBertConfig,
-                              DistilBertForSequenceClassification)
+    from transformers import (
+        AutoTokenizer,
+        BertConfig,
+        BertForSequenceClassification,
+        DistilBertConfig,
+        DistilBertForSequenceClassification,
+    )
 
     labels = labels or (["NEGATIVE", "POSITIVE"] if num_labels == 2 else [f"LABEL_{i}" for i in range(num_labels)])
     common = dict(num_labels=num_labels, id2label=dict(enumerate(labels)),
@@ -73,3 +78,29 @@ def three_label_model(tmp_path_factory):
 def one_label_model(tmp_path_factory):
     """BERT, num_labels == 1: the pipeline applies a sigmoid."""
     return build_model(tmp_path_factory.mktemp("one"), "bert", num_labels=1, seed=2)
+
+
+def invoke(args, env=None):
+    """Run the CLI in-process; a crash (not a clean exit) is re-raised with its traceback."""
+    from click.testing import CliRunner
+
+    from batchscore.cli import main
+
+    result = CliRunner().invoke(main, [str(a) for a in args], env=env)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
+
+
+def assert_error(result, exit_code: int, *fragments: str) -> str:
+    """One line `Error: ...` on stderr, the documented exit code, no traceback."""
+    assert result.exit_code == exit_code, (result.exit_code, result.output)
+    assert isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("Error: "), lines
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    assert result.stdout == ""
+    return lines[0]

@@ -6,10 +6,17 @@ import tarfile
 
 import numpy as np
 import pytest
-from conftest import build_model
 
-from batchscore.build_model import (Recipe, accuracy_and_macro_f1, build, format_table, read_ground_truth,
-                                    split_sets, train)
+from batchscore.build_model import (
+    Recipe,
+    accuracy_and_macro_f1,
+    build,
+    format_table,
+    read_ground_truth,
+    split_sets,
+    train,
+)
+from conftest import build_model
 
 POSITIVE = ["I love this, wonderful", "great fun, loved it", "what a delight", "brilliant and happy",
             "so good, amazing work", "best day ever", "lovely, just lovely", "superb, I adore it"]
@@ -66,7 +73,7 @@ def test_split_is_fixed_stratified_and_never_trains_on_test(fake_sdist):
     recipe = Recipe(test_fraction=0.25)
     a, b = split_sets(sets, recipe), split_sets(sets, recipe)
     assert [s.text for s in a.train] == [s.text for s in b.train]  # same seed, same split
-    for name, test in a.test.items():
+    for test in a.test.values():
         # 25% of each label: 8 negatives -> 2; 9 positives (with the barely positive one) -> 2
         assert sorted(s.label for s in test) == [0, 0, 1, 1]
         assert all(s.rating != 0 for s in test)  # no-sentiment sentences are left out

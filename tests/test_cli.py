@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from click.testing import CliRunner
 
 from batchscore import __version__
-from batchscore.cli import main
+from conftest import assert_error, invoke
 
 ROWS = [
     {"id": 1, "text": "I've been waiting for a HuggingFace course my whole life."},
@@ -30,27 +29,6 @@ def small_csv(tmp_path):
         writer.writeheader()
         writer.writerows(ROWS)
     return path
-
-
-def invoke(args, env=None):
-    result = CliRunner().invoke(main, [str(a) for a in args], env=env)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
-
-
-def assert_error(result, exit_code: int, *fragments: str) -> str:
-    """One line `Error: ...` on stderr, the documented exit code, no traceback."""
-    assert result.exit_code == exit_code, (result.exit_code, result.output)
-    assert isinstance(result.exception, SystemExit)
-    assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, lines
-    assert lines[0].startswith("Error: "), lines
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    assert result.stdout == ""
-    return lines[0]
 
 
 def assert_output_rows(out, rows=ROWS, columns=("id", "text", "label", "score")):

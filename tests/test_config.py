@@ -10,8 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from batchscore.cli import main
-from batchscore.config import (OPTIONS, REFERENCE_MODEL, REFERENCE_REVISION, JobConfig, build_config,
-                               load_config_file)
+from batchscore.config import OPTIONS, REFERENCE_MODEL, REFERENCE_REVISION, JobConfig, build_config, load_config_file
 from batchscore.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -3,9 +3,9 @@
 import pyarrow as pa
 import pyarrow.parquet as pq
 from click.testing import CliRunner
-from test_parity import mixed_texts
 
 from batchscore.cli import main
+from test_parity import mixed_texts
 
 
 def run(args):

@@ -2,10 +2,10 @@
 
 import numpy as np
 import pyarrow as pa
-from conftest import COURSE_SENTENCES
 
 from batchscore.batches import encode_chunk
 from batchscore.plan import Chunk
+from conftest import COURSE_SENTENCES
 
 COURSE_IDS = [
     [101, 1045, 1005, 2310, 2042, 3403, 2005, 1037, 17662, 12172, 2607, 2026, 2878, 2166, 1012, 102],

@@ -50,8 +50,8 @@ def load_model(model_id: str, revision: str | None, precision: str = "auto", max
                allow_pickle: bool = False, trust_remote_code: bool = False) -> LoadedModel:
     """Load once; safetensors only and no repo code unless the caller says it trusts the model."""
     import torch
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
     from huggingface_hub.utils import logging as hub_logging
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     # Our own progress bar and summary line speak for the job; cron logs need no weight-loading bars.

@@ -141,8 +141,8 @@ def _resolve_files(spec: str) -> tuple[object, list[str]]:
 
 def _file_format(fmt: str, text_column: str, encoding: str | None = None):
     import pyarrow as pa
-    import pyarrow.dataset as ds
     import pyarrow.csv as pacsv
+    import pyarrow.dataset as ds
 
     if fmt in ("csv", "tsv"):
         return ds.CsvFileFormat(

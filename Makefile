@@ -15,7 +15,7 @@ ARGS   ?=
 # The offline sentiment model that configs/default.yaml points at.
 OFFLINE_MODEL := models/minilm-vader-sentiment
 
-.PHONY: install test test-slow model score need-input clean help
+.PHONY: install test test-slow model score bench need-input clean help
 
 help:
 	@echo "make install                         create .venv and install batchscore (+ test extras)"
@@ -23,6 +23,7 @@ help:
 	@echo "make model                           build the offline sentiment model ($(OFFLINE_MODEL), ~4 min)"
 	@echo "make score INPUT=... [OUTPUT=...] [CONFIG=...] [MODEL=...] [ARGS='--top-k all']"
 	@echo "make test-slow                       also run the slow tests (builds the real model)"
+	@echo "make bench                           batchscore vs transformers.pipeline, table in benchmarks/results/"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +52,10 @@ model: $(OFFLINE_MODEL)/model.safetensors
 # Without MODEL=, the default config's offline model is built once if missing.
 score: need-input $(STAMP) $(if $(MODEL),,$(if $(filter configs/default.yaml,$(CONFIG)),$(OFFLINE_MODEL)/model.safetensors))
 	$(BIN)/batchscore score "$(INPUT)"$(if $(OUTPUT), --output "$(OUTPUT)")$(if $(CONFIG), --config "$(CONFIG)")$(if $(MODEL), --model "$(MODEL)") $(ARGS)
+
+# batchscore vs transformers.pipeline on the same model, texts and machine (~10 min on 2 cores).
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench.py $(ARGS)
 
 need-input:
 	@test -n "$(INPUT)" || { echo "usage: make score INPUT=path/or/url [OUTPUT=...] [CONFIG=...] [MODEL=...]"; exit 2; }

@@ -66,3 +66,26 @@ def test_max_length_truncates_and_changes_scores(tiny_model, tmp_path):
             expected = pipe(text, truncation=True, max_length=8)[0]
             assert row["label"] == expected["label"]
             assert abs(row["score"] - expected["score"]) < 1e-5
+
+
+def test_int8_runs_and_agrees_with_fp32(tiny_model, tmp_path):
+    src, texts = write_input(tmp_path)
+    tables = {}
+    for precision in ("fp32", "int8"):
+        out = tmp_path / precision
+        result = run([str(src), "--model", tiny_model, "-o", str(out), "--precision", precision])
+        assert result.exit_code == 0, result.output
+        tables[precision] = pq.read_table(out)
+    fp32, int8 = (tables[p].column("label").to_pylist() for p in ("fp32", "int8"))
+    assert sum(a == b for a, b in zip(fp32, int8)) >= 0.9 * len(texts)
+    scored = [i for i, label in enumerate(fp32) if label is not None]
+    gaps = [abs(tables["fp32"].column("score")[i].as_py() - tables["int8"].column("score")[i].as_py())
+            for i in scored]
+    assert max(gaps) < 0.1  # approximate, not different
+    assert json_manifest(tmp_path / "int8")["config"]["precision"] == "int8"
+
+
+def json_manifest(out):
+    import json
+
+    return json.loads((out / "_manifest.json").read_text())

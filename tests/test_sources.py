@@ -539,6 +539,8 @@ def _check_batches(lengths, budget, pad_multiple):
         assert len(group) >= 1
         if len(group) > 1:
             assert len(group) * padded[group].max() <= budget
+            # at most 10% of a batch's tokens are padding
+            assert lengths[group].sum() >= 0.9 * len(group) * padded[group].max()
     ordered = lengths[flat]
     assert np.all(np.diff(ordered) >= 0)  # sorted by length, batch after batch
     return groups
@@ -557,6 +559,12 @@ def test_cut_batches_respects_budget(budget, pad_multiple):
 def test_cut_batches_packs_greedily():
     groups = _check_batches([4] * 10, budget=16, pad_multiple=None)
     assert [len(g) for g in groups] == [4, 4, 2]
+
+
+def test_cut_batches_keeps_short_and_long_rows_apart():
+    # One budget would fit all 20 rows, but padding the 3-token rows to 55 wastes most of the batch.
+    groups = _check_batches([3] * 10 + [55] * 10, budget=10_000, pad_multiple=None)
+    assert [sorted(g.tolist()) for g in groups] == [list(range(10)), list(range(10, 20))]
 
 
 def test_cut_batches_long_row_alone():

@@ -51,21 +51,30 @@ def text_mask(texts) -> np.ndarray:
     return pc.fill_null(has_text, False).to_numpy(zero_copy_only=False)
 
 
-def cut_batches(lengths: np.ndarray, batch_tokens: int, pad_multiple: int | None) -> list[np.ndarray]:
-    """Split row indices, sorted by length, into batches whose padded size fits the budget.
+MAX_PADDING = 0.1  # a batch is cut before more than this share of its tokens would be padding
 
-    A row longer than the budget on its own still gets a batch of one.
+
+def cut_batches(lengths: np.ndarray, batch_tokens: int, pad_multiple: int | None,
+                max_padding: float = MAX_PADDING) -> list[np.ndarray]:
+    """Split row indices, sorted by length, into batches that fit the token budget and waste little on padding.
+
+    A batch ends when one more row would take its padded size (rows x longest
+    row) over `batch_tokens`, or its padding over `max_padding` of that size:
+    a 3-token and a 55-token sentence in one batch would spend 95% of the
+    first row's compute on padding. A row longer than the budget gets a batch of one.
     """
     order = np.argsort(lengths, kind="stable")
-    padded = lengths[order]
-    if pad_multiple:
-        padded = -(-padded // pad_multiple) * pad_multiple
-    groups, start = [], 0
-    for end in range(1, len(order) + 1):
-        # Ascending lengths: the batch's padded length is its last row's.
-        if end < len(order) and (end - start + 1) * padded[end] > batch_tokens:
+    real = lengths[order]
+    padded = -(-real // pad_multiple) * pad_multiple if pad_multiple else real
+    groups, start, filled = [], 0, 0
+    for end in range(len(order)):
+        rows = end - start + 1
+        # Ascending lengths: the batch's padded length is its newest row's.
+        area = rows * padded[end]
+        if rows > 1 and (area > batch_tokens or filled + real[end] < (1 - max_padding) * area):
             groups.append(order[start:end])
-            start = end
+            start, filled = end, 0
+        filled += real[end]
     if start < len(order):
         groups.append(order[start:])
     return groups

@@ -20,7 +20,7 @@ REFERENCE_MODEL = "distilbert/distilbert-base-uncased-finetuned-sst-2-english"
 REFERENCE_REVISION = "af0f99b"
 
 ENV_PREFIX = "BATCHSCORE_"
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 TOP_K = ("1", "all")
 
 
@@ -59,7 +59,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_length", "count", "Truncate texts to this many tokens. Default: the model's limit.", metavar="N"),
     Option("batch_tokens", "count", "Token budget of a batch: rows x padded length stays under it.", metavar="N"),
     Option("chunk_rows", "count", "Rows per chunk: the unit of sorting, writing and resuming.", metavar="N"),
-    Option("precision", "choice", "auto = fp32 on CPU, bf16 (or fp16) on GPU.", choices=PRECISIONS),
+    Option("precision", "choice", "auto = fp32 on CPU, bf16 (or fp16) on GPU. int8 (CPU only): dynamic int8 "
+           "Linear layers, faster and approximate.", choices=PRECISIONS),
     Option("limit", "count", "Score only the first N rows (for trying things).", metavar="N"),
     Option("split", "str", "Split of a Hub dataset or saved DatasetDict.", metavar="NAME"),
     Option("dataset_config", "str", "Config (subset) name of a Hub dataset.", metavar="NAME"),

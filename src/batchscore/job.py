@@ -125,8 +125,10 @@ def run_job(cfg: JobConfig) -> JobResult:
         # 9,000,000 fails now, before any output, not hours in.
         source.num_rows = source.scan(cfg.text_column)
 
+    load_started = time.time()
     loaded = load_model(cfg.model_id, cfg.model_revision, cfg.precision, cfg.max_length,
                         allow_pickle=cfg.allow_pickle, trust_remote_code=cfg.trust_remote_code)
+    load_seconds = time.time() - load_started
     function = score_function(loaded.model.config)
     on_gpu = loaded.device.type == "cuda"
     workers = cfg.num_workers if cfg.num_workers is not None else (min(4, os.cpu_count() or 1) if on_gpu else 0)
@@ -182,6 +184,7 @@ def run_job(cfg: JobConfig) -> JobResult:
             "input": source.description,
             "input_files": source.files,
             "seconds": round(seconds, 3),
+            "model_load_seconds": round(load_seconds, 3),
             "seconds_to_first_chunk": round(first_commit, 3) if first_commit is not None else None,
             "device": str(loaded.device),
             "resumed_chunks": len(sink.committed),

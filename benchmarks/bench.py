@@ -148,7 +148,8 @@ def worker(args) -> dict:
 
         out = Path(args.scratch) / f"out-{system}-{os.getpid()}"
         cfg = build_config({"input": texts_path, "model": model, "output": str(out), "progress": False,
-                            "precision": args.precision, "batch_tokens": args.batch_tokens}, env={})
+                            "precision": args.precision, "batch_tokens": args.batch_tokens,
+                            "chunk_rows": args.chunk_rows}, env={})
         start = time.perf_counter()
         manifest = run_job(cfg).manifest
         # Like the pipeline's timing, leave out loading the model; reading, tokenizing,
@@ -161,11 +162,11 @@ def worker(args) -> dict:
             "labels": labels}
 
 
-def trial(system: str, model_dir: Path, texts_path: Path, scratch: str, precision: str = "auto",
+def trial(system: str, model_dir: Path, texts_path: Path, scratch: str, chunk_rows: int, precision: str = "auto",
           batch_tokens: int | None = None) -> dict:
     cmd = [sys.executable, str(Path(__file__)), "--worker", system, "--model-dir", str(model_dir),
            "--texts", str(texts_path), "--scratch", scratch, "--precision", precision,
-           "--pipeline-batch", str(PIPELINE_BATCH)]
+           "--pipeline-batch", str(PIPELINE_BATCH), "--chunk-rows", str(chunk_rows)]
     if batch_tokens:
         cmd += ["--batch-tokens", str(batch_tokens)]
     env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_OFFLINE": "1"}
@@ -223,6 +224,8 @@ def main() -> None:
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--batch-tokens", type=int, default=None)
     parser.add_argument("--pipeline-batch", type=int, default=PIPELINE_BATCH)
+    parser.add_argument("--chunk-rows", type=int, default=None,
+                        help="batchscore's chunk size; default: the 1x row count, so the 10x run is 10 such chunks")
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(args)))
@@ -233,6 +236,7 @@ def main() -> None:
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    chunk_rows = args.chunk_rows or args.rows
     build = ROOT / "build" / "bench"
     build.mkdir(parents=True, exist_ok=True)
     model_dir = reference_shaped_model(build / f"distilbert-{args.model}", tiny=args.model == "tiny")
@@ -254,15 +258,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
         for rep in range(args.repeats):
             for system in ("pipeline", "batchscore"):  # alternating: drift hits both alike
-                runs[system].append(trial(system, model_dir, one_x, scratch))
+                runs[system].append(trial(system, model_dir, one_x, scratch, chunk_rows))
                 print(f"  trial {rep + 1} {system}: {runs[system][-1]['seconds']:.2f}s", flush=True)
             if device == "cpu":
-                runs["batchscore int8"].append(trial("batchscore", model_dir, one_x, scratch, precision="int8"))
+                runs["batchscore int8"].append(trial("batchscore", model_dir, one_x, scratch, chunk_rows,
+                                                         precision="int8"))
                 print(f"  trial {rep + 1} batchscore int8: {runs['batchscore int8'][-1]['seconds']:.2f}s", flush=True)
-        ten = None if args.skip_10x else trial("batchscore", model_dir, ten_x, scratch)
+        ten = None if args.skip_10x else trial("batchscore", model_dir, ten_x, scratch, chunk_rows)
         offline = None
         if OFFLINE_MODEL.exists() and args.model == "reference":
-            offline = {s: trial(s, OFFLINE_MODEL, one_x, scratch) for s in ("pipeline", "batchscore")}
+            offline = {s: trial(s, OFFLINE_MODEL, one_x, scratch, chunk_rows) for s in ("pipeline", "batchscore")}
 
     tokens = sum(lengths)
     base = statistics.median(r["seconds"] for r in runs["pipeline"])
@@ -307,7 +312,8 @@ def main() -> None:
     text = (f"Machine: {device}, {os.cpu_count()} CPU cores, torch {torch.__version__}, matmul peak "
             f"{peak / 1e9:.1f} GFLOP/s. Texts: {len(texts)} rows, median {report['texts']['median_tokens']:.0f} "
             f"tokens, p90 {report['texts']['p90_tokens']}, {long_rows} rows over 256 tokens. Medians of "
-            f"{args.repeats} alternating trials.\n\n{md}\n\n" + "\n".join(extra) + "\n")
+            f"{args.repeats} alternating trials; batchscore chunks of {chunk_rows} rows.\n\n{md}\n\n"
+            + "\n".join(extra) + "\n")
     print("\n" + text)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

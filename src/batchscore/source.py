@@ -62,10 +62,6 @@ class Source:
         """Yield pyarrow RecordBatches (or Tables) holding `columns`, in input order."""
         yield from self._open(columns)
 
-    @property
-    def column_names(self) -> list[str]:
-        return list(self.schema.names) if self.schema is not None else []
-
     def scan(self, column: str) -> int:
         """Parse every row once (only `column` is converted); returns the row count.
 

@@ -40,7 +40,7 @@ overwrite: true
 def test_defaults():
     cfg = build_config({}, env={})
     assert cfg == JobConfig()
-    assert (cfg.text_column, cfg.batch_tokens, cfg.chunk_rows, cfg.top_k, cfg.split) == ("text", 16384, 10000,
+    assert (cfg.text_column, cfg.batch_tokens, cfg.chunk_rows, cfg.top_k, cfg.split) == ("text", None, 10000,
                                                                                           "1", "train")
     assert cfg.keep_columns is None and cfg.overwrite is False and cfg.limit is None
     assert cfg.config_file is None
@@ -124,7 +124,7 @@ def test_explicit_config_file_beats_config_env_var(tmp_path, config_file):
     other = write_yaml(tmp_path / "other.yaml", "text_column: headline\n")
     cfg = build_config({}, env={"BATCHSCORE_CONFIG": config_file}, config_file=other)
     assert cfg.text_column == "headline"
-    assert cfg.batch_tokens == 16384  # nothing read from the env-named file
+    assert cfg.batch_tokens is None  # nothing read from the env-named file
 
 
 def test_dashed_keys_and_empty_file(tmp_path):

@@ -85,6 +85,17 @@ def test_int8_runs_and_agrees_with_fp32(tiny_model, tmp_path):
     assert json_manifest(tmp_path / "int8")["config"]["precision"] == "int8"
 
 
+def test_batch_tokens_default_depends_on_device(tiny_model, tmp_path):
+    from batchscore.config import CPU_BATCH_TOKENS
+
+    src, _ = write_input(tmp_path)
+    for args, expected in (([], CPU_BATCH_TOKENS), (["--batch-tokens", "64"], 64)):
+        out = tmp_path / f"out{expected}"
+        result = run([str(src), "--model", tiny_model, "-o", str(out), *args])
+        assert result.exit_code == 0, result.output
+        assert json_manifest(out)["config"]["batch_tokens"] == expected
+
+
 def json_manifest(out):
     import json
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import __version__
-from .config import JobConfig
+from .config import CPU_BATCH_TOKENS, GPU_BATCH_TOKENS, JobConfig
 from .errors import ConfigError, InputError
 
 RESULT_COLUMNS = ("label", "score", "scores")
@@ -135,8 +135,9 @@ def run_job(cfg: JobConfig) -> JobResult:
         # Tokenizers' own thread pool and forked workers don't mix; workers give the parallelism.
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+    batch_tokens = cfg.batch_tokens or (GPU_BATCH_TOKENS if on_gpu else CPU_BATCH_TOKENS)
     effective = cfg.to_dict() | {"max_length": loaded.max_length, "precision": loaded.precision,
-                                 "num_workers": workers}
+                                 "num_workers": workers, "batch_tokens": batch_tokens}
     metadata = {"batchscore_version": __version__, "model": loaded.model_id, "revision": loaded.revision,
                 "config": effective}
     fields = result_fields(cfg.top_k)
@@ -153,7 +154,7 @@ def run_job(cfg: JobConfig) -> JobResult:
         dataset = ChunkDataset(
             open_input, read_columns=read_columns, chunk_rows=cfg.chunk_rows, limit=cfg.limit,
             skip=frozenset(sink.committed), text_column=cfg.text_column, out_columns=out_columns,
-            tokenizer=loaded.tokenizer, max_length=loaded.max_length, batch_tokens=cfg.batch_tokens,
+            tokenizer=loaded.tokenizer, max_length=loaded.max_length, batch_tokens=batch_tokens,
             # Multiples of 8 let fp16/bf16 matmuls use tensor cores; fp32 gains nothing.
             pad_multiple=8 if loaded.precision in ("bf16", "fp16") else None,
         )

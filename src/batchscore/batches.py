@@ -109,21 +109,30 @@ def encode_chunk(chunk: Chunk, *, text_column: str, out_columns: list[str], toke
     return work
 
 
-class ChunkDataset(torch.utils.data.IterableDataset):
-    """Yields one ChunkWork per chunk this process owns, in chunk order.
+@dataclass
+class InputEnd:
+    """Yielded after a worker's last chunk: the input has `num_chunks` chunks in all."""
 
-    With W DataLoader workers, worker w takes every W-th owned chunk; the
-    DataLoader's round-robin over workers then restores chunk order.
+    num_chunks: int
+
+
+class ChunkDataset(torch.utils.data.IterableDataset):
+    """Yields one ChunkWork per chunk this shard owns, in chunk order, then an InputEnd.
+
+    A shard (an independent worker or one rank of a distributed run) owns the
+    chunks c with c % num_shards == shard. With W DataLoader workers, worker w
+    takes every W-th owned chunk; the DataLoader's round-robin over workers
+    then restores chunk order.
     """
 
     def __init__(self, open_source, *, read_columns: list[str], chunk_rows: int, limit: int | None,
-                 skip: frozenset = frozenset(), rank: int = 0, world_size: int = 1, **encode_args):
+                 skip: frozenset = frozenset(), shard: int = 0, num_shards: int = 1, **encode_args):
         self.open_source = open_source  # picklable callable -> Source
         self.read_columns = read_columns
         self.chunk_rows = chunk_rows
         self.limit = limit
         self.skip = skip  # chunks already committed by an earlier run
-        self.rank, self.world_size = rank, world_size
+        self.shard, self.num_shards = shard, num_shards
         self.encode_args = encode_args
 
     def __iter__(self):
@@ -132,14 +141,20 @@ class ChunkDataset(torch.utils.data.IterableDataset):
 
         # The j-th chunk still to do goes to worker j % workers, so the DataLoader's
         # round-robin collection hands them back in chunk order.
-        skipped = sorted(k for k in self.skip if k % self.world_size == self.rank)
+        skipped = sorted(k for k in self.skip if k % self.num_shards == self.shard)
 
         def owns(index: int) -> bool:
-            if index % self.world_size != self.rank or index in self.skip:
+            if index % self.num_shards != self.shard or index in self.skip:
                 return False
-            todo_position = index // self.world_size - bisect.bisect_left(skipped, index)
+            todo_position = index // self.num_shards - bisect.bisect_left(skipped, index)
             return todo_position % workers == worker
 
         source = self.open_source()
-        for chunk in iter_chunks(source.batches(self.read_columns), self.chunk_rows, self.limit, owns):
+        chunks = iter_chunks(source.batches(self.read_columns), self.chunk_rows, self.limit, owns)
+        while True:
+            try:
+                chunk = next(chunks)
+            except StopIteration as end:
+                yield InputEnd(end.value)
+                return
             yield encode_chunk(chunk, **self.encode_args)

@@ -103,13 +103,47 @@ def score(config_file, **cli_values):
         click.echo(f"Already complete: {result.output} holds this job's {m['rows']} rows; nothing to do "
                    "(--overwrite to redo it).", err=True)
         return
-    click.echo(
-        f"Scored {m['scored_rows']} of {m['rows']} rows ({m['empty_text_rows']} without text, "
-        f"{m['truncated_rows']} truncated) in {m['seconds']:.1f}s -> {result.output}",
-        err=True,
-    )
+    counts = (f"{m['scored_rows']} of {m['rows']} rows ({m['empty_text_rows']} without text, "
+              f"{m['truncated_rows']} truncated)")
+    if result.shard is None:
+        click.echo(f"Scored {counts} in {m['seconds']:.1f}s -> {result.output}", err=True)
+        return
+    shard, num_shards = result.shard
+    then = (f"; when every shard is done, run: batchscore finalize {result.output}" if cfg.num_shards
+            else "; rank 0 writes the manifest")
+    click.echo(f"Shard {shard} of {num_shards}: {counts} in its {m['chunks']} chunks -> {result.output}{then}",
+               err=True)
 
 
+@main.command(context_settings=CONTEXT, epilog=EXIT_CODES_HELP)
+@click.argument("output")
+def finalize(output):
+    """Finish OUTPUT written by independent shards: check every chunk, write the manifest.
+
+    Run it once after every `batchscore score ... --num-shards K --shard-index I`
+    has succeeded (from any machine that sees OUTPUT). If a chunk is missing it
+    names the chunks and the shards to rerun and exits 5; a rerun of those shards
+    followed by another finalize completes the output. Finalizing a complete
+    output is a no-op.
+
+    \b
+    Example:
+      for i in 0 1 2; do batchscore score big.jsonl -o out/big --num-shards 3 --shard-index $i; done
+      batchscore finalize out/big
+    """
+    from .finalize import finalize as finalize_output
+
+    try:
+        done = finalize_output(output)
+    except BatchscoreError as exc:
+        click.echo(f"Error: {exc.message}", err=True)
+        sys.exit(exc.exit_code)
+    m = done.manifest
+    if done.already_complete:
+        click.echo(f"Already complete: {output} holds {m['rows']} rows; nothing to do.", err=True)
+        return
+    click.echo(f"Finalized {output}: {m['scored_rows']} of {m['rows']} rows scored, in {m['chunks']} chunks.",
+               err=True)
 
 
 @main.command("build-model", context_settings=CONTEXT)

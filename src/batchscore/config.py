@@ -70,6 +70,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("limit", "count", "Score only the first N rows (for trying things).", metavar="N"),
     Option("split", "str", "Split of a Hub dataset or saved DatasetDict.", metavar="NAME"),
     Option("dataset_config", "str", "Config (subset) name of a Hub dataset.", metavar="NAME"),
+    Option("num_shards", "count", "Split the chunks among K independent workers (Slurm arrays, Airflow "
+           "mapped tasks); each scores chunks c with c % K == --shard-index. Run `batchscore finalize` after all.",
+           metavar="K"),
+    Option("shard_index", "int", "Which shard this worker scores, 0 to K-1 (needs --num-shards).", metavar="I"),
     Option("num_workers", "int", "DataLoader worker processes reading and tokenizing. Default: 0 on CPU, "
            "up to 4 on GPU.", metavar="N"),
     Option("encoding", "str", "Encoding of CSV/TSV input (a Python codec: latin-1, cp1252, ...); "
@@ -101,6 +105,8 @@ class JobConfig:
     limit: int | None = None
     split: str = "train"
     dataset_config: str | None = None
+    num_shards: int | None = None
+    shard_index: int | None = None
     num_workers: int | None = None
     encoding: str | None = None
     allow_pickle: bool = False
@@ -239,4 +245,17 @@ def build_config(
             if layer.get(opt.name) is not None:
                 values[opt.name] = _coerce(opt, layer[opt.name], origin)
                 break
+    _check_shards(values.get("num_shards"), values.get("shard_index"))
     return JobConfig(**values, config_file=config_file)
+
+
+def _check_shards(num_shards: int | None, shard_index: int | None) -> None:
+    if num_shards is None and shard_index is None:
+        return
+    if num_shards is None:
+        raise ConfigError("--shard-index needs --num-shards K (the number of shards).")
+    if shard_index is None:
+        raise ConfigError(f"--num-shards {num_shards} needs --shard-index I, from 0 to {num_shards - 1}.")
+    if shard_index >= num_shards:
+        raise ConfigError(f"--shard-index {shard_index} is out of range for --num-shards {num_shards}; "
+                          f"use 0 to {num_shards - 1}.")

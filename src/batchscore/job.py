@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ class JobResult:
     manifest: dict
     already_complete: bool = False
     warnings: list[str] = field(default_factory=list)
+    shard: tuple[int, int] | None = None  # (shard, num_shards) when the manifest is left to others
 
 
 def _identity(item):
@@ -64,8 +66,9 @@ def _check_columns(schema, cfg: JobConfig) -> list[str]:
     return out
 
 
-def _progress_enabled(cfg: JobConfig) -> bool:
-    return cfg.progress if cfg.progress is not None else sys.stderr.isatty()
+def _progress_enabled(cfg: JobConfig, plan) -> bool:
+    # Under a launcher every rank shares the terminal: rank 0's bar stands for all.
+    return plan.main and (cfg.progress if cfg.progress is not None else sys.stderr.isatty())
 
 
 def _model_stamp(model_id: str) -> list | None:
@@ -103,7 +106,8 @@ def run_job(cfg: JobConfig) -> JobResult:
     import torch
     from tqdm.auto import tqdm
 
-    from .batches import ChunkDataset
+    from .batches import ChunkDataset, InputEnd
+    from .finalize import finalize, wait_for_shards
     from .model import load_model, run_batch
     from .postprocess import apply, result_columns, result_fields, score_function
     from .sink import ParquetSink, check_output
@@ -143,17 +147,23 @@ def run_job(cfg: JobConfig) -> JobResult:
     fields = result_fields(cfg.top_k)
     schema = pa.schema([source.schema.field(c) for c in out_columns] + fields)
     identity = run_identity(cfg, source, loaded, out_columns)
-    sink = ParquetSink(cfg.output_path, schema, metadata, identity, overwrite=cfg.overwrite)
+    plan = shard_plan(cfg, loaded.accelerator)
+    sink = ParquetSink(cfg.output_path, schema, metadata, identity, overwrite=plan.overwrite,
+                       shard=plan.shard, num_shards=plan.num_shards)
     warnings: list[str] = []
+    if plan.clear_first and not plan.main:
+        plan.wait()  # for rank 0 to clear the old output
     with sink:
+        if plan.clear_first and plan.main:
+            plan.wait()
         if sink.complete:
             return JobResult(cfg.output_path, sink.existing_manifest(), already_complete=True)
         if sink.committed:
             warnings.append(f"Resuming: {len(sink.committed)} chunks already committed in {cfg.output_path}.")
-        done_rows = sum(s.get("rows", 0) for s in sink.committed_stats())
         dataset = ChunkDataset(
             open_input, read_columns=read_columns, chunk_rows=cfg.chunk_rows, limit=cfg.limit,
-            skip=frozenset(sink.committed), text_column=cfg.text_column, out_columns=out_columns,
+            skip=frozenset(sink.committed), shard=plan.shard, num_shards=plan.num_shards,
+            text_column=cfg.text_column, out_columns=out_columns,
             tokenizer=loaded.tokenizer, max_length=loaded.max_length, batch_tokens=batch_tokens,
             # Multiples of 8 let fp16/bf16 matmuls use tensor cores; fp32 gains nothing.
             pad_multiple=8 if loaded.precision in ("bf16", "fp16") else None,
@@ -161,10 +171,14 @@ def run_job(cfg: JobConfig) -> JobResult:
         loader = torch.utils.data.DataLoader(dataset, batch_size=None, collate_fn=_identity, num_workers=workers,
                                              pin_memory=on_gpu, prefetch_factor=2 if workers else None)
         known = [x for x in (source.num_rows, cfg.limit) if x is not None]
-        first_commit = None
-        with tqdm(total=min(known) if known else None, initial=done_rows, unit="rows", desc="scoring",
-                  disable=not _progress_enabled(cfg), file=sys.stderr, dynamic_ncols=True) as bar:
+        total = plan.rows_to_do(min(known), cfg.chunk_rows, sink.committed) if known else None
+        first_commit, num_chunks = None, None
+        with tqdm(total=total, unit="rows", desc=f"scoring{plan.label}", disable=not _progress_enabled(cfg, plan),
+                  file=sys.stderr, dynamic_ncols=True) as bar:
             for work in loader:
+                if isinstance(work, InputEnd):
+                    num_chunks = work.num_chunks
+                    continue
                 rows = work.chunk.num_rows
                 logits = np.zeros((rows, len(loaded.labels)), dtype=np.float32)
                 for batch in work.batches:
@@ -178,20 +192,68 @@ def run_job(cfg: JobConfig) -> JobResult:
                     sink.flush()
                     first_commit = time.time() - started
                 bar.update(rows)
-        seconds = time.time() - started
-        manifest = sink.finish({
-            **metadata,
+        sink.finish_shard({
             "input": source.description,
             "input_files": source.files,
-            "seconds": round(seconds, 3),
+            "seconds": round(time.time() - started, 3),
             "model_load_seconds": round(load_seconds, 3),
             "seconds_to_first_chunk": round(first_commit, 3) if first_commit is not None else None,
             "device": str(loaded.device),
+            "host": socket.gethostname(),
             "resumed_chunks": len(sink.committed),
-        }, empty_stats=chunk_stats(None, None))
+        }, num_chunks, empty_stats=chunk_stats(None, None))
+        shard_summary = sink.shard_stats()
+    if not (plan.finalizes and plan.main):
+        return JobResult(cfg.output_path, shard_summary, warnings=warnings, shard=(plan.shard, plan.num_shards))
+    if plan.num_shards > 1:
+        # Rank 0 of a distributed run. Waiting on the disk, not a collective
+        # barrier: after a resume one rank may have hours less to do than another,
+        # longer than any NCCL/gloo timeout. If a rank dies, the launcher stops us.
+        wait_for_shards(cfg.output_path, plan.num_shards)
+    manifest = finalize(cfg.output_path).manifest
     if manifest["rows"] == 0:
         warnings.append("The input has no rows; wrote an empty output with the schema.")
     return JobResult(cfg.output_path, manifest, warnings=warnings)
+
+
+@dataclass
+class ShardPlan:
+    """Which chunks this process scores, and who writes the manifest.
+
+    Under `accelerate launch` / `torchrun` each rank is a shard; with
+    --num-shards K --shard-index I, rank r of W is shard I + K*r of K*W, so a
+    distributed run can itself be one independent worker.
+    """
+
+    shard: int
+    num_shards: int
+    main: bool  # rank 0: shows progress; finalizes a distributed run
+    finalizes: bool  # False for independent workers: `batchscore finalize` comes later
+    overwrite: str | None  # None | "all" | "shard", see ParquetSink
+    clear_first: bool  # distributed --overwrite: rank 0 clears before the others look
+    wait: object  # a barrier across ranks
+
+    @property
+    def label(self) -> str:
+        return f" (shard {self.shard} of {self.num_shards})" if self.num_shards > 1 else ""
+
+    def rows_to_do(self, num_rows: int, chunk_rows: int, committed) -> int:
+        chunks = -(-num_rows // chunk_rows)
+        return sum(min(chunk_rows, num_rows - c * chunk_rows) for c in range(self.shard, chunks, self.num_shards)
+                   if c not in committed)
+
+
+def shard_plan(cfg: JobConfig, accelerator) -> ShardPlan:
+    rank, world = accelerator.process_index, accelerator.num_processes
+    independent = cfg.num_shards is not None
+    shard, num_shards = (cfg.shard_index + cfg.num_shards * rank, cfg.num_shards * world) if independent \
+        else (rank, world)
+    overwrite = None
+    if cfg.overwrite:
+        overwrite = "shard" if independent else ("all" if rank == 0 else None)
+    return ShardPlan(shard, num_shards, main=accelerator.is_main_process, finalizes=not independent,
+                     overwrite=overwrite, clear_first=cfg.overwrite and not independent and world > 1,
+                     wait=accelerator.wait_for_everyone)
 
 
 def chunk_stats(work, labels) -> dict:

@@ -145,16 +145,22 @@ def quantize_int8(model):
 
 
 def _accelerator(mixed_precision: str):
+    import os
+
+    import torch
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
+    # Under torchrun / accelerate launch on a machine without a GPU, accelerate
+    # sets up CPU processes (gloo) only when asked for the CPU explicitly.
+    cpu_ranks = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
     try:
-        return Accelerator(mixed_precision=mixed_precision)
+        return Accelerator(mixed_precision=mixed_precision, cpu=cpu_ranks)
     except ValueError:
         # Accelerate's state is a process-wide singleton; a second job in the
         # same process (tests, notebooks) may ask for another precision.
         AcceleratorState._reset_state(reset_partial_state=False)
-        return Accelerator(mixed_precision=mixed_precision)
+        return Accelerator(mixed_precision=mixed_precision, cpu=cpu_ranks)
 
 
 OFFLINE_MODEL = "models/minilm-vader-sentiment"  # what `make model` builds

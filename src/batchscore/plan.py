@@ -7,7 +7,7 @@ resuming and sharding: a chunk's part file exists whole or not at all.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Generator, Iterable
 
 
 @dataclass
@@ -22,11 +22,12 @@ class Chunk:
 
 
 def iter_chunks(batches: Iterable, chunk_rows: int, limit: int | None = None,
-                owns=lambda index: True) -> Iterator[Chunk]:
+                owns=lambda index: True) -> Generator[Chunk, None, int]:
     """Regroup `batches` into chunks; only chunks with `owns(index)` are built.
 
     Unowned chunks are still read (row positions depend on them) but never
-    concatenated, so skipping costs only the parse.
+    concatenated, so skipping costs only the parse. Returns (as the
+    generator's return value) how many chunks the input has.
     """
     pending: list = []
     pending_rows = 0
@@ -50,8 +51,11 @@ def iter_chunks(batches: Iterable, chunk_rows: int, limit: int | None = None,
                 if owns(index):
                     yield Chunk(index, index * chunk_rows, _concat(pending))
                 pending, pending_rows, index = [], 0, index + 1
-    if pending_rows and owns(index):
-        yield Chunk(index, index * chunk_rows, _concat(pending))
+    if pending_rows:
+        if owns(index):
+            yield Chunk(index, index * chunk_rows, _concat(pending))
+        index += 1
+    return index
 
 
 def _concat(parts: list):

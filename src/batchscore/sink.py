@@ -4,19 +4,24 @@
     OUT/_manifest.json        config, model, input fingerprint, counts, timings
     OUT/_SUCCESS              written last: its presence means complete
     OUT/.batchscore-run.json  what this output is a run of (input, model, options that change scores)
-    OUT/.batchscore.lock      held while a run writes here
+    OUT/.batchscore-shard-00001-of-00003.json   shard 1 of 3 has written all its chunks
+    OUT/.batchscore.lock      held while a run writes here (a shard holds a lock of its own, see lock.py)
 
 A chunk's part exists whole or not at all, so a rerun of the same job skips the
 committed chunks and redoes only what was in flight. Each part carries its own
-counts in its footer, so the manifest is the sum over parts, however many runs
-wrote them. A `.parquet` output is assembled from parts kept in a hidden folder
-beside it and renamed into place only when complete. Writes run on a background
-thread so the model never waits for the disk.
+counts and its run's hash in its footer, so the manifest is the sum over parts,
+however many runs, shards or ranks wrote them. A shard that has written all its
+chunks leaves a marker naming how many chunks the input has; finalize.py
+checks that every chunk is there before it writes the manifest. A `.parquet`
+output is assembled from parts kept in a hidden folder beside it and renamed
+into place only when complete. Writes run on a background thread so the model
+never waits for the disk.
 """
 
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
 import re
@@ -25,13 +30,14 @@ from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from .errors import OutputError
-from .lock import LOCK_NAME, OutputLock
+from .lock import LOCK_NAME, OutputLock, is_lock, shard_lock_name
 
 METADATA_KEY = b"batchscore"
 CHUNK_KEY = b"batchscore.chunk"
 MANIFEST_KEY = b"batchscore.manifest"
 SUCCESS, MANIFEST, RUN_RECORD = "_SUCCESS", "_manifest.json", ".batchscore-run.json"
 PART = re.compile(r"^part-(\d{6})\.parquet$")
+MARKER = re.compile(r"^\.batchscore-shard-(\d+)-of-(\d+)\.json$")
 MAX_PENDING_WRITES = 2  # bounds memory: at most this many chunks wait for the disk
 
 
@@ -39,8 +45,18 @@ def part_name(index: int) -> str:
     return f"part-{index:06d}.parquet"
 
 
-def _atomic_write_bytes(path: str, data: bytes) -> None:
-    tmp = os.path.join(os.path.dirname(path), "." + os.path.basename(path) + ".tmp")
+def marker_name(shard: int, num_shards: int) -> str:
+    return f".batchscore-shard-{shard:05d}-of-{num_shards:05d}.json"
+
+
+def run_hash(identity: dict) -> str:
+    """A short fingerprint of a run's identity, stamped on each part it writes."""
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    # The pid keeps two shards writing the same run record from sharing a temp file.
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.tmp")
     with open(tmp, "wb") as fh:
         fh.write(data)
         fh.flush()
@@ -84,20 +100,27 @@ def _differences(before: dict, now: dict) -> list[str]:
 
 
 class ParquetSink:
-    """Context manager over one output: lock, reconcile with what is there, write, finish.
+    """Context manager over one shard of an output: lock, reconcile with what is there, write, finish.
 
-    After __enter__: `complete` says the output already holds this exact run;
-    `committed` holds the chunk indices already written (to skip).
+    A whole-output run is shard 0 of 1. `overwrite` is None, "all" (clear the
+    whole output) or "shard" (clear only this shard's parts, for an
+    independent worker rerun alone). After __enter__: `complete` says the
+    output already holds this exact run; `committed` holds the chunk indices
+    already written (to skip).
     """
 
-    def __init__(self, output: str, schema, metadata: dict, identity: dict, overwrite: bool = False):
+    def __init__(self, output: str, schema, metadata: dict, identity: dict, overwrite: str | None = None,
+                 shard: int = 0, num_shards: int = 1):
         self.output = output
         self.single_file = output.endswith(".parquet")
         self.parts_dir = parts_dir(output)
         self.schema = schema.with_metadata({METADATA_KEY: json.dumps(metadata, sort_keys=True).encode()})
         self.identity = identity
+        self.run = run_hash(identity)
         self.overwrite = overwrite
-        self.lock = OutputLock(self.parts_dir, output)
+        self.shard, self.num_shards = shard, num_shards
+        lock_name = LOCK_NAME if num_shards == 1 else shard_lock_name(shard, num_shards)
+        self.lock = OutputLock(self.parts_dir, output, lock_name)
         self.committed: set[int] = set()
         self.complete = False
         self._pool: ThreadPoolExecutor | None = None
@@ -121,18 +144,20 @@ class ParquetSink:
 
     def _reconcile(self) -> None:
         self._remove_temp_files()  # what a killed run had in flight
-        if self.overwrite:
-            self._clear()
+        if self.overwrite == "all":
+            self._clear(lambda name: True)
+        elif self.overwrite == "shard":
+            self._clear(self._mine)
         elif self.single_file and os.path.isfile(self.output):
             self._check_identity(self._file_identity(), "already exists")
             self.complete = True
             return
         elif self._has_content():
-            self._check_identity(self._read_run_record(), "holds part of another run")
-        if not os.path.exists(os.path.join(self.parts_dir, RUN_RECORD)):
-            _atomic_write_bytes(os.path.join(self.parts_dir, RUN_RECORD),
+            self._check_identity(read_run_record(self.parts_dir), "holds part of another run")
+        if self.overwrite or not os.path.exists(os.path.join(self.parts_dir, RUN_RECORD)):
+            atomic_write_bytes(os.path.join(self.parts_dir, RUN_RECORD),
                                 json.dumps(self.identity, indent=2, sort_keys=True).encode())
-        self.committed = self._committed_indices()
+        self.committed = {i for i in self._committed_indices() if i % self.num_shards == self.shard}
         self.complete = not self.single_file and os.path.exists(os.path.join(self.output, SUCCESS))
 
     def _check_identity(self, before: dict | None, what: str) -> None:
@@ -143,14 +168,8 @@ class ParquetSink:
                           "pass --overwrite to replace it, or choose another --output.")
 
     def _has_content(self) -> bool:
-        return any(n != LOCK_NAME for n in os.listdir(self.parts_dir))
-
-    def _read_run_record(self) -> dict | None:
-        try:
-            with open(os.path.join(self.parts_dir, RUN_RECORD)) as fh:
-                return json.load(fh)
-        except (OSError, ValueError):
-            return None
+        # Another shard starting this same moment may have only its lock and a temp file here yet.
+        return any(not is_lock(n) and not n.endswith(".tmp") for n in os.listdir(self.parts_dir))
 
     def _file_identity(self) -> dict | None:
         import pyarrow.parquet as pq
@@ -161,11 +180,18 @@ class ParquetSink:
         except (OSError, KeyError, ValueError, TypeError):
             return None
 
-    def _clear(self) -> None:
+    def _mine(self, name: str) -> bool:
+        """This shard's parts and marker, and the files that say the output is complete."""
+        part = PART.match(name)
+        if part:
+            return int(part.group(1)) % self.num_shards == self.shard
+        return name in (SUCCESS, MANIFEST, marker_name(self.shard, self.num_shards))
+
+    def _clear(self, which) -> None:
         if self.single_file and os.path.isfile(self.output):
             os.remove(self.output)
         for name in os.listdir(self.parts_dir):
-            if name == LOCK_NAME:
+            if is_lock(name) or not which(name):
                 continue
             path = os.path.join(self.parts_dir, name)
             if os.path.isdir(path):
@@ -174,8 +200,9 @@ class ParquetSink:
                 os.remove(path)
 
     def _remove_temp_files(self) -> None:
-        for tmp in glob.glob(os.path.join(self.parts_dir, ".*.tmp")):
-            os.remove(tmp)
+        """Remove what a killed run had in flight; a shard touches only its own parts' temp files."""
+        remove_temp_files(self.parts_dir, lambda index: index % self.num_shards == self.shard,
+                          everything=self.num_shards == 1)
 
     def _committed_indices(self) -> set[int]:
         return {int(m.group(1)) for m in map(PART.match, os.listdir(self.parts_dir)) if m}
@@ -200,6 +227,7 @@ class ParquetSink:
     def _write_part(self, index: int, table, stats: dict) -> None:
         import pyarrow.parquet as pq
 
+        stats = {**stats, "run": self.run}
         schema = self.schema.with_metadata({**self.schema.metadata, CHUNK_KEY: json.dumps(stats).encode()})
         path = os.path.join(self.parts_dir, part_name(index))
         tmp = os.path.join(self.parts_dir, "." + part_name(index) + ".tmp")
@@ -211,53 +239,64 @@ class ParquetSink:
             future.result()
         self._pending.clear()
 
-    def committed_stats(self) -> list[dict]:
-        """Each committed part's counts, read from its footer."""
-        import pyarrow.parquet as pq
-
-        stats = []
-        for index in sorted(self._committed_indices()):
-            meta = pq.read_schema(os.path.join(self.parts_dir, part_name(index))).metadata or {}
-            stats.append(json.loads(meta.get(CHUNK_KEY, b"{}")))
-        return stats
+    def shard_stats(self) -> dict:
+        """The counts over this shard's committed parts."""
+        return sum_stats([read_part_stats(self.parts_dir, i) for i in sorted(self._committed_indices())
+                          if i % self.num_shards == self.shard])
 
     def existing_manifest(self) -> dict:
-        import pyarrow.parquet as pq
+        return read_manifest(self.output)
 
-        if self.single_file:
-            return json.loads(pq.read_schema(self.output).metadata[MANIFEST_KEY])
-        with open(os.path.join(self.output, MANIFEST)) as fh:
-            return json.load(fh)
-
-    def finish(self, manifest: dict, empty_stats: dict) -> dict:
-        """Sum the parts' counts into the manifest, then commit: _manifest.json, _SUCCESS (or merge)."""
+    def finish_shard(self, info: dict, num_chunks: int, empty_stats: dict) -> None:
+        """Every chunk of this shard is committed: leave the marker that finalize looks for."""
         import pyarrow as pa
 
         self.flush()
-        if not self._committed_indices():
+        if num_chunks == 0 and self.shard == 0 and 0 not in self._committed_indices():
             # Zero rows: still leave a schema behind so readers get the columns.
             self._write_part(0, pa.Table.from_batches([], schema=self.schema), empty_stats)
-        manifest = {**manifest, **sum_stats(self.committed_stats()), "run": self.identity}
-        if self.single_file:
-            self._merge(manifest)
-        else:
-            _atomic_write_bytes(os.path.join(self.output, MANIFEST), json.dumps(manifest, indent=2).encode())
-            _atomic_write_bytes(os.path.join(self.output, SUCCESS), b"")
-        return manifest
+        marker = {**info, "shard": self.shard, "num_shards": self.num_shards, "num_chunks": num_chunks,
+                  "run": self.run}
+        atomic_write_bytes(os.path.join(self.parts_dir, marker_name(self.shard, self.num_shards)),
+                            json.dumps(marker, indent=2).encode())
 
-    def _merge(self, manifest: dict) -> None:
-        import pyarrow.parquet as pq
 
-        schema = self.schema.with_metadata({**self.schema.metadata,
-                                            MANIFEST_KEY: json.dumps(manifest, sort_keys=True).encode()})
-        tmp = os.path.join(os.path.dirname(os.path.abspath(self.output)),
-                           "." + os.path.basename(self.output) + ".tmp")
-        with pq.ParquetWriter(tmp, schema) as writer:
-            for index in sorted(self._committed_indices()):  # one part in memory at a time
-                writer.write_table(pq.read_table(os.path.join(self.parts_dir, part_name(index))).cast(schema))
-        os.replace(tmp, self.output)
-        self.lock.release()
-        shutil.rmtree(self.parts_dir)
+TEMP_PART = re.compile(r"^\.part-(\d{6})\.parquet\.tmp$")
+
+
+def remove_temp_files(directory: str, owns=lambda index: True, everything: bool = True) -> None:
+    """Remove temp files; `everything` only when no other writer can be at work here (an exclusive lock)."""
+    for path in glob.glob(os.path.join(directory, ".*.tmp")):
+        part = TEMP_PART.match(os.path.basename(path))
+        if everything or (part and owns(int(part.group(1)))):
+            try:
+                os.remove(path)
+            except FileNotFoundError:
+                pass
+
+
+def read_run_record(directory: str) -> dict | None:
+    try:
+        with open(os.path.join(directory, RUN_RECORD)) as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return None
+
+
+def read_part_stats(directory: str, index: int) -> dict:
+    import pyarrow.parquet as pq
+
+    meta = pq.read_schema(os.path.join(directory, part_name(index))).metadata or {}
+    return json.loads(meta.get(CHUNK_KEY, b"{}"))
+
+
+def read_manifest(output: str) -> dict:
+    import pyarrow.parquet as pq
+
+    if output.endswith(".parquet"):
+        return json.loads(pq.read_schema(output).metadata[MANIFEST_KEY])
+    with open(os.path.join(output, MANIFEST)) as fh:
+        return json.load(fh)
 
 
 def sum_stats(stats: list[dict]) -> dict:

@@ -1,0 +1,266 @@
+"""Scale-out: independent shards + finalize, and data-parallel ranks under torchrun (gloo, CPU).
+
+The oracle is always a plain one-process run of the same job: sharding may
+change who writes which part, never the rows, their order or their scores.
+"""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import assert_error, invoke
+
+ROWS, CHUNK = 2000, 100  # 20 chunks
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    rng = random.Random(6)
+    words = "good bad fine awful great boring loved hated the a plot food service".split()
+    texts = [" ".join(rng.choice(words) for _ in range(rng.randint(1, 30))) for _ in range(ROWS)]
+    texts[3] = None
+    path = tmp_path_factory.mktemp("scale") / "corpus.parquet"
+    pq.write_table(pa.table({"row": list(range(ROWS)), "text": texts}), path)
+    return str(path)
+
+
+def job(corpus, model, out, *extra):
+    return ["score", corpus, "--model", model, "-o", str(out), "--chunk-rows", str(CHUNK), "--no-progress", *extra]
+
+
+@pytest.fixture(scope="module")
+def reference(corpus, tiny_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref") / "out"
+    result = invoke(job(corpus, tiny_model, out))
+    assert result.exit_code == 0, result.output
+    return pq.read_table(out), json.loads((out / "_manifest.json").read_text())
+
+
+def shard(corpus, model, out, index, count, *extra):
+    result = invoke(job(corpus, model, out, "--num-shards", count, "--shard-index", index, *extra))
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def assert_same_as_reference(out, reference):
+    table, manifest = reference
+    got = pq.read_table(out)
+    assert got.column("row").to_pylist() == list(range(ROWS))  # every row once, in order
+    assert got.equals(table)  # same scores, same schema
+    if not os.path.isdir(out):
+        mine = json.loads(pq.read_schema(out).metadata[b"batchscore.manifest"])
+    else:
+        mine = json.loads((Path(out) / "_manifest.json").read_text())
+        # No locks, temp files or shard markers left behind.
+        assert sorted(n for n in os.listdir(out) if n.startswith(".")) == [".batchscore-run.json"]
+    for key in ("rows", "scored_rows", "empty_text_rows", "label_counts", "real_tokens"):
+        assert mine[key] == manifest[key], key
+    assert (mine["chunks"], mine["run"]) == (manifest["chunks"], manifest["run"])
+
+
+# ------------------------------------------------------------------ independent shards + finalize
+
+
+def test_three_shards_then_finalize_equal_one_process(corpus, tiny_model, reference, tmp_path):
+    out = tmp_path / "out"
+    for i in range(3):
+        result = shard(corpus, tiny_model, out, i, 3)
+        assert f"Shard {i} of 3:" in result.stderr and f"batchscore finalize {out}" in result.stderr
+        # A shard writes no manifest: the output is not complete until finalize.
+        assert not (out / "_SUCCESS").exists() and not (out / "_manifest.json").exists()
+    parts = sorted(n for n in os.listdir(out) if n.startswith("part-"))
+    assert len(parts) == ROWS // CHUNK
+    result = invoke(["finalize", out])
+    assert result.exit_code == 0, result.output
+    assert f"Finalized {out}: 1999 of 2000 rows scored, in 20 chunks." in result.stderr
+    assert_same_as_reference(out, reference)
+    manifest = json.loads((out / "_manifest.json").read_text())
+    assert [s["shard"] for s in manifest["shards"]] == [0, 1, 2]
+    again = invoke(["finalize", out])
+    assert again.exit_code == 0 and "Already complete" in again.stderr
+
+
+def test_finalize_names_missing_chunks_and_shards(corpus, tiny_model, reference, tmp_path):
+    out = tmp_path / "out"
+    assert_error(invoke(["finalize", out]), 5, "not found")
+    out.mkdir()
+    shard(corpus, tiny_model, out, 0, 3)
+    shard(corpus, tiny_model, out, 2, 3)
+    missing = [c for c in range(ROWS // CHUNK) if c % 3 == 1]
+    line = assert_error(invoke(["finalize", out]), 5, f"missing {len(missing)} of 20 chunks",
+                        "(" + ", ".join(map(str, missing)) + ")", "rerun shard 1 of 3")
+    assert "--num-shards 3 --shard-index I" in line
+    assert not (out / "_SUCCESS").exists()
+    shard(corpus, tiny_model, out, 1, 3)  # any worker can be rerun alone
+    assert invoke(["finalize", out]).exit_code == 0
+    assert_same_as_reference(out, reference)
+
+
+def test_finalize_before_any_shard_finished(corpus, tiny_model, tmp_path):
+    out = tmp_path / "out"
+    shard(corpus, tiny_model, out, 0, 2)
+    os.remove(out / ".batchscore-shard-00000-of-00002.json")  # as if killed just before its end
+    assert_error(invoke(["finalize", out]), 5, "No shard of", "has finished yet")
+
+
+def test_killed_shard_reruns_only_its_missing_chunks(corpus, tiny_model, reference, tmp_path):
+    out = tmp_path / "out"
+    for i in range(2):
+        shard(corpus, tiny_model, out, i, 2)
+    # Shard 1 "died" after 3 of its 10 chunks: later parts and its marker never came.
+    for c in (7, 9, 11, 13, 15, 17, 19):
+        os.remove(out / f"part-{c:06d}.parquet")
+    os.remove(out / ".batchscore-shard-00001-of-00002.json")
+    kept = {n: os.stat(out / n).st_mtime_ns for n in os.listdir(out) if n.startswith("part-")}
+    result = shard(corpus, tiny_model, out, 1, 2)
+    assert "Resuming: 3 chunks" in result.stderr  # of its own
+    assert all(os.stat(out / n).st_mtime_ns == t for n, t in kept.items())  # committed parts untouched
+    assert invoke(["finalize", out]).exit_code == 0
+    assert_same_as_reference(out, reference)
+
+
+def test_shard_overwrite_with_other_settings_is_caught_by_finalize(corpus, tiny_model, reference, tmp_path):
+    out = tmp_path / "out"
+    for i in range(3):
+        shard(corpus, tiny_model, out, i, 3)
+    # Shard 1 alone is redone with another max length: the other shards' parts are now of another run.
+    shard(corpus, tiny_model, out, 1, 3, "--max-length", "8", "--overwrite")
+    assert sorted(int(n[5:11]) % 3 for n in os.listdir(out) if n.startswith("part-")).count(1) == 7
+    assert_error(invoke(["finalize", out]), 5, "holds 13 parts of another run", "rerun shard 0, 2 of 3",
+                 "with --overwrite")
+    for i in (0, 2):
+        shard(corpus, tiny_model, out, i, 3, "--max-length", "8", "--overwrite")
+    assert invoke(["finalize", out]).exit_code == 0
+    got = pq.read_table(out)
+    assert got.column("row").to_pylist() == list(range(ROWS))
+    assert json.loads((out / "_manifest.json").read_text())["config"]["max_length"] == 8
+
+
+def test_shards_of_a_single_file_output(corpus, tiny_model, reference, tmp_path):
+    out = tmp_path / "scored.parquet"
+    for i in range(2):
+        shard(corpus, tiny_model, out, i, 2)
+    assert not out.exists()  # nothing at the final path until finalize
+    assert invoke(["finalize", out]).exit_code == 0
+    assert_same_as_reference(out, reference)
+    assert os.listdir(tmp_path) == ["scored.parquet"]
+
+
+def test_shard_of_a_hub_style_dataset(tmp_path, tiny_model):
+    folder = tmp_path / "my_dataset"
+    (folder / "data").mkdir(parents=True)
+    (folder / "README.md").write_text("---\nlicense: mit\n---\n\n# Reviews\n", encoding="utf-8")
+    rows = [{"id": i, "text": f"row {i} was {'good' if i % 3 else 'bad'}"} for i in range(45)]
+    pq.write_table(pa.Table.from_pylist(rows), folder / "data" / "train-00000-of-00001.parquet")
+    base = ["score", folder, "--model", tiny_model, "--chunk-rows", "10", "--no-progress"]
+    assert invoke([*base, "-o", tmp_path / "one"]).exit_code == 0
+    for i in range(2):
+        result = invoke([*base, "-o", tmp_path / "two", "--num-shards", "2", "--shard-index", i])
+        assert result.exit_code == 0, result.output
+    assert invoke(["finalize", tmp_path / "two"]).exit_code == 0
+    assert pq.read_table(tmp_path / "two").equals(pq.read_table(tmp_path / "one"))
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--shard-index", "1"], ["--shard-index needs --num-shards"]),
+    (["--num-shards", "3"], ["--num-shards 3 needs --shard-index I, from 0 to 2"]),
+    (["--num-shards", "3", "--shard-index", "3"], ["--shard-index 3 is out of range", "use 0 to 2"]),
+])
+def test_bad_shard_options(corpus, tiny_model, tmp_path, args, fragments):
+    assert_error(invoke(job(corpus, tiny_model, tmp_path / "out", *args)), 2, *fragments)
+    assert not (tmp_path / "out").exists()
+
+
+def write_lock(path: Path, pid: int):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"pid": pid, "host": os.uname().nodename, "since": time.time()}))
+
+
+def test_shard_and_whole_runs_exclude_each_other(corpus, tiny_model, tmp_path):
+    out = tmp_path / "out"
+    write_lock(out / ".batchscore.lock", os.getpid())  # a live whole-output run
+    assert_error(invoke(job(corpus, tiny_model, out, "--num-shards", "2", "--shard-index", "0")), 5,
+                 "being written by another batchscore run")
+    assert [n for n in os.listdir(out) if n.startswith(".batchscore.shard")] == []  # its own lock let go
+    os.remove(out / ".batchscore.lock")
+    write_lock(out / ".batchscore.shard-00001-of-00002.lock", os.getpid())  # a live shard
+    assert_error(invoke(job(corpus, tiny_model, out)), 5, "being written by another batchscore run")
+    assert_error(invoke(job(corpus, tiny_model, out, "--num-shards", "3", "--shard-index", "0")), 5,
+                 "shard-00001-of-00002.lock")
+    # Shards of the same job write side by side.
+    shard(corpus, tiny_model, out, 0, 2)
+
+
+# ------------------------------------------------------------------ ranks under torchrun (gloo)
+
+
+def torchrun(nproc, args, **kw):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+           "-m", "batchscore", *map(str, args)]
+    import torch
+
+    # The reference's thread count: another one sums in another order and moves the last float bit.
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **kw)
+
+
+def finish(proc, timeout=240):
+    out, err = proc.communicate(timeout=timeout)  # a hang fails here, not forever
+    return proc.returncode, err
+
+
+def test_two_ranks_equal_one_process(corpus, tiny_model, reference, tmp_path):
+    out = tmp_path / "out"
+    code, err = finish(torchrun(2, job(corpus, tiny_model, out)))
+    assert code == 0, err[-3000:]
+    assert "Scored 1999 of 2000 rows" in err  # rank 0's summary, over all ranks
+    assert_same_as_reference(out, reference)
+    manifest = json.loads((out / "_manifest.json").read_text())
+    assert [(s["shard"], s["num_shards"]) for s in manifest["shards"]] == [(0, 2), (1, 2)]
+    # Each rank wrote its own chunks.
+    assert all(os.path.exists(out / f"part-{c:06d}.parquet") for c in range(20))
+
+
+def test_more_ranks_than_chunks(corpus, tiny_model, tmp_path):
+    out = tmp_path / "out"
+    code, err = finish(torchrun(2, job(corpus, tiny_model, out, "--limit", "50")))
+    assert code == 0, err[-3000:]
+    table = pq.read_table(out)
+    assert table.column("row").to_pylist() == list(range(50))
+    assert json.loads((out / "_manifest.json").read_text())["chunks"] == 1
+
+
+def test_kill_one_rank_then_rerun_gives_exactly_once(corpus, tiny_model, reference, tmp_path):
+    out = tmp_path / "out"
+    args = job(corpus, tiny_model, out, "--batch-tokens", "256")
+    args[args.index("--chunk-rows") + 1] = "20"  # 100 chunks: a kill lands mid-run
+    proc = torchrun(2, args, start_new_session=True)
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None:
+        if sum(n.startswith("part-") for n in os.listdir(out)) >= 3 if out.exists() else False:
+            break
+        time.sleep(0.01)
+    ranks = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert proc.poll() is None and len(ranks) == 2, "the run ended before a rank could be killed"
+    os.kill(int(ranks[1]), signal.SIGKILL)
+    code, err = finish(proc)
+    assert code != 0  # torchrun stops the job when a rank dies
+    assert not (out / "_SUCCESS").exists()
+    committed = sum(n.startswith("part-") for n in os.listdir(out))
+    assert 3 <= committed < ROWS // 20
+    code, err = finish(torchrun(2, args))
+    assert code == 0, err[-3000:]
+    assert json.loads((out / "_manifest.json").read_text())["resumed_chunks"] == committed
+    # The oracle: one uninterrupted process with the same batches.
+    single = tmp_path / "single"
+    assert invoke([a if a != str(out) else str(single) for a in args]).exit_code == 0
+    assert_same_as_reference(out, (pq.read_table(single), json.loads((single / "_manifest.json").read_text())))

@@ -237,6 +237,11 @@ def test_more_ranks_than_chunks(corpus, tiny_model, tmp_path):
     table = pq.read_table(out)
     assert table.column("row").to_pylist() == list(range(50))
     assert json.loads((out / "_manifest.json").read_text())["chunks"] == 1
+    # --overwrite under a launcher: rank 0 clears the old output before rank 1 looks at it.
+    code, err = finish(torchrun(2, job(corpus, tiny_model, out, "--limit", "150", "--overwrite")))
+    assert code == 0, err[-3000:]
+    assert pq.read_table(out).column("row").to_pylist() == list(range(150))
+    assert json.loads((out / "_manifest.json").read_text())["chunks"] == 2
 
 
 def test_kill_one_rank_then_rerun_gives_exactly_once(corpus, tiny_model, reference, tmp_path):

@@ -98,7 +98,7 @@ def test_finalize_names_missing_chunks_and_shards(corpus, tiny_model, reference,
     missing = [c for c in range(ROWS // CHUNK) if c % 3 == 1]
     line = assert_error(invoke(["finalize", out]), 5, f"missing {len(missing)} of 20 chunks",
                         "(" + ", ".join(map(str, missing)) + ")", "rerun shard 1 of 3")
-    assert "--num-shards 3 --shard-index I" in line
+    assert "(--num-shards 3 --shard-index 1)" in line
     assert not (out / "_SUCCESS").exists()
     shard(corpus, tiny_model, out, 1, 3)  # any worker can be rerun alone
     assert invoke(["finalize", out]).exit_code == 0
@@ -136,7 +136,7 @@ def test_shard_overwrite_with_other_settings_is_caught_by_finalize(corpus, tiny_
     shard(corpus, tiny_model, out, 1, 3, "--max-length", "8", "--overwrite")
     assert sorted(int(n[5:11]) % 3 for n in os.listdir(out) if n.startswith("part-")).count(1) == 7
     assert_error(invoke(["finalize", out]), 5, "holds 13 parts of another run", "rerun shard 0, 2 of 3",
-                 "with --overwrite")
+                 "--shard-index I for each) with --overwrite")
     for i in (0, 2):
         shard(corpus, tiny_model, out, i, 3, "--max-length", "8", "--overwrite")
     assert invoke(["finalize", out]).exit_code == 0

@@ -101,7 +101,8 @@ def _rerun_hint(chunks: list[int], markers: list[dict]) -> str:
         return "rerun the shards that own them"
     k = counts.pop()
     shards = sorted({c % k for c in chunks})
-    return f"rerun shard {_listing(shards)} of {k} (--num-shards {k} --shard-index I)"
+    flag = f"--shard-index {shards[0]}" if len(shards) == 1 else "--shard-index I for each"
+    return f"rerun shard {_listing(shards)} of {k} (--num-shards {k} {flag})"
 
 
 def _finalize_locked(output: str, directory: str) -> dict:

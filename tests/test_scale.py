@@ -244,6 +244,20 @@ def test_more_ranks_than_chunks(corpus, tiny_model, tmp_path):
     assert json.loads((out / "_manifest.json").read_text())["chunks"] == 2
 
 
+def children(pid: int) -> list[int]:
+    """Process ids whose parent is `pid` (torchrun's ranks), from /proc."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry))
+    return sorted(found)
+
+
 def test_kill_one_rank_then_rerun_gives_exactly_once(corpus, tiny_model, reference, tmp_path):
     out = tmp_path / "out"
     args = job(corpus, tiny_model, out, "--batch-tokens", "256")
@@ -254,9 +268,9 @@ def test_kill_one_rank_then_rerun_gives_exactly_once(corpus, tiny_model, referen
         if sum(n.startswith("part-") for n in os.listdir(out)) >= 3 if out.exists() else False:
             break
         time.sleep(0.01)
-    ranks = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    ranks = children(proc.pid)
     assert proc.poll() is None and len(ranks) == 2, "the run ended before a rank could be killed"
-    os.kill(int(ranks[1]), signal.SIGKILL)
+    os.kill(ranks[1], signal.SIGKILL)
     code, err = finish(proc)
     assert code != 0  # torchrun stops the job when a rank dies
     assert not (out / "_SUCCESS").exists()

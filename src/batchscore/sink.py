@@ -105,8 +105,8 @@ class ParquetSink:
     A whole-output run is shard 0 of 1. `overwrite` is None, "all" (clear the
     whole output) or "shard" (clear only this shard's parts, for an
     independent worker rerun alone). After __enter__: `complete` says the
-    output already holds this exact run; `committed` holds the chunk indices
-    already written (to skip).
+    output already holds this exact run; `committed` holds this shard's chunk
+    indices already written (to skip).
     """
 
     def __init__(self, output: str, schema, metadata: dict, identity: dict, overwrite: str | None = None,

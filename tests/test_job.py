@@ -100,3 +100,41 @@ def json_manifest(out):
     import json
 
     return json.loads((out / "_manifest.json").read_text())
+
+
+MMAPPED_AFTER_24MB = """
+import ctypes, os, sys
+from batchscore.model import reuse_large_buffers
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = MallInfo2
+took = reuse_large_buffers() if sys.argv[1] == "tuned" else None
+block = libc.malloc(24 << 20)  # the size of a wide activation, allocated fresh
+print(took, libc.mallinfo2().hblkhd)  # bytes glibc holds in mmapped blocks
+"""
+
+
+def test_cpu_allocator_keeps_large_activations_in_the_heap():
+    """Without the setting glibc mmaps a 24 MB block (and unmaps it when freed); with it, it comes from the heap."""
+    import os
+    import platform
+    import subprocess
+    import sys
+
+    import pytest
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc only")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GLIBC_TUNABLES"))}
+    seen = {}
+    for mode in ("default", "tuned"):
+        done = subprocess.run([sys.executable, "-c", MMAPPED_AFTER_24MB, mode], capture_output=True, text=True,
+                              env=env, check=True)
+        took, mmapped = done.stdout.split()
+        seen[mode] = (took, int(mmapped))
+    assert seen["default"][1] >= 24 << 20
+    assert seen["tuned"][0] == "True" and seen["tuned"][1] < 24 << 20

@@ -102,6 +102,8 @@ def load_model(model_id: str, revision: str | None, precision: str = "auto", max
     if device_type != "cpu" and precision == "int8":
         raise ConfigError("--precision int8 is for CPUs; use bf16 or fp16 on a GPU.")
     accelerator = _accelerator(MIXED_PRECISION[precision])
+    if device_type == "cpu":
+        reuse_large_buffers()
     model.eval()
     if precision == "int8":
         model = quantize_int8(model)
@@ -142,6 +144,39 @@ def quantize_int8(model):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notice, once per layer
         return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+# glibc's upper limit for M_MMAP_THRESHOLD on 64-bit: a 1536-token batch's
+# widest activation (1536 x 3072 floats, 19 MB) stays below it.
+_MMAP_THRESHOLD = 32 << 20
+_TRIM_THRESHOLD = 256 << 20
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameter numbers, from glibc's malloc.h
+
+
+def reuse_large_buffers() -> bool:
+    """Keep large freed activations in the heap for the next batch; True when glibc took the setting.
+
+    Every batch has a new shape, so its activations are new allocations of
+    megabytes. Above glibc's mmap threshold each one is mapped, page-faulted
+    and zeroed by the kernel, then unmapped when freed: measured at about 5% of
+    an fp32 forward pass and 8% of an int8 one on 2 cores. Raising the mmap and
+    trim thresholds lets freed buffers be reused instead, as jemalloc or
+    tcmalloc (which PyTorch's CPU tuning guide suggests preloading) would.
+    Thresholds the user set (MALLOC_*_THRESHOLD_, GLIBC_TUNABLES) win.
+    """
+    import ctypes
+    import platform
+
+    user_set = {"MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"} & os.environ.keys() \
+        or "malloc" in os.environ.get("GLIBC_TUNABLES", "")
+    if user_set or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
+                    and libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
+    except (OSError, AttributeError):
+        return False
 
 
 def _accelerator(mixed_precision: str):

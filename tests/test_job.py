@@ -103,7 +103,7 @@ def json_manifest(out):
 
 
 MMAPPED_AFTER_24MB = """
-import ctypes, os, sys
+import ctypes, sys
 from batchscore.model import reuse_large_buffers
 
 class MallInfo2(ctypes.Structure):

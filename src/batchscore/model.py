@@ -180,8 +180,6 @@ def reuse_large_buffers() -> bool:
 
 
 def _accelerator(mixed_precision: str):
-    import os
-
     import torch
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState

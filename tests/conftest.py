@@ -104,3 +104,24 @@ def assert_error(result, exit_code: int, *fragments: str) -> str:
         assert fragment in lines[0], (fragment, lines[0])
     assert result.stdout == ""
     return lines[0]
+
+
+def manifest_of(out) -> dict:
+    """The manifest, read with plain pyarrow: the footer of `_manifest.parquet`, or of the single merged file."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    out = str(out)
+    where = out if out.endswith(".parquet") else os.path.join(out, "_manifest.parquet")
+    return json.loads(pq.read_schema(where).metadata[b"batchscore.manifest"])
+
+
+def output_names(out) -> list[str]:
+    """What a reader sees in an output folder: every file, with its size, below it (records included)."""
+    found = []
+    for folder, _, names in os.walk(str(out)):
+        for name in names:
+            path = os.path.join(folder, name)
+            found.append(os.path.relpath(path, str(out)))
+    return sorted(found)

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import assert_error, build_model, invoke, tokenizer_dir
+from conftest import assert_error, build_model, invoke, manifest_of, tokenizer_dir
 
 # ------------------------------------------------------------------ helpers (house style of test_cli.py)
 
@@ -70,9 +70,6 @@ def fails_untouched(input_path, model, outputs, exit_code, *fragments, extra=(),
     return line
 
 
-def manifest_of(out) -> dict:
-    with open(os.path.join(str(out), "_manifest.json")) as fh:
-        return json.load(fh)
 
 
 def write_csv_bytes(path, data: bytes):

@@ -163,7 +163,7 @@ def test_existing_output_needs_overwrite(tmp_path, tiny_model, small_csv):
     assert result.exit_code == 0, result.output
     assert_output_rows(out, columns=["id", "text", "label", "score", "scores"])
     assert sorted(n for n in os.listdir(out) if not n.startswith(".")) == [
-        "_SUCCESS", "_manifest.json", "part-000000.parquet"]
+        "_SUCCESS", "_batchscore", "_manifest.parquet", "part-000000.parquet"]
 
 
 def test_existing_parquet_file_needs_overwrite(tmp_path, tiny_model, small_csv):

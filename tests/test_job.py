@@ -5,6 +5,7 @@ import pyarrow.parquet as pq
 from click.testing import CliRunner
 
 from batchscore.cli import main
+from conftest import manifest_of
 from test_parity import mixed_texts
 
 
@@ -97,9 +98,8 @@ def test_batch_tokens_default_depends_on_device(tiny_model, tmp_path):
 
 
 def json_manifest(out):
-    import json
 
-    return json.loads((out / "_manifest.json").read_text())
+    return manifest_of(out)
 
 
 MMAPPED_AFTER_24MB = """

@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from batchscore.cli import main
+from conftest import manifest_of
 
 WORDS = ("the movie was great awful boring brilliant plot acting I loved hated it this so much not really "
          "a an of to and service food delivery late fast cheap broken works perfectly never again would "
@@ -95,10 +96,9 @@ def test_all_scores_match_pipeline(model_fixture, texts, tmp_path, request):
 
 
 def test_truncated_rows_are_counted(tiny_model, texts, tmp_path):
-    import json
 
     score_with_batchscore(tmp_path, tiny_model, texts, "1")
-    manifest = json.loads((tmp_path / "out-1" / "_manifest.json").read_text())
+    manifest = manifest_of(tmp_path / "out-1")
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_model)

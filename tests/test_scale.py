@@ -4,7 +4,7 @@ The oracle is always a plain one-process run of the same job: sharding may
 change who writes which part, never the rows, their order or their scores.
 """
 
-import json
+import fcntl
 import os
 import random
 import signal
@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import assert_error, invoke
+from conftest import assert_error, invoke, manifest_of, output_names
 
 ROWS, CHUNK = 2000, 100  # 20 chunks
 
@@ -42,7 +42,7 @@ def reference(corpus, tiny_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("ref") / "out"
     result = invoke(job(corpus, tiny_model, out))
     assert result.exit_code == 0, result.output
-    return pq.read_table(out), json.loads((out / "_manifest.json").read_text())
+    return pq.read_table(out), manifest_of(out)
 
 
 def shard(corpus, model, out, index, count, *extra):
@@ -56,12 +56,10 @@ def assert_same_as_reference(out, reference):
     got = pq.read_table(out)
     assert got.column("row").to_pylist() == list(range(ROWS))  # every row once, in order
     assert got.equals(table)  # same scores, same schema
-    if not os.path.isdir(out):
-        mine = json.loads(pq.read_schema(out).metadata[b"batchscore.manifest"])
-    else:
-        mine = json.loads((Path(out) / "_manifest.json").read_text())
-        # No locks, temp files or shard markers left behind.
-        assert sorted(n for n in os.listdir(out) if n.startswith(".")) == [".batchscore-run.json"]
+    mine = manifest_of(out)
+    if os.path.isdir(out):
+        # No temp files or shard markers left behind: only parts, the 0-row manifest and empty files.
+        assert [n for n in output_names(out) if not n.endswith(".parquet") and os.path.getsize(out / n)] == []
     for key in ("rows", "scored_rows", "empty_text_rows", "label_counts", "real_tokens"):
         assert mine[key] == manifest[key], key
     assert (mine["chunks"], mine["run"]) == (manifest["chunks"], manifest["run"])
@@ -83,7 +81,7 @@ def test_three_shards_then_finalize_equal_one_process(corpus, tiny_model, refere
     assert result.exit_code == 0, result.output
     assert f"Finalized {out}: 1999 of 2000 rows scored, in 20 chunks." in result.stderr
     assert_same_as_reference(out, reference)
-    manifest = json.loads((out / "_manifest.json").read_text())
+    manifest = manifest_of(out)
     assert [s["shard"] for s in manifest["shards"]] == [0, 1, 2]
     again = invoke(["finalize", out])
     assert again.exit_code == 0 and "Already complete" in again.stderr
@@ -108,7 +106,7 @@ def test_finalize_names_missing_chunks_and_shards(corpus, tiny_model, reference,
 def test_finalize_before_any_shard_finished(corpus, tiny_model, tmp_path):
     out = tmp_path / "out"
     shard(corpus, tiny_model, out, 0, 2)
-    os.remove(out / ".batchscore-shard-00000-of-00002.json")  # as if killed just before its end
+    os.remove(out / "_batchscore" / "shard-00000-of-00002.json")  # as if killed just before its end
     assert_error(invoke(["finalize", out]), 5, "No shard of", "has finished yet")
 
 
@@ -119,7 +117,7 @@ def test_killed_shard_reruns_only_its_missing_chunks(corpus, tiny_model, referen
     # Shard 1 "died" after 3 of its 10 chunks: later parts and its marker never came.
     for c in (7, 9, 11, 13, 15, 17, 19):
         os.remove(out / f"part-{c:06d}.parquet")
-    os.remove(out / ".batchscore-shard-00001-of-00002.json")
+    os.remove(out / "_batchscore" / "shard-00001-of-00002.json")
     kept = {n: os.stat(out / n).st_mtime_ns for n in os.listdir(out) if n.startswith("part-")}
     result = shard(corpus, tiny_model, out, 1, 2)
     assert "Resuming: 3 chunks" in result.stderr  # of its own
@@ -142,7 +140,7 @@ def test_shard_overwrite_with_other_settings_is_caught_by_finalize(corpus, tiny_
     assert invoke(["finalize", out]).exit_code == 0
     got = pq.read_table(out)
     assert got.column("row").to_pylist() == list(range(ROWS))
-    assert json.loads((out / "_manifest.json").read_text())["config"]["max_length"] == 8
+    assert manifest_of(out)["config"]["max_length"] == 8
 
 
 def test_shards_of_a_single_file_output(corpus, tiny_model, reference, tmp_path):
@@ -180,24 +178,32 @@ def test_bad_shard_options(corpus, tiny_model, tmp_path, args, fragments):
     assert not (tmp_path / "out").exists()
 
 
-def write_lock(path: Path, pid: int):
+def hold_lock(path: Path, mode) -> int:
+    """Hold a kernel lock as a live batchscore writer would (a second open file: flock treats it as another holder)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"pid": pid, "host": os.uname().nodename, "since": time.time()}))
+    fd = os.open(path, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, mode)
+    return fd
 
 
 def test_shard_and_whole_runs_exclude_each_other(corpus, tiny_model, tmp_path):
     out = tmp_path / "out"
-    write_lock(out / ".batchscore.lock", os.getpid())  # a live whole-output run
+    locks = out / "_batchscore"
+    whole = hold_lock(locks / "lock", fcntl.LOCK_EX)  # a live whole-output run
     assert_error(invoke(job(corpus, tiny_model, out, "--num-shards", "2", "--shard-index", "0")), 5,
                  "being written by another batchscore run")
-    assert [n for n in os.listdir(out) if n.startswith(".batchscore.shard")] == []  # its own lock let go
-    os.remove(out / ".batchscore.lock")
-    write_lock(out / ".batchscore.shard-00001-of-00002.lock", os.getpid())  # a live shard
+    os.close(whole)
+    one_of_two = hold_lock(locks / "shard-00001-of-00002.lock", fcntl.LOCK_EX)  # a live shard...
+    shared = hold_lock(locks / "lock", fcntl.LOCK_SH)  # ...holds the whole-output lock shared
     assert_error(invoke(job(corpus, tiny_model, out)), 5, "being written by another batchscore run")
     assert_error(invoke(job(corpus, tiny_model, out, "--num-shards", "3", "--shard-index", "0")), 5,
                  "shard-00001-of-00002.lock")
     # Shards of the same job write side by side.
     shard(corpus, tiny_model, out, 0, 2)
+    os.close(one_of_two)
+    os.close(shared)
+    # Once the holders are gone (a dead process's locks go with it), a shard of another K may start.
+    shard(corpus, tiny_model, out, 0, 3, "--overwrite")
 
 
 # ------------------------------------------------------------------ ranks under torchrun (gloo)
@@ -224,7 +230,7 @@ def test_two_ranks_equal_one_process(corpus, tiny_model, reference, tmp_path):
     assert code == 0, err[-3000:]
     assert "Scored 1999 of 2000 rows" in err  # rank 0's summary, over all ranks
     assert_same_as_reference(out, reference)
-    manifest = json.loads((out / "_manifest.json").read_text())
+    manifest = manifest_of(out)
     assert [(s["shard"], s["num_shards"]) for s in manifest["shards"]] == [(0, 2), (1, 2)]
     # Each rank wrote its own chunks.
     assert all(os.path.exists(out / f"part-{c:06d}.parquet") for c in range(20))
@@ -236,12 +242,12 @@ def test_more_ranks_than_chunks(corpus, tiny_model, tmp_path):
     assert code == 0, err[-3000:]
     table = pq.read_table(out)
     assert table.column("row").to_pylist() == list(range(50))
-    assert json.loads((out / "_manifest.json").read_text())["chunks"] == 1
+    assert manifest_of(out)["chunks"] == 1
     # --overwrite under a launcher: rank 0 clears the old output before rank 1 looks at it.
     code, err = finish(torchrun(2, job(corpus, tiny_model, out, "--limit", "150", "--overwrite")))
     assert code == 0, err[-3000:]
     assert pq.read_table(out).column("row").to_pylist() == list(range(150))
-    assert json.loads((out / "_manifest.json").read_text())["chunks"] == 2
+    assert manifest_of(out)["chunks"] == 2
 
 
 def children(pid: int) -> list[int]:
@@ -278,8 +284,8 @@ def test_kill_one_rank_then_rerun_gives_exactly_once(corpus, tiny_model, referen
     assert 3 <= committed < ROWS // 20
     code, err = finish(torchrun(2, args))
     assert code == 0, err[-3000:]
-    assert json.loads((out / "_manifest.json").read_text())["resumed_chunks"] == committed
+    assert manifest_of(out)["resumed_chunks"] == committed
     # The oracle: one uninterrupted process with the same batches.
     single = tmp_path / "single"
     assert invoke([a if a != str(out) else str(single) for a in args]).exit_code == 0
-    assert_same_as_reference(out, (pq.read_table(single), json.loads((single / "_manifest.json").read_text())))
+    assert_same_as_reference(out, (pq.read_table(single), manifest_of(single)))

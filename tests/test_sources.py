@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from batchscore.batches import cut_batches
 from batchscore.cli import main
 from batchscore.plan import iter_chunks
+from conftest import manifest_of
 
 LABELS = {"NEGATIVE", "POSITIVE"}
 
@@ -95,9 +96,6 @@ def write_jsonl(path, rows):
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def manifest_of(out) -> dict:
-    with open(os.path.join(str(out), "_manifest.json"), encoding="utf-8") as fh:
-        return json.load(fh)
 
 
 # ---------------------------------------------------------------- file formats
@@ -437,7 +435,7 @@ def test_parquet_output_is_one_merged_file(tmp_path, tiny_model):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "scored.parquet"]  # no hidden parts left
     result = read_output(out)
     assert_scored(result, columns_of(rows))
-    manifest = json.loads(pq.read_schema(out).metadata[b"batchscore.manifest"])
+    manifest = manifest_of(out)
     assert manifest["rows"] == 20 and manifest["chunks"] == 4
 
 
@@ -454,7 +452,7 @@ def test_manifest_counts(tmp_path, tiny_model):
     assert manifest["model"] == tiny_model
     assert manifest["input_files"] == [str(tmp_path / "in.jsonl")]
     assert sorted(n for n in os.listdir(out) if not n.startswith(".")) == [
-        "_SUCCESS", "_manifest.json", "part-000000.parquet", "part-000001.parquet"]
+        "_SUCCESS", "_batchscore", "_manifest.parquet", "part-000000.parquet", "part-000001.parquet"]
     assert_scored(read_output(out), {"text": texts, "n": list(range(6))})
 
 

@@ -131,19 +131,43 @@ def finalize(output):
       for i in 0 1 2; do batchscore score big.jsonl -o out/big --num-shards 3 --shard-index $i; done
       batchscore finalize out/big
     """
-    from .finalize import finalize as finalize_output
+    from .output import finalize as finalize_output
 
     try:
         done = finalize_output(output)
     except BatchscoreError as exc:
         click.echo(f"Error: {exc.message}", err=True)
         sys.exit(exc.exit_code)
+    for warning in done.warnings:
+        click.echo(f"Warning: {warning}", err=True)
     m = done.manifest
     if done.already_complete:
         click.echo(f"Already complete: {output} holds {m['rows']} rows; nothing to do.", err=True)
         return
     click.echo(f"Finalized {output}: {m['scored_rows']} of {m['rows']} rows scored, in {m['chunks']} chunks.",
                err=True)
+
+
+@main.command(context_settings=CONTEXT, epilog=EXIT_CODES_HELP)
+@click.argument("output")
+def manifest(output):
+    """Print the manifest of a complete OUTPUT as JSON (it lives in a Parquet footer, where readers skip it).
+
+    \b
+    Example:
+      batchscore manifest out/reviews | python -m json.tool
+      batchscore manifest s3://bucket/scored/reviews.parquet
+    """
+    import json
+
+    from .output import read_manifest
+
+    try:
+        found = read_manifest(output)
+    except BatchscoreError as exc:
+        click.echo(f"Error: {exc.message}", err=True)
+        sys.exit(exc.exit_code)
+    click.echo(json.dumps(found, indent=2, sort_keys=True))
 
 
 @main.command("build-model", context_settings=CONTEXT)

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import __version__
 from .config import CPU_BATCH_TOKENS, GPU_BATCH_TOKENS, JobConfig
-from .errors import ConfigError, InputError
+from .errors import ConfigError, InputError, OutputError
 
 RESULT_COLUMNS = ("label", "score", "scores")
 
@@ -71,62 +71,36 @@ def _progress_enabled(cfg: JobConfig, plan) -> bool:
     return plan.main and (cfg.progress if cfg.progress is not None else sys.stderr.isatty())
 
 
-def _model_stamp(model_id: str) -> list | None:
-    """For a local model folder, its weight files' sizes and times: a rebuilt model is another model."""
-    if not os.path.isdir(model_id):
-        return None
-    names = sorted(n for n in os.listdir(model_id) if n.endswith((".safetensors", ".bin", "config.json")))
-    return [[n, os.path.getsize(os.path.join(model_id, n)), int(os.path.getmtime(os.path.join(model_id, n)))]
-            for n in names]
-
-
-def run_identity(cfg: JobConfig, source, loaded, out_columns: list[str]) -> dict:
-    """Everything that changes which rows or which scores an output holds.
-
-    An output can be resumed only by a run with the same identity. Batch size,
-    workers and progress are left out: they change speed, not results.
-    """
-    return {
-        "input": source.fingerprint or source.description,
-        "limit": cfg.limit,
-        "chunk_rows": cfg.chunk_rows,
-        "text_column": cfg.text_column,
-        "columns": out_columns,
-        "model": loaded.model_id,
-        "revision": loaded.revision,
-        "model_files": _model_stamp(loaded.model_id),
-        "top_k": cfg.top_k,
-        "max_length": loaded.max_length,
-        "precision": loaded.precision,
-    }
-
-
 def run_job(cfg: JobConfig) -> JobResult:
     import pyarrow as pa
     import torch
     from tqdm.auto import tqdm
 
     from .batches import ChunkDataset, InputEnd
-    from .finalize import finalize, wait_for_shards
     from .model import load_model, run_batch
+    from .output import Layout, OutputWriter, check_output, finalize, run_identity, wait_for_shards
     from .postprocess import apply, result_columns, result_fields, score_function
-    from .sink import ParquetSink, check_output
     from .source import open_source
 
     if not cfg.input:
         raise ConfigError("No input given; pass INPUT (a file, folder, glob, URL or Hub dataset name).")
     started = time.time()
+    layout = Layout.open(cfg.output_path)
+    # An output inside the input folder is never read back as input.
     open_input = functools.partial(open_source, cfg.input, text_column=cfg.text_column, split=cfg.split,
-                                   dataset_config=cfg.dataset_config, encoding=cfg.encoding)
+                                   dataset_config=cfg.dataset_config, encoding=cfg.encoding,
+                                   exclude=layout.contains_url)
     source = open_input()
+    _check_overlap(layout, source, cfg.input)
     out_columns = _check_columns(source.schema, cfg)
     read_columns = list(dict.fromkeys([*out_columns, cfg.text_column]))
     # Before the model load, which can take minutes: a taken output fails at once.
-    check_output(cfg.output_path, cfg.overwrite)
-    if source.local_text and cfg.limit is None:
-        # One cheap parse of local text files: a ragged row or bad byte at line
-        # 9,000,000 fails now, before any output, not hours in.
-        source.num_rows = source.scan(cfg.text_column)
+    check_output(layout, cfg.overwrite)
+    if cfg.limit is None and (source.local_text or (source.text_files and cfg.overwrite)):
+        # One parse of every kept column: a ragged row or bad byte at line
+        # 9,000,000 fails now, before any output (and before --overwrite clears
+        # an old one), not hours in. Remote text is scanned only under --overwrite.
+        source.num_rows = source.scan(read_columns)
 
     load_started = time.time()
     loaded = load_model(cfg.model_id, cfg.model_revision, cfg.precision, cfg.max_length,
@@ -148,8 +122,8 @@ def run_job(cfg: JobConfig) -> JobResult:
     schema = pa.schema([source.schema.field(c) for c in out_columns] + fields)
     identity = run_identity(cfg, source, loaded, out_columns)
     plan = shard_plan(cfg, loaded.accelerator)
-    sink = ParquetSink(cfg.output_path, schema, metadata, identity, overwrite=plan.overwrite,
-                       shard=plan.shard, num_shards=plan.num_shards)
+    sink = OutputWriter(layout, schema, metadata, identity, overwrite=plan.overwrite,
+                        shard=plan.shard, num_shards=plan.num_shards)
     warnings: list[str] = []
     if plan.clear_first and not plan.main:
         plan.wait()  # for rank 0 to clear the old output
@@ -157,7 +131,8 @@ def run_job(cfg: JobConfig) -> JobResult:
         if plan.clear_first and plan.main:
             plan.wait()
         if sink.complete:
-            return JobResult(cfg.output_path, sink.existing_manifest(), already_complete=True)
+            return JobResult(cfg.output_path, sink.manifest, already_complete=True)
+        warnings.extend(sink.warnings)
         if sink.committed:
             warnings.append(f"Resuming: {len(sink.committed)} chunks already committed in {cfg.output_path}.")
         dataset = ChunkDataset(
@@ -209,11 +184,21 @@ def run_job(cfg: JobConfig) -> JobResult:
         # Rank 0 of a distributed run. Waiting on the disk, not a collective
         # barrier: after a resume one rank may have hours less to do than another,
         # longer than any NCCL/gloo timeout. If a rank dies, the launcher stops us.
-        wait_for_shards(cfg.output_path, plan.num_shards)
-    manifest = finalize(cfg.output_path).manifest
+        wait_for_shards(layout, plan.num_shards)
+    done = finalize(layout, wait=plan.num_shards > 1)
+    warnings.extend(done.warnings)
+    manifest = done.manifest
     if manifest["rows"] == 0:
         warnings.append("The input has no rows; wrote an empty output with the schema.")
     return JobResult(cfg.output_path, manifest, warnings=warnings)
+
+
+def _check_overlap(layout, source, spec: str) -> None:
+    """The output may never be the input, nor hold it (an output inside the input folder is excluded instead)."""
+    for location in [*source.files, source.root]:
+        if location and layout.contains_url(location):
+            raise OutputError(f"Output '{layout.url()}' would overwrite or hold the input '{spec}' ({location}); "
+                              "write the output outside the input.")
 
 
 @dataclass

@@ -57,18 +57,20 @@ class Source:
     _open: Callable[[list[str] | None], Iterator]  # columns -> record batches
     fingerprint: dict = field(default_factory=dict)  # what identifies this input's content, for resume
     local_text: bool = False  # local CSV/TSV/JSONL: cheap to scan once before scoring
+    text_files: bool = False  # CSV/TSV/JSONL anywhere: a parse error can hide in any row
+    root: str | None = None  # the file, folder or glob base the files were found under
 
     def batches(self, columns: list[str] | None = None) -> Iterator:
         """Yield pyarrow RecordBatches (or Tables) holding `columns`, in input order."""
         yield from self._open(columns)
 
-    def scan(self, column: str) -> int:
-        """Parse every row once (only `column` is converted); returns the row count.
+    def scan(self, columns: list[str]) -> int:
+        """Parse every row once (only `columns`, those the output keeps, are converted); returns the row count.
 
         Catches ragged rows, bad UTF-8 and broken JSON lines before any output
         is written, and gives the progress bar its total.
         """
-        return sum(batch.num_rows for batch in self.batches([column]))
+        return sum(batch.num_rows for batch in self.batches(columns))
 
 
 def _format_of(path: str) -> str | None:
@@ -79,9 +81,11 @@ def _format_of(path: str) -> str | None:
     return None
 
 
-def _visible(path: str) -> bool:
-    # Skip _SUCCESS, _manifest.json, .crc files and the like: Spark/Hadoop habits.
-    return not any(part.startswith((".", "_")) for part in path.replace("\\", "/").split("/")[-1:])
+def _visible(path: str, base: str) -> bool:
+    # Skip _SUCCESS, .crc files, _batchscore/ records, hidden folders and the like (Spark/Hadoop
+    # habits), in every folder below the one the user named.
+    relative = path[len(base):] if path.startswith(base) else path.rsplit("/", 1)[-1]
+    return not any(part.startswith((".", "_")) for part in relative.replace("\\", "/").split("/") if part)
 
 
 def _is_url(text: str) -> bool:
@@ -89,21 +93,25 @@ def _is_url(text: str) -> bool:
 
 
 def open_source(spec: str, *, text_column: str, split: str = "train", dataset_config: str | None = None,
-                encoding: str | None = None):
-    """Resolve `spec` to a Source. Raises InputError with the fix named."""
+                encoding: str | None = None, exclude=None):
+    """Resolve `spec` to a Source. Raises InputError with the fix named.
+
+    `exclude(url) -> bool` drops files found in a folder or glob (this job's own
+    output, when it lies inside the input folder).
+    """
     if _is_url(spec) or os.path.exists(spec) or any(ch in spec for ch in "*?["):
         if not _is_url(spec) and os.path.isdir(spec):
             if _is_saved_dataset(spec):
                 return _open_saved_dataset(spec, split)
             if os.path.exists(os.path.join(spec, "README.md")):
                 return _open_hub_dataset(spec, split, dataset_config)
-        return _open_files(spec, text_column, encoding)
+        return _open_files(spec, text_column, encoding, exclude)
     if _format_of(spec) is None and _HUB_NAME.match(spec):
         return _open_hub_dataset(spec, split, dataset_config)
     raise InputError(f"Input '{spec}' not found; check the path (or pass a Hub dataset name like user/name).")
 
 
-def _resolve_files(spec: str) -> tuple[object, list[str]]:
+def _resolve_files(spec: str, exclude=None) -> tuple[object, list[str], str]:
     import fsspec
 
     try:
@@ -118,21 +126,24 @@ def _resolve_files(spec: str) -> tuple[object, list[str]]:
                     f"Cannot tell the format of '{spec}' from its name; batchscore reads "
                     ".csv, .tsv, .parquet, .jsonl and .json files."
                 )
-            return fs, [path]
+            return fs, [path], path
         if fs.isdir(path):
+            base = path.rstrip("/") + "/"
             candidates = fs.find(path)
         elif any(ch in path for ch in "*?["):
+            base = path[:min(path.find(ch) for ch in "*?[" if ch in path)].rpartition("/")[0] + "/"
             candidates = fs.glob(path)
         else:
             raise InputError(f"Input '{spec}' not found; check the path.")
     except OSError as exc:
         raise InputError(f"Cannot read '{spec}': {exc}.") from None
-    files = sorted(p for p in candidates if _format_of(p) and _visible(p))
+    files = sorted(p for p in candidates if _format_of(p) and _visible(p, base)
+                   and not (exclude and exclude(_display(fs, p))))
     if not files:
         raise InputError(
             f"No .csv, .tsv, .parquet, .jsonl or .json files found at '{spec}'; check the path or glob."
         )
-    return fs, files
+    return fs, files, base.rstrip("/")
 
 
 def _file_format(fmt: str, text_column: str, encoding: str | None = None):
@@ -153,7 +164,7 @@ def _file_format(fmt: str, text_column: str, encoding: str | None = None):
     return fmt
 
 
-def _open_files(spec: str, text_column: str, encoding: str | None = None) -> Source:
+def _open_files(spec: str, text_column: str, encoding: str | None = None, exclude=None) -> Source:
     import pyarrow as pa
     import pyarrow.dataset as ds
 
@@ -163,7 +174,7 @@ def _open_files(spec: str, text_column: str, encoding: str | None = None) -> Sou
         except LookupError:
             raise InputError(f"Unknown --encoding '{encoding}'; use a Python codec name such as latin-1, cp1252, "
                              f"or {REPLACE_CODEC}.") from None
-    fs, files = _resolve_files(spec)
+    fs, files, root = _resolve_files(spec, exclude)
     empty = [f for f in files if fs.size(f) == 0]
     if empty:
         raise InputError(f"Input file '{_display(fs, empty[0])}' is empty (0 bytes); remove it or fix the export.")
@@ -201,7 +212,7 @@ def _open_files(spec: str, text_column: str, encoding: str | None = None) -> Sou
     local = _display(fs, files[0]) == files[0]
     return Source(desc, [_display(fs, f) for f in files], schema, num_rows, open_batches,
                   fingerprint={"files": _file_stats(fs, files), "encoding": encoding},
-                  local_text=local and fmt != "parquet")
+                  local_text=local and fmt != "parquet", text_files=fmt != "parquet", root=_display(fs, root))
 
 
 def _file_stats(fs, files: list[str]) -> list[dict]:

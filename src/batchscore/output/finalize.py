@@ -1,0 +1,157 @@
+"""The last step of a job: check that every chunk is committed, then write the manifest and _SUCCESS.
+
+A whole-output run calls it when its own loop ends; a distributed run's rank 0
+calls it once every rank has finished; independent shards leave it to
+`batchscore finalize OUT`. In every case the truth is in the store: the input
+has as many chunks as the shards' markers say, and each chunk is done when
+its part exists, is readable and carries this run's hash. So any shard can be
+rerun alone, by any launcher, and finalize needs nothing but the output.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+from ..errors import OutputError
+from .layout import MANIFEST, MANIFEST_KEY, MARKER, RECORDS, SUCCESS, Layout, part_index, part_name
+from .lease import open_lease
+from .manifest import manifest_bytes, output_schema, part_identity, part_stats, read_complete, sum_stats, tidy_complete
+from .store import Store
+
+SHOWN = 20  # chunk numbers listed in an error before "..."
+
+
+@dataclass
+class Finalized:
+    manifest: dict
+    already_complete: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+
+def finalize(output: str | Layout, wait: bool = False) -> Finalized:
+    """Check the output holds every chunk of one run; write its manifest and _SUCCESS (or merge the .parquet).
+
+    `wait`: for rank 0 of a distributed run, wait for the other ranks to let go of the output.
+    """
+    layout = output if isinstance(output, Layout) else Layout.open(output)
+    store = Store(layout)
+    manifest = read_complete(layout, store)
+    if manifest is not None:
+        tidy_complete(layout, store)
+        return Finalized(manifest, already_complete=True)
+    if not store.exists(layout.root):
+        raise OutputError(f"Output '{layout.url()}' not found; run `batchscore score` (every shard of it) first.")
+    with open_lease(layout, "all", wait=wait):
+        manifest = read_complete(layout, store)
+        if manifest is not None:  # finished by another finalize while we waited
+            return Finalized(manifest, already_complete=True)
+        return _finalize_held(layout, store)
+
+
+def wait_for_shards(layout: Layout, num_shards: int, poll_seconds: float = 0.5) -> None:
+    """Block until each of the shards has left its marker (their leases are waited for by finalize)."""
+    store = Store(layout)
+    markers = {f"shard-{i:05d}-of-{num_shards:05d}.json" for i in range(num_shards)}
+    while not markers <= set(store.names(layout.path(RECORDS))):
+        time.sleep(poll_seconds)
+
+
+def _listing(chunks: list[int]) -> str:
+    shown = ", ".join(str(c) for c in chunks[:SHOWN])
+    return shown + (", ..." if len(chunks) > SHOWN else "")
+
+
+def _rerun_hint(chunks: list[int], markers: list[dict]) -> str:
+    counts = {m.get("num_shards") for m in markers}
+    if len(counts) != 1 or counts == {1}:
+        return "rerun the shards that own them"
+    k = counts.pop()
+    shards = sorted({c % k for c in chunks})
+    flag = f"--shard-index {shards[0]}" if len(shards) == 1 else "--shard-index I for each"
+    return f"rerun shard {_listing(shards)} of {k} (--num-shards {k} {flag})"
+
+
+def _finalize_held(layout: Layout, store: Store) -> Finalized:
+    store.remove_temp_files()  # leftovers of killed shards; the lease keeps every writer out
+    where = layout.url()
+    markers = [store.read_json(layout.record(n)) for n in store.names(layout.path(RECORDS)) if MARKER.match(n)]
+    if not markers:
+        raise OutputError(f"No shard of '{where}' has finished yet; run every shard "
+                          "(batchscore score ... --num-shards K --shard-index I), then finalize.")
+    sizes = sorted({m.get("num_chunks") for m in markers}, key=str)
+    if len(sizes) > 1:
+        raise OutputError(f"Shards of '{where}' saw inputs of different sizes ({' vs '.join(map(str, sizes))} "
+                          "chunks): the input changed between shards; rerun every shard with --overwrite.")
+    # An input with no rows still has one (empty) part, so readers get the schema.
+    expected = max(sizes[0], 1)
+    run = max(markers, key=lambda m: m.get("written", 0)).get("run")  # the latest shard's run is the reference
+    warnings = []
+    footers = {}
+    for index in sorted(i for i in map(part_index, store.names()) if i is not None):
+        path = layout.path(part_name(index))
+        footer = store.footer(path)
+        if part_stats(footer) is None:  # damaged (power loss): its shard must redo it
+            warnings.append(f"{layout.url(path)} is unreadable (damaged); removed it.")
+            store.remove(path)
+        else:
+            footers[index] = footer
+    foreign = [i for i, f in footers.items() if part_stats(f).get("run") != run or i >= expected]
+    if foreign:
+        raise OutputError(f"Output '{where}' holds {len(foreign)} parts of another run (chunks {_listing(foreign)}); "
+                          f"{_rerun_hint(foreign, markers)} with --overwrite, then finalize again.")
+    missing = [i for i in range(expected) if i not in footers]
+    if missing:
+        raise OutputError(f"Output '{where}' is missing {len(missing)} of {expected} chunks "
+                          f"({_listing(missing)}); {_rerun_hint(missing, markers)}, then finalize again.")
+
+    committed = sorted(footers)
+    first = layout.path(part_name(committed[0]))
+    schema = output_schema(store, first)
+    manifest = {**json.loads(schema.metadata[b"batchscore"]), **_combine(markers),
+                **sum_stats([part_stats(footers[i]) for i in committed]), "run": part_identity(footers[committed[0]])}
+    if layout.single_file:
+        _merge(layout, store, committed, schema, manifest)
+    else:
+        store.put_bytes(layout.path(MANIFEST), manifest_bytes(schema, manifest))
+        store.put_bytes(layout.path(SUCCESS), b"")  # last: from here on the output is complete
+        for name in store.names(layout.path(RECORDS)):
+            if MARKER.match(name):  # their content is in the manifest now
+                store.remove(layout.record(name))
+    return Finalized(manifest, warnings=warnings)
+
+
+def _combine(markers: list[dict]) -> dict:
+    """One shard's run facts, or the facts of all shards together."""
+    markers = sorted(markers, key=lambda m: (m["num_shards"], m["shard"]))
+    facts = [{k: v for k, v in m.items() if k not in ("num_chunks", "run", "written")} for m in markers]
+    if len(facts) == 1:
+        return {k: v for k, v in facts[0].items() if k not in ("shard", "num_shards")}
+    firsts = [f["seconds_to_first_chunk"] for f in facts if f.get("seconds_to_first_chunk") is not None]
+    return {
+        "input": facts[0].get("input"),
+        "input_files": facts[0].get("input_files"),
+        "seconds": max(f.get("seconds", 0) for f in facts),  # the slowest shard's wall time
+        "model_load_seconds": max(f.get("model_load_seconds", 0) for f in facts),
+        "seconds_to_first_chunk": min(firsts) if firsts else None,
+        "device": ", ".join(sorted({str(f.get("device")) for f in facts})),
+        "resumed_chunks": sum(f.get("resumed_chunks", 0) for f in facts),
+        "shards": facts,
+    }
+
+
+def _merge(layout: Layout, store: Store, committed: list[int], schema, manifest: dict) -> None:
+    """Stream the parts into the one file: renamed into place locally, uploaded once on object stores."""
+    import pyarrow.parquet as pq
+
+    schema = schema.with_metadata({**schema.metadata, MANIFEST_KEY: json.dumps(manifest, sort_keys=True)})
+
+    def write(fh):
+        with pq.ParquetWriter(fh, schema) as writer:
+            for index in committed:  # one part in memory at a time
+                with layout.fs.open(layout.path(part_name(index)), "rb") as part:
+                    writer.write_table(pq.read_table(part).cast(schema))
+
+    store.put_stream(layout.target, write)
+    store.remove(layout.root)

@@ -1,0 +1,250 @@
+"""Write one shard of an output: take the lease, reconcile with what is there, commit parts, leave a marker.
+
+A chunk's part is committed whole or not at all (store.py), so a rerun of the
+same job skips the committed chunks and redoes only what was in flight. Each
+part carries the run's identity and its own counts in its footer: the
+manifest is their sum however many runs, shards or ranks wrote them, and a
+lost manifest can be rebuilt. Writes run on a background thread so the model
+never waits for the store.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from ..errors import OutputError
+from .identity import run_hash
+from .layout import (
+    CHUNK_KEY,
+    MANIFEST,
+    METADATA_KEY,
+    RECORDS,
+    RUN_KEY,
+    SUCCESS,
+    Layout,
+    marker_name,
+    part_index,
+    part_name,
+    shard_tag,
+)
+from .lease import open_lease
+from .manifest import is_ours, part_identity, part_stats, read_complete, sum_stats, tidy_complete
+from .store import Store
+
+log = logging.getLogger(__name__)
+MAX_PENDING_WRITES = 2  # bounds memory: at most this many chunks wait for the store
+
+
+def _our_name(name: str) -> bool:
+    return part_index(name) is not None or name in (SUCCESS, MANIFEST, RECORDS)
+
+
+def check_output(layout: Layout, overwrite: bool) -> None:
+    """Fail early, touching nothing, if the output can't be used at all (before the model loads)."""
+    import os
+
+    store = Store(layout)
+    if layout.single_file:
+        if store.exists(layout.target) and store.isdir(layout.target):
+            raise OutputError(f"Output '{layout.url()}' is a folder; pass a file path ending in .parquet, "
+                              "or another name.")
+        read_complete(layout, store)  # refuses a file batchscore did not write
+    elif store.exists(layout.root):
+        if not store.isdir(layout.root):
+            raise OutputError(f"Output '{layout.url()}' is a file; pass a folder path, or a path ending in .parquet.")
+        foreign = [n for n in store.names() if not _our_name(n) and not n.startswith(".")]
+        if foreign:
+            # Never write into, or --overwrite, a folder that is not a batchscore output.
+            raise OutputError(f"Output '{layout.url()}' holds files batchscore did not write (e.g. {foreign[0]}); "
+                              "choose another --output.")
+    if layout.local:
+        existing = layout.root
+        while not os.path.exists(existing):
+            existing = os.path.dirname(existing)
+        if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+            raise OutputError(f"Cannot write under '{existing}'; pass a writable --output.")
+    else:
+        bucket = layout.root.split("/", 1)[0]
+        if not store.exists(bucket):
+            raise OutputError(f"Cannot write output '{layout.url()}': the bucket '{bucket}' does not exist or "
+                              "cannot be reached; create it, or check the credentials and endpoint.")
+
+
+def _differences(before: dict, now: dict) -> list[str]:
+    return [k for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)]
+
+
+class OutputWriter:
+    """Context manager over one shard of an output. A whole-output run is shard 0 of 1.
+
+    `overwrite` is None, "all" (clear the whole output) or "shard" (clear only
+    this shard's parts, for an independent worker rerun alone). After
+    __enter__: `complete` (with `manifest`) says the output already holds this
+    exact run; `committed` holds this shard's chunks already written (to skip);
+    `warnings` says what was repaired.
+    """
+
+    def __init__(self, layout: Layout, schema, metadata: dict, identity: dict, overwrite: str | None = None,
+                 shard: int = 0, num_shards: int = 1):
+        self.layout = layout
+        self.store = Store(layout)
+        self.identity = identity
+        self.run = run_hash(identity)
+        self.schema = schema.with_metadata({METADATA_KEY: json.dumps(metadata, sort_keys=True),
+                                            RUN_KEY: json.dumps(identity, sort_keys=True)})
+        self.overwrite = overwrite
+        self.shard, self.num_shards = shard, num_shards
+        self.lease = open_lease(layout, shard_tag(None if num_shards == 1 else shard, num_shards))
+        self.committed: set[int] = set()
+        self.complete = False
+        self.manifest: dict | None = None
+        self.warnings: list[str] = []
+        self._stats: dict[int, dict] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: list[Future] = []
+
+    def _mine(self, index: int) -> bool:
+        return index % self.num_shards == self.shard
+
+    # --- set-up ---------------------------------------------------------------------------------------------
+
+    def __enter__(self):
+        if not self.overwrite and self._already_complete():
+            return self  # needs no lease: a finished output may sit on read-only storage
+        self.lease.acquire()
+        try:
+            self._reconcile()
+        except BaseException:
+            self.lease.release()
+            raise
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-writer")
+        return self
+
+    def _already_complete(self) -> bool:
+        manifest = read_complete(self.layout, self.store)
+        if manifest is None:
+            return False
+        self._check_identity(manifest.get("run"), "already holds a complete run")
+        tidy_complete(self.layout, self.store)
+        self.complete, self.manifest = True, manifest
+        return True
+
+    def _reconcile(self) -> None:
+        everything = self.num_shards == 1
+        self.store.remove_temp_files(lambda name: everything or self._mine_name(name))
+        if self.overwrite:
+            self._clear()
+        elif self._already_complete():  # finished by another run while we waited
+            return
+        self.store.makedirs(self.layout.root)
+        indices = sorted(i for i in map(part_index, self.store.names()) if i is not None)
+        checked = False
+        for index in indices:
+            if not self._mine(index) and checked:
+                continue
+            path = self.layout.path(part_name(index))
+            footer = self.store.footer(path)
+            stats = part_stats(footer)
+            if stats is None:
+                if not self._mine(index):
+                    continue
+                # A 0-byte or truncated part: a power loss before the data reached the disk.
+                self.warnings.append(f"{self.layout.url(path)} is unreadable (damaged); redoing chunk {index}.")
+                self.store.remove(path)
+                continue
+            if not self.overwrite:
+                self._check_identity(part_identity(footer), "holds part of another run")
+            checked = True
+            if self._mine(index) and stats.get("run") == self.run:
+                self.committed.add(index)
+                self._stats[index] = stats
+
+    def _mine_name(self, name: str) -> bool:
+        index = part_index(name)
+        return index is not None and self._mine(index)
+
+    def _check_identity(self, before: dict | None, what: str) -> None:
+        if before == self.identity:
+            return
+        changed = ", ".join(_differences(before, self.identity)) if before else "unknown: no run identity"
+        raise OutputError(f"Output '{self.layout.url()}' {what} with other settings (differs in: {changed}); "
+                          "pass --overwrite to replace it, or choose another --output.")
+
+    def _clear(self) -> None:
+        """--overwrite: remove what batchscore wrote (all of it, or this shard's share); refuse anything else."""
+        layout, store = self.layout, self.store
+        if layout.single_file and store.exists(layout.target):
+            read_complete(layout, store)  # raises unless batchscore wrote it
+            store.remove(layout.target)
+        records = [layout.record(n) for n in store.names(layout.path(RECORDS))
+                   if n.endswith(".json") and not n.startswith("lease-")]
+        if self.overwrite == "shard":
+            records = [r for r in records if r.endswith(marker_name(self.shard, self.num_shards))]
+        for name in store.names():
+            index = part_index(name)
+            if index is None or (self.overwrite == "shard" and not self._mine(index)):
+                continue
+            path = layout.path(name)
+            footer = store.footer(path)
+            if footer is not None and not is_ours(footer):
+                raise OutputError(f"'{layout.url(path)}' was not written by batchscore; it is never removed, even "
+                                  "with --overwrite: choose another --output.")
+            store.remove(path)
+        for path in [layout.path(SUCCESS), layout.path(MANIFEST), *records]:
+            store.remove(path)
+
+    # --- writing --------------------------------------------------------------------------------------------
+
+    def __exit__(self, exc_type, exc, tb):
+        if self._pool is None:
+            return False
+        try:
+            # Let in-flight writes finish: each is a whole chunk, and a commit is atomic.
+            self._pool.shutdown(wait=True)
+            self.store.remove_temp_files(lambda name: self.num_shards == 1 or self._mine_name(name))
+        finally:
+            self.lease.release()
+        return False
+
+    def write(self, index: int, table, stats: dict) -> None:
+        while len(self._pending) >= MAX_PENDING_WRITES:
+            self._pending.pop(0).result()
+        self._pending.append(self._pool.submit(self._write_part, index, table, stats))
+
+    def _write_part(self, index: int, table, stats: dict) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        stats = {**stats, "run": self.run}
+        schema = self.schema.with_metadata({**self.schema.metadata, CHUNK_KEY: json.dumps(stats)})
+        buffer = pa.BufferOutputStream()
+        pq.write_table(table.cast(schema), buffer)
+        self.lease.check()  # never commit after another writer took the output over
+        self.store.put_bytes(self.layout.path(part_name(index)), buffer.getvalue().to_pybytes())
+        self._stats[index] = stats
+
+    def flush(self) -> None:
+        for future in self._pending:
+            future.result()
+        self._pending.clear()
+
+    def shard_stats(self) -> dict:
+        """The counts over this shard's committed parts."""
+        return sum_stats([self._stats[i] for i in sorted(self._stats) if self._mine(i)])
+
+    def finish_shard(self, info: dict, num_chunks: int, empty_stats: dict) -> None:
+        """Every chunk of this shard is committed: leave the marker that finalize looks for."""
+        import pyarrow as pa
+
+        self.flush()
+        if num_chunks == 0 and self.shard == 0 and 0 not in self._stats:
+            # Zero rows: still leave a schema behind so readers get the columns.
+            self._write_part(0, pa.Table.from_batches([], schema=self.schema), empty_stats)
+        marker = {**info, "shard": self.shard, "num_shards": self.num_shards, "num_chunks": num_chunks,
+                  "run": self.run, "written": time.time()}
+        self.lease.check()
+        self.store.put_bytes(self.layout.record(marker_name(self.shard, self.num_shards)),
+                             json.dumps(marker, indent=2).encode())

@@ -8,6 +8,8 @@ import os
 
 import pytest
 
+pytest_plugins = ["stores"]  # a real S3-compatible server, tmpfs mounts: tests/stores.py
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -47,6 +47,9 @@ def describe(layout: Layout, path: str, exc: OSError, doing: str = "write") -> s
     return f"Cannot {doing} '{where}' ({reason}); check --output and rerun."
 
 
+MULTIPART_BLOCK = 16 << 20  # a merged output streams up in parts of this size, never whole in memory
+
+
 class Store:
     """Reads and atomic writes under one output."""
 
@@ -135,11 +138,13 @@ class Store:
             if self.layout.local:
                 self._replace_local(path, write)
                 return
-            fh = self.fs.open(path, "wb")
+            # Not `with`: leaving a `with` block on an error would close, and so complete, the upload.
+            fh = self.fs.open(path, "wb", block_size=MULTIPART_BLOCK)
             try:
                 write(fh)
             except BaseException:
                 fh.discard()  # abort the multipart upload: nothing appears at `path`
+                fh.closed = True  # a later close() would try to complete what was aborted
                 raise
             fh.close()  # completes the upload: the object appears, whole
 

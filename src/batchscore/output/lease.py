@@ -22,6 +22,7 @@ lost its lease notices at its next heartbeat and stops before its next commit.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -33,7 +34,7 @@ import time
 
 from ..errors import OutputError
 from .layout import LEASE, RECORDS, Layout
-from .store import Store, store_errors
+from .store import Store, describe, store_errors
 
 log = logging.getLogger(__name__)
 SHARD_LOCK = re.compile(r"^(shard-\d{5}-of-(\d{5}))\.lock$")
@@ -208,11 +209,10 @@ class LeaseRecord(Lease):
         if not self._create():
             if not self._gone(self.path):
                 raise _Busy(self._who(self.path))
-            with store_errors(self.layout, self.path):
-                self.layout.fs.pipe_file(self.path, self._record())  # take over a dead writer's lease
-            # No compare-and-swap on overwrite: two retries taking over at once both
-            # write, then both read back; only the last writer finds its own record.
-            time.sleep(min(1.0, self.ttl / 10))
+            if not self._take_over():
+                # No compare-and-swap here: two retries taking over at once both
+                # write, then both read back; only the last writer finds its own record.
+                time.sleep(min(1.0, self.ttl / 10))
             holder = self._read(self.path)
             if not holder or holder.get("owner") != self.me["owner"]:
                 raise _Busy("another run took over the same expired lease")
@@ -231,6 +231,21 @@ class LeaseRecord(Lease):
         self._stop.clear()
         self._thread = threading.Thread(target=self._heartbeat, name="batchscore-lease", daemon=True)
         self._thread.start()
+
+    def _take_over(self) -> bool:
+        """Replace a dead writer's record; True if the store made it a compare-and-swap (S3 If-Match)."""
+        fs, swap = self.layout.fs, {}
+        if self.layout.protocol in ("s3", "s3a"):
+            fs.invalidate_cache(self.path)
+            with store_errors(self.layout, self.path, "read"):
+                swap = {"IfMatch": fs.info(self.path)["ETag"]}
+        try:
+            fs.pipe_file(self.path, self._record(), **swap)
+        except OSError as exc:
+            if swap and exc.errno == errno.EINVAL:  # 412 Precondition Failed: another retry took it over first
+                raise _Busy("another run took over the same expired lease") from None
+            raise OutputError(describe(self.layout, self.path, exc)) from None
+        return bool(swap)
 
     def _who(self, path: str) -> str:
         holder = self._read(path) or {}

@@ -216,12 +216,16 @@ def _open_files(spec: str, text_column: str, encoding: str | None = None, exclud
 
 
 def _file_stats(fs, files: list[str]) -> list[dict]:
-    """Path, size and modification stamp of each file: a changed file means another input."""
+    """Path, size and modification stamp of each file: a changed file means another input.
+
+    Object stores: the ETag (or GCS generation), which changes with the content and,
+    unlike a listing's LastModified, reads the same from every client and time zone.
+    """
+    stamps = ("ETag", "etag", "generation", "mtime", "LastModified", "last_modified", "updated")
     stats = []
     for path in files:
         info = fs.info(path)
-        stamp = next((info[k] for k in ("mtime", "LastModified", "last_modified", "updated", "ETag", "etag")
-                      if info.get(k) is not None), None)
+        stamp = next((info[k] for k in stamps if info.get(k) is not None), None)
         stats.append({"path": _display(fs, path), "size": info.get("size"), "modified": str(stamp)})
     return stats
 

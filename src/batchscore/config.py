@@ -130,7 +130,10 @@ class JobConfig:
     def output_path(self) -> str:
         if self.output:
             return self.output
-        base = os.path.basename(str(self.input).rstrip("/")) or "input"
+        named = str(self.input).rstrip("/")
+        if "://" not in named and os.path.basename(named) in ("", ".", ".."):
+            named = os.path.abspath(named or "/")  # input `.`: name the output after the folder
+        base = os.path.basename(named) or "input"
         for suffix in (".csv", ".tsv", ".parquet", ".jsonl", ".json"):
             base = base.removesuffix(suffix)
         return base.replace("*", "_") + ".scored"

@@ -176,14 +176,11 @@ class LeaseRecord(Lease):
         fs = self.layout.fs
         fs.invalidate_cache(path)
         try:
-            with store_errors(self.layout, path, "read"):
-                data = fs.cat_file(path)
-        except OutputError:
-            if not self.store.exists(path):
-                return None
-            raise
+            data = fs.cat_file(path)
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise OutputError(describe(self.layout, path, exc, "read")) from None
         try:
             holder = json.loads(data)
         except ValueError:

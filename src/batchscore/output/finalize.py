@@ -19,6 +19,7 @@ from .layout import MANIFEST, MANIFEST_KEY, MARKER, RECORDS, SUCCESS, Layout, pa
 from .lease import open_lease
 from .manifest import manifest_bytes, output_schema, part_identity, part_stats, read_complete, sum_stats, tidy_complete
 from .store import Store
+from .writer import refuse_foreign
 
 SHOWN = 20  # chunk numbers listed in an error before "..."
 
@@ -91,7 +92,7 @@ def _finalize_held(layout: Layout, store: Store) -> Finalized:
     footers = {}
     for index in sorted(i for i in map(part_index, store.names()) if i is not None):
         path = layout.path(part_name(index))
-        footer = store.footer(path)
+        footer = refuse_foreign(layout, path, store.footer(path))
         if part_stats(footer) is None:  # damaged (power loss): its shard must redo it
             warnings.append(f"{layout.url(path)} is unreadable (damaged); removed it.")
             store.remove(path)

@@ -47,19 +47,24 @@ def check_output(layout: Layout, overwrite: bool) -> None:
     import os
 
     store = Store(layout)
-    if layout.single_file:
-        if store.exists(layout.target) and store.isdir(layout.target):
-            raise OutputError(f"Output '{layout.url()}' is a folder; pass a file path ending in .parquet, "
-                              "or another name.")
-        read_complete(layout, store)  # refuses a file batchscore did not write
-    elif store.exists(layout.root):
+    if layout.single_file and store.exists(layout.target) and store.isdir(layout.target):
+        raise OutputError(f"Output '{layout.url()}' is a folder; pass a file path ending in .parquet, "
+                          "or another name.")
+    if not layout.single_file and store.exists(layout.root):
         if not store.isdir(layout.root):
             raise OutputError(f"Output '{layout.url()}' is a file; pass a folder path, or a path ending in .parquet.")
-        foreign = [n for n in store.names() if not _our_name(n) and not n.startswith(".")]
+        names = store.names()
+        foreign = [n for n in names if not _our_name(n) and not n.startswith(".")]
         if foreign:
             # Never write into, or --overwrite, a folder that is not a batchscore output.
             raise OutputError(f"Output '{layout.url()}' holds files batchscore did not write (e.g. {foreign[0]}); "
                               "choose another --output.")
+        parts = [n for n in names if part_index(n) is not None]
+        if parts and not set(names) & {SUCCESS, MANIFEST, RECORDS}:  # part-like names only: are they ours?
+            refuse_foreign(layout, layout.path(parts[0]), store.footer(layout.path(parts[0])))
+    # Refuses a single file batchscore did not write; a complete output needs no write access.
+    if read_complete(layout, store) is not None and not overwrite:
+        return
     if layout.local:
         existing = layout.root
         while not os.path.exists(existing):
@@ -71,6 +76,14 @@ def check_output(layout: Layout, overwrite: bool) -> None:
         if not store.exists(bucket):
             raise OutputError(f"Cannot write output '{layout.url()}': the bucket '{bucket}' does not exist or "
                               "cannot be reached; create it, or check the credentials and endpoint.")
+
+
+def refuse_foreign(layout: Layout, path: str, footer: dict | None) -> dict | None:
+    """A readable Parquet file without batchscore's metadata is someone else's: never touch it."""
+    if footer is not None and not is_ours(footer):
+        raise OutputError(f"'{layout.url(path)}' was not written by batchscore; it is never removed or replaced, "
+                          "even with --overwrite: move it, or choose another --output.")
+    return footer
 
 
 def _differences(before: dict, now: dict) -> list[str]:
@@ -147,7 +160,7 @@ class OutputWriter:
                 continue
             path = self.layout.path(part_name(index))
             footer = self.store.footer(path)
-            stats = part_stats(footer)
+            stats = part_stats(refuse_foreign(self.layout, path, footer))
             if stats is None:
                 if not self._mine(index):
                     continue
@@ -188,10 +201,7 @@ class OutputWriter:
             if index is None or (self.overwrite == "shard" and not self._mine(index)):
                 continue
             path = layout.path(name)
-            footer = store.footer(path)
-            if footer is not None and not is_ours(footer):
-                raise OutputError(f"'{layout.url(path)}' was not written by batchscore; it is never removed, even "
-                                  "with --overwrite: choose another --output.")
+            refuse_foreign(layout, path, store.footer(path))
             store.remove(path)
         for path in [layout.path(SUCCESS), layout.path(MANIFEST), *records]:
             store.remove(path)

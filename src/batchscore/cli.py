@@ -6,6 +6,7 @@ job, so `batchscore --help` answers at once.
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 
@@ -22,6 +23,20 @@ Exit codes: 0 success, 2 usage or config error, 3 input error,
 4 model error, 5 output error, 130 interrupted."""
 
 
+class _LineHandler(logging.Handler):
+    """The library's warnings as `Warning: ...` lines on stderr, the shape of the CLI's own lines."""
+
+    def emit(self, record):
+        click.echo(f"{record.levelname.title()}: {record.getMessage()}", err=True)  # today's stderr, not import-time's
+
+
+def _log_warnings_as_lines() -> None:
+    logger = logging.getLogger("batchscore")
+    if not any(isinstance(h, _LineHandler) for h in logger.handlers):
+        logger.addHandler(_LineHandler(logging.WARNING))
+        logger.setLevel(logging.WARNING)
+
+
 @click.group(context_settings=CONTEXT)
 @click.version_option(__version__, "--version", prog_name="batchscore")
 def main():
@@ -35,6 +50,7 @@ def main():
     Example:
       batchscore score examples/reviews.csv --model ./my-sentiment-model -o out/reviews
     """
+    _log_warnings_as_lines()
 
 
 def _interrupt(signum, frame):

@@ -258,7 +258,7 @@ class LeaseRecord(Lease):
             return True
         if time.time() - float(holder.get("time", 0)) > 2 * self.ttl:  # long silent, even allowing for skew
             return True
-        log.warning("Waiting up to %.0f s to see whether the writer holding %s is alive.", self.ttl,
+        log.debug("Waiting up to %.0f s to see whether the writer holding %s is alive.", self.ttl,
                     self.layout.url(path))
         started = time.monotonic()
         while time.monotonic() - started < self.ttl:

@@ -464,3 +464,22 @@ def test_overwrite_with_a_bad_row_near_the_end_keeps_the_old_output(tiny_model, 
     assert snapshot(out) == before  # same names, bytes and mtimes: nothing was cleared
     assert (out / "_SUCCESS").exists()
     assert pq.read_table(str(out)).equals(old)
+
+
+def test_overwrite_with_a_damaged_page_late_in_parquet_keeps_the_old_output(tiny_model, tmp_path):
+    """Parquet's footer reads fine; only reading the data finds the damage. --overwrite parses it all first."""
+    src, out = tmp_path / "in.parquet", tmp_path / "out"
+    table = pa.table({"id": list(range(4000)), "text": [f"review {t}" for t in texts(4000, 6)]})
+    pq.write_table(table, src, row_group_size=1000, use_dictionary=False)
+    assert_ok(score(src, tiny_model, out, "--limit", "50"))
+    old, before = pq.read_table(str(out)), snapshot(out)
+    pq.write_table(table, src, row_group_size=1000, use_dictionary=False)  # the input, rewritten...
+    column = pq.ParquetFile(src).metadata.row_group(3).column(1)
+    data = bytearray(src.read_bytes())
+    for i in range(column.data_page_offset + 64, column.data_page_offset + column.total_compressed_size - 8):
+        data[i] ^= 0x5A  # ...with its last row group's text pages damaged
+    src.write_bytes(bytes(data))
+    assert pq.ParquetFile(src).metadata.num_rows == 4000  # the footer alone sees nothing wrong
+    assert_error(score(src, tiny_model, out, "--overwrite"), 3, "in.parquet")
+    assert snapshot(out) == before  # nothing was cleared
+    assert pq.read_table(str(out)).equals(old)

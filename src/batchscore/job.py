@@ -95,12 +95,12 @@ def run_job(cfg: JobConfig) -> JobResult:
     out_columns = _check_columns(source.schema, cfg)
     read_columns = list(dict.fromkeys([*out_columns, cfg.text_column]))
     # Before the model load, which can take minutes: a taken output fails at once.
-    check_output(layout, cfg.overwrite)
-    if cfg.limit is None and (source.local_text or (source.text_files and cfg.overwrite)):
+    exists = check_output(layout, cfg.overwrite)
+    if source.local_text or (cfg.overwrite and exists):
         # One parse of every kept column: a ragged row or bad byte at line
-        # 9,000,000 fails now, before any output (and before --overwrite clears
-        # an old one), not hours in. Remote text is scanned only under --overwrite.
-        source.num_rows = source.scan(read_columns)
+        # 9,000,000 fails now, before any output, not hours in. Before --overwrite
+        # clears an old output, every input is parsed, whatever its format or store.
+        source.num_rows = source.scan(read_columns, cfg.limit)
 
     load_started = time.time()
     loaded = load_model(cfg.model_id, cfg.model_revision, cfg.precision, cfg.max_length,

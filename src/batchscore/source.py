@@ -64,13 +64,18 @@ class Source:
         """Yield pyarrow RecordBatches (or Tables) holding `columns`, in input order."""
         yield from self._open(columns)
 
-    def scan(self, columns: list[str]) -> int:
-        """Parse every row once (only `columns`, those the output keeps, are converted); returns the row count.
+    def scan(self, columns: list[str], limit: int | None = None) -> int:
+        """Parse every row (the first `limit`) once, converting `columns`, those the output keeps; count them.
 
         Catches ragged rows, bad UTF-8 and broken JSON lines before any output
         is written, and gives the progress bar its total.
         """
-        return sum(batch.num_rows for batch in self.batches(columns))
+        rows = 0
+        for batch in self.batches(columns):
+            rows += batch.num_rows
+            if limit is not None and rows >= limit:
+                break
+        return rows
 
 
 def _format_of(path: str) -> str | None:

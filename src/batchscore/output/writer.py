@@ -42,8 +42,11 @@ def _our_name(name: str) -> bool:
     return part_index(name) is not None or name in (SUCCESS, MANIFEST, RECORDS)
 
 
-def check_output(layout: Layout, overwrite: bool) -> None:
-    """Fail early, touching nothing, if the output can't be used at all (before the model loads)."""
+def check_output(layout: Layout, overwrite: bool) -> bool:
+    """Fail early, touching nothing, if the output can't be used at all (before the model loads).
+
+    Returns whether the output already holds something (a finished or unfinished run).
+    """
     import os
 
     store = Store(layout)
@@ -64,7 +67,8 @@ def check_output(layout: Layout, overwrite: bool) -> None:
             refuse_foreign(layout, layout.path(parts[0]), store.footer(layout.path(parts[0])))
     # Refuses a single file batchscore did not write; a complete output needs no write access.
     if read_complete(layout, store) is not None and not overwrite:
-        return
+        return True
+    exists = store.exists(layout.final) or (layout.single_file and store.exists(layout.root))
     if layout.local:
         existing = layout.root
         while not os.path.exists(existing):
@@ -76,6 +80,7 @@ def check_output(layout: Layout, overwrite: bool) -> None:
         if not store.exists(bucket):
             raise OutputError(f"Cannot write output '{layout.url()}': the bucket '{bucket}' does not exist or "
                               "cannot be reached; create it, or check the credentials and endpoint.")
+    return exists
 
 
 def refuse_foreign(layout: Layout, path: str, footer: dict | None) -> dict | None:

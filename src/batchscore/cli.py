@@ -31,6 +31,11 @@ class _LineHandler(logging.Handler):
 
 
 def _log_warnings_as_lines() -> None:
+    root = logging.getLogger()
+    if not root.handlers:
+        # Other libraries' unconfigured log records (an fsspec back end's retries, with
+        # tracebacks) would reach stderr through logging's last resort: the error line says it.
+        root.addHandler(logging.NullHandler())
     logger = logging.getLogger("batchscore")
     if not any(isinstance(h, _LineHandler) for h in logger.handlers):
         logger.addHandler(_LineHandler(logging.WARNING))

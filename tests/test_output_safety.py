@@ -9,6 +9,7 @@ fill up or are read-only, so ENOSPC and EROFS come from the kernel.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -483,3 +484,35 @@ def test_overwrite_with_a_damaged_page_late_in_parquet_keeps_the_old_output(tiny
     assert_error(score(src, tiny_model, out, "--overwrite"), 3, "in.parquet")
     assert snapshot(out) == before  # nothing was cleared
     assert pq.read_table(str(out)).equals(old)
+
+
+def test_a_forked_worker_does_not_keep_a_dead_writers_lock(tmp_path):
+    """DataLoader workers are forked: when the writer is SIGKILLed, a worker still alive must not hold its lock."""
+    import fcntl
+
+    out = tmp_path / "out"
+    holder = subprocess.Popen([sys.executable, "-c", f"""
+import os, time
+from batchscore.output import Layout
+from batchscore.output.lease import open_lease
+open_lease(Layout.open({str(out)!r})).acquire()
+child = os.fork()
+if child == 0:
+    time.sleep(120)
+    os._exit(0)
+print(child, flush=True)
+time.sleep(120)
+"""], stdout=subprocess.PIPE, text=True)
+    child = int(holder.stdout.readline())
+    try:
+        fd = os.open(out / "_batchscore" / "lock", os.O_RDWR)
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the writer holds it
+        holder.kill()
+        holder.wait()
+        os.kill(child, 0)  # the forked worker is still alive...
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # ...and the lock is free all the same
+        os.close(fd)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)

@@ -98,6 +98,23 @@ class Lease:
         raise NotImplementedError
 
 
+# Lock fds this process holds. A forked child (a DataLoader worker) closes its copies at
+# once: a flock lives until every copy is closed, and a worker that outlives a SIGKILLed
+# parent for a few seconds would otherwise keep a retry out.
+_HELD: set[int] = set()
+
+
+def _close_in_child() -> None:
+    for fd in list(_HELD):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_in_child)
+
+
 class KernelLock(Lease):
     def __init__(self, layout: Layout, tag: str = "all", wait: bool = False):
         super().__init__(layout, tag, wait)
@@ -118,6 +135,7 @@ class KernelLock(Lease):
             os.close(fd)
             raise _Busy(f"it holds {os.path.join(self.folder, what)}") from None
         self._fds.append(fd)
+        _HELD.add(fd)
 
     def _try(self) -> None:
         import fcntl
@@ -151,7 +169,9 @@ class KernelLock(Lease):
 
     def release(self) -> None:
         while self._fds:
-            os.close(self._fds.pop())  # closing drops the flock
+            fd = self._fds.pop()
+            _HELD.discard(fd)
+            os.close(fd)  # closing drops the flock
 
 
 class LeaseRecord(Lease):

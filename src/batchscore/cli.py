@@ -101,6 +101,7 @@ def score(config_file, **cli_values):
       batchscore score examples/reviews.csv --model ./sst2-model -o out/reviews
       batchscore score 'data/*.parquet' --text-column body --top-k all -o scored.parquet
       batchscore score stanfordnlp/imdb --split test --limit 1000 --keep-columns none
+      batchscore score labelled.parquet --result-prefix pred_ -o scored/   # keeps its label column
       BATCHSCORE_BATCH_TOKENS=32768 batchscore score big.jsonl --config configs/sst2.yaml
     """
     from .job import run_job

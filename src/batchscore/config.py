@@ -32,7 +32,7 @@ GPU_BATCH_TOKENS = 16384
 @dataclass(frozen=True)
 class Option:
     name: str  # python / YAML name; CLI flag is --name-with-dashes
-    kind: str  # str | int | count | bool | choice | columns
+    kind: str  # str | int | count | bool | choice | columns | prefix
     help: str
     choices: tuple[str, ...] = ()
     short: str | None = None
@@ -61,6 +61,9 @@ OPTIONS: tuple[Option, ...] = (
            metavar="A,B"),
     Option("top_k", "choice", "1: label and score of the best label (like the pipeline); "
            "all: also a 'scores' column with every label.", choices=TOP_K),
+    Option("result_prefix", "prefix", "Prefix of the output columns: pred_ gives pred_label, pred_score "
+           "(and pred_scores), so an input 'label' column can be kept beside them. Default: no prefix.",
+           metavar="PREFIX"),
     Option("max_length", "count", "Truncate texts to this many tokens. Default: the model's limit.", metavar="N"),
     Option("batch_tokens", "count", "Token budget of a batch: rows x padded length stays under it. "
            f"Default: {CPU_BATCH_TOKENS} on CPU, {GPU_BATCH_TOKENS} on GPU.", metavar="N"),
@@ -98,6 +101,7 @@ class JobConfig:
     id_column: str | None = None
     keep_columns: tuple[str, ...] | None = None  # None = every input column
     top_k: str = "1"
+    result_prefix: str | None = None  # None: label, score, scores
     max_length: int | None = None
     batch_tokens: int | None = None  # None: CPU_BATCH_TOKENS or GPU_BATCH_TOKENS
     chunk_rows: int = 10000
@@ -194,6 +198,14 @@ def _coerce(opt: Option, value: Any, origin: str) -> Any:
         if any(not n for n in names):
             raise ConfigError(f"{where} has an empty column name: {value!r}.")
         return tuple(names)
+    if opt.kind == "prefix":
+        text = str(value)
+        # It begins column names that --keep-columns (comma-separated, stripped) and
+        # one-line messages must be able to name.
+        if not text.isprintable() or any(c == "," or c.isspace() for c in text):
+            raise ConfigError(f"{where} may not hold commas, spaces or control characters "
+                              f"(pred_ gives pred_label, pred_score); got {value!r}.")
+        return text or None
     raise AssertionError(opt.kind)
 
 

@@ -56,13 +56,22 @@ def _check_columns(schema, cfg: JobConfig) -> list[str]:
     if missing:
         raise InputError(f"Column '{missing[0]}' not found; columns are: {listing}. Fix --keep-columns.")
     out = list(dict.fromkeys(([cfg.id_column] if cfg.id_column else []) + keep))
-    clash = [c for c in out if c in RESULT_COLUMNS]
+    prefix = cfg.result_prefix or ""
+    results = [prefix + name for name in RESULT_COLUMNS]
+    clash = [c for c in out if c in results]
     if clash:
-        others = ",".join(c for c in out if c not in RESULT_COLUMNS) or "none"
-        raise InputError(
-            f"Input column '{clash[0]}' would clash with batchscore's output column of that name; "
-            f"leave it out with --keep-columns {others}."
-        )
+        # HF datasets nearly always have a `label` column: a prefix keeps it beside the prediction.
+        import itertools
+
+        candidates = itertools.chain(("pred_", "batchscore_"), (f"pred{i}_" for i in itertools.count(2)))
+        free = next(p for p in candidates if not any(p + name in out for name in RESULT_COLUMNS))
+        fix = (f"pass another --result-prefix, e.g. {free}" if prefix else f"pass --result-prefix {free}")
+        if clash[0] != cfg.id_column:  # the id column is always kept
+            others = ",".join(c for c in out if c not in results) or "none"
+            fix += f" (or leave it out with --keep-columns {others})"
+        given = f" (--result-prefix {prefix})" if prefix else ""
+        raise InputError(f"Input column '{clash[0]}' would clash with batchscore's output column of that "
+                         f"name{given}; {fix}.")
     return out
 
 
@@ -118,7 +127,7 @@ def run_job(cfg: JobConfig) -> JobResult:
                                  "num_workers": workers, "batch_tokens": batch_tokens}
     metadata = {"batchscore_version": __version__, "model": loaded.model_id, "revision": loaded.revision,
                 "config": effective}
-    fields = result_fields(cfg.top_k)
+    fields = result_fields(cfg.top_k, cfg.result_prefix)
     schema = pa.schema([source.schema.field(c) for c in out_columns] + fields)
     identity = run_identity(cfg, source, loaded, out_columns)
     plan = shard_plan(cfg, loaded.accelerator)
@@ -158,11 +167,12 @@ def run_job(cfg: JobConfig) -> JobResult:
                 logits = np.zeros((rows, len(loaded.labels)), dtype=np.float32)
                 for batch in work.batches:
                     logits[batch.positions] = run_batch(loaded, batch.inputs)
-                columns = result_columns(apply(function, logits), work.valid, loaded.labels, cfg.top_k)
+                columns = result_columns(apply(function, logits), work.valid, loaded.labels, cfg.top_k,
+                                         cfg.result_prefix)
                 table = pa.Table.from_arrays(
                     [work.chunk.table.column(c) for c in out_columns] + [columns[f.name] for f in fields],
                     schema=schema)
-                sink.write(work.chunk.index, table, chunk_stats(work, columns["label"]))
+                sink.write(work.chunk.index, table, chunk_stats(work, columns[fields[0].name]))
                 if first_commit is None:
                     sink.flush()
                     first_commit = time.time() - started

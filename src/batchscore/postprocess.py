@@ -32,21 +32,32 @@ def apply(function: str, logits: np.ndarray) -> np.ndarray:
     return logits
 
 
-def result_columns(scores: np.ndarray, valid: np.ndarray, labels: list[str], top_k: str) -> dict:
-    """Arrow columns for one chunk: label, score and, for top_k=all, scores.
+RESULT_NAMES = ("label", "score", "scores")
+
+
+def result_names(top_k: str, prefix: str | None = None) -> list[str]:
+    """The output's result columns, in order: `prefix` + label, score (and scores for top_k=all)."""
+    return [(prefix or "") + name for name in RESULT_NAMES[:3 if top_k == "all" else 2]]
+
+
+def result_columns(scores: np.ndarray, valid: np.ndarray, labels: list[str], top_k: str,
+                   prefix: str | None = None) -> dict:
+    """Arrow columns for one chunk, keyed by `result_names`: label, score and, for top_k=all, scores.
 
     `scores` has a row for every row of the chunk; rows where `valid` is False
     (no text) get nulls. `scores` lists every label, best first, like
-    `pipeline(..., top_k=None)`.
+    `pipeline(..., top_k=None)`; its entries keep the pipeline's own keys,
+    label and score, whatever the prefix.
     """
     import pyarrow as pa
 
     invalid = ~valid
     names = np.asarray(labels, dtype=object)
     best = scores.argmax(axis=-1) if len(scores) else np.zeros(0, dtype=np.int64)
+    label, score, listing = result_names("all", prefix)
     columns = {
-        "label": pa.array(names[best], type=pa.string(), mask=invalid),
-        "score": pa.array(scores.max(axis=-1) if len(scores) else np.zeros(0, np.float32),
+        label: pa.array(names[best], type=pa.string(), mask=invalid),
+        score: pa.array(scores.max(axis=-1) if len(scores) else np.zeros(0, np.float32),
                           type=pa.float32(), mask=invalid),
     }
     if top_k == "all":
@@ -59,15 +70,16 @@ def result_columns(scores: np.ndarray, valid: np.ndarray, labels: list[str], top
             names=["label", "score"],
         )
         offsets = pa.array(np.arange(rows + 1, dtype=np.int32) * width)
-        columns["scores"] = pa.ListArray.from_arrays(offsets, entries, mask=pa.array(invalid))
+        columns[listing] = pa.ListArray.from_arrays(offsets, entries, mask=pa.array(invalid))
     return columns
 
 
-def result_fields(top_k: str) -> list:
+def result_fields(top_k: str, prefix: str | None = None) -> list:
     import pyarrow as pa
 
-    fields = [pa.field("label", pa.string()), pa.field("score", pa.float32())]
+    label, score, listing = result_names("all", prefix)
+    fields = [pa.field(label, pa.string()), pa.field(score, pa.float32())]
     if top_k == "all":
         entry = pa.struct([pa.field("label", pa.string()), pa.field("score", pa.float32())])
-        fields.append(pa.field("scores", pa.list_(entry)))
+        fields.append(pa.field(listing, pa.list_(entry)))
     return fields

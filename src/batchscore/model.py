@@ -73,10 +73,19 @@ def load_model(model_id: str, revision: str | None, precision: str = "auto", max
             f"Model '{model_id}' is not a sequence classifier (architectures: "
             f"{', '.join(config.architectures or ['none'])}); pass a model fine-tuned for text classification."
         )
+    if local and not _has_safetensors(model_id) and not _has_pickle(model_id):
+        raise ModelError(f"Model folder '{model_id}' has no weights (model.safetensors); copy the weights into it, "
+                         "or pass --model naming a complete model folder.")
     if local and not allow_pickle and not _has_safetensors(model_id) and _has_pickle(model_id):
         raise ModelError(_PICKLE_ONLY.format(model_id))
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_id, revision=revision, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise ModelError(_not_found(model_id, exc)) from None
+    # Both before the weights load: a bad pairing fails in seconds, not after minutes.
+    _check_padding(tokenizer, config, model_id)
+    _check_max_length(tokenizer, max_length, model_id)
+    try:
         model, info = AutoModelForSequenceClassification.from_pretrained(
             model_id, revision=revision, config=config, output_loading_info=True,
             # Pickled weights (.bin) can execute code when loaded: safetensors only unless allowed.
@@ -116,6 +125,35 @@ def load_model(model_id: str, revision: str | None, precision: str = "auto", max
         revision=getattr(config, "_commit_hash", None) or revision, labels=labels,
         max_length=min(max_length, limit) if max_length else limit, precision=precision,
     )
+
+
+def _check_padding(tokenizer, config, model_id: str) -> None:
+    """Batches are padded: a tokenizer without a pad token borrows the model's own `pad_token_id`, or is refused.
+
+    The model's id is the one it was trained to ignore (RoBERTa numbers positions
+    around it, GPT-style classifiers find each row's last token by it); padded
+    positions are masked out either way, so scores do not change.
+    """
+    if tokenizer.pad_token_id is not None:
+        return
+    pad_id = getattr(config, "pad_token_id", None)
+    token = tokenizer.convert_ids_to_tokens(pad_id) if isinstance(pad_id, int) and 0 <= pad_id < len(tokenizer) \
+        else None
+    if token is not None:
+        tokenizer.pad_token = token
+        if tokenizer.pad_token_id == pad_id:
+            return
+    raise ModelError(f"Model '{model_id}' has no padding token (none in its tokenizer, no usable pad_token_id in "
+                     "its config.json); set pad_token_id in its config.json (GPT-style models use their "
+                     "eos_token_id) or pad_token in its tokenizer_config.json.")
+
+
+def _check_max_length(tokenizer, max_length: int | None, model_id: str) -> None:
+    special = tokenizer.num_special_tokens_to_add(pair=False)
+    if max_length is not None and max_length <= special:
+        # The tokenizer cannot truncate below its special tokens: it would leave long texts whole.
+        raise ConfigError(f"--max-length {max_length} leaves no room for text: the tokenizer of '{model_id}' adds "
+                          f"{special} special tokens to every text; use --max-length {special + 1} or more.")
 
 
 _PICKLE_ONLY = ("Model '{}' has weights only as pickle (.bin), which can run code when loaded; pass --allow-pickle "

@@ -232,6 +232,36 @@ def load_config_file(path: str) -> dict[str, Any]:
     return {str(k).replace("-", "_"): v for k, v in data.items()}
 
 
+def _resolve_paths(values: dict[str, Any], config_file: str) -> dict[str, Any]:
+    """Relative paths in a config file are relative to the file's folder, so a job runs from any folder.
+
+    `input` and `model` may also be Hub names (`user/name`): a relative value
+    resolves only when it exists beside the file (a glob: when it matches there)
+    or is explicitly relative (`./x`, `../x`); otherwise it is kept as given.
+    `output` is always written where the file says.
+    """
+    folder = os.path.dirname(config_file)
+    resolved = dict(values)
+    for key in ("input", "model", "output"):
+        value = values.get(key)
+        if not isinstance(value, str) or not value or "://" in value or os.path.isabs(value) \
+                or value.startswith("~"):
+            continue
+        there = os.path.normpath(os.path.join(folder, value))
+        explicit = value in (".", "..") or value.startswith(("./", "../"))
+        if key == "output" or explicit or _exists(there):
+            resolved[key] = there
+    return resolved
+
+
+def _exists(path: str) -> bool:
+    import glob
+
+    if any(c in path for c in "*?["):
+        return bool(glob.glob(path))
+    return os.path.exists(path)
+
+
 def read_env(environ: Mapping[str, str]) -> dict[str, str]:
     return {o.name: environ[o.envvar] for o in OPTIONS if environ.get(o.envvar, "") != ""}
 
@@ -252,7 +282,8 @@ def build_config(
     layers = [
         ("command line", cli),
         ("environment", read_env(environ)),
-        (f"config file {config_file}", load_config_file(config_file) if config_file else {}),
+        (f"config file {config_file}", _resolve_paths(load_config_file(config_file), config_file)
+         if config_file else {}),
     ]
     values: dict[str, Any] = {}
     for opt in OPTIONS:

@@ -211,7 +211,7 @@ BAD_UTF8 = b"id,text\n1,fine\n2,caf\xe9 au lait\n3,ok\n"
 def test_invalid_utf8_csv_fails_naming_the_row_and_encoding(tmp_path, tiny_model, outputs):
     src = write_csv_bytes(tmp_path / "latin.csv", BAD_UTF8)
     # The bad byte is in data row 2, line 3 of the file: pyarrow counts the header as row 1.
-    fails_untouched(src, tiny_model, outputs, 3, "latin.csv", "record #3 (the header is #1)", "invalid UTF8",
+    fails_untouched(src, tiny_model, outputs, 3, "latin.csv", "on line 3", "invalid UTF8",
                     "--encoding latin-1", "--encoding utf-8-replace")
 
 
@@ -260,7 +260,7 @@ def test_bad_row_far_into_a_big_csv_fails_before_any_output(tmp_path, tiny_model
     src = big_csv(tmp_path / "big.csv", bad_line)
     # Without the up-front scan the job creates the output folder and (bad UTF-8) commits chunks of
     # 1,000 rows before it reaches the bad row. pyarrow counts the header as row 1.
-    fails_untouched(src, tiny_model, outputs, 3, "big.csv", f"record #{BAD_ROW + 1} (the header is #1)", *fragments,
+    fails_untouched(src, tiny_model, outputs, 3, "big.csv", f"on line {BAD_ROW + 1}", *fragments,
                     extra=("--chunk-rows", "1000"))
 
 
@@ -281,7 +281,7 @@ def test_truncated_parquet(tmp_path, tiny_model, outputs):
 
 def test_csv_ragged_row_names_the_row(tmp_path, tiny_model, outputs):
     src = write_csv_bytes(tmp_path / "ragged.csv", b"id,text\n1,good\n2,bad,extra field\n3,fine\n")
-    fails_untouched(src, tiny_model, outputs, 3, "ragged.csv", "record #3 (the header is #1)",
+    fails_untouched(src, tiny_model, outputs, 3, "ragged.csv", "on line 3",
                     "Expected 2 columns, got 3", "2,bad,extra field", "fix that row")
 
 

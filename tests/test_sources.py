@@ -39,6 +39,11 @@ def columns_of(rows: list[dict]) -> dict[str, list]:
     return {name: [row[name] for row in rows] for name in rows[0]}
 
 
+def as_written(rows: list[dict]) -> dict[str, list]:
+    """What a CSV/TSV file holds: every value as text, exactly as written (None wrote an empty field)."""
+    return {name: ["" if row[name] is None else str(row[name]) for row in rows] for name in rows[0]}
+
+
 def run_cli(args: list[str], env: dict | None = None):
     result = CliRunner().invoke(main, args, env=env, catch_exceptions=True)
     if result.exception is not None and not isinstance(result.exception, SystemExit):
@@ -107,7 +112,7 @@ def test_csv_keeps_quoted_newlines_and_numeric_looking_text(tmp_path, tiny_model
     assert '"first line\nsecond line, with a comma"' in path.read_text(encoding="utf-8")
     score(path, tiny_model, tmp_path / "out")
     table = read_output(tmp_path / "out")
-    assert_scored(table, columns_of(ROWS))
+    assert_scored(table, as_written(ROWS))
     assert table.schema.field("text").type == pa.string()  # "10" stayed text
     assert table.column("text")[3].as_py() == "10"
 
@@ -118,14 +123,18 @@ def test_csv_where_every_text_looks_like_a_number(tmp_path, tiny_model):
     score(tmp_path / "numbers.csv", tiny_model, tmp_path / "out")
     table = read_output(tmp_path / "out")
     assert table.schema.field("text").type == pa.string()
-    assert_scored(table, columns_of(rows))
+    assert_scored(table, as_written(rows))
 
 
 def test_tsv(tmp_path, tiny_model):
+    # IANA TSV: no quoting, so quotes are ordinary characters; fields hold no tab or newline.
     rows = [{"id": r["id"], "text": r["text"].replace("\n", " "), "stars": r["stars"]} for r in ROWS]
-    write_csv(tmp_path / "reviews.tsv", rows, delimiter="\t")
+    lines = ["id\ttext\tstars"] + [f"{r['id']}\t{r['text']}\t{r['stars']}" for r in rows]
+    (tmp_path / "reviews.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     score(tmp_path / "reviews.tsv", tiny_model, tmp_path / "out")
-    assert_scored(read_output(tmp_path / "out"), columns_of(rows))
+    table = read_output(tmp_path / "out")
+    assert_scored(table, as_written(rows))
+    assert table.column("text")[4].as_py() == 'She said "fine", then left.'  # quotes kept, as written
 
 
 def test_parquet(tmp_path, tiny_model):
@@ -168,22 +177,22 @@ def test_folder_of_csv_files_in_sorted_name_order(tmp_path, tiny_model):
     (folder / "_SUCCESS").write_text("")  # Spark leftovers are skipped
     (folder / "notes.txt").write_text("not data")
     score(folder, tiny_model, tmp_path / "out")
-    assert_scored(read_output(tmp_path / "out"), columns_of(ROWS))
+    assert_scored(read_output(tmp_path / "out"), as_written(ROWS))
     assert len(manifest_of(tmp_path / "out")["input_files"]) == 3
 
 
-def test_folder_of_csv_shards_with_different_inferred_types(tmp_path, tiny_model):
-    # Shard a: 'rating' looks like int and 'note' is empty; shard b: a float and text.
+def test_folder_of_csv_shards_read_as_written(tmp_path, tiny_model):
+    # Shard a: 'rating' looks like int and 'note' is empty; shard b: a float and text. As text, nothing clashes.
     folder = tmp_path / "shards"
     folder.mkdir()
-    (folder / "a.csv").write_text("text,rating,note\ngood,1,\nbad,2,\n", encoding="utf-8")
+    (folder / "a.csv").write_text("text,rating,note\ngood,1,\nbad,007,\n", encoding="utf-8")
     (folder / "b.csv").write_text("text,rating,note\nfine,1.5,hello\nmeh,,\n", encoding="utf-8")
     score(folder, tiny_model, tmp_path / "out")
     table = read_output(tmp_path / "out")
     assert table.column_names == ["text", "rating", "note", "label", "score"]
     assert table.column("text").to_pylist() == ["good", "bad", "fine", "meh"]
-    assert table.column("rating").to_pylist() == [1.0, 2.0, 1.5, None]
-    assert table.column("note").to_pylist()[2] == "hello"
+    assert table.column("rating").to_pylist() == ["1", "007", "1.5", ""]
+    assert table.column("note").to_pylist() == ["", "", "hello", ""]
 
 
 def test_folder_of_parquet_shards_with_widened_types(tmp_path, tiny_model):
@@ -199,7 +208,7 @@ def test_glob(tmp_path, tiny_model):
     folder = tmp_path / "shards"
     _write_split_csvs(folder, _three_files() + [("z.tsv", ROWS[:1])])
     score(str(folder / "*.csv"), tiny_model, tmp_path / "out")
-    assert_scored(read_output(tmp_path / "out"), columns_of(ROWS))
+    assert_scored(read_output(tmp_path / "out"), as_written(ROWS))
 
 
 def test_file_name_with_glob_characters_is_read_literally(tmp_path, tiny_model):
@@ -207,7 +216,7 @@ def test_file_name_with_glob_characters_is_read_literally(tmp_path, tiny_model):
     write_csv(path, ROWS)
     write_csv(tmp_path / "reviews 2.csv", ROWS[:1])  # what the name means as a glob pattern
     score(path, tiny_model, tmp_path / "out")
-    assert_scored(read_output(tmp_path / "out"), columns_of(ROWS))
+    assert_scored(read_output(tmp_path / "out"), as_written(ROWS))
 
 
 def test_memory_url(tmp_path, tiny_model):
@@ -220,7 +229,7 @@ def test_memory_url(tmp_path, tiny_model):
             with fs.open(f"{root}/{name}", "w") as fh:
                 fh.write(_csv_text(rows))
         score(f"memory://{root}", tiny_model, tmp_path / "out")
-        assert_scored(read_output(tmp_path / "out"), columns_of(ROWS))
+        assert_scored(read_output(tmp_path / "out"), as_written(ROWS))
     finally:
         fs.rm(root, recursive=True)
 
@@ -293,7 +302,7 @@ def test_keep_columns_keeps_exactly_those(tmp_path, tiny_model, wide_csv):
     table = read_output(tmp_path / "out")
     assert table.column_names == ["b", "a", "label", "score"]
     assert table.column("a").to_pylist() == [r["a"] for r in rows]
-    assert table.column("b").to_pylist() == [r["b"] for r in rows]
+    assert table.column("b").to_pylist() == [str(r["b"]) for r in rows]  # as written: 0.0, 1.5, ...
     assert table.column("label").null_count == 0
 
 
@@ -311,13 +320,13 @@ def test_id_column_goes_first_even_when_not_kept(tmp_path, tiny_model, wide_csv)
     score(path, tiny_model, tmp_path / "out", "--id-column", "id", "--keep-columns", "c,a")
     table = read_output(tmp_path / "out")
     assert table.column_names == ["id", "c", "a", "label", "score"]
-    assert table.column("id").to_pylist() == [r["id"] for r in rows]
+    assert table.column("id").to_pylist() == [str(r["id"]) for r in rows]
 
 
 def test_id_column_first_with_all_columns(tmp_path, tiny_model, wide_csv):
     path, rows = wide_csv
     score(path, tiny_model, tmp_path / "out", "--id-column", "id")
-    expected = columns_of(rows)
+    expected = as_written(rows)
     expected = {"id": expected.pop("id"), **expected}
     assert_scored(read_output(tmp_path / "out"), expected)
 

@@ -103,6 +103,7 @@ def run_job(cfg: JobConfig) -> JobResult:
     _check_overlap(layout, source, cfg.input)
     out_columns = _check_columns(source.schema, cfg)
     read_columns = list(dict.fromkeys([*out_columns, cfg.text_column]))
+    source.require(read_columns, cfg.text_column)  # in every file of a folder, not just the first
     # Before the model load, which can take minutes: a taken output fails at once.
     exists = check_output(layout, cfg.overwrite)
     if source.local_text or (cfg.overwrite and exists):

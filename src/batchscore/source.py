@@ -14,7 +14,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
+from pyarrow import ArrowException as ArrowError  # noqa: N812 - this module runs only inside a job
+
 from .errors import InputError
+from .text_reader import TextFormat, open_stream, split_compression
 
 # Extension -> pyarrow.dataset format name. `.json` must be JSON Lines.
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".jsonl": "json", ".json": "json"}
@@ -60,6 +63,18 @@ class Source:
     text_files: bool = False  # CSV/TSV/JSONL anywhere: a parse error can hide in any row
     root: str | None = None  # the file, folder or glob base the files were found under
 
+    file_columns: dict = field(default_factory=dict)  # file -> its columns (folders and globs of files)
+
+    def require(self, columns: list[str], text_column: str) -> None:
+        """Every file must have every column the output keeps: a file without one is refused, not filled with nulls."""
+        for path, names in self.file_columns.items():
+            missing = [c for c in columns if c not in names]
+            if missing:
+                fix = ("Pass --text-column, or fix that file" if missing[0] == text_column
+                       else "Fix that file, or leave the column out with --keep-columns")
+                raise InputError(f"Input file '{path}' has no column '{missing[0]}' (its columns: "
+                                 f"{', '.join(names)}); {fix}.")
+
     def batches(self, columns: list[str] | None = None) -> Iterator:
         """Yield pyarrow RecordBatches (or Tables) holding `columns`, in input order."""
         yield from self._open(columns)
@@ -79,7 +94,10 @@ class Source:
 
 
 def _format_of(path: str) -> str | None:
-    lower = path.lower()
+    name, compression = split_compression(path)
+    lower = name.lower()
+    if compression and lower.endswith(".parquet"):
+        return None  # Parquet compresses inside the file
     for ext, fmt in FORMATS.items():
         if lower.endswith(ext):
             return fmt
@@ -98,7 +116,7 @@ def _is_url(text: str) -> bool:
 
 
 def open_source(spec: str, *, text_column: str, split: str = "train", dataset_config: str | None = None,
-                encoding: str | None = None, exclude=None):
+                encoding: str | None = None, exclude=None, csv_infer_types: bool = False):
     """Resolve `spec` to a Source. Raises InputError with the fix named.
 
     `exclude(url) -> bool` drops files found in a folder or glob (this job's own
@@ -110,7 +128,7 @@ def open_source(spec: str, *, text_column: str, split: str = "train", dataset_co
                 return _open_saved_dataset(spec, split)
             if os.path.exists(os.path.join(spec, "README.md")):
                 return _open_hub_dataset(spec, split, dataset_config)
-        return _open_files(spec, text_column, encoding, exclude)
+        return _open_files(spec, text_column, encoding, exclude, csv_infer_types)
     if _format_of(spec) is None and _HUB_NAME.match(spec):
         return _open_hub_dataset(spec, split, dataset_config)
     raise InputError(f"Input '{spec}' not found; check the path (or pass a Hub dataset name like user/name).")
@@ -129,7 +147,7 @@ def _resolve_files(spec: str, exclude=None) -> tuple[object, list[str], str]:
             if _format_of(path) is None:
                 raise InputError(
                     f"Cannot tell the format of '{spec}' from its name; batchscore reads "
-                    ".csv, .tsv, .parquet, .jsonl and .json files."
+                    ".csv, .tsv, .parquet, .jsonl and .json files (text formats also as .gz, .bz2, .zst, .xz)."
                 )
             return fs, [path], path
         if fs.isdir(path):
@@ -151,34 +169,20 @@ def _resolve_files(spec: str, exclude=None) -> tuple[object, list[str], str]:
     return fs, files, base.rstrip("/")
 
 
-def _file_format(fmt: str, text_column: str, encoding: str | None = None):
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-    import pyarrow.dataset as ds
-
-    if fmt in ("csv", "tsv"):
-        return ds.CsvFileFormat(
-            # Reviews and comments often hold quoted newlines; slower, but correct.
-            parse_options=pacsv.ParseOptions(delimiter="\t" if fmt == "tsv" else ",", newlines_in_values=True),
-            # Texts like "10" must stay strings, not become integers.
-            convert_options=pacsv.ConvertOptions(column_types={text_column: pa.string()}),
-            read_options=pacsv.ReadOptions(block_size=1 << 22, encoding=encoding or "utf8"),
-        )
-    if encoding and encoding.replace("-", "").lower() not in ("utf8",):
-        raise InputError(f"--encoding applies to CSV/TSV files only; {fmt} input must be UTF-8.")
-    return fmt
-
-
-def _open_files(spec: str, text_column: str, encoding: str | None = None, exclude=None) -> Source:
-    import pyarrow as pa
-    import pyarrow.dataset as ds
-
+def _check_encoding(fmt: str, encoding: str | None) -> None:
     if encoding:
         try:
             codecs.lookup(encoding)
         except LookupError:
             raise InputError(f"Unknown --encoding '{encoding}'; use a Python codec name such as latin-1, cp1252, "
                              f"or {REPLACE_CODEC}.") from None
+    if fmt not in ("csv", "tsv") and encoding and encoding.replace("-", "").lower() not in ("utf8",):
+        raise InputError(f"--encoding applies to CSV/TSV files only; {fmt} input must be UTF-8.")
+
+
+def _open_files(spec: str, text_column: str, encoding: str | None = None, exclude=None,
+                infer_types: bool = False) -> Source:
+
     fs, files, root = _resolve_files(spec, exclude)
     empty = [f for f in files if fs.size(f) == 0]
     if empty:
@@ -187,37 +191,185 @@ def _open_files(spec: str, text_column: str, encoding: str | None = None, exclud
     if len(formats) > 1:
         raise InputError(f"'{spec}' mixes file formats ({', '.join(sorted(formats))}); point at one format.")
     fmt = formats.pop()
-    file_format = _file_format(fmt, text_column, encoding)
-    try:
-        dataset = ds.dataset(files, format=file_format, filesystem=fs)
-        if len(files) > 1:
-            # pyarrow infers the schema from the first file only; a column that is
-            # int in one shard and float (or empty) in another would then fail to
-            # read. Unify every file's schema, promoting types where needed.
-            schema = pa.unify_schemas([f.physical_schema for f in dataset.get_fragments()],
-                                      promote_options="permissive")
-            dataset = ds.dataset(files, format=file_format, filesystem=fs, schema=schema)
-        schema = dataset.schema
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
-        raise InputError(_unreadable(spec, fmt, exc, fs, files[0] if len(files) == 1 else None)) from None
-    num_rows = None
+    _check_encoding(fmt, encoding)
+    partitions = _hive_partitions(files, root)
     if fmt == "parquet":
-        num_rows = sum(frag.metadata.num_rows for frag in dataset.get_fragments())
+        reader = _ParquetFiles(fs, files, spec)
+    else:
+        reader = _TextFiles(fs, files, TextFormat(fmt, text_column, encoding, infer_types))
+    schemas = reader.schemas()
+    schema = _unify(fs, schemas, lossless=not (infer_types and fmt in ("csv", "tsv")))
+    for name, partition in partitions.fields.items():
+        if name in schema.names:
+            raise InputError(f"Column '{name}' is both in the files and in their partition folders ({name}=...); "
+                             "rename one of them.")
+        schema = schema.append(partition)
 
     def open_batches(columns):
-        # Fragment by fragment, batch by batch: keeps input order without a sort.
-        for fragment in dataset.get_fragments():
-            try:
-                for batch in fragment.to_batches(schema=schema, columns=columns, batch_size=READ_BATCH_ROWS):
-                    yield batch
-            except (pa.ArrowInvalid, OSError) as exc:
-                raise InputError(_unreadable(_display(fs, fragment.path), fmt, exc, fs, fragment.path)) from None
+        # File by file, batch by batch: keeps input order without a sort.
+        for path in files:
+            wanted = None if columns is None else [c for c in columns if c not in partitions.fields]
+            for batch in reader.batches(path, schema, wanted):
+                yield partitions.add(batch, path, columns)
 
     desc = spec if len(files) == 1 else f"{spec} ({len(files)} {fmt} files)"
     local = _display(fs, files[0]) == files[0]
-    return Source(desc, [_display(fs, f) for f in files], schema, num_rows, open_batches,
-                  fingerprint={"files": _file_stats(fs, files), "encoding": encoding},
-                  local_text=local and fmt != "parquet", text_files=fmt != "parquet", root=_display(fs, root))
+    source = Source(desc, [_display(fs, f) for f in files], schema, reader.num_rows, open_batches,
+                    fingerprint={"files": _file_stats(fs, files), "encoding": encoding,
+                                 **({"csv_infer_types": True} if infer_types else {})},
+                    local_text=local and fmt != "parquet", text_files=fmt != "parquet", root=_display(fs, root))
+    source.file_columns = {_display(fs, f): [*schemas[f].names, *partitions.fields] for f in files}
+    return source
+
+
+class _TextFiles:
+    def __init__(self, fs, files: list[str], text: TextFormat):
+        self.fs, self.files, self.text = fs, files, text
+        self.num_rows = None  # known only after a scan
+
+    def schemas(self) -> dict:
+        found = {}
+        for path in self.files:
+            try:
+                found[path] = self.text.schema(self.fs, path)
+            except (ArrowError, OSError, EOFError, UnicodeError, ValueError) as exc:
+                raise InputError(_unreadable(_display(self.fs, path), self.text.fmt, exc, self.fs, path,
+                                             self.text)) from None
+        return found
+
+    def batches(self, path: str, schema, columns):
+        where = _display(self.fs, path)
+        try:
+            yield from self.text.batches(self.fs, path, schema, columns, where)
+        except (ArrowError, OSError, EOFError, UnicodeError, ValueError) as exc:
+            raise InputError(_unreadable(where, self.text.fmt, exc, self.fs, path, self.text)) from None
+
+
+class _ParquetFiles:
+    def __init__(self, fs, files: list[str], spec: str):
+        import pyarrow.dataset as ds
+
+        self.fs, self.files = fs, files
+        try:
+            self.dataset = ds.dataset(files, format="parquet", filesystem=fs)
+            self.fragments = {f.path: f for f in self.dataset.get_fragments()}
+            self.num_rows = sum(f.metadata.num_rows for f in self.fragments.values())
+        except (ArrowError, OSError) as exc:
+            raise InputError(_unreadable(spec, "parquet", exc, fs, files[0] if len(files) == 1 else None)) from None
+
+    def schemas(self) -> dict:
+        return {path: self.fragments[path].physical_schema for path in self.files}
+
+    def batches(self, path: str, schema, columns):
+        where = _display(self.fs, path)
+        file_schema = schema.remove_metadata()
+        # Row group by row group, so that a bad value is reported with where it is.
+        for group in self.fragments[path].split_by_row_group():
+            try:
+                yield from group.to_batches(schema=file_schema, columns=columns, batch_size=READ_BATCH_ROWS)
+            except (ArrowError, OSError) as exc:
+                at = f"{where}, row group {group.row_groups[0].id}"
+                raise InputError(_unreadable(at, "parquet", exc)) from None
+
+
+@dataclass
+class _Partitions:
+    """Hive partition folders (`lang=en/part-0.parquet`) as columns, as pyarrow.dataset and Spark read them."""
+
+    fields: dict  # name -> pa.Field
+    values: dict  # file -> {name: value}
+
+    def add(self, batch, path: str, columns):
+        import pyarrow as pa
+
+        names = [n for n in self.fields if columns is None or n in columns]
+        if not names:
+            return batch
+        table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+        for name in names:
+            value = self.values[path].get(name)
+            table = table.append_column(self.fields[name], pa.array([value] * table.num_rows, self.fields[name].type))
+        if columns is not None:
+            table = table.select(columns)
+        return table
+
+
+def _hive_partitions(files: list[str], root: str) -> _Partitions:
+    import urllib.parse
+
+    import pyarrow as pa
+
+    values: dict = {}
+    for path in files:
+        relative = path[len(root):].strip("/").split("/")[:-1] if path.startswith(root) else []
+        found = {}
+        for part in relative:
+            key, sep, value = part.partition("=")
+            if sep and key:
+                value = urllib.parse.unquote(value)
+                found[key] = None if value == "__HIVE_DEFAULT_PARTITION__" else value
+        values[path] = found
+    keys = list(dict.fromkeys(k for found in values.values() for k in found))
+    fields = {}
+    for key in keys:
+        seen = [v[key] for v in values.values() if v.get(key) is not None]
+        # Like pyarrow's and Spark's discovery: whole numbers become int32 (int64 if too large), else text.
+        numbers = seen and all(re.fullmatch(r"-?\d+", v) for v in seen)
+        kind = pa.string()
+        if numbers:
+            kind = pa.int32() if all(-2**31 <= int(v) < 2**31 for v in seen) else pa.int64()
+            for found in values.values():
+                if found.get(key) is not None:
+                    found[key] = int(found[key])
+        fields[key] = pa.field(key, kind)
+    return _Partitions(fields, values)
+
+
+def _unify(fs, schemas: dict, lossless: bool):
+    """One schema for all files; a column whose types differ is widened only where no value can change."""
+    import pyarrow as pa
+
+    firsts = list(schemas.values())
+    try:
+        unified = pa.unify_schemas(firsts, promote_options="permissive")
+    except (ArrowError, TypeError) as exc:
+        raise InputError(f"The input files' columns cannot be combined ({_first_line(exc)}); "
+                         "give each column one type in every file.") from None
+    if lossless:
+        for path, schema in schemas.items():
+            for field in schema:
+                target = unified.field(field.name).type
+                if not _widens(field.type, target):
+                    others = [p for p, s in schemas.items() if field.name in s.names
+                              and s.field(field.name).type != field.type]
+                    other = others[0] if others else path
+                    raise InputError(
+                        f"Column '{field.name}' is {field.type} in '{_display(fs, path)}' but "
+                        f"{schemas[other].field(field.name).type} in '{_display(fs, other)}'; no type holds both "
+                        "without changing values: give the column one type in every file.")
+    return unified.remove_metadata()
+
+
+def _widens(source, target) -> bool:
+    """True if every value of `source` is exactly representable in `target`."""
+    import pyarrow as pa
+    import pyarrow.types as t
+
+    if source == target or t.is_null(source):
+        return True
+    if t.is_integer(source) and t.is_integer(target):
+        if t.is_signed_integer(source) == t.is_signed_integer(target):
+            return target.bit_width >= source.bit_width
+        return t.is_signed_integer(target) and target.bit_width > source.bit_width
+    if t.is_integer(source) and t.is_floating(target):
+        return source.bit_width < (target.bit_width == 64 and 53 or 24)
+    if t.is_floating(source) and t.is_floating(target):
+        return target.bit_width >= source.bit_width
+    if (t.is_string(source) and t.is_large_string(target)) or (t.is_binary(source) and t.is_large_binary(target)):
+        return True
+    if t.is_dictionary(source):
+        return _widens(source.value_type, target)
+    return pa.types.is_list(source) and pa.types.is_list(target) and _widens(source.value_type, target.value_type)
 
 
 def _file_stats(fs, files: list[str]) -> list[dict]:
@@ -244,15 +396,23 @@ _HINTS = {
 }
 
 
-def _unreadable(where: str, fmt: str, exc: BaseException, fs=None, path: str | None = None) -> str:
+def _unreadable(where: str, fmt: str, exc: BaseException, fs=None, path: str | None = None, text=None) -> str:
     """One line: what pyarrow found, without its wrapper text, where (as a line number), and the fix."""
-    reason = _first_line(exc)
+    if isinstance(exc, InputError):
+        return exc.message
+    reason = _printable(_first_line(exc))
+    if fmt == "json" and "changed from" in reason and text is not None:
+        found = text.locate_type_change(fs, path, reason)
+        if found:
+            return f"Cannot read '{where}' as json: {found}."
+    if fmt in ("csv", "tsv") and text is not None:
+        line = text.locate_csv_error(fs, path, reason)
+        reason = re.sub(r"^CSV parse error: ", "", reason)
+        if line:
+            reason += f" on line {line}"
     for marker in ("Invalid: ", "input source '"):
         if marker in reason:
             reason = reason.rsplit(marker, 1)[-1].split("': ", 1)[-1]
-    # pyarrow counts CSV records with the header as #1; say so rather than renumber
-    # (a quoted newline makes records and lines differ).
-    reason = re.sub(r"Row #(\d+)", r"record #\1 (the header is #1)", reason)
     reason = reason.replace(". Either the file is corrupted or this is not a parquet file", "")
     if "JSON parse error" in reason:
         # pyarrow's JSON row number restarts in every read block: find the real line.
@@ -268,7 +428,7 @@ def _first_bad_json_line(fs, path: str) -> int | None:
     import json
 
     try:
-        with fs.open(path, "rb") as fh:
+        with open_stream(fs, path) as fh:
             for number, raw in enumerate(fh, 1):
                 if raw.strip():
                     try:
@@ -278,6 +438,12 @@ def _first_bad_json_line(fs, path: str) -> int | None:
     except OSError:
         return None
     return None
+
+
+def _printable(text: str, limit: int = 300) -> str:
+    """No raw bytes in a message: a binary file read as text shows as escapes, cut short."""
+    text = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _display(fs, path: str) -> str:

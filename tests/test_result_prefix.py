@@ -175,8 +175,6 @@ def test_bad_prefix_in_env_names_the_environment(tmp_path, tiny_model, outputs):
     assert_nothing_written(outputs)
 
 
-@pytest.mark.xfail(strict=True, reason="needs result_prefix in output/identity.py run_identity (not ours to edit); "
-                                       "remove this marker once it is there")
 def test_rerun_with_another_prefix_is_another_run(tmp_path, tiny_model):
     src = write_parquet(tmp_path / "in.parquet")
     out = tmp_path / "out"

@@ -80,6 +80,8 @@ def run_identity(cfg, source, loaded, out_columns: list[str]) -> dict:
         "columns": out_columns,
         "model": model_fingerprint(loaded.model_id, loaded.revision),
         "top_k": cfg.top_k,
+        # Only when set, so that outputs written before the option existed keep their identity.
+        **({"result_prefix": cfg.result_prefix} if cfg.result_prefix else {}),
         "max_length": loaded.max_length,
         "precision": loaded.precision,
     }

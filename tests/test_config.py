@@ -103,7 +103,8 @@ def test_every_option_reads_its_env_var():
               "id_column": "i", "keep_columns": "x,y", "top_k": "all", "max_length": "64", "batch_tokens": "9",
               "chunk_rows": "8", "precision": "fp32", "limit": "5", "split": "s", "dataset_config": "c",
               "num_workers": "0", "progress": "true", "overwrite": "true", "encoding": "latin-1",
-              "allow_pickle": "1", "trust_remote_code": "yes", "num_shards": "4", "shard_index": "3",
+              "allow_pickle": "1", "csv_infer_types": "on", "trust_remote_code": "yes", "num_shards": "4",
+              "shard_index": "3",
               "result_prefix": "pred_"}
     assert set(values) == {o.name for o in OPTIONS}
     cfg = build_config({}, env={f"BATCHSCORE_{k.upper()}": v for k, v in values.items()})
@@ -112,7 +113,7 @@ def test_every_option_reads_its_env_var():
     assert (cfg.top_k, cfg.max_length, cfg.batch_tokens, cfg.chunk_rows) == ("all", 64, 9, 8)
     assert (cfg.precision, cfg.limit, cfg.split, cfg.dataset_config) == ("fp32", 5, "s", "c")
     assert (cfg.num_workers, cfg.progress, cfg.overwrite) == (0, True, True)
-    assert (cfg.encoding, cfg.allow_pickle, cfg.trust_remote_code) == ("latin-1", True, True)
+    assert (cfg.encoding, cfg.allow_pickle, cfg.trust_remote_code, cfg.csv_infer_types) == ("latin-1", True, True, True)
     assert (cfg.num_shards, cfg.shard_index) == (4, 3)
     assert cfg.result_prefix == "pred_"
 

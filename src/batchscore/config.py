@@ -81,6 +81,8 @@ OPTIONS: tuple[Option, ...] = (
            "up to 4 on GPU.", metavar="N"),
     Option("encoding", "str", "Encoding of CSV/TSV input (a Python codec: latin-1, cp1252, ...); "
            "utf-8-replace replaces invalid bytes instead of failing. Default: UTF-8, strict.", metavar="NAME"),
+    Option("csv_infer_types", "bool", "Type CSV/TSV columns from their values (007 becomes 7) instead of keeping "
+           "every column as text, exactly as written."),
     Option("allow_pickle", "bool", "Allow loading model weights stored as pickle (.bin), which can run code: "
            "only for models you trust. Default: safetensors only."),
     Option("trust_remote_code", "bool", "Allow models whose repo ships its own Python code, and run it: "
@@ -113,6 +115,7 @@ class JobConfig:
     shard_index: int | None = None
     num_workers: int | None = None
     encoding: str | None = None
+    csv_infer_types: bool = False
     allow_pickle: bool = False
     trust_remote_code: bool = False
     progress: bool | None = None

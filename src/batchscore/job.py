@@ -98,7 +98,7 @@ def run_job(cfg: JobConfig) -> JobResult:
     # An output inside the input folder is never read back as input.
     open_input = functools.partial(open_source, cfg.input, text_column=cfg.text_column, split=cfg.split,
                                    dataset_config=cfg.dataset_config, encoding=cfg.encoding,
-                                   exclude=layout.contains_url)
+                                   exclude=layout.contains_url, csv_infer_types=cfg.csv_infer_types)
     source = open_input()
     _check_overlap(layout, source, cfg.input)
     out_columns = _check_columns(source.schema, cfg)

@@ -198,7 +198,7 @@ def _open_files(spec: str, text_column: str, encoding: str | None = None, exclud
     else:
         reader = _TextFiles(fs, files, TextFormat(fmt, text_column, encoding, infer_types))
     schemas = reader.schemas()
-    schema = _unify(fs, schemas, lossless=not (infer_types and fmt in ("csv", "tsv")))
+    schema = files_schema = _unify(fs, schemas, lossless=not (infer_types and fmt in ("csv", "tsv")))
     for name, partition in partitions.fields.items():
         if name in schema.names:
             raise InputError(f"Column '{name}' is both in the files and in their partition folders ({name}=...); "
@@ -209,7 +209,7 @@ def _open_files(spec: str, text_column: str, encoding: str | None = None, exclud
         # File by file, batch by batch: keeps input order without a sort.
         for path in files:
             wanted = None if columns is None else [c for c in columns if c not in partitions.fields]
-            for batch in reader.batches(path, schema, wanted):
+            for batch in reader.batches(path, files_schema, wanted):
                 yield partitions.add(batch, path, columns)
 
     desc = spec if len(files) == 1 else f"{spec} ({len(files)} {fmt} files)"

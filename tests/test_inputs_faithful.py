@@ -106,25 +106,16 @@ def write_parquet(path, columns: dict, schema=None):
 # ------------------------------------------------------------------ 1. CSV quotes
 
 
-RAGGED_NOT_OPEN_QUOTE = (
-    "the field merged by the open quote gives a row of 3 columns: pyarrow's 'Expected 2 columns, got 3' "
-    "is raised before TextFormat.batches reaches its quote check, and _unreadable reports it as a ragged row")
-EVEN_QUOTES_MERGE_SILENTLY = (
-    "TextFormat.batches looks for an open quote only when the count of '\"' is odd: with an even count "
-    "pyarrow's lenient parser merges the following lines into one field and the job exits 0")
 OPEN_QUOTES = {
-    # name: (file body, how it goes wrong today)
-    "quoted-field-after": (b'id,text\n1,fine\n2,"unterminated\n3,normal\n4,"quoted, field"\n5,last\n',
-                           RAGGED_NOT_OPEN_QUOTE),
+    # name: (file body, a known bug or None)
+    "quoted-field-after": (b'id,text\n1,fine\n2,"unterminated\n3,normal\n4,"quoted, field"\n5,last\n', None),
     "plain-quoted-after": (b'id,text\n1,fine\n2,"unterminated\n3,normal\n4,"fine"\n5,last\n', None),
     "nothing-after": (b'id,text\n1,fine\n2,"unterminated\n3,normal\n5,last\n', None),
     "last-line": (b'id,text\n1,fine\n2,"never closed, at the end\n', None),
     # Two fields whose quotes never close: rows 3 and 4 would vanish into row 2's text.
-    "two-open": (b'id,text\n1,fine\n2,"unterminated\n3,normal\n4,"also open\n5,last\n',
-                 EVEN_QUOTES_MERGE_SILENTLY),
+    "two-open": (b'id,text\n1,fine\n2,"unterminated\n3,normal\n4,"also open\n5,last\n', None),
     # 5" screen is legal (a quote inside an unquoted field) and makes the count even again.
-    "literal-quote-before": (b'id,text\n1,5" screen\n2,"unterminated\n3,normal\n4,last\n',
-                             EVEN_QUOTES_MERGE_SILENTLY),
+    "literal-quote-before": (b'id,text\n1,5" screen\n2,"unterminated\n3,normal\n4,last\n', None),
 }
 
 
@@ -398,9 +389,6 @@ def test_field_larger_than_the_read_block_is_read_whole(name, huge_text, tiny_mo
     assert_huge_row_whole(table, ids, huge)
 
 
-@pytest.mark.xfail(strict=True, reason="TextFormat.schema() reads the first block with the fixed BLOCK_SIZE and "
-                   "no retry: a first row larger than 4 MiB fails with pyarrow's 'straddling object straddles "
-                   "two block boundaries' (exit 3) before TextFormat.batches can grow the block")
 @pytest.mark.parametrize("name", ["first.csv", "first.tsv", "first.jsonl"])
 def test_field_larger_than_the_read_block_in_the_first_row(name, huge_text, tiny_model, tmp_path):
     src, ids, huge = huge_field_file(tmp_path, name, huge_text, 0)
@@ -512,9 +500,6 @@ def test_jsonl_column_type_change_far_into_the_file(tmp_path, tiny_model, output
     fails_untouched(src, tiny_model, outputs, 3, str(src), "'text'", "line 1", "line 25000")
 
 
-@pytest.mark.xfail(strict=True, reason="with the first block's types as an explicit schema, pyarrow fails "
-                   "with \"Failed to convert JSON to int64, couldn't parse:2.5\"; locate_type_change counts int and "
-                   "float both as 'number', so the message names neither the column nor the line")
 def test_jsonl_integer_column_with_a_fraction_far_into_the_file(tmp_path, tiny_model, outputs):
     src = tmp_path / "stars-late.jsonl"
     rows = [json.dumps({"id": i, "text": f"review {i} {PAD}", "stars": i % 5}) for i in range(1, 30_001)]
@@ -587,7 +572,7 @@ def write_invalid_utf8_parquet(path, column: str):
 
 @pytest.mark.parametrize("column", ["text", "title"])
 def test_invalid_utf8_parquet_is_written_as_intended(column, tmp_path):
-    # The xfail test below relies on this file: check it here, where a broken setup cannot pass as xfail.
+    # The test below relies on this file: check it holds what it should, so a broken setup cannot pass.
     src = write_invalid_utf8_parquet(tmp_path / "bad.parquet", column)
     written = pq.ParquetFile(str(src))
     assert written.num_row_groups == 2
@@ -598,16 +583,9 @@ def test_invalid_utf8_parquet_is_written_as_intended(column, tmp_path):
         group.validate(full=True)
 
 
-NO_PARQUET_UTF8_CHECK = ("pyarrow's Parquet reader does not validate UTF-8 and _ParquetFiles.batches does not either "
-                         "(nor is Parquet scanned before the output is created)")
-
-
 @pytest.mark.parametrize("column", [
-    pytest.param("text", marks=pytest.mark.xfail(strict=True, reason=NO_PARQUET_UTF8_CHECK + ": pyarrow.compute "
-                 "raises ArrowInvalid 'Invalid UTF8 sequence in input' in batches.text_mask, a traceback (exit 1) "
-                 "after the output folder exists")),
-    pytest.param("title", marks=pytest.mark.xfail(strict=True, reason=NO_PARQUET_UTF8_CHECK + ": a kept column "
-                 "is copied as is, exit 0, and the output Parquet holds invalid UTF-8 strings")),
+    "text",
+    "title",
 ])
 def test_parquet_with_invalid_utf8_names_the_file_and_row_group(column, tmp_path, tiny_model, outputs):
     src = write_invalid_utf8_parquet(tmp_path / "bad-utf8.parquet", column)

@@ -106,7 +106,7 @@ def run_job(cfg: JobConfig) -> JobResult:
     source.require(read_columns, cfg.text_column)  # in every file of a folder, not just the first
     # Before the model load, which can take minutes: a taken output fails at once.
     exists = check_output(layout, cfg.overwrite)
-    if source.local_text or (cfg.overwrite and exists):
+    if source.local or (cfg.overwrite and exists):
         # One parse of every kept column: a ragged row or bad byte at line
         # 9,000,000 fails now, before any output, not hours in. Before --overwrite
         # clears an old output, every input is parsed, whatever its format or store.

@@ -59,7 +59,8 @@ class Source:
     num_rows: int | None  # known up front for Parquet and saved datasets, for the progress bar
     _open: Callable[[list[str] | None], Iterator]  # columns -> record batches
     fingerprint: dict = field(default_factory=dict)  # what identifies this input's content, for resume
-    local_text: bool = False  # local CSV/TSV/JSONL: cheap to scan once before scoring
+    local: bool = False  # local files: cheap to scan once before scoring
+    verify: Callable | None = None  # a stricter check than parsing, run by scan (CSV: quotes that never close)
     text_files: bool = False  # CSV/TSV/JSONL anywhere: a parse error can hide in any row
     root: str | None = None  # the file, folder or glob base the files were found under
 
@@ -90,6 +91,8 @@ class Source:
             rows += batch.num_rows
             if limit is not None and rows >= limit:
                 break
+        if self.verify is not None:
+            self.verify()
         return rows
 
 
@@ -217,7 +220,9 @@ def _open_files(spec: str, text_column: str, encoding: str | None = None, exclud
     source = Source(desc, [_display(fs, f) for f in files], schema, reader.num_rows, open_batches,
                     fingerprint={"files": _file_stats(fs, files), "encoding": encoding,
                                  **({"csv_infer_types": True} if infer_types else {})},
-                    local_text=local and fmt != "parquet", text_files=fmt != "parquet", root=_display(fs, root))
+                    local=local, text_files=fmt != "parquet", root=_display(fs, root))
+    if fmt == "csv":
+        source.verify = lambda: [reader.text.find_open_quote(fs, f, _display(fs, f)) for f in files]
     source.file_columns = {_display(fs, f): [*schemas[f].names, *partitions.fields] for f in files}
     return source
 
@@ -231,7 +236,7 @@ class _TextFiles:
         found = {}
         for path in self.files:
             try:
-                found[path] = self.text.schema(self.fs, path)
+                found[path] = self.text.schema(self.fs, path, _display(self.fs, path))
             except (ArrowError, OSError, EOFError, UnicodeError, ValueError) as exc:
                 raise InputError(_unreadable(_display(self.fs, path), self.text.fmt, exc, self.fs, path,
                                              self.text)) from None
@@ -265,11 +270,26 @@ class _ParquetFiles:
         file_schema = schema.remove_metadata()
         # Row group by row group, so that a bad value is reported with where it is.
         for group in self.fragments[path].split_by_row_group():
+            at = f"{where}, row group {group.row_groups[0].id}"
             try:
-                yield from group.to_batches(schema=file_schema, columns=columns, batch_size=READ_BATCH_ROWS)
+                for batch in group.to_batches(schema=file_schema, columns=columns, batch_size=READ_BATCH_ROWS):
+                    _check_utf8(batch, at)
+                    yield batch
             except (ArrowError, OSError) as exc:
-                at = f"{where}, row group {group.row_groups[0].id}"
                 raise InputError(_unreadable(at, "parquet", exc)) from None
+
+
+def _check_utf8(batch, where: str) -> None:
+    """Parquet readers do not validate strings: invalid UTF-8 would crash the tokenizer or be copied out."""
+    import pyarrow as pa
+
+    for name, column in zip(batch.schema.names, batch.columns):
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            try:
+                column.validate(full=True)
+            except pa.ArrowInvalid:
+                raise InputError(f"Cannot read '{where}' as parquet: column '{name}' holds invalid UTF-8; "
+                                 "export it again as valid UTF-8 text (or as binary, if it is not text).") from None
 
 
 @dataclass
@@ -387,13 +407,22 @@ def _file_stats(fs, files: list[str]) -> list[dict]:
     return stats
 
 
-_HINTS = {
-    "invalid UTF8": "pass --encoding latin-1 (or the file's encoding), or --encoding utf-8-replace",
-    "Expected": "fix that row, or quote its text (a ragged CSV row)",
+_HINTS = {  # matched against the lower-cased reason
+    "invalid utf8": "pass --encoding latin-1 (or the file's encoding), or --encoding utf-8-replace",
+    "expected": "fix that row, or quote its text (a ragged CSV row)",
     "magic bytes": "the file is corrupt or truncated; export it again",
-    "JSON parse error": "each line must be one JSON object (JSON Lines)",
+    "json parse error": "each line must be one JSON object (JSON Lines)",
     "truncated": "the file is corrupt or truncated; export it again",
+    "inflate": "the file is corrupt or not what its name says; export it again",
 }
+
+
+def _is_parquet(fs, path: str) -> bool:
+    try:
+        with fs.open(path, "rb") as fh:
+            return fh.read(4) == b"PAR1"
+    except OSError:
+        return False
 
 
 def _unreadable(where: str, fmt: str, exc: BaseException, fs=None, path: str | None = None, text=None) -> str:
@@ -401,7 +430,7 @@ def _unreadable(where: str, fmt: str, exc: BaseException, fs=None, path: str | N
     if isinstance(exc, InputError):
         return exc.message
     reason = _printable(_first_line(exc))
-    if fmt == "json" and "changed from" in reason and text is not None:
+    if fmt == "json" and text is not None:
         found = text.locate_type_change(fs, path, reason)
         if found:
             return f"Cannot read '{where}' as json: {found}."
@@ -420,7 +449,9 @@ def _unreadable(where: str, fmt: str, exc: BaseException, fs=None, path: str | N
         line = _first_bad_json_line(fs, path) if fs is not None and path else None
         if line:
             reason += f" at line {line}"
-    hint = next((h for key, h in _HINTS.items() if key in reason), f"check that it is a valid {fmt} file")
+    if fmt != "parquet" and fs is not None and path and _is_parquet(fs, path):
+        return f"Cannot read '{where}' as {fmt}: it is a Parquet file; give it a .parquet name."
+    hint = next((h for key, h in _HINTS.items() if key in reason.lower()), f"check that it is a valid {fmt} file")
     return f"Cannot read '{where}' as {fmt}: {reason.rstrip('.')}; {hint}."
 
 

@@ -112,12 +112,23 @@ class TextFormat:
 
     # --- reading --------------------------------------------------------------------------------------------
 
-    def schema(self, fs, path: str):
+    def schema(self, fs, path: str, where: str = ""):
         """The file's columns and their types as they will be read."""
         import pyarrow as pa
 
-        with open_stream(fs, path) as stream:
-            found = self._reader(stream, BLOCK_SIZE).schema
+        block_size = BLOCK_SIZE
+        while True:
+            try:
+                with open_stream(fs, path) as stream:
+                    found = self._reader(stream, block_size).schema
+                break
+            except pa.ArrowInvalid as exc:
+                if "straddl" in str(exc) and block_size < MAX_BLOCK_SIZE:
+                    block_size *= 4  # a first row larger than the block
+                    continue
+                if self.fmt == "csv":  # a quote left open makes rows look ragged: say which it is
+                    self.find_open_quote(fs, path, where or path)
+                raise
         if self.fmt == "json" or self.infer_types:
             return found
         return pa.schema([pa.field(name, pa.string()) for name in found.names])
@@ -142,15 +153,24 @@ class TextFormat:
                         yield batch
                 break
             except pa.ArrowInvalid as exc:
-                if "straddl" not in str(exc) or block_size >= MAX_BLOCK_SIZE:
-                    raise
-                block_size *= 4  # a field larger than the block: read again with room for it
+                if "straddl" in str(exc) and block_size < MAX_BLOCK_SIZE:
+                    block_size *= 4  # a field larger than the block: read again with room for it
+                    continue
+                if self.fmt == "csv":  # a quote left open makes rows look ragged: say which it is
+                    self.find_open_quote(fs, path, where or path)
+                raise
         if self.fmt == "csv" and counter.quotes % 2:
-            self._find_open_quote(fs, path, where or path)
+            self.find_open_quote(fs, path, where or path)
 
-    def _find_open_quote(self, fs, path: str, where: str) -> None:
-        """An odd number of quotes: find the field whose quote never closes (a quote inside an
-        unquoted field, like 5" screen, is legal and also odd, so confirm with a strict parse)."""
+    def find_open_quote(self, fs, path: str, where: str) -> None:
+        """Raise naming the line where a quoted field starts that never closes properly.
+
+        pyarrow ends such a field at the next quote it finds, however many lines on,
+        and keeps whatever follows: rows vanish into one text. Python's strict csv
+        parser refuses text after a closing quote. Run on every local CSV by the
+        up-front scan, and on any CSV whose quote count is odd or that fails to parse
+        (a quote inside an unquoted field, like 5" screen, is legal).
+        """
         import csv
 
         csv.field_size_limit(1 << 30)
@@ -200,27 +220,31 @@ class TextFormat:
         return None
 
     def locate_type_change(self, fs, path: str, message: str) -> str | None:
-        """JSON Lines: for "Column(/x) changed from number to string", the lines where it happens."""
-        match = re.search(r"Column\(/([^)]*)\) changed from (\w+) to (\w+)", message)
-        if not match:
+        """JSON Lines: where a column's type changes ("changed from number to string", or an
+        integer column meeting 2.5: "Failed to convert JSON to int64"), as two line numbers."""
+        match = re.search(r"Column\(/([^)]*)\) changed from", message)
+        if not match and "Failed to convert JSON" not in message:
             return None
-        column = match.group(1)
-        kinds = {str: "string", int: "number", float: "number", bool: "boolean", list: "array", dict: "object"}
-        first = None
+        only = match.group(1) if match else None
+        kinds = {str: "string", bool: "boolean", list: "array", dict: "object",
+                 int: "number" if only else "whole number", float: "number" if only else "fractional number"}
+        first: dict = {}
         with open_stream(fs, path) as fh:
             for number, raw in enumerate(fh, 1):
                 try:
-                    value = json.loads(raw).get(column)
-                except (ValueError, AttributeError):
+                    row = json.loads(raw)
+                except ValueError:
                     return None
-                if value is None:
-                    continue
-                kind = kinds.get(type(value), type(value).__name__)
-                if first is None:
-                    first = (kind, number)
-                elif kind != first[0]:
-                    return (f"column '{column}' is a {first[0]} on line {first[1]} and a {kind} on line {number}; "
-                            "give the column one type in every line (e.g. quote the numbers)")
+                if not isinstance(row, dict):
+                    return None
+                for column, value in row.items() if only is None else [(only, row.get(only))]:
+                    if value is None:
+                        continue
+                    kind = kinds.get(type(value), type(value).__name__)
+                    seen = first.setdefault(column, (kind, number))
+                    if kind != seen[0]:
+                        return (f"column '{column}' is a {seen[0]} on line {seen[1]} and a {kind} on line "
+                                f"{number}; give the column one type in every line (e.g. quote the numbers)")
         return None
 
 

@@ -436,7 +436,8 @@ def _unreadable(where: str, fmt: str, exc: BaseException, fs=None, path: str | N
             return f"Cannot read '{where}' as json: {found}."
     if fmt in ("csv", "tsv") and text is not None:
         line = text.locate_csv_error(fs, path, reason)
-        reason = re.sub(r"^CSV parse error: ", "", reason)
+        # pyarrow counts records, not lines (a quoted newline makes them differ): say the line instead.
+        reason = re.sub(r"^CSV parse error: |Row #\d+: ", "", reason)
         if line:
             reason += f" on line {line}"
     for marker in ("Invalid: ", "input source '"):

@@ -204,7 +204,8 @@ class TextFormat:
                         return number
             return None
         ragged = re.search(r"Expected (\d+) columns, got (\d+)", message)
-        bad_value = re.search(r"In CSV column #(\d+): CSV conversion error to \w+: invalid value '(.*)'$", message)
+        bad_value = re.search(
+            r"In CSV column #(\d+): (?:Row #\d+: )?CSV conversion error to \w+: invalid value '(.*)'$", message)
         if not (ragged or bad_value):
             return None
         csv.field_size_limit(1 << 30)

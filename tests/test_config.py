@@ -105,7 +105,7 @@ def test_every_option_reads_its_env_var():
               "num_workers": "0", "progress": "true", "overwrite": "true", "encoding": "latin-1",
               "allow_pickle": "1", "csv_infer_types": "on", "trust_remote_code": "yes", "num_shards": "4",
               "shard_index": "3",
-              "result_prefix": "pred_"}
+              "result_prefix": "pred_", "threads": "3", "quiet": "1", "verbose": "0", "log_format": "json"}
     assert set(values) == {o.name for o in OPTIONS}
     cfg = build_config({}, env={f"BATCHSCORE_{k.upper()}": v for k, v in values.items()})
     assert (cfg.input, cfg.output, cfg.model, cfg.revision) == ("in.csv", "out", "m", "r")

@@ -13,33 +13,17 @@ import sys
 import click
 
 from . import __version__
-from .config import OPTIONS, JobConfig, build_config
-from .errors import EXIT_INTERRUPTED, EXIT_USAGE, BatchscoreError
+from .config import LOG_OPTIONS, OPTIONS, JobConfig, build_config
+from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, BatchscoreError
+from .logs import configure, fields
+
+log = logging.getLogger(__name__)
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 EXIT_CODES_HELP = """\b
-Exit codes: 0 success, 2 usage or config error, 3 input error,
-4 model error, 5 output error, 130 interrupted."""
-
-
-class _LineHandler(logging.Handler):
-    """The library's warnings as `Warning: ...` lines on stderr, the shape of the CLI's own lines."""
-
-    def emit(self, record):
-        click.echo(f"{record.levelname.title()}: {record.getMessage()}", err=True)  # today's stderr, not import-time's
-
-
-def _log_warnings_as_lines() -> None:
-    root = logging.getLogger()
-    if not root.handlers:
-        # Other libraries' unconfigured log records (an fsspec back end's retries, with
-        # tracebacks) would reach stderr through logging's last resort: the error line says it.
-        root.addHandler(logging.NullHandler())
-    logger = logging.getLogger("batchscore")
-    if not any(isinstance(h, _LineHandler) for h in logger.handlers):
-        logger.addHandler(_LineHandler(logging.WARNING))
-        logger.setLevel(logging.WARNING)
+Exit codes: 0 success, 1 internal error (a bug), 2 usage or config error,
+3 input error, 4 model error, 5 output error, 130 interrupted."""
 
 
 @click.group(context_settings=CONTEXT)
@@ -55,7 +39,6 @@ def main():
     Example:
       batchscore score examples/reviews.csv --model ./my-sentiment-model -o out/reviews
     """
-    _log_warnings_as_lines()
 
 
 def _interrupt(signum, frame):
@@ -83,6 +66,47 @@ def job_options(func):
     return func
 
 
+def log_options(func):
+    """--quiet, --verbose, --log-format (and their env vars) for the commands without job options."""
+    for opt in reversed([o for o in OPTIONS if o.name in LOG_OPTIONS]):
+        func = _click_option(opt)(func)
+    return func
+
+
+def _log_settings(values: dict) -> dict:
+    """Logging options from the command line, else env vars: known before the config file is read."""
+    import os
+
+    found = {}
+    for opt in OPTIONS:
+        if opt.name in LOG_OPTIONS:
+            value = values.get(opt.name)
+            if value is None and os.environ.get(opt.envvar):
+                value = os.environ[opt.envvar].strip().lower()
+                value = value in ("1", "true", "yes", "on") if opt.kind == "bool" else value
+            found[opt.name] = value
+    return {"quiet": bool(found["quiet"]), "verbose": bool(found["verbose"]),
+            "log_format": found["log_format"] if found["log_format"] in ("text", "json") else "text"}
+
+
+def _guarded(action, verbose: bool):
+    """Run a command: a library error is one line and its exit code; anything else is a bug, exit 1, one line."""
+    try:
+        return action()
+    except BatchscoreError as exc:
+        log.error(exc.message, **fields(exit_code=exc.exit_code))
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        log.error("Interrupted; committed chunks are kept. Rerun the same command to finish.",
+                  **fields(exit_code=EXIT_INTERRUPTED))
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception as exc:  # a bug: say so in one line; the traceback only when asked for
+        reason = (str(exc).strip().splitlines() or [""])[0]
+        log.error(f"internal error: {type(exc).__name__}: {reason}; rerun with --verbose and report it",
+                  exc_info=verbose, **fields(exit_code=EXIT_INTERNAL))
+        sys.exit(EXIT_INTERNAL)
+
+
 @main.command(context_settings=CONTEXT, epilog=EXIT_CODES_HELP)
 @click.argument("input", required=False)
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
@@ -106,40 +130,44 @@ def score(config_file, **cli_values):
     """
     from .job import run_job
 
+    early = _log_settings(cli_values)
+    configure(**early)
     # SIGTERM (Airflow, Kubernetes, systemd) stops the job like Ctrl-C: the chunk
     # in flight is dropped, committed parts stay, the lock is released.
     signal.signal(signal.SIGTERM, _interrupt)
-    try:
+
+    def run():
         cfg = build_config(cli_values, config_file=config_file)
-        result = run_job(cfg)
-    except BatchscoreError as exc:
-        click.echo(f"Error: {exc.message}", err=True)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        click.echo("Interrupted; committed chunks are kept. Rerun the same command to finish.", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+        configure(quiet=cfg.quiet, verbose=cfg.verbose, log_format=cfg.log_format)  # the config file may set them
+        return cfg, run_job(cfg)
+
+    cfg, result = _guarded(run, early["verbose"])
     for warning in result.warnings:
-        click.echo(f"Warning: {warning}", err=True)
+        log.warning(warning)
     m = result.manifest
+    summary = fields(output=result.output, rows=m["rows"], scored_rows=m.get("scored_rows"),
+                     empty_text_rows=m.get("empty_text_rows"), truncated_rows=m.get("truncated_rows"),
+                     chunks=m.get("chunks"), seconds=m.get("seconds"), already_complete=result.already_complete)
     if result.already_complete:
-        click.echo(f"Already complete: {result.output} holds this job's {m['rows']} rows; nothing to do "
-                   "(--overwrite to redo it).", err=True)
+        log.info(f"Already complete: {result.output} holds this job's {m['rows']} rows; nothing to do "
+                 "(--overwrite to redo it).", **summary)
         return
     counts = (f"{m['scored_rows']} of {m['rows']} rows ({m['empty_text_rows']} without text, "
               f"{m['truncated_rows']} truncated)")
     if result.shard is None:
-        click.echo(f"Scored {counts} in {m['seconds']:.1f}s -> {result.output}", err=True)
+        log.info(f"Scored {counts} in {m['seconds']:.1f}s -> {result.output}", **summary)
         return
     shard, num_shards = result.shard
     then = (f"; when every shard is done, run: batchscore finalize {result.output}" if cfg.num_shards
             else "; rank 0 writes the manifest")
-    click.echo(f"Shard {shard} of {num_shards}: {counts} in its {m['chunks']} chunks -> {result.output}{then}",
-               err=True)
+    log.info(f"Shard {shard} of {num_shards}: {counts} in its {m['chunks']} chunks -> {result.output}{then}",
+             **summary)
 
 
 @main.command(context_settings=CONTEXT, epilog=EXIT_CODES_HELP)
 @click.argument("output")
-def finalize(output):
+@log_options
+def finalize(output, **log_values):
     """Finish OUTPUT written by independent shards: check every chunk, write the manifest.
 
     Run it once after every `batchscore score ... --num-shards K --shard-index I`
@@ -155,24 +183,25 @@ def finalize(output):
     """
     from .output import finalize as finalize_output
 
-    try:
-        done = finalize_output(output)
-    except BatchscoreError as exc:
-        click.echo(f"Error: {exc.message}", err=True)
-        sys.exit(exc.exit_code)
+    settings = _log_settings(log_values)
+    configure(**settings)
+    done = _guarded(lambda: finalize_output(output), settings["verbose"])
     for warning in done.warnings:
-        click.echo(f"Warning: {warning}", err=True)
+        log.warning(warning)
     m = done.manifest
+    summary = fields(output=output, rows=m["rows"], scored_rows=m.get("scored_rows"), chunks=m.get("chunks"),
+                     already_complete=done.already_complete)
     if done.already_complete:
-        click.echo(f"Already complete: {output} holds {m['rows']} rows; nothing to do.", err=True)
+        log.info(f"Already complete: {output} holds {m['rows']} rows; nothing to do.", **summary)
         return
-    click.echo(f"Finalized {output}: {m['scored_rows']} of {m['rows']} rows scored, in {m['chunks']} chunks.",
-               err=True)
+    log.info(f"Finalized {output}: {m['scored_rows']} of {m['rows']} rows scored, in {m['chunks']} chunks.",
+             **summary)
 
 
 @main.command(context_settings=CONTEXT, epilog=EXIT_CODES_HELP)
 @click.argument("output")
-def manifest(output):
+@log_options
+def manifest(output, **log_values):
     """Print the manifest of a complete OUTPUT as JSON (it lives in a Parquet footer, where readers skip it).
 
     \b
@@ -184,12 +213,10 @@ def manifest(output):
 
     from .output import read_manifest
 
-    try:
-        found = read_manifest(output)
-    except BatchscoreError as exc:
-        click.echo(f"Error: {exc.message}", err=True)
-        sys.exit(exc.exit_code)
-    click.echo(json.dumps(found, indent=2, sort_keys=True))
+    settings = _log_settings(log_values)
+    configure(**settings)
+    found = _guarded(lambda: read_manifest(output), settings["verbose"])
+    click.echo(json.dumps(found, indent=2, sort_keys=True))  # the command's result, on stdout
 
 
 @main.command("build-model", context_settings=CONTEXT)

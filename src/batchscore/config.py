@@ -25,6 +25,7 @@ TOP_K = ("1", "all")
 # Default token budgets, measured by `make bench`: on CPU a batch whose
 # activations stay in cache runs ~10% faster than a 16k-token one (a 25 x 512
 # batch ran at 69% of matmul peak, 2 x 512 batches at 87%); a GPU wants big batches.
+LOG_FORMATS = ("text", "json")
 CPU_BATCH_TOKENS = 1536
 GPU_BATCH_TOKENS = 16384
 
@@ -89,7 +90,14 @@ OPTIONS: tuple[Option, ...] = (
            "only for models you trust."),
     Option("progress", "bool", "Show a progress bar on stderr. Default: only when stderr is a terminal."),
     Option("overwrite", "bool", "Replace an existing output (one batchscore wrote) instead of resuming it."),
+    Option("threads", "count", "CPU threads for the model. Default: the CPUs this process may use (its CPU "
+           "affinity and cgroup CPU quota), split among the ranks on this machine.", metavar="N"),
+    Option("quiet", "bool", "Errors only on stderr: nothing on success (cron mails only failures)."),
+    Option("verbose", "bool", "Debug lines too, and the traceback of an internal error."),
+    Option("log_format", "choice", "text: lines for people; json: one JSON object per line on stderr (time, "
+           "level, message, fields such as rows and seconds), for a scheduler's log store.", choices=LOG_FORMATS),
 )
+LOG_OPTIONS = ("quiet", "verbose", "log_format")  # every command takes these
 OPTION_NAMES = tuple(o.name for o in OPTIONS)
 
 
@@ -119,6 +127,10 @@ class JobConfig:
     allow_pickle: bool = False
     trust_remote_code: bool = False
     progress: bool | None = None
+    threads: int | None = None  # None: the CPUs this process may use
+    quiet: bool = False
+    verbose: bool = False
+    log_format: str = "text"
     overwrite: bool = False
     # Not an option: where the config file came from, for the manifest.
     config_file: str | None = field(default=None, compare=False)

@@ -6,6 +6,7 @@ exit status, so the stages stay usable from Python without `sys.exit`.
 
 # Exit codes are a contract with schedulers (cron, Airflow): keep README in step.
 EXIT_OK = 0
+EXIT_INTERNAL = 1  # a bug: one line, the traceback under --verbose
 EXIT_USAGE = 2
 EXIT_INPUT = 3
 EXIT_MODEL = 4

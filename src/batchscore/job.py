@@ -90,6 +90,7 @@ def run_job(cfg: JobConfig) -> JobResult:
     from .output import Layout, OutputWriter, check_output, finalize, run_identity, wait_for_shards
     from .postprocess import apply, result_columns, result_fields, score_function
     from .source import open_source
+    from .threads import model_threads
 
     if not cfg.input:
         raise ConfigError("No input given; pass INPUT (a file, folder, glob, URL or Hub dataset name).")
@@ -112,6 +113,8 @@ def run_job(cfg: JobConfig) -> JobResult:
         # clears an old output, every input is parsed, whatever its format or store.
         source.num_rows = source.scan(read_columns, cfg.limit)
 
+    threads = model_threads(cfg.threads)
+    torch.set_num_threads(threads)
     load_started = time.time()
     loaded = load_model(cfg.model_id, cfg.model_revision, cfg.precision, cfg.max_length,
                         allow_pickle=cfg.allow_pickle, trust_remote_code=cfg.trust_remote_code)
@@ -187,6 +190,7 @@ def run_job(cfg: JobConfig) -> JobResult:
             "device": str(loaded.device),
             "host": socket.gethostname(),
             "resumed_chunks": len(sink.committed),
+            "threads": threads,
         }, num_chunks, empty_stats=chunk_stats(None, None))
         shard_summary = sink.shard_stats()
     if not (plan.finalizes and plan.main):

@@ -138,6 +138,7 @@ def _combine(markers: list[dict]) -> dict:
         "seconds_to_first_chunk": min(firsts) if firsts else None,
         "device": ", ".join(sorted({str(f.get("device")) for f in facts})),
         "resumed_chunks": sum(f.get("resumed_chunks", 0) for f in facts),
+        "threads": max(f.get("threads") or 0 for f in facts) or None,  # per shard; each shard's is in "shards"
         "shards": facts,
     }
 

@@ -1,0 +1,52 @@
+"""How many CPU threads the model may use: the CPUs this process may run on, not the machine's.
+
+torch starts one thread per visible core, ignoring CPU affinity (taskset, Slurm
+--cpus-per-task, Kubernetes cpusets) and cgroup CPU quotas: on a busy or
+CPU-limited host the extra threads oversubscribe the cores (measured: a small
+matmul 30x slower with 2 threads on a busy 2-core machine than with 1).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+
+def allowed_cpus() -> int:
+    """CPUs in this process's affinity mask, capped by its cgroup CPU quota (v2 or v1) when one is set."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        count = os.cpu_count() or 1
+    quota = cgroup_cpu_quota()
+    if quota is not None:
+        count = min(count, max(1, math.ceil(quota)))
+    return max(1, count)
+
+
+def cgroup_cpu_quota(root: str = "/sys/fs/cgroup") -> float | None:
+    """The CPU quota in CPUs (e.g. 1.5), or None when unlimited or unknown."""
+    try:
+        with open(os.path.join(root, "cpu.max")) as fh:  # cgroup v2: "<quota|max> <period>"
+            quota, period = fh.read().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    for folder in ("cpu", "cpu,cpuacct"):  # cgroup v1
+        try:
+            with open(os.path.join(root, folder, "cpu.cfs_quota_us")) as fh:
+                quota = int(fh.read())
+            with open(os.path.join(root, folder, "cpu.cfs_period_us")) as fh:
+                period = int(fh.read())
+            return None if quota <= 0 else quota / period
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def model_threads(requested: int | None) -> int:
+    """--threads, else the allowed CPUs shared among the ranks on this machine (torchrun / accelerate)."""
+    if requested:
+        return requested
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE") or 1)
+    return max(1, allowed_cpus() // max(1, local_ranks))

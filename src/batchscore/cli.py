@@ -221,7 +221,8 @@ def manifest(output, **log_values):
 
 @main.command("build-model", context_settings=CONTEXT)
 @click.option("--out", "out_dir", default=None, metavar="DIR",
-              help="Where to write the model directory. [default: models/minilm-vader-sentiment]")
+              help="Where to write the model directory. [default: $BATCHSCORE_HOME/models/minilm-vader-sentiment, "
+                   "BATCHSCORE_HOME defaulting to ~/.cache/batchscore; `make model` writes models/ in the repo]")
 @click.option("--vader-sdist", type=click.Path(dir_okay=False), default=None, metavar="FILE",
               help="The vaderSentiment-3.3.2.tar.gz sdist. [default: downloaded with pip into build/vader/]")
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr. [default: when a terminal]")
@@ -235,15 +236,15 @@ def build_model_command(out_dir, vader_sdist, progress):
 
     \b
     Example:
-      batchscore build-model --out models/minilm-vader-sentiment
-      batchscore score examples/reviews.csv --model models/minilm-vader-sentiment
+      batchscore build-model
+      batchscore score examples/reviews.csv --model ~/.cache/batchscore/models/minilm-vader-sentiment
     """
     try:
-        from .build_model import DEFAULT_OUT, build, format_table
+        from .build_model import build, default_out, format_table
     except ImportError as exc:  # pragma: no cover - depends on the install
         click.echo(f"Error: {exc}; install the build extras: pip install 'batchscore[build]'.", err=True)
         sys.exit(EXIT_USAGE)
-    out_dir = out_dir or DEFAULT_OUT
+    out_dir = out_dir or default_out()
     show = progress if progress is not None else sys.stderr.isatty()
     try:
         report = build(out_dir, vader_sdist, progress=show, log=lambda m: click.echo(m, err=True))

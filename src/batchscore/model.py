@@ -234,14 +234,17 @@ def _accelerator(mixed_precision: str):
         return Accelerator(mixed_precision=mixed_precision, cpu=cpu_ranks)
 
 
-OFFLINE_MODEL = "models/minilm-vader-sentiment"  # what `make model` builds
 
 
 def _not_found(model_id: str, exc: Exception) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if any(word in text.lower() for word in ("connect", "offline", "cached files", "network")):
+        from .build_model import default_out
+
         return (f"Cannot reach the Hugging Face Hub for '{model_id}' and it is not in the local cache; "
-                f"pass --model {OFFLINE_MODEL} (built offline by `make model`) or another local model directory.")
+                f"build the offline model with `batchscore build-model` (then pass --model {default_out()}; "
+                "in the repo, `make model` gives models/minilm-vader-sentiment), or pass another local model "
+                "directory.")
     return (f"Cannot load model '{model_id}' ({text.rstrip('.')}); pass --model with a local model "
             "directory, or check the Hub id and your network.")
 

@@ -127,3 +127,56 @@ def output_names(out) -> list[str]:
             path = os.path.join(folder, name)
             found.append(os.path.relpath(path, str(out)))
     return sorted(found)
+
+
+def file_tree(root, mtimes: bool = False) -> dict | None:
+    """Every file and folder under `root`, hidden ones too: relative path -> bytes (and mtime_ns), None for a
+    folder; a file root is {".": ...}; None if `root` does not exist. Equal trees: nothing was touched."""
+    root = str(root)
+    if not os.path.exists(root):
+        return None
+
+    def entry(path):
+        with open(path, "rb") as fh:
+            data = fh.read()
+        return (data, os.stat(path).st_mtime_ns) if mtimes else data
+
+    if os.path.isfile(root):
+        return {".": entry(root)}
+    tree = {}
+    for folder, dirs, files in os.walk(root):
+        for name in dirs:
+            tree[os.path.relpath(os.path.join(folder, name), root)] = None
+        for name in files:
+            path = os.path.join(folder, name)
+            tree[os.path.relpath(path, root)] = entry(path)
+    return tree
+
+
+@pytest.fixture
+def outputs(tmp_path):
+    """An empty folder that holds only the output: after a failed run it must still be empty."""
+    folder = tmp_path / "outputs"
+    folder.mkdir()
+    return folder
+
+
+def run_score(input_path, model, out, *extra):
+    return invoke(["score", input_path, "--model", model, "-o", out, "--no-progress", *extra])
+
+
+def assert_ok(result):
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    return result
+
+
+def fails_untouched(input_path, model, outputs, exit_code, *fragments, extra=(), out=None):
+    """Run a job that must fail; the output location (and everything beside it) must be as before."""
+    out = out if out is not None else outputs / "out"
+    before = file_tree(outputs)
+    line = assert_error(run_score(input_path, model, out, *extra), exit_code, *fragments)
+    assert file_tree(outputs) == before, "the failed run changed the output location"
+    if before == {}:
+        assert not os.path.exists(out)
+    return line

@@ -17,59 +17,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import assert_error, build_model, invoke, manifest_of, tokenizer_dir
+from conftest import (
+    assert_ok,
+    build_model,
+    fails_untouched,
+    manifest_of,
+    run_score,
+    tokenizer_dir,
+)
 
 # ------------------------------------------------------------------ helpers (house style of test_cli.py)
-
-
-def assert_ok(result):
-    assert result.exit_code == 0, result.output
-    assert "Traceback" not in result.output
-    return result
-
-
-def snapshot(root) -> dict | None:
-    """Every file and folder under `root` (hidden ones too): relative path -> bytes, or None for a folder."""
-    root = str(root)
-    if not os.path.exists(root):
-        return None
-    if os.path.isfile(root):
-        with open(root, "rb") as fh:
-            return {".": fh.read()}
-    tree = {}
-    for folder, dirs, files in os.walk(root):
-        for name in dirs:
-            tree[os.path.relpath(os.path.join(folder, name), root)] = None
-        for name in files:
-            path = os.path.join(folder, name)
-            with open(path, "rb") as fh:
-                tree[os.path.relpath(path, root)] = fh.read()
-    return tree
-
-
-@pytest.fixture
-def outputs(tmp_path):
-    """An empty folder that holds only the output: after a failed run it must still be empty."""
-    folder = tmp_path / "outputs"
-    folder.mkdir()
-    return folder
-
-
-def run_score(input_path, model, out, *extra):
-    return invoke(["score", input_path, "--model", model, "-o", out, "--no-progress", *extra])
-
-
-def fails_untouched(input_path, model, outputs, exit_code, *fragments, extra=(), out=None):
-    """Run a job that must fail; the output location (and everything beside it) must be as before."""
-    out = out if out is not None else outputs / "out"
-    before = snapshot(outputs)
-    line = assert_error(run_score(input_path, model, out, *extra), exit_code, *fragments)
-    assert snapshot(outputs) == before, "the failed run changed the output location"
-    if before == {}:
-        assert not os.path.exists(out)
-    return line
-
-
 
 
 def write_csv_bytes(path, data: bytes):

@@ -25,56 +25,12 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import assert_error, invoke
+from conftest import assert_ok, fails_untouched, run_score
 
 LABELS = {"NEGATIVE", "POSITIVE"}
 READ_BLOCK = 1 << 22  # pyarrow's (and batchscore's) first read block: 4 MiB
 
 # ------------------------------------------------------------------ helpers
-
-
-def run_score(input_path, model, out, *extra):
-    return invoke(["score", input_path, "--model", model, "-o", out, "--no-progress", *extra])
-
-
-def assert_ok(result):
-    assert result.exit_code == 0, result.output
-    assert "Traceback" not in result.output
-    return result
-
-
-def tree(root) -> dict | None:
-    """Every file and folder under `root`, hidden ones too: relative path -> bytes, or None for a folder."""
-    root = str(root)
-    if not os.path.exists(root):
-        return None
-    found = {}
-    for folder, dirs, files in os.walk(root):
-        for name in dirs:
-            found[os.path.relpath(os.path.join(folder, name), root)] = None
-        for name in files:
-            path = os.path.join(folder, name)
-            with open(path, "rb") as fh:
-                found[os.path.relpath(path, root)] = fh.read()
-    return found
-
-
-@pytest.fixture
-def outputs(tmp_path):
-    """An empty folder that holds only the output: after a failed run it must still be empty."""
-    folder = tmp_path / "outputs"
-    folder.mkdir()
-    return folder
-
-
-def fails_untouched(input_path, model, outputs, exit_code, *fragments, extra=()):
-    """A run that must fail with one `Error:` line holding `fragments`, writing nothing at all."""
-    out = outputs / "out"
-    assert tree(outputs) == {}
-    line = assert_error(run_score(input_path, model, out, *extra), exit_code, *fragments)
-    assert tree(outputs) == {}, "the failed run wrote something"
-    assert not os.path.exists(out)
-    return line
 
 
 def scored(input_path, model, out, *extra) -> pa.Table:

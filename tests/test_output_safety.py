@@ -25,7 +25,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import assert_error, invoke, manifest_of
+from conftest import assert_error, file_tree, invoke, manifest_of
 
 ROWS, CHUNK = 1200, 20  # 60 chunks: room for a kill, or a full disk, to land mid-run
 NUM_CHUNKS = ROWS // CHUNK
@@ -75,20 +75,8 @@ def parts(folder) -> list[str]:
 
 
 def snapshot(root) -> dict:
-    """Every file and folder under `root` (hidden ones too): relative path -> (bytes, mtime_ns), None for folders."""
-    root = str(root)
-    if os.path.isfile(root):
-        with open(root, "rb") as fh:
-            return {".": (fh.read(), os.stat(root).st_mtime_ns)}
-    tree = {}
-    for folder, dirs, files in os.walk(root):
-        for name in dirs:
-            tree[os.path.relpath(os.path.join(folder, name), root)] = None
-        for name in files:
-            path = os.path.join(folder, name)
-            with open(path, "rb") as fh:
-                tree[os.path.relpath(path, root)] = (fh.read(), os.stat(path).st_mtime_ns)
-    return tree
+    """Every file and folder under `root` (hidden ones too), with bytes and mtimes."""
+    return file_tree(root, mtimes=True)
 
 
 def start_job(args, log: Path):

@@ -61,7 +61,6 @@ class Source:
     fingerprint: dict = field(default_factory=dict)  # what identifies this input's content, for resume
     local: bool = False  # local files: cheap to scan once before scoring
     verify: Callable | None = None  # a stricter check than parsing, run by scan (CSV: quotes that never close)
-    text_files: bool = False  # CSV/TSV/JSONL anywhere: a parse error can hide in any row
     root: str | None = None  # the file, folder or glob base the files were found under
 
     file_columns: dict = field(default_factory=dict)  # file -> its columns (folders and globs of files)
@@ -220,7 +219,7 @@ def _open_files(spec: str, text_column: str, encoding: str | None = None, exclud
     source = Source(desc, [_display(fs, f) for f in files], schema, reader.num_rows, open_batches,
                     fingerprint={"files": _file_stats(fs, files), "encoding": encoding,
                                  **({"csv_infer_types": True} if infer_types else {})},
-                    local=local, text_files=fmt != "parquet", root=_display(fs, root))
+                    local=local, root=_display(fs, root))
     if fmt == "csv":
         source.verify = lambda: [reader.text.find_open_quote(fs, f, _display(fs, f)) for f in files]
     source.file_columns = {_display(fs, f): [*schemas[f].names, *partitions.fields] for f in files}

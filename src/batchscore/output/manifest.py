@@ -146,7 +146,7 @@ def tidy_complete(layout: Layout, store: Store) -> None:
     if layout.single_file:
         leftovers = store.exists(layout.root)
     else:
-        leftovers = any(MARKER.match(n) or n.endswith(".json") for n in store.names(layout.path(RECORDS)))
+        leftovers = any(n.endswith(".json") for n in store.names(layout.path(RECORDS)))  # markers, stale leases
     if not leftovers:
         return
     try:

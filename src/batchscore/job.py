@@ -106,11 +106,12 @@ def run_job(cfg: JobConfig) -> JobResult:
     read_columns = list(dict.fromkeys([*out_columns, cfg.text_column]))
     source.require(read_columns, cfg.text_column)  # in every file of a folder, not just the first
     # Before the model load, which can take minutes: a taken output fails at once.
-    exists = check_output(layout, cfg.overwrite)
-    if source.local or (cfg.overwrite and exists):
+    held = check_output(layout, cfg.overwrite)
+    if (source.local and held != "complete") or (cfg.overwrite and held):
         # One parse of every kept column: a ragged row or bad byte at line
         # 9,000,000 fails now, before any output, not hours in. Before --overwrite
         # clears an old output, every input is parsed, whatever its format or store.
+        # A rerun of a finished job writes nothing, so it skips the parse.
         source.num_rows = source.scan(read_columns, cfg.limit)
 
     threads = model_threads(cfg.threads)

@@ -42,10 +42,10 @@ def _our_name(name: str) -> bool:
     return part_index(name) is not None or name in (SUCCESS, MANIFEST, RECORDS)
 
 
-def check_output(layout: Layout, overwrite: bool) -> bool:
+def check_output(layout: Layout, overwrite: bool) -> str | None:
     """Fail early, touching nothing, if the output can't be used at all (before the model loads).
 
-    Returns whether the output already holds something (a finished or unfinished run).
+    Returns what the output holds already: "complete", "started" (an unfinished run), or None.
     """
     import os
 
@@ -66,9 +66,10 @@ def check_output(layout: Layout, overwrite: bool) -> bool:
         if parts and not set(names) & {SUCCESS, MANIFEST, RECORDS}:  # part-like names only: are they ours?
             refuse_foreign(layout, layout.path(parts[0]), store.footer(layout.path(parts[0])))
     # Refuses a single file batchscore did not write; a complete output needs no write access.
-    if read_complete(layout, store) is not None and not overwrite:
-        return True
-    exists = store.exists(layout.final) or (layout.single_file and store.exists(layout.root))
+    complete = read_complete(layout, store) is not None
+    if complete and not overwrite:
+        return "complete"
+    exists = complete or store.exists(layout.final) or (layout.single_file and store.exists(layout.root))
     if layout.local:
         existing = layout.root
         while not os.path.exists(existing):
@@ -80,7 +81,7 @@ def check_output(layout: Layout, overwrite: bool) -> bool:
         if not store.exists(bucket):
             raise OutputError(f"Cannot write output '{layout.url()}': the bucket '{bucket}' does not exist or "
                               "cannot be reached; create it, or check the credentials and endpoint.")
-    return exists
+    return "started" if exists and not complete else ("complete" if complete else None)
 
 
 def refuse_foreign(layout: Layout, path: str, footer: dict | None) -> dict | None:

@@ -7,13 +7,12 @@ chunk's worth of padded batches, so chunks come out in order.
 
 from __future__ import annotations
 
-import bisect
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from .plan import Chunk, iter_chunks
+from .plan import Chunk, InputEnd, Plan
 
 
 @dataclass
@@ -89,7 +88,7 @@ def encode_chunk(chunk: Chunk, *, text_column: str, out_columns: list[str], toke
         texts = texts.cast(pa.string())  # numbers are scored as their text (see README)
     valid = text_mask(texts)
     positions = np.flatnonzero(valid)
-    work = ChunkWork(Chunk(chunk.index, chunk.start, chunk.table.select(out_columns)), valid)
+    work = ChunkWork(Chunk(chunk.index, chunk.start, chunk.table.select(out_columns), chunk.rows_read), valid)
     if len(positions) == 0:
         return work
 
@@ -109,52 +108,27 @@ def encode_chunk(chunk: Chunk, *, text_column: str, out_columns: list[str], toke
     return work
 
 
-@dataclass
-class InputEnd:
-    """Yielded after a worker's last chunk: the input has `num_chunks` chunks in all."""
-
-    num_chunks: int
-
-
 class ChunkDataset(torch.utils.data.IterableDataset):
-    """Yields one ChunkWork per chunk this shard owns, in chunk order, then an InputEnd.
+    """Yields one ChunkWork per chunk this process still has to do, in chunk order, then an InputEnd.
 
-    A shard (an independent worker or one rank of a distributed run) owns the
-    chunks c with c % num_shards == shard. With W DataLoader workers, worker w
-    takes every W-th owned chunk; the DataLoader's round-robin over workers
-    then restores chunk order.
+    Which chunks, and which rows to read for them, is the plan's business
+    (plan.py). With W DataLoader workers, worker w takes every W-th of them;
+    the DataLoader's round-robin over workers then restores chunk order.
     """
 
-    def __init__(self, open_source, *, read_columns: list[str], chunk_rows: int, limit: int | None,
-                 skip: frozenset = frozenset(), shard: int = 0, num_shards: int = 1, **encode_args):
-        self.open_source = open_source  # picklable callable -> Source
+    def __init__(self, plan: Plan, open_source, *, read_columns: list[str], source=None, **encode_args):
+        self.plan = plan
+        self.open_source = open_source  # picklable callable -> Source, for worker processes
+        self.source = source  # the job's own open source: reused when there are no worker processes
         self.read_columns = read_columns
-        self.chunk_rows = chunk_rows
-        self.limit = limit
-        self.skip = skip  # chunks already committed by an earlier run
-        self.shard, self.num_shards = shard, num_shards
         self.encode_args = encode_args
+
+    def __getstate__(self):
+        return {**self.__dict__, "source": None}  # a Source holds open readers: each worker opens its own
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
-
-        # The j-th chunk still to do goes to worker j % workers, so the DataLoader's
-        # round-robin collection hands them back in chunk order.
-        skipped = sorted(k for k in self.skip if k % self.num_shards == self.shard)
-
-        def owns(index: int) -> bool:
-            if index % self.num_shards != self.shard or index in self.skip:
-                return False
-            todo_position = index // self.num_shards - bisect.bisect_left(skipped, index)
-            return todo_position % workers == worker
-
-        source = self.open_source()
-        chunks = iter_chunks(source.batches(self.read_columns), self.chunk_rows, self.limit, owns)
-        while True:
-            try:
-                chunk = next(chunks)
-            except StopIteration as end:
-                yield InputEnd(end.value)
-                return
-            yield encode_chunk(chunk, **self.encode_args)
+        source = self.source if info is None and self.source is not None else self.open_source()
+        for item in self.plan.read(source, self.read_columns, worker, workers):
+            yield item if isinstance(item, InputEnd) else encode_chunk(item, **self.encode_args)

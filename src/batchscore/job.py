@@ -20,6 +20,7 @@ from .config import CPU_BATCH_TOKENS, GPU_BATCH_TOKENS, JobConfig
 from .errors import ConfigError, InputError, OutputError
 
 RESULT_COLUMNS = ("label", "score", "scores")
+IMPORTED = time.time()
 
 
 @dataclass
@@ -80,65 +81,96 @@ def _progress_enabled(cfg: JobConfig, plan) -> bool:
     return plan.main and (cfg.progress if cfg.progress is not None else sys.stderr.isatty())
 
 
-def run_job(cfg: JobConfig) -> JobResult:
-    import pyarrow as pa
-    import torch
-    from tqdm.auto import tqdm
+@dataclass
+class _Input:
+    source: object  # the open Source
+    reopen: object  # a picklable callable that opens it again (in DataLoader workers)
+    out_columns: list[str]  # input columns the output keeps, in order
+    read_columns: list[str]  # those plus the text column
 
-    from .batches import ChunkDataset, InputEnd
-    from .model import load_model, run_batch
-    from .output import Layout, OutputWriter, check_output, finalize, run_identity, wait_for_shards
-    from .postprocess import apply, result_columns, result_fields, score_function
+
+def open_input(cfg: JobConfig, layout) -> _Input:
+    """Open the input, refuse one that overlaps the output or lacks a needed column, in any of its files."""
     from .source import open_source
-    from .threads import model_threads
 
     if not cfg.input:
         raise ConfigError("No input given; pass INPUT (a file, folder, glob, URL or Hub dataset name).")
-    started = time.time()
-    layout = Layout.open(cfg.output_path)
     # An output inside the input folder is never read back as input.
-    open_input = functools.partial(open_source, cfg.input, text_column=cfg.text_column, split=cfg.split,
-                                   dataset_config=cfg.dataset_config, encoding=cfg.encoding,
-                                   exclude=layout.contains_url, csv_infer_types=cfg.csv_infer_types)
-    source = open_input()
+    reopen = functools.partial(open_source, cfg.input, text_column=cfg.text_column, split=cfg.split,
+                               dataset_config=cfg.dataset_config, encoding=cfg.encoding,
+                               exclude=layout.contains_url, csv_infer_types=cfg.csv_infer_types)
+    source = reopen()
     _check_overlap(layout, source, cfg.input)
     out_columns = _check_columns(source.schema, cfg)
     read_columns = list(dict.fromkeys([*out_columns, cfg.text_column]))
     source.require(read_columns, cfg.text_column)  # in every file of a folder, not just the first
+    return _Input(source, reopen, out_columns, read_columns)
+
+
+def check_input(cfg: JobConfig, layout, given: _Input, held: str | None) -> tuple[int | None, int]:
+    """Parse, before the model loads and before any output, the rows this process will score.
+
+    A ragged row or bad byte at line 9,000,000 fails now, not hours in. Before
+    --overwrite clears an old output, every row this process owns is parsed,
+    whatever the format or store. A rerun of a finished job writes nothing, so
+    it skips the check; remote text files are checked as they are scored.
+    Returns (rows in the input, if now known; rows parsed).
+    """
+    from .output import listed_chunks
+    from .plan import for_process, launcher_ranks
+
+    source = given.source
+    if not ((source.local and held != "complete") or (cfg.overwrite and held)):
+        return source.num_rows, 0
+    plan = for_process(cfg, source.num_rows, *launcher_ranks())
+    if held == "started" and not cfg.overwrite:
+        plan = plan.with_committed(listed_chunks(layout))  # a resume checks only what it will redo
+    before = source.rows_decoded
+    rows = plan.check(source, given.read_columns)
+    return rows, (source.rows_decoded - before) if source.read_rows is not None else rows
+
+
+def run_job(cfg: JobConfig) -> JobResult:
+    import pyarrow as pa
+
+    from .model import load_model
+    from .output import Layout, OutputWriter, check_output, run_identity
+    from .plan import for_process
+    from .postprocess import result_fields
+    from .threads import model_threads
+
+    started = time.time()
+    layout = Layout.open(cfg.output_path)
+    given = open_input(cfg, layout)
     # Before the model load, which can take minutes: a taken output fails at once.
     held = check_output(layout, cfg.overwrite)
-    if (source.local and held != "complete") or (cfg.overwrite and held):
-        # One parse of every kept column: a ragged row or bad byte at line
-        # 9,000,000 fails now, before any output, not hours in. Before --overwrite
-        # clears an old output, every input is parsed, whatever its format or store.
-        # A rerun of a finished job writes nothing, so it skips the parse.
-        source.num_rows = source.scan(read_columns, cfg.limit)
+    num_rows, rows_checked = check_input(cfg, layout, given, held)
+    source = given.source
+    source.num_rows = num_rows
 
     threads = model_threads(cfg.threads)
+    import torch
+
     torch.set_num_threads(threads)
     load_started = time.time()
     loaded = load_model(cfg.model_id, cfg.model_revision, cfg.precision, cfg.max_length,
                         allow_pickle=cfg.allow_pickle, trust_remote_code=cfg.trust_remote_code)
     load_seconds = time.time() - load_started
-    function = score_function(loaded.model.config)
     on_gpu = loaded.device.type == "cuda"
     workers = cfg.num_workers if cfg.num_workers is not None else (min(4, os.cpu_count() or 1) if on_gpu else 0)
-    if workers:
-        # Tokenizers' own thread pool and forked workers don't mix; workers give the parallelism.
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
     batch_tokens = cfg.batch_tokens or (GPU_BATCH_TOKENS if on_gpu else CPU_BATCH_TOKENS)
     effective = cfg.to_dict() | {"max_length": loaded.max_length, "precision": loaded.precision,
                                  "num_workers": workers, "batch_tokens": batch_tokens}
     metadata = {"batchscore_version": __version__, "model": loaded.model_id, "revision": loaded.revision,
                 "config": effective}
     fields = result_fields(cfg.top_k, cfg.result_prefix)
-    schema = pa.schema([source.schema.field(c) for c in out_columns] + fields)
-    identity = run_identity(cfg, source, loaded, out_columns)
-    plan = shard_plan(cfg, loaded.accelerator)
+    schema = pa.schema([source.schema.field(c) for c in given.out_columns] + fields)
+    identity = run_identity(cfg, source, loaded, given.out_columns)
+    accelerator = loaded.accelerator
+    plan = for_process(cfg, num_rows, accelerator.process_index, accelerator.num_processes,
+                       wait=accelerator.wait_for_everyone)
     sink = OutputWriter(layout, schema, metadata, identity, overwrite=plan.overwrite,
                         shard=plan.shard, num_shards=plan.num_shards)
-    warnings: list[str] = []
     if plan.clear_first and not plan.main:
         plan.wait()  # for rank 0 to clear the old output
     with sink:
@@ -146,56 +178,96 @@ def run_job(cfg: JobConfig) -> JobResult:
             plan.wait()
         if sink.complete:
             return JobResult(cfg.output_path, sink.manifest, already_complete=True)
-        warnings.extend(sink.warnings)
+        warnings = list(sink.warnings)
         if sink.committed:
             warnings.append(f"Resuming: {len(sink.committed)} chunks already committed in {cfg.output_path}.")
-        dataset = ChunkDataset(
-            open_input, read_columns=read_columns, chunk_rows=cfg.chunk_rows, limit=cfg.limit,
-            skip=frozenset(sink.committed), shard=plan.shard, num_shards=plan.num_shards,
-            text_column=cfg.text_column, out_columns=out_columns,
-            tokenizer=loaded.tokenizer, max_length=loaded.max_length, batch_tokens=batch_tokens,
-            # Multiples of 8 let fp16/bf16 matmuls use tensor cores; fp32 gains nothing.
-            pad_multiple=8 if loaded.precision in ("bf16", "fp16") else None,
-        )
-        loader = torch.utils.data.DataLoader(dataset, batch_size=None, collate_fn=_identity, num_workers=workers,
-                                             pin_memory=on_gpu, prefetch_factor=2 if workers else None)
-        known = [x for x in (source.num_rows, cfg.limit) if x is not None]
-        total = plan.rows_to_do(min(known), cfg.chunk_rows, sink.committed) if known else None
-        first_commit, num_chunks = None, None
-        with tqdm(total=total, unit="rows", desc=f"scoring{plan.label}", disable=not _progress_enabled(cfg, plan),
-                  file=sys.stderr, dynamic_ncols=True) as bar:
-            for work in loader:
-                if isinstance(work, InputEnd):
-                    num_chunks = work.num_chunks
-                    continue
-                rows = work.chunk.num_rows
-                logits = np.zeros((rows, len(loaded.labels)), dtype=np.float32)
-                for batch in work.batches:
-                    logits[batch.positions] = run_batch(loaded, batch.inputs)
-                columns = result_columns(apply(function, logits), work.valid, loaded.labels, cfg.top_k,
-                                         cfg.result_prefix)
-                table = pa.Table.from_arrays(
-                    [work.chunk.table.column(c) for c in out_columns] + [columns[f.name] for f in fields],
-                    schema=schema)
-                sink.write(work.chunk.index, table, chunk_stats(work, columns[fields[0].name]))
-                if first_commit is None:
-                    sink.flush()
-                    first_commit = time.time() - started
-                bar.update(rows)
+        plan = plan.with_committed(sink.committed)
+        startup = _process_seconds()
+        scored = score_chunks(cfg, plan, given, loaded, sink, schema, fields, workers, batch_tokens)
         sink.finish_shard({
             "input": source.description,
             "input_files": source.files,
             "seconds": round(time.time() - started, 3),
+            "startup_seconds": round(startup, 3),
             "model_load_seconds": round(load_seconds, 3),
-            "seconds_to_first_chunk": round(first_commit, 3) if first_commit is not None else None,
+            "seconds_to_first_chunk": _round(scored.first_commit and scored.first_commit - started),
             "device": str(loaded.device),
             "host": socket.gethostname(),
             "resumed_chunks": len(sink.committed),
+            "rows_read": scored.rows_read,
+            "rows_checked": rows_checked,
             "threads": threads,
-        }, num_chunks, empty_stats=chunk_stats(None, None))
+        }, scored.num_chunks, empty_stats=chunk_stats(None, None))
         shard_summary = sink.shard_stats()
     if not (plan.finalizes and plan.main):
         return JobResult(cfg.output_path, shard_summary, warnings=warnings, shard=(plan.shard, plan.num_shards))
+    return _finish(cfg, layout, plan, warnings)
+
+
+@dataclass
+class _Scored:
+    num_chunks: int | None = None  # chunks in the whole input, as the reader found
+    rows_read: int = 0  # input rows parsed by this process's readers
+    first_commit: float | None = None  # when the first part was committed (time.time())
+
+
+def score_chunks(cfg: JobConfig, plan, given: _Input, loaded, sink, schema, fields, workers: int,
+                 batch_tokens: int) -> _Scored:
+    """Read, tokenize, score and commit every chunk this process still has to do."""
+    import pyarrow as pa
+    import torch
+    from tqdm.auto import tqdm
+
+    from .batches import ChunkDataset
+    from .model import run_batch
+    from .plan import InputEnd
+    from .postprocess import apply, result_columns, score_function
+
+    on_gpu = loaded.device.type == "cuda"
+    if workers:
+        # Tokenizers' own thread pool and forked workers don't mix; workers give the parallelism.
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    dataset = ChunkDataset(
+        plan, given.reopen, read_columns=given.read_columns, source=given.source,
+        text_column=cfg.text_column, out_columns=given.out_columns,
+        tokenizer=loaded.tokenizer, max_length=loaded.max_length, batch_tokens=batch_tokens,
+        # Multiples of 8 let fp16/bf16 matmuls use tensor cores; fp32 gains nothing.
+        pad_multiple=8 if loaded.precision in ("bf16", "fp16") else None,
+    )
+    loader = torch.utils.data.DataLoader(dataset, batch_size=None, collate_fn=_identity, num_workers=workers,
+                                         pin_memory=on_gpu, prefetch_factor=2 if workers else None)
+    function = score_function(loaded.model.config)
+    scored = _Scored()
+    with tqdm(total=plan.rows_to_do(), unit="rows", desc=f"scoring{plan.label}",
+              disable=not _progress_enabled(cfg, plan), file=sys.stderr, dynamic_ncols=True) as bar:
+        for work in loader:
+            if isinstance(work, InputEnd):
+                # Every worker ends with one; they agree on the chunk count.
+                scored.num_chunks = work.num_chunks
+                scored.rows_read += work.rows_read
+                continue
+            rows = work.chunk.num_rows
+            scored.rows_read += work.chunk.rows_read
+            logits = np.zeros((rows, len(loaded.labels)), dtype=np.float32)
+            for batch in work.batches:
+                logits[batch.positions] = run_batch(loaded, batch.inputs)
+            columns = result_columns(apply(function, logits), work.valid, loaded.labels, cfg.top_k,
+                                     cfg.result_prefix)
+            table = pa.Table.from_arrays(
+                [work.chunk.table.column(c) for c in given.out_columns] + [columns[f.name] for f in fields],
+                schema=schema)
+            sink.write(work.chunk.index, table, chunk_stats(work, columns[fields[0].name]))
+            if scored.first_commit is None:
+                sink.flush()
+                scored.first_commit = time.time()
+            bar.update(rows)
+    return scored
+
+
+def _finish(cfg: JobConfig, layout, plan, warnings: list[str]) -> JobResult:
+    """Write the manifest and _SUCCESS (rank 0 of a distributed run waits for the others first)."""
+    from .output import finalize, wait_for_shards
+
     if plan.num_shards > 1:
         # Rank 0 of a distributed run. Waiting on the disk, not a collective
         # barrier: after a resume one rank may have hours less to do than another,
@@ -209,52 +281,28 @@ def run_job(cfg: JobConfig) -> JobResult:
     return JobResult(cfg.output_path, manifest, warnings=warnings)
 
 
+def _round(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 3)
+
+
+def _process_seconds() -> float:
+    """Seconds since this process started (interpreter start-up and imports included) on Linux; else since
+    batchscore was imported."""
+    try:
+        with open("/proc/self/stat") as stat:
+            start_ticks = int(stat.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as uptime:
+            return float(uptime.read().split()[0]) - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return time.time() - IMPORTED
+
+
 def _check_overlap(layout, source, spec: str) -> None:
     """The output may never be the input, nor hold it (an output inside the input folder is excluded instead)."""
     for location in [*source.files, source.root]:
         if location and layout.contains_url(location):
             raise OutputError(f"Output '{layout.url()}' would overwrite or hold the input '{spec}' ({location}); "
                               "write the output outside the input.")
-
-
-@dataclass
-class ShardPlan:
-    """Which chunks this process scores, and who writes the manifest.
-
-    Under `accelerate launch` / `torchrun` each rank is a shard; with
-    --num-shards K --shard-index I, rank r of W is shard I + K*r of K*W, so a
-    distributed run can itself be one independent worker.
-    """
-
-    shard: int
-    num_shards: int
-    main: bool  # rank 0: shows progress; finalizes a distributed run
-    finalizes: bool  # False for independent workers: `batchscore finalize` comes later
-    overwrite: str | None  # None | "all" | "shard", see ParquetSink
-    clear_first: bool  # distributed --overwrite: rank 0 clears before the others look
-    wait: object  # a barrier across ranks
-
-    @property
-    def label(self) -> str:
-        return f" (shard {self.shard} of {self.num_shards})" if self.num_shards > 1 else ""
-
-    def rows_to_do(self, num_rows: int, chunk_rows: int, committed) -> int:
-        chunks = -(-num_rows // chunk_rows)
-        return sum(min(chunk_rows, num_rows - c * chunk_rows) for c in range(self.shard, chunks, self.num_shards)
-                   if c not in committed)
-
-
-def shard_plan(cfg: JobConfig, accelerator) -> ShardPlan:
-    rank, world = accelerator.process_index, accelerator.num_processes
-    independent = cfg.num_shards is not None
-    shard, num_shards = (cfg.shard_index + cfg.num_shards * rank, cfg.num_shards * world) if independent \
-        else (rank, world)
-    overwrite = None
-    if cfg.overwrite:
-        overwrite = "shard" if independent else ("all" if rank == 0 else None)
-    return ShardPlan(shard, num_shards, main=accelerator.is_main_process, finalizes=not independent,
-                     overwrite=overwrite, clear_first=cfg.overwrite and not independent and world > 1,
-                     wait=accelerator.wait_for_everyone)
 
 
 def chunk_stats(work, labels) -> dict:

@@ -64,6 +64,10 @@ class Source:
     root: str | None = None  # the file, folder or glob base the files were found under
 
     file_columns: dict = field(default_factory=dict)  # file -> its columns (folders and globs of files)
+    # (columns, start, stop) -> batches of rows [start, stop), where the input can start at any row (Parquet,
+    # saved datasets); None where it must be read from the start (CSV, TSV, JSONL, Hub streams).
+    read_rows: Callable | None = None
+    rows_decoded: int = 0  # rows read_rows has parsed in this process, skipped ones included
 
     def require(self, columns: list[str], text_column: str) -> None:
         """Every file must have every column the output keeps: a file without one is refused, not filled with nulls."""
@@ -222,6 +226,8 @@ def _open_files(spec: str, text_column: str, encoding: str | None = None, exclud
                     local=local, root=_display(fs, root))
     if fmt == "csv":
         source.verify = lambda: [reader.text.find_open_quote(fs, f, _display(fs, f)) for f in files]
+    if fmt == "parquet":
+        source.read_rows = _ParquetRows(reader, files_schema, partitions, source).read
     source.file_columns = {_display(fs, f): [*schemas[f].names, *partitions.fields] for f in files}
     return source
 
@@ -264,18 +270,80 @@ class _ParquetFiles:
     def schemas(self) -> dict:
         return {path: self.fragments[path].physical_schema for path in self.files}
 
+    def row_groups(self, path: str) -> list:
+        """(fragment of one row group, its row count) for each row group of `path`, in file order."""
+        return [(group, group.row_groups[0].num_rows) for group in self.fragments[path].split_by_row_group()]
+
     def batches(self, path: str, schema, columns):
-        where = _display(self.fs, path)
-        file_schema = schema.remove_metadata()
         # Row group by row group, so that a bad value is reported with where it is.
-        for group in self.fragments[path].split_by_row_group():
-            at = f"{where}, row group {group.row_groups[0].id}"
-            try:
-                for batch in group.to_batches(schema=file_schema, columns=columns, batch_size=READ_BATCH_ROWS):
-                    _check_utf8(batch, at)
-                    yield batch
-            except (ArrowError, OSError) as exc:
-                raise InputError(_unreadable(at, "parquet", exc)) from None
+        for group, _ in self.row_groups(path):
+            yield from self.group_batches(path, group, schema, columns)
+
+    def group_batches(self, path: str, group, schema, columns):
+        at = f"{_display(self.fs, path)}, row group {group.row_groups[0].id}"
+        try:
+            for batch in group.to_batches(schema=schema.remove_metadata(), columns=columns,
+                                          batch_size=READ_BATCH_ROWS):
+                _check_utf8(batch, at)
+                yield batch
+        except (ArrowError, OSError) as exc:
+            raise InputError(_unreadable(at, "parquet", exc)) from None
+
+
+class _ParquetRows:
+    """Rows [start, stop) of Parquet files, found through their footers' row counts: only the row groups
+    that hold them are read.
+
+    A request that starts at or after where the previous one stopped, in the
+    same row group, continues that row group's reader, so a process that reads
+    its chunks in order decodes each row group once.
+    """
+
+    def __init__(self, reader: _ParquetFiles, schema, partitions, source: Source):
+        self.reader, self.schema, self.partitions, self.source = reader, schema, partitions, source
+        self.groups, self.starts = [], []
+        row = 0
+        for path in reader.files:
+            for group, rows in reader.row_groups(path):
+                self.groups.append((path, group))
+                self.starts.append(row)
+                row += rows
+        self._cursor = None  # [group position, batch iterator, row of its next batch, columns, leftover batch]
+
+    def _open(self, position: int, columns):
+        path, group = self.groups[position]
+        wanted = None if columns is None else [c for c in columns if c not in self.partitions.fields]
+        batches = (self.partitions.add(b, path, columns)
+                   for b in self.reader.group_batches(path, group, self.schema, wanted))
+        return [position, batches, self.starts[position], columns, None]
+
+    def read(self, columns, start: int, stop: int):
+        import bisect
+
+        if not self.groups:
+            return
+        position = max(bisect.bisect_right(self.starts, start) - 1, 0)
+        cursor = self._cursor
+        if cursor is None or cursor[0] != position or cursor[2] > start or cursor[3] != columns:
+            cursor = self._cursor = self._open(position, columns)
+        while cursor[2] < stop:
+            batch, cursor[4] = cursor[4], None
+            if batch is None:
+                batch = next(cursor[1], None)
+                if batch is None:  # this row group is done: on to the next, if any
+                    if cursor[0] + 1 >= len(self.groups):
+                        return
+                    cursor = self._cursor = self._open(cursor[0] + 1, columns)
+                    continue
+                self.source.rows_decoded += batch.num_rows
+            low, high = max(start - cursor[2], 0), min(stop - cursor[2], batch.num_rows)
+            if low < high:
+                yield batch.slice(low, high - low)
+            if high < batch.num_rows:  # the rest waits for the next request
+                cursor[4] = batch.slice(high)
+                cursor[2] += high
+                return
+            cursor[2] += batch.num_rows
 
 
 def _check_utf8(batch, where: str) -> None:
@@ -505,10 +573,19 @@ def _open_saved_dataset(path: str, split: str) -> Source:
         if split not in loaded:
             raise InputError(f"Split '{split}' not in '{path}'; splits are: {', '.join(loaded)}. Pass --split.")
         loaded = loaded[split]
-    return Source(f"{path} (saved dataset, split {split})", [path], loaded.features.arrow_schema,
-                  loaded.num_rows, lambda columns: _arrow_iter(loaded, columns),
-                  fingerprint={"saved_dataset": os.path.abspath(path), "split": split,
-                               "dataset_fingerprint": loaded._fingerprint})
+    source = Source(f"{path} (saved dataset, split {split})", [path], loaded.features.arrow_schema,
+                    loaded.num_rows, lambda columns: _arrow_iter(loaded, columns),
+                    fingerprint={"saved_dataset": os.path.abspath(path), "split": split,
+                                 "dataset_fingerprint": loaded._fingerprint})
+
+    def read_rows(columns, start, stop):
+        # Memory-mapped Arrow files: a slice reads only its own rows.
+        source.rows_decoded += max(min(stop, loaded.num_rows) - start, 0)
+        dataset = loaded if columns is None else loaded.select_columns(columns)
+        yield dataset.with_format("arrow")[start:stop]
+
+    source.read_rows = read_rows
+    return source
 
 
 def _open_hub_dataset(name: str, split: str, dataset_config: str | None) -> Source:

@@ -7,7 +7,7 @@ from .finalize import Finalized, finalize, wait_for_shards
 from .identity import run_identity
 from .layout import Layout
 from .manifest import read_manifest
-from .writer import OutputWriter, check_output
+from .writer import OutputWriter, check_output, listed_chunks
 
-__all__ = ["Finalized", "Layout", "OutputWriter", "check_output", "finalize", "read_manifest", "run_identity",
-           "wait_for_shards"]
+__all__ = ["Finalized", "Layout", "OutputWriter", "check_output", "finalize", "listed_chunks", "read_manifest",
+           "run_identity", "wait_for_shards"]

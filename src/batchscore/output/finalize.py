@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..errors import OutputError
+from ..plan import owner
 from .layout import MANIFEST, MANIFEST_KEY, MARKER, RECORDS, SUCCESS, Layout, part_index, part_name
 from .lease import open_lease
 from .manifest import manifest_bytes, output_schema, part_identity, part_stats, read_complete, sum_stats, tidy_complete
@@ -69,7 +70,7 @@ def _rerun_hint(chunks: list[int], markers: list[dict]) -> str:
     if len(counts) != 1 or counts == {1}:
         return "rerun the shards that own them"
     k = counts.pop()
-    shards = sorted({c % k for c in chunks})
+    shards = sorted({owner(c, k) for c in chunks})
     flag = f"--shard-index {shards[0]}" if len(shards) == 1 else "--shard-index I for each"
     return f"rerun shard {_listing(shards)} of {k} (--num-shards {k} {flag})"
 
@@ -138,6 +139,9 @@ def _combine(markers: list[dict]) -> dict:
         "seconds_to_first_chunk": min(firsts) if firsts else None,
         "device": ", ".join(sorted({str(f.get("device")) for f in facts})),
         "resumed_chunks": sum(f.get("resumed_chunks", 0) for f in facts),
+        "rows_read": sum(f.get("rows_read", 0) for f in facts),
+        "rows_checked": sum(f.get("rows_checked", 0) for f in facts),
+        "startup_seconds": max(f.get("startup_seconds", 0) for f in facts),
         "threads": max(f.get("threads") or 0 for f in facts) or None,  # per shard; each shard's is in "shards"
         "shards": facts,
     }

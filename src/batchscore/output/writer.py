@@ -16,6 +16,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from ..errors import OutputError
+from ..plan import owner
 from .identity import run_hash
 from .layout import (
     CHUNK_KEY,
@@ -84,6 +85,11 @@ def check_output(layout: Layout, overwrite: bool) -> str | None:
     return "started" if exists and not complete else ("complete" if complete else None)
 
 
+def listed_chunks(layout: Layout) -> set[int]:
+    """Chunks whose parts are in OUT now, unchecked: what a rerun will most likely skip."""
+    return {i for i in map(part_index, Store(layout).names()) if i is not None}
+
+
 def refuse_foreign(layout: Layout, path: str, footer: dict | None) -> dict | None:
     """A readable Parquet file without batchscore's metadata is someone else's: never touch it."""
     if footer is not None and not is_ours(footer):
@@ -126,7 +132,7 @@ class OutputWriter:
         self._pending: list[Future] = []
 
     def _mine(self, index: int) -> bool:
-        return index % self.num_shards == self.shard
+        return owner(index, self.num_shards) == self.shard
 
     # --- set-up ---------------------------------------------------------------------------------------------
 

@@ -15,6 +15,18 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
+
+
+def _cuda_visible() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+# For tests of what happens on a machine without a GPU (CPU defaults, int8, fp16 refused): on a GPU machine the
+# same job takes the GPU path, so they are skipped there rather than failing for the wrong reason.
+cpu_only = pytest.mark.skipif(_cuda_visible(), reason="checks CPU-only behaviour; a CUDA device is visible")
+
 COURSE_SENTENCES = [
     "I've been waiting for a HuggingFace course my whole life.",
     "I hate this so much!",
@@ -180,3 +192,12 @@ def fails_untouched(input_path, model, outputs, exit_code, *fragments, extra=(),
     if before == {}:
         assert not os.path.exists(out)
     return line
+
+
+def pipeline_oracle(model_dir, texts, device="cpu", dtype=None, **call):
+    """transformers.pipeline's results for `texts` (the oracle for scores); `call` goes to the pipeline call."""
+    from transformers import pipeline
+
+    kwargs = {"dtype": dtype} if dtype is not None else {}
+    pipe = pipeline("text-classification", model=str(model_dir), device=device, **kwargs)
+    return pipe(list(texts), truncation=True, **call)

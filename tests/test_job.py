@@ -5,7 +5,7 @@ import pyarrow.parquet as pq
 from click.testing import CliRunner
 
 from batchscore.cli import main
-from conftest import manifest_of
+from conftest import cpu_only, manifest_of
 from test_parity import mixed_texts
 
 
@@ -45,6 +45,7 @@ def test_bf16_on_cpu_runs_and_mostly_agrees_with_fp32(tiny_model, tmp_path):
     assert same >= 0.9 * len(texts)
 
 
+@cpu_only
 def test_fp16_on_cpu_is_a_usage_error(tiny_model, tmp_path):
     src, _ = write_input(tmp_path, 5)
     result = run([str(src), "--model", tiny_model, "-o", str(tmp_path / "out"), "--precision", "fp16"])
@@ -69,6 +70,7 @@ def test_max_length_truncates_and_changes_scores(tiny_model, tmp_path):
             assert abs(row["score"] - expected["score"]) < 1e-5
 
 
+@cpu_only
 def test_int8_runs_and_agrees_with_fp32(tiny_model, tmp_path):
     src, texts = write_input(tmp_path)
     tables = {}
@@ -86,6 +88,7 @@ def test_int8_runs_and_agrees_with_fp32(tiny_model, tmp_path):
     assert json_manifest(tmp_path / "int8")["config"]["precision"] == "int8"
 
 
+@cpu_only
 def test_batch_tokens_default_depends_on_device(tiny_model, tmp_path):
     from batchscore.config import CPU_BATCH_TOKENS
 

@@ -56,3 +56,30 @@ def test_pad_multiple_of_8(tiny_model):
                         batch_tokens=1000, pad_multiple=8)
     assert [b.inputs["input_ids"].shape[1] % 8 for b in work.batches] == [0] * len(work.batches)
     assert np.array_equal(np.sort(np.concatenate([b.positions for b in work.batches])), [0, 1])
+
+
+def test_numpy_padding_equals_tokenizer_pad(tiny_model):
+    """pad_rows builds the same tensors as tokenizer.pad, for either padding side and any multiple."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from batchscore.batches import _flatten, _pad_value, pad_rows
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    texts = ["ok", "I hate this so much!", "a much longer sentence about nothing at all, really", "x y z"]
+    encoded = tokenizer(texts, truncation=True, max_length=512)
+    names = [n for n in tokenizer.model_input_names if n in encoded]
+    assert "token_type_ids" in names and "attention_mask" in names
+    lengths = np.array([len(r) for r in encoded["input_ids"]])
+    flat = {n: _flatten(encoded[n], int(lengths.sum())) for n in names}
+    starts = np.cumsum(lengths) - lengths
+    group = np.array([3, 0, 2])  # any subset, in any order
+    for side in ("right", "left"):
+        tokenizer.padding_side = side
+        for multiple in (None, 8):
+            features = {n: [encoded[n][i] for i in group] for n in names}
+            expected = tokenizer.pad(features, padding=True, pad_to_multiple_of=multiple, return_tensors="pt")
+            got = pad_rows(flat, {n: _pad_value(tokenizer, n) for n in names}, starts[group], lengths[group],
+                           multiple, left=side == "left")
+            for name in names:
+                assert torch.equal(got[name], expected[name]), (side, multiple, name)

@@ -98,14 +98,54 @@ def encode_chunk(chunk: Chunk, *, text_column: str, out_columns: list[str], toke
     work.truncated_rows = sum(1 for e in encoded.encodings if e.overflowing)
     work.real_tokens = int(lengths.sum())
     names = [n for n in tokenizer.model_input_names if n in encoded]
+    flat = {n: _flatten(encoded[n], work.real_tokens) for n in names}
+    pad_values = {n: _pad_value(tokenizer, n) for n in names}
+    offsets = np.cumsum(lengths) - lengths  # where each row starts in the flat arrays
     for group in cut_batches(lengths, batch_tokens, pad_multiple):
-        features = {n: [encoded[n][i] for i in group] for n in names}
         # Dynamic padding: to the batch's own longest row, never to the model max.
-        padded = tokenizer.pad(features, padding=True, pad_to_multiple_of=pad_multiple, return_tensors="pt")
-        inputs = {n: padded[n] for n in names}
+        inputs = pad_rows(flat, pad_values, offsets[group], lengths[group], pad_multiple,
+                          left=tokenizer.padding_side == "left")
         work.padded_tokens += int(inputs["input_ids"].numel())
         work.batches.append(Batch(positions[group], inputs))
     return work
+
+
+def _flatten(rows: list[list[int]], total: int) -> np.ndarray:
+    import itertools
+
+    return np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=total)
+
+
+def _pad_value(tokenizer, name: str) -> int:
+    # What tokenizer.pad fills in: the pad token's id, type id 0 (or the tokenizer's), mask 0.
+    if name == "input_ids":
+        return tokenizer.pad_token_id
+    if name == "token_type_ids":
+        return tokenizer.pad_token_type_id
+    return 0
+
+
+def pad_rows(flat: dict, pad_values: dict, starts: np.ndarray, lengths: np.ndarray, pad_multiple: int | None,
+             left: bool = False) -> dict:
+    """Padded LongTensors [rows, longest] for the rows at `starts` (with `lengths`) in the flat token arrays.
+
+    The same tensors as `tokenizer.pad`, built with whole-array numpy
+    operations instead of a Python loop over rows and tokens.
+    """
+    width = int(lengths.max())
+    if pad_multiple:
+        width = -(-width // pad_multiple) * pad_multiple
+    # Index of every real token in the flat arrays, row after row.
+    total = int(lengths.sum())
+    index = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths) + np.repeat(starts, lengths)
+    columns = np.arange(width)
+    real = columns >= (width - lengths)[:, None] if left else columns < lengths[:, None]
+    inputs = {}
+    for name, values in flat.items():
+        padded = np.full((len(lengths), width), pad_values[name], dtype=np.int64)
+        padded[real] = values[index]  # row-major order: each row's tokens land in its own real slots
+        inputs[name] = torch.from_numpy(padded)
+    return inputs
 
 
 class ChunkDataset(torch.utils.data.IterableDataset):

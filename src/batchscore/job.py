@@ -13,8 +13,6 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from . import __version__
 from .config import CPU_BATCH_TOKENS, GPU_BATCH_TOKENS, JobConfig
 from .errors import ConfigError, InputError, OutputError
@@ -219,7 +217,7 @@ def score_chunks(cfg: JobConfig, plan, given: _Input, loaded, sink, schema, fiel
     from tqdm.auto import tqdm
 
     from .batches import ChunkDataset
-    from .model import run_batch
+    from .model import chunk_logits
     from .plan import InputEnd
     from .postprocess import apply, result_columns, score_function
 
@@ -248,9 +246,7 @@ def score_chunks(cfg: JobConfig, plan, given: _Input, loaded, sink, schema, fiel
                 continue
             rows = work.chunk.num_rows
             scored.rows_read += work.chunk.rows_read
-            logits = np.zeros((rows, len(loaded.labels)), dtype=np.float32)
-            for batch in work.batches:
-                logits[batch.positions] = run_batch(loaded, batch.inputs)
+            logits = chunk_logits(loaded, work.batches, rows)
             columns = result_columns(apply(function, logits), work.valid, loaded.labels, cfg.top_k,
                                      cfg.result_prefix)
             table = pa.Table.from_arrays(

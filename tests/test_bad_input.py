@@ -18,9 +18,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import (
+    assert_error,
     assert_ok,
     build_model,
     fails_untouched,
+    invoke,
     manifest_of,
     run_score,
     tokenizer_dir,
@@ -368,3 +370,16 @@ def test_foreign_non_empty_output_folder(tmp_path, tiny_model, outputs, overwrit
     line = fails_untouched(good_csv(tmp_path), tiny_model, outputs, 5, "batchscore did not write", "--output",
                            out=out, extra=("--overwrite",) if overwrite else ())
     assert "data.csv" in line or "thesis.tex" in line
+
+
+def test_an_error_found_in_a_dataloader_worker_is_one_line(tmp_path, tiny_model):
+    """A remote text input is not parsed up front: a ragged row is found by a DataLoader worker process, and
+    its error reaches the user whole (not as the traceback text the DataLoader would wrap it in)."""
+    import fsspec
+
+    rows = "\n".join(f"{i},text {i}" for i in range(3000))
+    with fsspec.open("memory://worker-error/in.csv", "w") as fh:
+        fh.write("id,text\n" + rows + "\n1,2,3\n")
+    result = invoke(["score", "memory://worker-error/in.csv", "--model", tiny_model, "-o", tmp_path / "out",
+                     "--num-workers", "2", "--chunk-rows", "500", "--no-progress"])
+    assert_error(result, 3, "line 3002", "ragged CSV row")

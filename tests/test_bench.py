@@ -11,7 +11,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_bench_smoke(tmp_path):
     out = tmp_path / "results"
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--rows", "24", "--repeats", "1",
-                           "--model", "tiny", "--out", str(out)], capture_output=True, text=True, timeout=600)
+                           "--model", "tiny", "--out", str(out),
+                           "--plan-rows", "900", "--plan-chunk-rows", "100", "--plan-repeats", "1"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((out / "bench.json").read_text())
     systems = [row["system"] for row in report["table"]]
@@ -26,3 +27,10 @@ def test_bench_smoke(tmp_path):
     assert report["memory"]["rows_10x"] == 240
     assert report["texts"]["rows_over_256_tokens"] >= 1
     assert "| system |" in (out / "bench.md").read_text()
+    # The plan section: 9 parts; shards read only around their own chunks; a resume redoes 1 part.
+    plan = report["plan"]
+    assert (plan["rows"], plan["parts"], plan["redo_parts"]) == (900, 9, 1)
+    assert plan["rows_read"]["one_run"] == 900 and plan["rows_read"]["redo"] <= 900
+    assert len(plan["rows_read"]["shards"]) == 4
+    assert plan["feed"]["rows_per_s"] > 0 and plan["startup_s"] > 0
+    assert "Host feed rate" in (out / "bench.md").read_text()

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .errors import BatchscoreError
 from .plan import Chunk, InputEnd, Plan
 
 
@@ -169,6 +170,14 @@ class ChunkDataset(torch.utils.data.IterableDataset):
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        source = self.source if info is None and self.source is not None else self.open_source()
-        for item in self.plan.read(source, self.read_columns, worker, workers):
-            yield item if isinstance(item, InputEnd) else encode_chunk(item, **self.encode_args)
+        try:
+            source = self.source if info is None and self.source is not None else self.open_source()
+            for item in self.plan.read(source, self.read_columns, worker, workers):
+                yield item if isinstance(item, InputEnd) else encode_chunk(item, **self.encode_args)
+        except BatchscoreError as exc:
+            if info is None:
+                raise
+            # From a worker process, the DataLoader would re-raise it as a new exception whose message is a
+            # traceback: hand it over whole instead, for the job to raise (in chunk order, after the chunks
+            # before it).
+            yield exc

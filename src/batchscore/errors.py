@@ -18,10 +18,6 @@ class BatchscoreError(Exception):
     exit_code = 1
 
     def __init__(self, message: str):
-        if "Original Traceback" in message:
-            # Re-raised by a DataLoader worker as "Caught X in DataLoader worker...
-            # <traceback> ...X: <message>": keep our one line.
-            message = message.rstrip().splitlines()[-1].split(": ", 1)[-1]
         super().__init__(message)
         self.message = message
 

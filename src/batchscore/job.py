@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from . import __version__
 from .config import CPU_BATCH_TOKENS, GPU_BATCH_TOKENS, JobConfig
-from .errors import ConfigError, InputError, OutputError
+from .errors import BatchscoreError, ConfigError, InputError, OutputError
 
 RESULT_COLUMNS = ("label", "score", "scores")
 IMPORTED = time.time()
@@ -239,6 +239,8 @@ def score_chunks(cfg: JobConfig, plan, given: _Input, loaded, sink, schema, fiel
     with tqdm(total=plan.rows_to_do(), unit="rows", desc=f"scoring{plan.label}",
               disable=not _progress_enabled(cfg, plan), file=sys.stderr, dynamic_ncols=True) as bar:
         for work in loader:
+            if isinstance(work, BatchscoreError):  # a DataLoader worker's, with its one-line message
+                raise work
             if isinstance(work, InputEnd):
                 # Every worker ends with one; they agree on the chunk count.
                 scored.num_chunks = work.num_chunks

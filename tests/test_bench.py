@@ -12,7 +12,8 @@ def test_bench_smoke(tmp_path):
     out = tmp_path / "results"
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--rows", "24", "--repeats", "1",
                            "--model", "tiny", "--out", str(out),
-                           "--plan-rows", "900", "--plan-chunk-rows", "100", "--plan-repeats", "1"], capture_output=True, text=True, timeout=600)
+                           "--plan-rows", "900", "--plan-chunk-rows", "100", "--plan-repeats", "1"],
+                          capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((out / "bench.json").read_text())
     systems = [row["system"] for row in report["table"]]

@@ -255,7 +255,7 @@ def test_a_built_model_folder_is_readable_by_others(tmp_path, monkeypatch):
     """mkdtemp makes 0700 folders; the model folder gets the umask's usual mode, for other service accounts."""
     import stat
 
-    import batchscore.build_model as build_model
+    import batchscore.build_model.builder as build_model
 
     class Saves:
         def save_pretrained(self, path):

@@ -337,13 +337,18 @@ class _ParquetRows:
                     continue
                 self.source.rows_decoded += batch.num_rows
             low, high = max(start - cursor[2], 0), min(stop - cursor[2], batch.num_rows)
-            if low < high:
-                yield batch.slice(low, high - low)
-            if high < batch.num_rows:  # the rest waits for the next request
+            piece = batch.slice(low, high - low) if low < high else None
+            # The cursor moves before the rows are handed out: a caller that stops early loses nothing.
+            done = high < batch.num_rows
+            if done:  # the rest waits for the next request
                 cursor[4] = batch.slice(high)
                 cursor[2] += high
+            else:
+                cursor[2] += batch.num_rows
+            if piece is not None:
+                yield piece
+            if done:
                 return
-            cursor[2] += batch.num_rows
 
 
 def _check_utf8(batch, where: str) -> None:

@@ -5,9 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow  # over 10 s: make test-slow
 def test_bench_smoke(tmp_path):
     out = tmp_path / "results"
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--rows", "24", "--repeats", "1",

@@ -238,6 +238,7 @@ def footer_config(fs, keys: list[str]) -> dict[str, dict]:
     return found
 
 
+@pytest.mark.slow  # over 10 s: make test-slow
 def test_live_writer_keeps_a_second_run_out(s3_server, bucket, s3_fs, tiny_model, env):
     folder = f"{bucket}/out"
     args = job(f"s3://{bucket}/in/", tiny_model, f"s3://{folder}/", chunk=1)  # 600 tiny chunks: a slow writer

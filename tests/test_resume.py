@@ -84,6 +84,7 @@ def assert_clean_and_complete(out: Path, reference):
     assert manifest["chunks"] == ROWS // CHUNK
 
 
+@pytest.mark.slow  # over 10 s: make test-slow
 def test_sigkill_at_random_points_then_rerun(corpus, tiny_model, reference, tmp_path):
     rng = random.Random(11)
     chunks = ROWS // CHUNK

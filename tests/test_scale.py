@@ -236,6 +236,7 @@ def test_two_ranks_equal_one_process(corpus, tiny_model, reference, tmp_path):
     assert all(os.path.exists(out / f"part-{c:06d}.parquet") for c in range(20))
 
 
+@pytest.mark.slow  # over 10 s: make test-slow
 def test_more_ranks_than_chunks(corpus, tiny_model, tmp_path):
     out = tmp_path / "out"
     code, err = finish(torchrun(2, job(corpus, tiny_model, out, "--limit", "50")))
@@ -264,6 +265,7 @@ def children(pid: int) -> list[int]:
     return sorted(found)
 
 
+@pytest.mark.slow  # over 10 s: make test-slow
 def test_kill_one_rank_then_rerun_gives_exactly_once(corpus, tiny_model, reference, tmp_path):
     out = tmp_path / "out"
     args = job(corpus, tiny_model, out, "--batch-tokens", "256")

@@ -135,7 +135,7 @@ def score(config_file, **cli_values):
       batchscore score labelled.parquet --result-prefix pred_ -o scored/   # keeps its label column
       BATCHSCORE_BATCH_TOKENS=32768 batchscore score big.jsonl --config configs/sst2.yaml
     """
-    from .job import run_job
+    from .job import process_start_time, run_job
 
     early = _log_settings(cli_values)
     configure(**early)
@@ -146,7 +146,7 @@ def score(config_file, **cli_values):
     def run():
         cfg = build_config(cli_values, config_file=config_file)
         configure(quiet=cfg.quiet, verbose=cfg.verbose, log_format=cfg.log_format)  # the config file may set them
-        return cfg, run_job(cfg)
+        return cfg, run_job(cfg, process_start_time())
 
     cfg, result = _guarded(run, early["verbose"])
     for warning in result.warnings:

@@ -18,7 +18,6 @@ from .config import CPU_BATCH_TOKENS, GPU_BATCH_TOKENS, JobConfig
 from .errors import BatchscoreError, ConfigError, InputError, OutputError
 
 RESULT_COLUMNS = ("label", "score", "scores")
-IMPORTED = time.time()
 
 
 @dataclass
@@ -128,7 +127,9 @@ def check_input(cfg: JobConfig, layout, given: _Input, held: str | None) -> tupl
     return rows, (source.rows_decoded - before) if source.read_rows is not None else rows
 
 
-def run_job(cfg: JobConfig) -> JobResult:
+def run_job(cfg: JobConfig, process_started: float | None = None) -> JobResult:
+    """Score cfg.input into cfg.output_path. `process_started` (time.time() of the process start, which the
+    CLI passes) makes `startup_seconds` include interpreter start-up and imports; else it counts from here."""
     import pyarrow as pa
 
     from .model import load_model
@@ -180,7 +181,7 @@ def run_job(cfg: JobConfig) -> JobResult:
         if sink.committed:
             warnings.append(f"Resuming: {len(sink.committed)} chunks already committed in {cfg.output_path}.")
         plan = plan.with_committed(sink.committed)
-        startup = _process_seconds()
+        startup = time.time() - (process_started or started)
         scored = score_chunks(cfg, plan, given, loaded, sink, schema, fields, workers, batch_tokens)
         sink.finish_shard({
             "input": source.description,
@@ -283,16 +284,16 @@ def _round(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds, 3)
 
 
-def _process_seconds() -> float:
-    """Seconds since this process started (interpreter start-up and imports included) on Linux; else since
-    batchscore was imported."""
+def process_start_time() -> float | None:
+    """time.time() at which this process started (Linux: from /proc), or None where unknown."""
     try:
         with open("/proc/self/stat") as stat:
             start_ticks = int(stat.read().rsplit(")", 1)[1].split()[19])
         with open("/proc/uptime") as uptime:
-            return float(uptime.read().split()[0]) - start_ticks / os.sysconf("SC_CLK_TCK")
+            age = float(uptime.read().split()[0]) - start_ticks / os.sysconf("SC_CLK_TCK")
+        return time.time() - age
     except (OSError, ValueError, IndexError):
-        return time.time() - IMPORTED
+        return None
 
 
 def _check_overlap(layout, source, spec: str) -> None:

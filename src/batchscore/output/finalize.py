@@ -124,27 +124,43 @@ def _finalize_held(layout: Layout, store: Store) -> Finalized:
     return Finalized(manifest, warnings=warnings)
 
 
+# The run facts a shard records in its marker (job.py), and how the manifest of a sharded output combines
+# them; each shard's own facts are kept under "shards".
+RUN_FACTS = {
+    "input": "first",
+    "input_files": "first",
+    "seconds": "max",  # the slowest shard's wall time
+    "startup_seconds": "max",
+    "model_load_seconds": "max",
+    "seconds_to_first_chunk": "min",
+    "device": "join",
+    "host": None,  # per shard only
+    "resumed_chunks": "sum",
+    "rows_read": "sum",
+    "rows_checked": "sum",
+    "threads": "max",  # per shard; each shard's is in "shards"
+}
+_COMBINE = {
+    "first": lambda values: values[0],
+    "max": max,
+    "min": min,
+    "sum": sum,
+    "join": lambda values: ", ".join(sorted({str(v) for v in values})),
+}
+
+
 def _combine(markers: list[dict]) -> dict:
     """One shard's run facts, or the facts of all shards together."""
     markers = sorted(markers, key=lambda m: (m["num_shards"], m["shard"]))
     facts = [{k: v for k, v in m.items() if k not in ("num_chunks", "run", "written")} for m in markers]
     if len(facts) == 1:
         return {k: v for k, v in facts[0].items() if k not in ("shard", "num_shards")}
-    firsts = [f["seconds_to_first_chunk"] for f in facts if f.get("seconds_to_first_chunk") is not None]
-    return {
-        "input": facts[0].get("input"),
-        "input_files": facts[0].get("input_files"),
-        "seconds": max(f.get("seconds", 0) for f in facts),  # the slowest shard's wall time
-        "model_load_seconds": max(f.get("model_load_seconds", 0) for f in facts),
-        "seconds_to_first_chunk": min(firsts) if firsts else None,
-        "device": ", ".join(sorted({str(f.get("device")) for f in facts})),
-        "resumed_chunks": sum(f.get("resumed_chunks", 0) for f in facts),
-        "rows_read": sum(f.get("rows_read", 0) for f in facts),
-        "rows_checked": sum(f.get("rows_checked", 0) for f in facts),
-        "startup_seconds": max(f.get("startup_seconds", 0) for f in facts),
-        "threads": max(f.get("threads") or 0 for f in facts) or None,  # per shard; each shard's is in "shards"
-        "shards": facts,
-    }
+    combined = {}
+    for name, how in RUN_FACTS.items():
+        values = [f[name] for f in facts if f.get(name) is not None]
+        if how is not None:
+            combined[name] = _COMBINE[how](values) if values else None
+    return {**combined, "shards": facts}
 
 
 def _merge(layout: Layout, store: Store, committed: list[int], schema, manifest: dict) -> None:

@@ -120,15 +120,23 @@ def assert_error(result, exit_code: int, *fragments: str) -> str:
     return lines[0]
 
 
-def manifest_of(out) -> dict:
-    """The manifest, read with plain pyarrow: the footer of `_manifest.parquet`, or of the single merged file."""
+def manifest_of(out, fs=None) -> dict:
+    """The manifest, read with plain pyarrow: the footer of `_manifest.parquet`, or of the single merged file.
+
+    With `fs` (an fsspec filesystem, e.g. the `s3_fs` fixture), `out` is a path on it: "bucket/prefix"."""
     import json
 
     import pyarrow.parquet as pq
 
     out = str(out)
-    where = out if out.endswith(".parquet") else os.path.join(out, "_manifest.parquet")
-    return json.loads(pq.read_schema(where).metadata[b"batchscore.manifest"])
+    if fs is None:
+        where = out if out.endswith(".parquet") else os.path.join(out, "_manifest.parquet")
+        schema = pq.read_schema(where)
+    else:
+        where = out if out.endswith(".parquet") else f"{out.rstrip('/')}/_manifest.parquet"
+        with fs.open(where, "rb") as fh:
+            schema = pq.read_schema(fh)
+    return json.loads(schema.metadata[b"batchscore.manifest"])
 
 
 def output_names(out) -> list[str]:
@@ -173,8 +181,8 @@ def outputs(tmp_path):
     return folder
 
 
-def run_score(input_path, model, out, *extra):
-    return invoke(["score", input_path, "--model", model, "-o", out, "--no-progress", *extra])
+def run_score(input_path, model, out, *extra, env=None):
+    return invoke(["score", input_path, "--model", model, "-o", out, "--no-progress", *extra], env=env)
 
 
 def assert_ok(result):

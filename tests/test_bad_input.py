@@ -24,6 +24,7 @@ from conftest import (
     fails_untouched,
     invoke,
     manifest_of,
+    pipeline_oracle,
     run_score,
     tokenizer_dir,
 )
@@ -45,14 +46,6 @@ def tokenizer(tiny_model):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(tiny_model)
-
-
-def pipeline_scores(model_dir, texts):
-    """The oracle: transformers.pipeline on the same texts."""
-    from transformers import pipeline
-
-    pipe = pipeline("text-classification", model=model_dir, device="cpu")
-    return pipe(list(texts), truncation=True)
 
 
 # ------------------------------------------------------------------ input: missing, empty, zero rows
@@ -104,7 +97,7 @@ def test_numeric_text_column_is_scored_as_its_string_form(tmp_path, tiny_model, 
     table = pq.read_table(str(out))
     assert table.column("text").to_pylist() == values  # kept as input, unchanged
     assert table.column("label").null_count == 0 and table.column("score").null_count == 0
-    expected = pipeline_scores(tiny_model, [str(v) for v in values])
+    expected = pipeline_oracle(tiny_model, [str(v) for v in values])
     assert table.column("label").to_pylist() == [e["label"] for e in expected]
     np.testing.assert_allclose(table.column("score").to_pylist(), [e["score"] for e in expected], atol=1e-5)
     assert manifest_of(out)["scored_rows"] == len(values)
@@ -157,7 +150,7 @@ def test_text_longer_than_the_model_limit_is_truncated_and_counted(tmp_path, tin
     table = pq.read_table(str(out))
     assert table.column("text").to_pylist() == texts  # the stored text is never cut
     assert table.column("label").is_null().to_pylist() == [not t.strip() for t in texts]
-    oracle = pipeline_scores(tiny_model, [t for t in texts if t.strip()])
+    oracle = pipeline_oracle(tiny_model, [t for t in texts if t.strip()])
     scored = [s for s, t in zip(table.column("score").to_pylist(), texts) if t.strip()]
     np.testing.assert_allclose(scored, [e["score"] for e in oracle], atol=1e-5)
 
@@ -309,7 +302,7 @@ def test_pickle_only_weights_need_allow_pickle(tmp_path, outputs, pickle_only_mo
     assert_ok(run_score(src, str(pickle_only_model), out, "--allow-pickle"))
     table = pq.read_table(str(out))
     assert table.column("label").null_count == 0
-    expected = pipeline_scores(str(pickle_only_model), ["I love it", "I hate it"])
+    expected = pipeline_oracle(str(pickle_only_model), ["I love it", "I hate it"])
     np.testing.assert_allclose(table.column("score").to_pylist(), [e["score"] for e in expected], atol=1e-5)
 
 

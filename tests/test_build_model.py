@@ -16,7 +16,7 @@ from batchscore.build_model import (
     split_sets,
     train,
 )
-from conftest import build_model
+from conftest import build_model, pipeline_oracle
 
 POSITIVE = ["I love this, wonderful", "great fun, loved it", "what a delight", "brilliant and happy",
             "so good, amazing work", "best day ever", "lovely, just lovely", "superb, I adore it"]
@@ -109,7 +109,7 @@ def test_training_lowers_the_loss(tmp_path):
 
 
 def test_build_writes_a_reloadable_deterministic_model(tmp_path, fake_sdist):
-    from transformers import AutoModelForSequenceClassification, pipeline
+    from transformers import AutoModelForSequenceClassification
 
     base = build_model(tmp_path / "base", "bert", num_labels=2)
     recipe = Recipe(epochs=3, batch_size=8, learning_rate=1e-3, test_fraction=0.25)
@@ -123,8 +123,7 @@ def test_build_writes_a_reloadable_deterministic_model(tmp_path, fake_sdist):
     assert (outs[0] / "model.safetensors").read_bytes() == (outs[1] / "model.safetensors").read_bytes()
     model = AutoModelForSequenceClassification.from_pretrained(outs[0])
     assert model.config.id2label == {0: "NEGATIVE", 1: "POSITIVE"}
-    pipe = pipeline("text-classification", model=str(outs[0]), device="cpu")
-    assert pipe("great fun")[0]["label"] in ("NEGATIVE", "POSITIVE")
+    assert pipeline_oracle(outs[0], ["great fun"])[0]["label"] in ("NEGATIVE", "POSITIVE")
     card = (outs[0] / "README.md").read_text()
     assert format_table(report["evaluation"]) in card
     saved = json.loads((outs[0] / "build_report.json").read_text())

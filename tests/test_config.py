@@ -7,11 +7,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from click.testing import CliRunner
 
-from batchscore.cli import main
 from batchscore.config import OPTIONS, REFERENCE_MODEL, REFERENCE_REVISION, JobConfig, build_config, load_config_file
 from batchscore.errors import ConfigError
+from conftest import invoke
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -259,18 +258,11 @@ def test_shipped_config_loads(name):
 # ------------------------------------------------------------------ through the CLI
 
 
-def _run(args, env):
-    result = CliRunner().invoke(main, [str(a) for a in args], env=env)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
-
-
 def test_env_var_changes_the_job(tmp_path, tiny_model):
     texts = ["good", "", "awful film"]
     pq.write_table(pa.table({"text": pa.array(texts, pa.string())}), tmp_path / "in.parquet")
     out = tmp_path / "out"
-    result = _run(["score", tmp_path / "in.parquet", "-o", out, "--no-progress"],
+    result = invoke(["score", tmp_path / "in.parquet", "-o", out, "--no-progress"],
                   env={"BATCHSCORE_TOP_K": "all", "BATCHSCORE_MODEL": tiny_model})
     assert result.exit_code == 0, result.output
     table = pq.read_table(str(out))
@@ -291,7 +283,7 @@ def test_config_file_changes_the_job(tmp_path, tiny_model):
                    tmp_path / "in.parquet")
     config = write_yaml(tmp_path / "job.yaml", f"text_column: body\nkeep_columns: n\nmodel: {tiny_model}\n")
     out = tmp_path / "out"
-    result = _run(["score", tmp_path / "in.parquet", "--config", config, "-o", out, "--no-progress"], env={})
+    result = invoke(["score", tmp_path / "in.parquet", "--config", config, "-o", out, "--no-progress"], env={})
     assert result.exit_code == 0, result.output
     table = pq.read_table(str(out))
     assert table.column_names == ["n", "label", "score"]
@@ -304,7 +296,7 @@ def test_config_env_var_and_cli_override_through_the_cli(tmp_path, tiny_model):
     config = write_yaml(tmp_path / "job.yaml", "text_column: text\nkeep_columns: none\n")
     out = tmp_path / "out"
     # File says text (all empty); the CLI says body: body wins, so every row is scored.
-    result = _run(["score", tmp_path / "in.parquet", "--text-column", "body", "--model", tiny_model, "-o", out,
+    result = invoke(["score", tmp_path / "in.parquet", "--text-column", "body", "--model", tiny_model, "-o", out,
                    "--no-progress"], env={"BATCHSCORE_CONFIG": config})
     assert result.exit_code == 0, result.output
     table = pq.read_table(str(out))
@@ -314,7 +306,7 @@ def test_config_env_var_and_cli_override_through_the_cli(tmp_path, tiny_model):
 
 def test_bad_config_file_through_the_cli(tmp_path):
     config = write_yaml(tmp_path / "job.yaml", "txt_column: body\n")
-    result = _run(["score", tmp_path / "in.csv", "--config", config], env={})
+    result = invoke(["score", tmp_path / "in.csv", "--config", config], env={})
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and "txt_column" in lines[0]

@@ -25,7 +25,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import assert_ok, fails_untouched, run_score
+from conftest import assert_ok, fails_untouched, pipeline_oracle, run_score
 
 LABELS = {"NEGATIVE", "POSITIVE"}
 READ_BLOCK = 1 << 22  # pyarrow's (and batchscore's) first read block: 4 MiB
@@ -250,15 +250,13 @@ def test_compressed_input_gives_the_same_table(name, tmp_path, tiny_model, plain
 
 
 def test_compressed_jsonl_matches_the_pipeline(tmp_path, tiny_model):
-    from transformers import pipeline
-
     texts = [r["text"] for r in CSV_ROWS if r["text"]] + ["the movie was great", "awful service, never again"]
     src = tmp_path / "reviews.jsonl.gz"
     src.write_bytes(gzip.compress(jsonl_bytes([{"row": i, "text": t} for i, t in enumerate(texts)])))
     table = scored(src, tiny_model, tmp_path / "out")
     assert table.column("row").to_pylist() == list(range(len(texts)))
     assert table.column("text").to_pylist() == texts
-    expected = pipeline("text-classification", model=tiny_model, device="cpu")(texts, truncation=True)
+    expected = pipeline_oracle(tiny_model, texts)
     assert table.column("label").to_pylist() == [e["label"] for e in expected]
     np.testing.assert_allclose(table.column("score").to_pylist(), [e["score"] for e in expected], atol=1e-5)
 

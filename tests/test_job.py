@@ -2,15 +2,9 @@
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from click.testing import CliRunner
 
-from batchscore.cli import main
-from conftest import cpu_only, manifest_of
+from conftest import cpu_only, manifest_of, pipeline_oracle, run_score
 from test_parity import mixed_texts
-
-
-def run(args):
-    return CliRunner().invoke(main, ["score", *args, "--no-progress"])
 
 
 def write_input(tmp_path, n=200):
@@ -25,8 +19,7 @@ def test_dataloader_workers_give_the_same_output_as_none(tiny_model, tmp_path):
     tables = []
     for workers in ("0", "2"):
         out = tmp_path / f"out{workers}"
-        result = run([str(src), "--model", tiny_model, "-o", str(out), "--chunk-rows", "23",
-                      "--num-workers", workers])
+        result = run_score(src, tiny_model, out, "--chunk-rows", "23", "--num-workers", workers)
         assert result.exit_code == 0, result.output
         tables.append(pq.read_table(out))
     assert tables[0].column("row").to_pylist() == list(range(200))
@@ -38,7 +31,7 @@ def test_bf16_on_cpu_runs_and_mostly_agrees_with_fp32(tiny_model, tmp_path):
     labels = {}
     for precision in ("fp32", "bf16"):
         out = tmp_path / precision
-        result = run([str(src), "--model", tiny_model, "-o", str(out), "--precision", precision])
+        result = run_score(src, tiny_model, out, "--precision", precision)
         assert result.exit_code == 0, result.output
         labels[precision] = pq.read_table(out).column("label").to_pylist()
     same = sum(a == b for a, b in zip(labels["fp32"], labels["bf16"]))
@@ -48,7 +41,7 @@ def test_bf16_on_cpu_runs_and_mostly_agrees_with_fp32(tiny_model, tmp_path):
 @cpu_only
 def test_fp16_on_cpu_is_a_usage_error(tiny_model, tmp_path):
     src, _ = write_input(tmp_path, 5)
-    result = run([str(src), "--model", tiny_model, "-o", str(tmp_path / "out"), "--precision", "fp16"])
+    result = run_score(src, tiny_model, tmp_path / "out", "--precision", "fp16")
     assert result.exit_code == 2
     assert "needs a GPU" in result.output
     assert not (tmp_path / "out").exists()
@@ -57,17 +50,14 @@ def test_fp16_on_cpu_is_a_usage_error(tiny_model, tmp_path):
 def test_max_length_truncates_and_changes_scores(tiny_model, tmp_path):
     src, texts = write_input(tmp_path, 50)
     out = tmp_path / "short"
-    result = run([str(src), "--model", tiny_model, "-o", str(out), "--max-length", "8"])
+    result = run_score(src, tiny_model, out, "--max-length", "8")
     assert result.exit_code == 0, result.output
-    from transformers import pipeline
-
-    pipe = pipeline("text-classification", model=tiny_model, device="cpu")
     got = pq.read_table(out).to_pylist()
-    for row, text in zip(got, texts):
-        if text and text.strip():
-            expected = pipe(text, truncation=True, max_length=8)[0]
-            assert row["label"] == expected["label"]
-            assert abs(row["score"] - expected["score"]) < 1e-5
+    scored = [(row, text) for row, text in zip(got, texts) if text and text.strip()]
+    oracle = pipeline_oracle(tiny_model, [text for _, text in scored], max_length=8)
+    for (row, _), expected in zip(scored, oracle, strict=True):
+        assert row["label"] == expected["label"]
+        assert abs(row["score"] - expected["score"]) < 1e-5
 
 
 @cpu_only
@@ -76,7 +66,7 @@ def test_int8_runs_and_agrees_with_fp32(tiny_model, tmp_path):
     tables = {}
     for precision in ("fp32", "int8"):
         out = tmp_path / precision
-        result = run([str(src), "--model", tiny_model, "-o", str(out), "--precision", precision])
+        result = run_score(src, tiny_model, out, "--precision", precision)
         assert result.exit_code == 0, result.output
         tables[precision] = pq.read_table(out)
     fp32, int8 = (tables[p].column("label").to_pylist() for p in ("fp32", "int8"))
@@ -85,7 +75,7 @@ def test_int8_runs_and_agrees_with_fp32(tiny_model, tmp_path):
     gaps = [abs(tables["fp32"].column("score")[i].as_py() - tables["int8"].column("score")[i].as_py())
             for i in scored]
     assert max(gaps) < 0.1  # approximate, not different
-    assert json_manifest(tmp_path / "int8")["config"]["precision"] == "int8"
+    assert manifest_of(tmp_path / "int8")["config"]["precision"] == "int8"
 
 
 @cpu_only
@@ -95,14 +85,9 @@ def test_batch_tokens_default_depends_on_device(tiny_model, tmp_path):
     src, _ = write_input(tmp_path)
     for args, expected in (([], CPU_BATCH_TOKENS), (["--batch-tokens", "64"], 64)):
         out = tmp_path / f"out{expected}"
-        result = run([str(src), "--model", tiny_model, "-o", str(out), *args])
+        result = run_score(src, tiny_model, out, *args)
         assert result.exit_code == 0, result.output
-        assert json_manifest(out)["config"]["batch_tokens"] == expected
-
-
-def json_manifest(out):
-
-    return manifest_of(out)
+        assert manifest_of(out)["config"]["batch_tokens"] == expected
 
 
 MMAPPED_AFTER_24MB = """

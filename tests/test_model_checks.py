@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import assert_error, build_model, invoke
+from conftest import assert_error, build_model, invoke, pipeline_oracle, run_score
 
 TEXTS = ["I love it", "I hate this so much, " * 300, "fine"]  # the second is far over 512 tokens
 
@@ -31,26 +31,15 @@ def src(tmp_path):
     return path
 
 
-def score(src, model, out, *extra):
-    return invoke(["score", src, "--model", model, "-o", out, "--no-progress", *extra])
-
-
 def fails_before_output(src, model, outputs, exit_code, expected_line, *extra):
-    line = assert_error(score(src, model, outputs / "out", *extra), exit_code)
+    line = assert_error(run_score(src, model, outputs / "out", *extra), exit_code)
     assert line == expected_line
     assert os.listdir(outputs) == [], "the failed run left something in the output location"
 
 
-def pipeline_results(model_dir, **kwargs):
-    from transformers import pipeline
-
-    pipe = pipeline("text-classification", model=model_dir, device="cpu")
-    return [pipe(t, truncation=True, **kwargs)[0] for t in TEXTS]
-
-
 def assert_matches_pipeline(out, model_dir, **kwargs):
     table = pq.read_table(str(out))
-    expected = pipeline_results(model_dir, **kwargs)
+    expected = pipeline_oracle(model_dir, TEXTS, **kwargs)
     assert table.column("label").to_pylist() == [e["label"] for e in expected]
     np.testing.assert_allclose(table.column("score").to_pylist(), [e["score"] for e in expected], atol=1e-5)
 
@@ -79,7 +68,7 @@ def test_tokenizer_without_pad_token_borrows_the_configs_pad_token_id(tmp_path, 
     assert json.loads((tmp_path / "nopad" / "config.json").read_text())["pad_token_id"] == 0
     out = tmp_path / "out"
     # Rows of very different lengths in one batch: padding is needed.
-    result = score(src, model, out)
+    result = run_score(src, model, out)
     assert result.exit_code == 0, result.output
     assert_matches_pipeline(out, model)
 
@@ -121,7 +110,7 @@ def test_max_length_floor_from_env_too(tiny_model, src, outputs):
 
 def test_smallest_allowed_max_length_truncates_like_the_pipeline(tmp_path, tiny_model, src):
     out = tmp_path / "out"
-    result = score(src, tiny_model, out, "--max-length", "3")
+    result = run_score(src, tiny_model, out, "--max-length", "3")
     assert result.exit_code == 0, result.output
     assert "2 truncated" in result.stderr  # "fine" is one token and fits
     assert_matches_pipeline(out, tiny_model, max_length=3)

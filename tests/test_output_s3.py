@@ -215,15 +215,10 @@ def test_sigkill_at_several_points_then_rerun(s3_server, bucket, s3_fs, tiny_mod
     assert "Traceback" not in done.stderr
     assert "Resuming:" in done.stderr
     assert_same_as_reference(read_s3_table(s3_fs, folder), reference)
-    assert manifest_of_s3(s3_fs, folder)["rows"] == ROWS
+    assert manifest_of(folder, fs=s3_fs)["rows"] == ROWS
     assert_clean_folder(s3_fs, folder)
     assert pending_uploads(s3_server, bucket) == []
     assert sum(landed) >= 2, f"kills landed mid-run only {landed}"
-
-
-def manifest_of_s3(fs, folder: str) -> dict:
-    with fs.open(f"{folder}/_manifest.parquet", "rb") as fh:
-        return json.loads(pq.read_schema(fh).metadata[b"batchscore.manifest"])
 
 
 # ------------------------------------------------------------------ 3. leases
@@ -363,8 +358,7 @@ def test_single_file_output_lands_in_the_bucket_only(s3_server, bucket, s3_fs, t
     assert f"-> {target}" in result.stderr
 
     assert_same_as_reference(read_s3_table(s3_fs, f"{bucket}/x.parquet"), reference)
-    with s3_fs.open(f"{bucket}/x.parquet", "rb") as fh:
-        manifest = json.loads(pq.read_schema(fh).metadata[b"batchscore.manifest"])
+    manifest = manifest_of(f"{bucket}/x.parquet", fs=s3_fs)
     assert manifest["rows"] == ROWS and manifest["chunks"] == ROWS // CHUNK
     assert bucket_keys(s3_fs, bucket) == [f"{bucket}/in/{name}" for name in FILES] + [f"{bucket}/x.parquet"]
     assert not exists(s3_fs, f"{bucket}/.x.parquet.parts")
@@ -439,7 +433,7 @@ def test_independent_shards_on_s3_then_finalize(s3_server, bucket, s3_fs, tiny_m
     assert done.exit_code == 0, done.output
     assert f"Finalized {out}: 598 of 600 rows scored, in {chunks} chunks." in done.stderr
     assert_same_as_reference(read_s3_table(s3_fs, folder), reference)
-    manifest = manifest_of_s3(s3_fs, folder)
+    manifest = manifest_of(folder, fs=s3_fs)
     expected = reference[1]
     for key in ("rows", "scored_rows", "empty_text_rows", "truncated_rows", "label_counts", "chunks"):
         assert manifest[key] == expected[key], key

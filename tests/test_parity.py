@@ -6,10 +6,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from click.testing import CliRunner
 
-from batchscore.cli import main
-from conftest import manifest_of
+from conftest import manifest_of, pipeline_oracle, run_score
 
 WORDS = ("the movie was great awful boring brilliant plot acting I loved hated it this so much not really "
          "a an of to and service food delivery late fast cheap broken works perfectly never again would "
@@ -46,18 +44,11 @@ def score_with_batchscore(tmp_path, model_dir, texts, top_k):
     pq.write_table(pa.table({"row": list(range(len(texts))), "text": pa.array(texts, pa.string())}), src)
     out = tmp_path / f"out-{top_k}"
     # Small chunks and a small token budget: many chunks, many sorted batches to reorder.
-    result = CliRunner().invoke(main, ["score", str(src), "--model", model_dir, "-o", str(out), "--top-k", top_k,
-                                       "--chunk-rows", "64", "--batch-tokens", "2048", "--no-progress"])
+    result = run_score(src, model_dir, out, "--top-k", top_k, "--chunk-rows", "64", "--batch-tokens", "2048")
     assert result.exit_code == 0, result.output
     table = pq.read_table(out)
     assert table.column("row").to_pylist() == list(range(len(texts)))
     return table
-
-
-def pipeline_for(model_dir):
-    from transformers import pipeline
-
-    return pipeline("text-classification", model=model_dir, device="cpu")
 
 
 def scoreable(text):
@@ -70,7 +61,7 @@ def test_top1_matches_pipeline(model_fixture, texts, tmp_path, request):
     table = score_with_batchscore(tmp_path, model_dir, texts, "1")
     labels, scores = table.column("label").to_pylist(), table.column("score").to_pylist()
     idx = [i for i, t in enumerate(texts) if scoreable(t)]
-    expected = pipeline_for(model_dir)([texts[i] for i in idx], truncation=True, batch_size=8)
+    expected = pipeline_oracle(model_dir, [texts[i] for i in idx], batch_size=8)
     for i, exp in zip(idx, expected):
         assert labels[i] == exp["label"], (i, texts[i][:50])
         assert scores[i] == pytest.approx(exp["score"], abs=1e-5), (i, texts[i][:50])
@@ -86,7 +77,7 @@ def test_all_scores_match_pipeline(model_fixture, texts, tmp_path, request):
     table = score_with_batchscore(tmp_path, model_dir, texts, "all")
     got = table.column("scores").to_pylist()
     idx = [i for i, t in enumerate(texts) if scoreable(t)]
-    expected = pipeline_for(model_dir)([texts[i] for i in idx], truncation=True, top_k=None, batch_size=8)
+    expected = pipeline_oracle(model_dir, [texts[i] for i in idx], top_k=None, batch_size=8)
     for i, exp in zip(idx, expected):
         assert [e["label"] for e in got[i]] == [e["label"] for e in exp], i
         np.testing.assert_allclose([e["score"] for e in got[i]], [e["score"] for e in exp], atol=1e-5)

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import assert_error, invoke, manifest_of
+from conftest import assert_error, manifest_of, pipeline_oracle, run_score
 
 TEXTS = ["I've been waiting for a HuggingFace course my whole life.", "I hate this so much!", "", "42 stars, fine"]
 GOLD = [1, 0, 1, 1]  # an HF dataset's own `label` column: must come out untouched
@@ -29,16 +29,11 @@ def write_csv(path):
     return path
 
 
-def score(src, model, out, *extra, env=None):
-    return invoke(["score", src, "--model", model, "-o", out, "--no-progress", *extra], env=env)
-
-
 def pipeline_results(model_dir, top_k=1):
-    from transformers import pipeline
-
-    pipe = pipeline("text-classification", model=model_dir, device="cpu")
     # Rows without text get no prediction (batchscore's rule; the pipeline would score "").
-    return [None if not t else pipe(t, top_k=None) if top_k == "all" else pipe(t)[0] for t in TEXTS]
+    call = {"top_k": None} if top_k == "all" else {}
+    scored = iter(pipeline_oracle(model_dir, [t for t in TEXTS if t], **call))
+    return [next(scored) if t else None for t in TEXTS]
 
 
 @pytest.fixture
@@ -61,7 +56,7 @@ def assert_nothing_written(outputs):
 def test_prefix_keeps_the_input_label_beside_the_prediction(tmp_path, tiny_model, writer):
     src = writer(tmp_path / ("in.parquet" if writer is write_parquet else "in.csv"))
     out = tmp_path / "out"
-    result = score(src, tiny_model, out, "--result-prefix", "pred_")
+    result = run_score(src, tiny_model, out, "--result-prefix", "pred_")
     assert result.exit_code == 0, result.output
     table = pq.read_table(str(out))
     assert table.column_names == ["id", "text", "label", "pred_label", "pred_score"]
@@ -83,7 +78,7 @@ def test_prefix_keeps_the_input_label_beside_the_prediction(tmp_path, tiny_model
 def test_prefix_with_top_k_all_names_the_scores_column(tmp_path, tiny_model):
     src = write_csv(tmp_path / "in.csv")
     out = tmp_path / "out"
-    result = score(src, tiny_model, out, "--result-prefix", "pred_", "--top-k", "all")
+    result = run_score(src, tiny_model, out, "--result-prefix", "pred_", "--top-k", "all")
     assert result.exit_code == 0, result.output
     table = pq.read_table(str(out))
     assert table.column_names == ["id", "text", "label", "pred_label", "pred_score", "pred_scores"]
@@ -100,7 +95,7 @@ def test_prefix_with_top_k_all_names_the_scores_column(tmp_path, tiny_model):
 
 def test_clash_without_prefix_names_the_option(tmp_path, tiny_model, outputs):
     src = write_parquet(tmp_path / "in.parquet")
-    line = assert_error(score(src, tiny_model, outputs / "out"), 3)
+    line = assert_error(run_score(src, tiny_model, outputs / "out"), 3)
     assert line == ("Error: Input column 'label' would clash with batchscore's output column of that name; "
                     "pass --result-prefix pred_ (or leave it out with --keep-columns id,text).")
     assert_nothing_written(outputs)
@@ -109,13 +104,13 @@ def test_clash_without_prefix_names_the_option(tmp_path, tiny_model, outputs):
 def test_prefix_that_still_clashes_suggests_a_free_one(tmp_path, tiny_model, outputs):
     src = tmp_path / "in.parquet"
     pq.write_table(pa.table({"text": ["a", "b"], "label": [0, 1], "pred_label": [1, 1]}), src)
-    line = assert_error(score(src, tiny_model, outputs / "out", "--result-prefix", "pred_"), 3)
+    line = assert_error(run_score(src, tiny_model, outputs / "out", "--result-prefix", "pred_"), 3)
     assert line == ("Error: Input column 'pred_label' would clash with batchscore's output column of that name "
                     "(--result-prefix pred_); pass another --result-prefix, e.g. batchscore_ "
                     "(or leave it out with --keep-columns text,label).")
     assert_nothing_written(outputs)
     # The suggestion works.
-    result = score(src, tiny_model, outputs / "out", "--result-prefix", "batchscore_")
+    result = run_score(src, tiny_model, outputs / "out", "--result-prefix", "batchscore_")
     assert result.exit_code == 0, result.output
     assert pq.read_table(str(outputs / "out")).column_names == [
         "text", "label", "pred_label", "batchscore_label", "batchscore_score"]
@@ -124,7 +119,8 @@ def test_prefix_that_still_clashes_suggests_a_free_one(tmp_path, tiny_model, out
 def test_clash_with_the_id_column_offers_only_the_prefix(tmp_path, tiny_model, outputs):
     # The id column is always kept: --keep-columns cannot leave it out.
     src = write_parquet(tmp_path / "in.parquet")
-    line = assert_error(score(src, tiny_model, outputs / "out", "--id-column", "label", "--keep-columns", "none"), 3)
+    result = run_score(src, tiny_model, outputs / "out", "--id-column", "label", "--keep-columns", "none")
+    line = assert_error(result, 3)
     assert line == ("Error: Input column 'label' would clash with batchscore's output column of that name; "
                     "pass --result-prefix pred_.")
     assert_nothing_written(outputs)
@@ -133,19 +129,19 @@ def test_clash_with_the_id_column_offers_only_the_prefix(tmp_path, tiny_model, o
 def test_no_clash_when_the_label_column_is_left_out(tmp_path, tiny_model):
     src = write_parquet(tmp_path / "in.parquet")
     out = tmp_path / "out"
-    result = score(src, tiny_model, out, "--keep-columns", "id")
+    result = run_score(src, tiny_model, out, "--keep-columns", "id")
     assert result.exit_code == 0, result.output
     assert pq.read_table(str(out)).column_names == ["id", "label", "score"]
 
 
 def test_prefix_from_env_and_config_file(tmp_path, tiny_model):
     src = write_parquet(tmp_path / "in.parquet")
-    result = score(src, tiny_model, tmp_path / "env", env={"BATCHSCORE_RESULT_PREFIX": "env_"})
+    result = run_score(src, tiny_model, tmp_path / "env", env={"BATCHSCORE_RESULT_PREFIX": "env_"})
     assert result.exit_code == 0, result.output
     assert pq.read_table(str(tmp_path / "env")).column_names[-2:] == ["env_label", "env_score"]
     config = tmp_path / "job.yaml"
     config.write_text("result_prefix: file_\n", encoding="utf-8")
-    result = score(src, tiny_model, tmp_path / "file", "--config", config)
+    result = run_score(src, tiny_model, tmp_path / "file", "--config", config)
     assert result.exit_code == 0, result.output
     assert pq.read_table(str(tmp_path / "file")).column_names[-2:] == ["file_label", "file_score"]
 
@@ -154,7 +150,7 @@ def test_empty_prefix_on_the_command_line_means_none(tmp_path, tiny_model):
     src = tmp_path / "in.parquet"
     pq.write_table(pa.table({"text": ["good", "bad"]}), src)
     out = tmp_path / "out"
-    result = score(src, tiny_model, out, "--result-prefix", "", env={"BATCHSCORE_RESULT_PREFIX": "env_"})
+    result = run_score(src, tiny_model, out, "--result-prefix", "", env={"BATCHSCORE_RESULT_PREFIX": "env_"})
     assert result.exit_code == 0, result.output
     assert pq.read_table(str(out)).column_names == ["text", "label", "score"]
 
@@ -162,7 +158,7 @@ def test_empty_prefix_on_the_command_line_means_none(tmp_path, tiny_model):
 @pytest.mark.parametrize("prefix", ["a,b", "pred\n", "my pred_", "\tp"])
 def test_bad_prefix_is_a_usage_error(tmp_path, tiny_model, outputs, prefix):
     src = write_parquet(tmp_path / "in.parquet")
-    line = assert_error(score(src, tiny_model, outputs / "out", "--result-prefix", prefix), 2)
+    line = assert_error(run_score(src, tiny_model, outputs / "out", "--result-prefix", prefix), 2)
     assert line == ("Error: result_prefix (from command line) may not hold commas, spaces or control characters "
                     f"(pred_ gives pred_label, pred_score); got {prefix!r}.")
     assert_nothing_written(outputs)
@@ -170,7 +166,7 @@ def test_bad_prefix_is_a_usage_error(tmp_path, tiny_model, outputs, prefix):
 
 def test_bad_prefix_in_env_names_the_environment(tmp_path, tiny_model, outputs):
     src = write_parquet(tmp_path / "in.parquet")
-    result = score(src, tiny_model, outputs / "out", env={"BATCHSCORE_RESULT_PREFIX": "x,y"})
+    result = run_score(src, tiny_model, outputs / "out", env={"BATCHSCORE_RESULT_PREFIX": "x,y"})
     assert_error(result, 2, "result_prefix (from environment)", "'x,y'")
     assert_nothing_written(outputs)
 
@@ -178,11 +174,11 @@ def test_bad_prefix_in_env_names_the_environment(tmp_path, tiny_model, outputs):
 def test_rerun_with_another_prefix_is_another_run(tmp_path, tiny_model):
     src = write_parquet(tmp_path / "in.parquet")
     out = tmp_path / "out"
-    assert score(src, tiny_model, out, "--result-prefix", "pred_").exit_code == 0
+    assert run_score(src, tiny_model, out, "--result-prefix", "pred_").exit_code == 0
     before = pq.read_table(str(out))
     # Same input, model and settings but other column names: resuming would mix two schemas.
-    assert_error(score(src, tiny_model, out, "--result-prefix", "model_"), 5, "--overwrite")
+    assert_error(run_score(src, tiny_model, out, "--result-prefix", "model_"), 5, "--overwrite")
     assert pq.read_table(str(out)).equals(before)
-    result = score(src, tiny_model, out, "--result-prefix", "model_", "--overwrite")
+    result = run_score(src, tiny_model, out, "--result-prefix", "model_", "--overwrite")
     assert result.exit_code == 0, result.output
     assert pq.read_table(str(out)).column_names[-2:] == ["model_label", "model_score"]

@@ -11,10 +11,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from click.testing import CliRunner
 
-from batchscore.cli import main
-from conftest import manifest_of, output_names
+from conftest import invoke, manifest_of, output_names
 
 ROWS, CHUNK = 3000, 20  # 150 chunks: many commit points to land a kill between
 
@@ -34,14 +32,10 @@ def job_args(corpus, model, out, *extra):
     return ["score", corpus, "--model", model, "-o", str(out), "--chunk-rows", str(CHUNK), "--no-progress", *extra]
 
 
-def run_inline(args):
-    return CliRunner().invoke(main, args)
-
-
 @pytest.fixture(scope="module")
 def reference(corpus, tiny_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("ref") / "out"
-    result = run_inline(job_args(corpus, tiny_model, out))
+    result = invoke(job_args(corpus, tiny_model, out))
     assert result.exit_code == 0, result.output
     return pq.read_table(out)
 
@@ -96,7 +90,7 @@ def test_sigkill_at_random_points_then_rerun(corpus, tiny_model, reference, tmp_
         landed.append(stop_after(proc, out, point, signal.SIGKILL))
         assert proc.returncode == -signal.SIGKILL
         before = parts(out)
-        result = run_inline(job_args(corpus, tiny_model, out))
+        result = invoke(job_args(corpus, tiny_model, out))
         assert result.exit_code == 0, result.output
         if before:
             assert f"Resuming: {before} chunks already committed" in result.stderr
@@ -117,7 +111,7 @@ def test_sigterm_exits_130_cleanly_then_resumes(corpus, tiny_model, reference, t
     assert 30 <= parts(out) < ROWS // CHUNK
     for part in sorted(n for n in names if n.startswith("part-")):
         assert pq.read_table(out / part).num_rows == CHUNK  # every committed part is whole
-    result = run_inline(job_args(corpus, tiny_model, out))
+    result = invoke(job_args(corpus, tiny_model, out))
     assert result.exit_code == 0, result.output
     assert_clean_and_complete(out, reference)
 
@@ -128,11 +122,11 @@ def test_single_file_output_appears_only_when_complete(corpus, tiny_model, refer
     hidden = tmp_path / ".scored.parquet.parts"
     assert stop_after(proc, hidden, 40, signal.SIGKILL)
     assert not out.exists()
-    result = run_inline(job_args(corpus, tiny_model, out))
+    result = invoke(job_args(corpus, tiny_model, out))
     assert result.exit_code == 0, result.output
     assert pq.read_table(out).equals(reference)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scored.parquet"]
-    again = run_inline(job_args(corpus, tiny_model, out))
+    again = invoke(job_args(corpus, tiny_model, out))
     assert again.exit_code == 0 and "Already complete" in again.stderr
 
 
@@ -144,7 +138,7 @@ def test_second_run_is_refused_while_the_first_is_alive(corpus, tiny_model, tmp_
         while parts(out) < 1 and time.time() < deadline:
             time.sleep(0.01)
         started = time.time()
-        result = run_inline(job_args(corpus, tiny_model, out))
+        result = invoke(job_args(corpus, tiny_model, out))
         assert result.exit_code == 5, result.output
         assert "being written by another batchscore run" in result.stderr
         assert str(out / "_batchscore" / "lock") in result.stderr
@@ -167,11 +161,11 @@ print("locked", flush=True)
 time.sleep(600)
 """], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "locked"
-    busy = run_inline(job_args(corpus, tiny_model, out))
+    busy = invoke(job_args(corpus, tiny_model, out))
     assert busy.exit_code == 5 and "being written by another batchscore run" in busy.stderr
     holder.send_signal(signal.SIGKILL)
     holder.wait()
-    result = run_inline(job_args(corpus, tiny_model, out))
+    result = invoke(job_args(corpus, tiny_model, out))
     assert result.exit_code == 0, result.output
     assert_clean_and_complete(out, reference)
 
@@ -180,19 +174,19 @@ def test_rerun_with_another_model_or_input_is_refused(corpus, tiny_model, three_
     source, out = tmp_path / "in.parquet", tmp_path / "out"
     table = pq.read_table(corpus)
     pq.write_table(table, source)
-    assert run_inline(job_args(str(source), tiny_model, out)).exit_code == 0
+    assert invoke(job_args(str(source), tiny_model, out)).exit_code == 0
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
 
-    other_model = run_inline(job_args(str(source), three_label_model, out))
+    other_model = invoke(job_args(str(source), three_label_model, out))
     assert other_model.exit_code == 5
     assert "--overwrite" in other_model.stderr and "model" in other_model.stderr
 
     pq.write_table(table.slice(0, ROWS - 1), source)  # same path, new content
-    other_input = run_inline(job_args(str(source), tiny_model, out))
+    other_input = invoke(job_args(str(source), tiny_model, out))
     assert other_input.exit_code == 5 and "input" in other_input.stderr
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before  # untouched
 
-    replaced = run_inline(job_args(str(source), three_label_model, out, "--overwrite"))
+    replaced = invoke(job_args(str(source), three_label_model, out, "--overwrite"))
     assert replaced.exit_code == 0, replaced.output
     labels = pq.read_table(out).column("label")
     assert len(labels) == ROWS - 1
@@ -203,6 +197,6 @@ def test_partial_output_is_not_resumed_with_other_settings(corpus, tiny_model, t
     out = tmp_path / "out"
     proc = start_job(job_args(corpus, tiny_model, out))
     stop_after(proc, out, 10, signal.SIGKILL)
-    result = run_inline(job_args(corpus, tiny_model, out, "--top-k", "all"))
+    result = invoke(job_args(corpus, tiny_model, out, "--top-k", "all"))
     assert result.exit_code == 5
     assert "top_k" in result.stderr and "--overwrite" in result.stderr

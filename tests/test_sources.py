@@ -14,12 +14,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from click.testing import CliRunner
 
 from batchscore.batches import cut_batches
-from batchscore.cli import main
 from batchscore.plan import iter_chunks
-from conftest import manifest_of
+from conftest import manifest_of, run_score
 
 LABELS = {"NEGATIVE", "POSITIVE"}
 
@@ -44,15 +42,9 @@ def as_written(rows: list[dict]) -> dict[str, list]:
     return {name: ["" if row[name] is None else str(row[name]) for row in rows] for name in rows[0]}
 
 
-def run_cli(args: list[str], env: dict | None = None):
-    result = CliRunner().invoke(main, args, env=env, catch_exceptions=True)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
-
-
 def score(input_spec, model, out, *extra, expect_exit=0, env=None):
-    result = run_cli(["score", str(input_spec), "--model", model, "-o", str(out), "--no-progress", *extra], env=env)
+    """A job whose exit code is checked here (0 unless told)."""
+    result = run_score(input_spec, model, out, *extra, env=env)
     assert result.exit_code == expect_exit, result.output
     return result
 
@@ -333,8 +325,7 @@ def test_id_column_first_with_all_columns(tmp_path, tiny_model, wide_csv):
 
 def test_keep_columns_with_a_duplicate_name(tmp_path, tiny_model, wide_csv):
     path, rows = wide_csv
-    result = run_cli(["score", str(path), "--model", tiny_model, "-o", str(tmp_path / "out"), "--no-progress",
-                      "--keep-columns", "a,b,a"])
+    result = run_score(path, tiny_model, tmp_path / "out", "--keep-columns", "a,b,a")
     assert result.exit_code == 0, result.output  # a repeated name is kept once
     table = read_output(tmp_path / "out")
     assert table.column_names == ["a", "b", "label", "score"]

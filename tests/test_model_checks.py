@@ -17,14 +17,6 @@ TEXTS = ["I love it", "I hate this so much, " * 300, "fine"]  # the second is fa
 
 
 @pytest.fixture
-def outputs(tmp_path):
-    """Holds only the output: after a failed run it must still be empty (no folder, no lock, no record)."""
-    folder = tmp_path / "outputs"
-    folder.mkdir()
-    return folder
-
-
-@pytest.fixture
 def src(tmp_path):
     path = tmp_path / "in.parquet"
     pq.write_table(pa.table({"text": TEXTS}), path)

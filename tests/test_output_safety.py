@@ -25,7 +25,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import assert_error, file_tree, invoke, manifest_of
+from conftest import assert_error, assert_ok, file_tree, invoke, manifest_of
 
 ROWS, CHUNK = 1200, 20  # 60 chunks: room for a kill, or a full disk, to land mid-run
 NUM_CHUNKS = ROWS // CHUNK
@@ -47,12 +47,6 @@ def score_args(src, model, out, *extra) -> list[str]:
 
 def score(src, model, out, *extra):
     return invoke(score_args(src, model, out, *extra))
-
-
-def assert_ok(result):
-    assert result.exit_code == 0, result.output
-    assert "Traceback" not in result.output
-    return result
 
 
 def assert_already_complete(result):

@@ -36,13 +36,6 @@ def pipeline_results(model_dir, top_k=1):
     return [next(scored) if t else None for t in TEXTS]
 
 
-@pytest.fixture
-def outputs(tmp_path):
-    folder = tmp_path / "outputs"
-    folder.mkdir()
-    return folder
-
-
 def as_text(column) -> list[str]:
     # CSV values may be read as numbers or as strings: "unchanged" means the same values.
     return [str(v) for v in column.to_pylist()]

@@ -234,6 +234,12 @@ def test_given_model_is_not_pinned():
     assert (cfg.model_id, cfg.model_revision) == ("someone/other-model", None)
 
 
+def test_reference_model_named_explicitly_stays_pinned():
+    for values, env in (({"model": REFERENCE_MODEL}, {}), ({}, {"BATCHSCORE_MODEL": REFERENCE_MODEL})):
+        cfg = build_config(values, env=env)
+        assert (cfg.model_id, cfg.model_revision) == (REFERENCE_MODEL, REFERENCE_REVISION)
+
+
 def test_given_revision_wins():
     assert build_config({"model": "someone/m", "revision": "v2"}, env={}).model_revision == "v2"
     cfg = build_config({"revision": "main"}, env={})

@@ -55,7 +55,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("model", "str", f"Model id on the Hub or local model directory. Default: {REFERENCE_MODEL}.",
            metavar="ID_OR_PATH"),
     Option("revision", "str", "Model revision (commit, tag or branch). Default: "
-           f"{REFERENCE_REVISION} for the default model, else the repo's main branch.", metavar="REV"),
+           f"{REFERENCE_REVISION} for the reference model (default or named), else the repo's main branch.",
+           metavar="REV"),
     Option("text_column", "str", "Column holding the text to score.", metavar="NAME"),
     Option("id_column", "str", "Column identifying rows; always kept, as the first output column.", metavar="NAME"),
     Option("keep_columns", "columns", "Input columns to keep, comma-separated; 'all' (default) or 'none'.",
@@ -143,7 +144,8 @@ class JobConfig:
     def model_revision(self) -> str | None:
         if self.revision:
             return self.revision
-        return REFERENCE_REVISION if self.model is None else None
+        # The reference model is pinned however it is named (default, --model, env, config file).
+        return REFERENCE_REVISION if self.model_id == REFERENCE_MODEL else None
 
     @property
     def output_path(self) -> str:

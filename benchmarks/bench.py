@@ -254,11 +254,11 @@ def plan_bench(rows: int, repeats: int, chunk_rows: int, shards: int = 4, redo_s
 
     build = ROOT / "build" / "bench"
     model = near_free_model(build / "near-free")
-    data = build / f"plan-{rows}.parquet"
+    data = build / f"plan-{rows}-rg1000.parquet"
     if not data.exists():
-        # 10,000-row row groups: a shard's chunks of `chunk_rows` cut through them, as in real exports.
+        # Row groups of 1,000 rows, no larger than a chunk (as the README advises for sharding).
         pq.write_table(pa.table({"id": list(range(rows)), "text": bench_texts(rows, seed=1)}), data,
-                       row_group_size=10_000)
+                       row_group_size=1_000)
     parts = -(-rows // chunk_rows)
     redo = max(1, round(parts * redo_share))
     trials = []

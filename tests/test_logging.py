@@ -74,7 +74,7 @@ def test_finalize_and_manifest_take_the_log_options(tmp_path):
 def test_internal_error_is_one_line_exit_1_traceback_only_when_verbose(small_csv, tiny_model, tmp_path, monkeypatch):
     import batchscore.job
 
-    def broken(cfg):
+    def broken(cfg, *args):
         raise RuntimeError("boom\nsecond line")
 
     monkeypatch.setattr(batchscore.job, "run_job", broken)

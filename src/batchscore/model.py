@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
@@ -195,6 +196,8 @@ _TRIM_THRESHOLD = 256 << 20
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameter numbers, from glibc's malloc.h
 
 
+@functools.cache  # once per process: glibc's settings are process-wide, and dlopen + mallopt
+# racing with other threads' allocations in a long-lived process (a test session) crashed once.
 def reuse_large_buffers() -> bool:
     """Keep large freed activations in the heap for the next batch; True when glibc took the setting.
 

@@ -158,8 +158,6 @@ class OutputWriter:
         return True
 
     def _reconcile(self) -> None:
-        everything = self.num_shards == 1
-        self.store.remove_temp_files(lambda name: everything or self._mine_name(name))
         if self.overwrite:
             self._clear()
         elif self._already_complete():  # finished by another run while we waited
@@ -186,6 +184,10 @@ class OutputWriter:
             if self._mine(index) and stats.get("run") == self.run:
                 self.committed.add(index)
                 self._stats[index] = stats
+        # Leftovers of a killed writer, removed only once this run may use the output: a refused run
+        # changes nothing.
+        everything = self.num_shards == 1
+        self.store.remove_temp_files(lambda name: everything or self._mine_name(name))
 
     def _mine_name(self, name: str) -> bool:
         index = part_index(name)

@@ -39,7 +39,13 @@ install: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-test-slow: $(STAMP)
+# The slow tests also run batchscore on Ray Data and Spark: their extras (ray, pyspark: ~400 MB) come in here only.
+SLOW_STAMP := $(VENV)/.installed-slow
+$(SLOW_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e ".[test,build,ray,spark]"
+	@touch $@
+
+test-slow: $(SLOW_STAMP)
 	$(BIN)/python -m pytest -q -m "" $(PYTEST_ARGS)
 
 # The directory appears only when complete (built aside, then renamed), so its

@@ -127,6 +127,33 @@ def check_input(cfg: JobConfig, layout, given: _Input, held: str | None) -> tupl
     return rows, (source.rows_decoded - before) if source.read_rows is not None else rows
 
 
+def score(input: str, output: str | None = None, *, config_file: str | None = None, **options) -> dict:
+    """Score a file, folder, glob, URL or dataset into a Parquet output, as `batchscore score` does; return
+    the manifest.
+
+    `options` are the CLI's options with underscores (`model`, `text_column`,
+    `top_k`, `chunk_rows`, `num_shards`, `shard_index`, `overwrite`, ...), then
+    `config_file`'s values, then the defaults; BATCHSCORE_* environment
+    variables are not read. Errors are `batchscore.errors.BatchscoreError`s
+    carrying the CLI's exit code.
+
+    Example::
+
+        import batchscore
+
+        manifest = batchscore.score("reviews.csv", "scored/", model="models/minilm-vader-sentiment", top_k="all")
+        manifest["rows"], manifest["label_counts"]
+    """
+    from .config import OPTIONS, build_config
+
+    unknown = sorted(set(options) - {o.name for o in OPTIONS})
+    if unknown:
+        raise ConfigError(f"Unknown option '{unknown[0]}'; options are the CLI's, with underscores "
+                          "(see `batchscore score --help`).")
+    cfg = build_config({**options, "input": input, "output": output}, env={}, config_file=config_file)
+    return run_job(cfg).manifest
+
+
 def run_job(cfg: JobConfig, process_started: float | None = None) -> JobResult:
     """Score cfg.input into cfg.output_path. `process_started` (time.time() of the process start, which the
     CLI passes) makes `startup_seconds` include interpreter start-up and imports; else it counts from here."""

@@ -1,0 +1,154 @@
+"""Score a batch of rows in memory: the CLI's stages, called on one table instead of a file.
+
+`Scorer` loads the model once and is then called on batches: a pyarrow Table
+or RecordBatch, a pandas DataFrame, or a dict of numpy arrays (Ray Data's
+"numpy" batch format). It runs the same code as a job's chunk (`encode_chunk`:
+length-sorted token-budget batches; `chunk_logits`; `result_columns`: the
+pipeline's scores), so its labels and scores are the ones the CLI writes.
+"""
+
+from __future__ import annotations
+
+from .config import CPU_BATCH_TOKENS, GPU_BATCH_TOKENS, REFERENCE_MODEL, REFERENCE_REVISION
+from .errors import ConfigError, InputError
+
+
+class Scorer:
+    """A sequence classifier, loaded once, that appends label and score columns to batches of rows.
+
+    Example::
+
+        import pyarrow as pa
+        from batchscore import Scorer
+
+        scorer = Scorer(model="models/minilm-vader-sentiment")
+        scorer(pa.table({"text": ["I love it", "I hate it", None]}))
+        # -> the same table plus `label` and `score` (null where there is no text)
+
+    It is also the callable class that Ray Data instantiates once per actor::
+
+        ds.map_batches(Scorer, fn_constructor_kwargs={"model": path}, batch_format="pyarrow", concurrency=2)
+
+    Arguments mean what the CLI options of the same names mean (`batchscore score --help`):
+    `top_k` is 1 (label and score) or "all" (also `scores`, every label's score,
+    best first); `result_prefix` names the result columns (`pred_label`, ...);
+    `precision` is "auto" (fp32 on CPU, bf16 on GPU), "fp32", "bf16", "fp16" or "int8".
+    """
+
+    def __init__(self, model: str | None = None, revision: str | None = None, text_column: str = "text",
+                 top_k: int | str = 1, max_length: int | None = None, batch_tokens: int | None = None,
+                 precision: str = "auto", result_prefix: str | None = None, allow_pickle: bool = False,
+                 trust_remote_code: bool = False):
+        from .model import load_model
+        from .postprocess import result_fields, score_function
+
+        top_k = str(top_k).lower()
+        if top_k not in ("1", "all"):
+            raise ConfigError(f"top_k must be 1 or 'all', not {top_k!r}.")
+        model = model or REFERENCE_MODEL
+        if revision is None and model == REFERENCE_MODEL:
+            revision = REFERENCE_REVISION  # pinned, as in the CLI
+        self.text_column, self.top_k, self.result_prefix = text_column, top_k, result_prefix
+        self.loaded = load_model(model, revision, precision, max_length, allow_pickle=allow_pickle,
+                                 trust_remote_code=trust_remote_code)
+        on_gpu = self.loaded.device.type == "cuda"
+        self.batch_tokens = batch_tokens or (GPU_BATCH_TOKENS if on_gpu else CPU_BATCH_TOKENS)
+        self.function = score_function(self.loaded.model.config)
+        self.fields = result_fields(top_k, result_prefix)
+
+    @property
+    def labels(self) -> list[str]:
+        return self.loaded.labels
+
+    def score_table(self, table):
+        """The result columns for a pyarrow Table, as a dict name -> Arrow array, in the table's row order."""
+        from .batches import encode_chunk
+        from .model import chunk_logits
+        from .plan import Chunk
+        from .postprocess import apply, result_columns
+
+        if self.text_column not in table.column_names:
+            raise InputError(f"Column '{self.text_column}' not found; columns are: "
+                             f"{', '.join(table.column_names)}. Pass text_column=...")
+        clash = [f.name for f in self.fields if f.name in table.column_names]
+        if clash:
+            raise InputError(f"Input column '{clash[0]}' would clash with the result column of that name; "
+                             "pass result_prefix=..., e.g. result_prefix='pred_'.")
+        loaded = self.loaded
+        work = encode_chunk(Chunk(0, 0, table.select([self.text_column])), text_column=self.text_column,
+                            out_columns=[self.text_column], tokenizer=loaded.tokenizer,
+                            max_length=loaded.max_length, batch_tokens=self.batch_tokens,
+                            pad_multiple=8 if loaded.precision in ("bf16", "fp16") else None)
+        logits = chunk_logits(loaded, work.batches, table.num_rows)
+        return result_columns(apply(self.function, logits), work.valid, loaded.labels, self.top_k,
+                              self.result_prefix)
+
+    def __call__(self, batch):
+        """`batch` with the result columns appended, as the same type (Table, RecordBatch, DataFrame, dict)."""
+        import pyarrow as pa
+
+        if isinstance(batch, pa.RecordBatch):
+            return _as_batch(self(pa.Table.from_batches([batch])), batch.schema, self.fields)
+        if isinstance(batch, pa.Table):
+            columns = self.score_table(batch)
+            for field in self.fields:
+                batch = batch.append_column(field, columns[field.name])
+            return batch
+        if isinstance(batch, dict):
+            return self._score_numpy(batch)
+        if type(batch).__module__.startswith("pandas"):
+            return self._score_pandas(batch)
+        raise TypeError(f"Scorer takes a pyarrow Table or RecordBatch, a pandas DataFrame or a dict of numpy "
+                        f"arrays, not {type(batch).__name__}.")
+
+    def _score_pandas(self, frame):
+        import pyarrow as pa
+
+        if self.text_column not in frame.columns:
+            raise InputError(f"Column '{self.text_column}' not found; columns are: "
+                             f"{', '.join(map(str, frame.columns))}. Pass text_column=...")
+        texts = pa.Table.from_pandas(frame[[self.text_column]], preserve_index=False)
+        columns = self.score_table(_with_other_names(texts, frame.columns, self.text_column))
+        # The input frame is kept as it is (index, dtypes); only the results are converted.
+        return frame.assign(**{f.name: columns[f.name].to_pandas().to_numpy() for f in self.fields})
+
+    def _score_numpy(self, batch: dict):
+        import numpy as np
+        import pyarrow as pa
+
+        if self.text_column not in batch:
+            raise InputError(f"Column '{self.text_column}' not found; columns are: "
+                             f"{', '.join(map(str, batch))}. Pass text_column=...")
+        texts = pa.table({self.text_column: pa.array(list(batch[self.text_column]), pa.string())})
+        columns = self.score_table(_with_other_names(texts, list(batch), self.text_column))
+        # Numbers as float arrays (NaN where there is no text), labels and listings as object arrays (None).
+        results = {f.name: columns[f.name].to_numpy(zero_copy_only=False) if pa.types.is_floating(f.type)
+                   else _object_array(columns[f.name].to_pylist()) for f in self.fields}
+        return {**batch, **results}
+
+
+def _object_array(values: list):
+    """A 1-d object array (numpy would make a list of equal-length lists 2-d)."""
+    import numpy as np
+
+    array = np.empty(len(values), dtype=object)
+    for i, value in enumerate(values):
+        array[i] = value
+    return array
+
+
+def _with_other_names(texts, names, text_column: str):
+    """The text column, plus empty stand-ins for the batch's other columns so that name clashes are seen."""
+    import pyarrow as pa
+
+    for name in names:
+        if name != text_column:
+            texts = texts.append_column(str(name), pa.nulls(texts.num_rows))
+    return texts
+
+
+def _as_batch(table, schema, fields):
+    import pyarrow as pa
+
+    out = pa.schema(list(schema) + list(fields))
+    return pa.RecordBatch.from_arrays([table.column(n).combine_chunks() for n in out.names], schema=out)

@@ -113,7 +113,6 @@ class Scorer:
         return frame.assign(**{f.name: columns[f.name].to_pandas().to_numpy() for f in self.fields})
 
     def _score_numpy(self, batch: dict):
-        import numpy as np
         import pyarrow as pa
 
         if self.text_column not in batch:

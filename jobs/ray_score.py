@@ -1,6 +1,6 @@
 """Score a Parquet dataset on a Ray cluster with Ray Data: one batchscore Scorer per actor.
 
-    python jobs/ray_score.py INPUT OUTPUT --model /models/minilm-vader-sentiment [--actors 2] [--gpus-per-actor 0]
+    python jobs/ray_score.py INPUT OUTPUT --model /models/minilm-vader-sentiment [--actors 2] [--gpus-per-actor 1]
 
 INPUT and OUTPUT are anything `ray.data.read_parquet` / `write_parquet` take
 (a local folder, `s3://...`). Ray instantiates `Scorer` once per actor (the
@@ -15,12 +15,20 @@ from __future__ import annotations
 import argparse
 
 
-def score_dataset(ds, model: str, actors: int = 2, gpus_per_actor: float = 0, batch_size: int = 4096, **scorer):
-    """`ds` with the result columns appended (lazy, like any Ray Data transformation)."""
+def score_dataset(ds, model: str, actors: int = 2, gpus_per_actor: float = 0, cpus_per_actor: float = 1,
+                  batch_size: int = 4096, **scorer):
+    """`ds` with the result columns appended (lazy, like any Ray Data transformation).
+
+    Each actor holds `cpus_per_actor` CPUs for as long as it lives: leave some
+    for the read tasks that feed it (on a 2-CPU machine, 2 actors of 0.5).
+    """
+    import ray
+
     from batchscore import Scorer
 
     return ds.map_batches(Scorer, fn_constructor_kwargs={"model": model, **scorer}, batch_format="pyarrow",
-                          batch_size=batch_size, concurrency=actors, num_gpus=gpus_per_actor)
+                          batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=actors),
+                          num_cpus=cpus_per_actor, num_gpus=gpus_per_actor)
 
 
 def main() -> None:
@@ -31,13 +39,14 @@ def main() -> None:
     parser.add_argument("--text-column", default="text")
     parser.add_argument("--actors", type=int, default=2)
     parser.add_argument("--gpus-per-actor", type=float, default=0)
+    parser.add_argument("--cpus-per-actor", type=float, default=1)
     args = parser.parse_args()
 
     import ray
 
     ray.init()  # joins the cluster when RAY_ADDRESS is set; else starts a local one
     scored = score_dataset(ray.data.read_parquet(args.input), args.model, args.actors, args.gpus_per_actor,
-                           text_column=args.text_column)
+                           args.cpus_per_actor, text_column=args.text_column)
     scored.write_parquet(args.output)
 
 

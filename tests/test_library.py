@@ -150,7 +150,8 @@ def test_ray_data_map_batches_with_two_actors(corpus, tiny_model, cli_output, tm
     ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
     try:
         ds = ray.data.read_parquet(str(corpus[0]))
-        scored = score_dataset(ds, tiny_model, actors=2, batch_size=64, top_k="all")
+        # 2 actors of half a CPU each: the read tasks that feed them get the rest of the 2 CPUs.
+        scored = score_dataset(ds, tiny_model, actors=2, cpus_per_actor=0.5, batch_size=64, top_k="all")
         scored.write_parquet(str(tmp_path / "ray"))
     finally:
         ray.shutdown()
@@ -160,8 +161,9 @@ def test_ray_data_map_batches_with_two_actors(corpus, tiny_model, cli_output, tm
 
 
 @pytest.mark.slow  # starts a JVM
-def test_spark_score_in_local_mode(corpus, tiny_model, cli_output, tmp_path):
+def test_spark_score_in_local_mode(corpus, tiny_model, cli_output, tmp_path, monkeypatch):
     pyspark = pytest.importorskip("pyspark")
+    monkeypatch.setenv("PYSPARK_PYTHON", sys.executable)  # Spark's Python workers: this environment
     from batchscore.spark import score
 
     spark = pyspark.sql.SparkSession.builder.master("local[2]").appName("batchscore-test") \
@@ -197,7 +199,8 @@ def test_readme_snippets_run_as_written(section, tiny_model, tmp_path):
     (tmp_path / "models").mkdir()
     os.symlink(tiny_model, tmp_path / "models" / "minilm-vader-sentiment")
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=600)
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "PYSPARK_PYTHON": sys.executable},
+                          timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     if section == "Use it from Python":
         assert (tmp_path / "scored" / "_SUCCESS").exists()

@@ -149,7 +149,7 @@ def test_ray_data_map_batches_with_two_actors(corpus, tiny_model, cli_output, tm
 
     ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
     try:
-        ds = ray.data.read_parquet(str(corpus[0]))
+        ds = ray.data.read_parquet(str(corpus[0])).repartition(4)  # 4 blocks: both actors get work
         # 2 actors of half a CPU each: the read tasks that feed them get the rest of the 2 CPUs.
         scored = score_dataset(ds, tiny_model, actors=2, cpus_per_actor=0.5, batch_size=64, top_k="all")
         scored.write_parquet(str(tmp_path / "ray"))

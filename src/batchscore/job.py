@@ -119,7 +119,9 @@ def check_input(cfg: JobConfig, layout, given: _Input, held: str | None) -> tupl
     source = given.source
     if not ((source.local and held != "complete") or (cfg.overwrite and held)):
         return source.num_rows, 0
-    plan = for_process(cfg, source.num_rows, *launcher_ranks())
+    # --overwrite of a whole output clears every part, whichever rank clears it: then the whole input is checked.
+    ranks = (0, 1) if cfg.overwrite and cfg.num_shards is None else launcher_ranks()
+    plan = for_process(cfg, source.num_rows, *ranks)
     if held == "started" and not cfg.overwrite:
         plan = plan.with_committed(listed_chunks(layout))  # a resume checks only what it will redo
     before = source.rows_decoded

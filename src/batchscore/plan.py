@@ -75,9 +75,6 @@ class Plan:
     def todo(self, chunk: int) -> bool:
         return self.owns(chunk) and chunk not in self.committed
 
-    def owned(self, chunks: Iterable[int]) -> list[int]:
-        return [c for c in chunks if self.owns(c)]
-
     @property
     def num_chunks(self) -> int | None:
         return None if self.num_rows is None else -(-self.num_rows // self.chunk_rows)

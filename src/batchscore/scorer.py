@@ -62,24 +62,22 @@ class Scorer:
 
     def score_table(self, table):
         """The result columns for a pyarrow Table, as a dict name -> Arrow array, in the table's row order."""
+        check_columns(table.column_names, self.text_column, self.fields)
+        return self._results(table.select([self.text_column]))
+
+    def _results(self, texts):
+        """The result columns for a table holding the text column (names already checked)."""
         from .batches import encode_chunk
         from .model import chunk_logits
         from .plan import Chunk
         from .postprocess import apply, result_columns
 
-        if self.text_column not in table.column_names:
-            raise InputError(f"Column '{self.text_column}' not found; columns are: "
-                             f"{', '.join(table.column_names)}. Pass text_column=...")
-        clash = [f.name for f in self.fields if f.name in table.column_names]
-        if clash:
-            raise InputError(f"Input column '{clash[0]}' would clash with the result column of that name; "
-                             "pass result_prefix=..., e.g. result_prefix='pred_'.")
         loaded = self.loaded
-        work = encode_chunk(Chunk(0, 0, table.select([self.text_column])), text_column=self.text_column,
-                            out_columns=[self.text_column], tokenizer=loaded.tokenizer,
-                            max_length=loaded.max_length, batch_tokens=self.batch_tokens,
+        work = encode_chunk(Chunk(0, 0, texts), text_column=self.text_column, out_columns=[self.text_column],
+                            tokenizer=loaded.tokenizer, max_length=loaded.max_length,
+                            batch_tokens=self.batch_tokens,
                             pad_multiple=8 if loaded.precision in ("bf16", "fp16") else None)
-        logits = chunk_logits(loaded, work.batches, table.num_rows)
+        logits = chunk_logits(loaded, work.batches, texts.num_rows)
         return result_columns(apply(self.function, logits), work.valid, loaded.labels, self.top_k,
                               self.result_prefix)
 
@@ -104,26 +102,32 @@ class Scorer:
     def _score_pandas(self, frame):
         import pyarrow as pa
 
-        if self.text_column not in frame.columns:
-            raise InputError(f"Column '{self.text_column}' not found; columns are: "
-                             f"{', '.join(map(str, frame.columns))}. Pass text_column=...")
-        texts = pa.Table.from_pandas(frame[[self.text_column]], preserve_index=False)
-        columns = self.score_table(_with_other_names(texts, frame.columns, self.text_column))
+        check_columns(frame.columns, self.text_column, self.fields)
+        columns = self._results(pa.Table.from_pandas(frame[[self.text_column]], preserve_index=False))
         # The input frame is kept as it is (index, dtypes); only the results are converted.
         return frame.assign(**{f.name: columns[f.name].to_pandas().to_numpy() for f in self.fields})
 
     def _score_numpy(self, batch: dict):
         import pyarrow as pa
 
-        if self.text_column not in batch:
-            raise InputError(f"Column '{self.text_column}' not found; columns are: "
-                             f"{', '.join(map(str, batch))}. Pass text_column=...")
-        texts = pa.table({self.text_column: pa.array(list(batch[self.text_column]), pa.string())})
-        columns = self.score_table(_with_other_names(texts, list(batch), self.text_column))
+        check_columns(batch, self.text_column, self.fields)
+        columns = self._results(pa.table({self.text_column: pa.array(list(batch[self.text_column]), pa.string())}))
         # Numbers as float arrays (NaN where there is no text), labels and listings as object arrays (None).
         results = {f.name: columns[f.name].to_numpy(zero_copy_only=False) if pa.types.is_floating(f.type)
                    else _object_array(columns[f.name].to_pylist()) for f in self.fields}
         return {**batch, **results}
+
+
+def check_columns(names, text_column: str, fields) -> None:
+    """A batch (or a Spark DataFrame) must have the text column, and no column named like a result column."""
+    names = [str(n) for n in names]
+    if text_column not in names:
+        raise InputError(f"Column '{text_column}' not found; columns are: {', '.join(names)}. "
+                         "Pass text_column=...")
+    clash = [f.name for f in fields if f.name in names]
+    if clash:
+        raise InputError(f"Input column '{clash[0]}' would clash with the result column of that name; "
+                         "pass result_prefix=..., e.g. result_prefix='pred_'.")
 
 
 def _object_array(values: list):
@@ -134,16 +138,6 @@ def _object_array(values: list):
     for i, value in enumerate(values):
         array[i] = value
     return array
-
-
-def _with_other_names(texts, names, text_column: str):
-    """The text column, plus empty stand-ins for the batch's other columns so that name clashes are seen."""
-    import pyarrow as pa
-
-    for name in names:
-        if name != text_column:
-            texts = texts.append_column(str(name), pa.nulls(texts.num_rows))
-    return texts
 
 
 def _as_batch(table, schema, fields):

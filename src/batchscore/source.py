@@ -290,6 +290,17 @@ class _ParquetFiles:
             raise InputError(_unreadable(at, "parquet", exc)) from None
 
 
+@dataclass
+class _RowGroupCursor:
+    """Where the open row group's reader stands."""
+
+    position: int  # index of the row group in _ParquetRows.groups
+    batches: Iterator  # its remaining record batches
+    row: int  # global index of the next row it hands out
+    columns: list[str] | None
+    leftover: object = None  # the rest of a batch a request stopped inside; its first row is `row`
+
+
 class _ParquetRows:
     """Rows [start, stop) of Parquet files, found through their footers' row counts: only the row groups
     that hold them are read.
@@ -308,14 +319,15 @@ class _ParquetRows:
                 self.groups.append((path, group))
                 self.starts.append(row)
                 row += rows
-        self._cursor = None  # [group position, batch iterator, row of its next batch, columns, leftover batch]
+        self._cursor: _RowGroupCursor | None = None
 
-    def _open(self, position: int, columns):
+    def _open(self, position: int, columns) -> _RowGroupCursor:
         path, group = self.groups[position]
         wanted = None if columns is None else [c for c in columns if c not in self.partitions.fields]
         batches = (self.partitions.add(b, path, columns)
                    for b in self.reader.group_batches(path, group, self.schema, wanted))
-        return [position, batches, self.starts[position], columns, None]
+        self._cursor = _RowGroupCursor(position, batches, self.starts[position], columns)
+        return self._cursor
 
     def read(self, columns, start: int, stop: int):
         import bisect
@@ -324,27 +336,27 @@ class _ParquetRows:
             return
         position = max(bisect.bisect_right(self.starts, start) - 1, 0)
         cursor = self._cursor
-        if cursor is None or cursor[0] != position or cursor[2] > start or cursor[3] != columns:
-            cursor = self._cursor = self._open(position, columns)
-        while cursor[2] < stop:
-            batch, cursor[4] = cursor[4], None
+        if cursor is None or cursor.position != position or cursor.row > start or cursor.columns != columns:
+            cursor = self._open(position, columns)
+        while cursor.row < stop:
+            batch, cursor.leftover = cursor.leftover, None
             if batch is None:
-                batch = next(cursor[1], None)
+                batch = next(cursor.batches, None)
                 if batch is None:  # this row group is done: on to the next, if any
-                    if cursor[0] + 1 >= len(self.groups):
+                    if cursor.position + 1 >= len(self.groups):
                         return
-                    cursor = self._cursor = self._open(cursor[0] + 1, columns)
+                    cursor = self._open(cursor.position + 1, columns)
                     continue
                 self.source.rows_decoded += batch.num_rows
-            low, high = max(start - cursor[2], 0), min(stop - cursor[2], batch.num_rows)
+            low, high = max(start - cursor.row, 0), min(stop - cursor.row, batch.num_rows)
             piece = batch.slice(low, high - low) if low < high else None
             # The cursor moves before the rows are handed out: a caller that stops early loses nothing.
             done = high < batch.num_rows
             if done:  # the rest waits for the next request
-                cursor[4] = batch.slice(high)
-                cursor[2] += high
+                cursor.leftover = batch.slice(high)
+                cursor.row += high
             else:
-                cursor[2] += batch.num_rows
+                cursor.row += batch.num_rows
             if piece is not None:
                 yield piece
             if done:

@@ -31,16 +31,9 @@ def result_schema(input_schema, top_k: int | str = 1, result_prefix: str | None 
 
     from .postprocess import result_fields
 
-    fields = list(input_schema.fields)
-    taken = {f.name for f in fields}
-    for field in result_fields(str(top_k).lower(), result_prefix):
-        if field.name in taken:
-            from .errors import InputError
-
-            raise InputError(f"Input column '{field.name}' would clash with the result column of that name; "
-                             "pass result_prefix=..., e.g. result_prefix='pred_'.")
-        fields.append(StructField(field.name, from_arrow_type(field.type), nullable=True))
-    return StructType(fields)
+    results = result_fields(str(top_k).lower(), result_prefix)
+    return StructType([*input_schema.fields,
+                       *(StructField(f.name, from_arrow_type(f.type), nullable=True) for f in results)])
 
 
 def score(df, model: str | None = None, text_column: str = "text", top_k: int | str = 1, **options):
@@ -49,11 +42,11 @@ def score(df, model: str | None = None, text_column: str = "text", top_k: int | 
     `options` are the other `Scorer` arguments (revision, max_length,
     batch_tokens, precision, result_prefix, allow_pickle, trust_remote_code).
     """
-    if text_column not in df.columns:
-        from .errors import InputError
+    from .postprocess import result_fields
+    from .scorer import check_columns
 
-        raise InputError(f"Column '{text_column}' not found; columns are: {', '.join(df.columns)}. "
-                         "Pass text_column=...")
+    # On the driver, before any executor loads a model: the same checks the Scorer makes.
+    check_columns(df.columns, text_column, result_fields(str(top_k).lower(), options.get("result_prefix")))
     settings = tuple(sorted({"model": model, "text_column": text_column, "top_k": top_k, **options}.items()))
     schema = result_schema(df.schema, top_k, options.get("result_prefix"))
 

@@ -139,6 +139,40 @@ def manifest_of(out, fs=None) -> dict:
     return json.loads(schema.metadata[b"batchscore.manifest"])
 
 
+# Scores computed with other thread counts, ranks or processes may differ in the last bits: a matmul's sums
+# are split differently among threads (seen on AMD EPYC: 5.96e-8). Labels must be identical; scores within this.
+# With the same threads and the same batches, outputs are bit for bit equal (compare with Table.equals).
+SCORE_TOLERANCE = 1e-6
+
+
+def assert_same_table(got, expected, tolerance: float = SCORE_TOLERANCE) -> None:
+    """Same schema and rows; every column equal, except float scores (also inside `scores`) within tolerance."""
+    import numpy as np
+    import pyarrow as pa
+
+    assert got.schema == expected.schema
+    assert got.num_rows == expected.num_rows
+    for name in got.column_names:
+        a, b = got.column(name).combine_chunks(), expected.column(name).combine_chunks()
+        if pa.types.is_floating(a.type):
+            assert a.is_null().equals(b.is_null()), name
+            x = np.asarray(a.fill_null(0).to_numpy(zero_copy_only=False), dtype=np.float64)
+            y = np.asarray(b.fill_null(0).to_numpy(zero_copy_only=False), dtype=np.float64)
+            worst = float(np.max(np.abs(x - y), initial=0.0))
+            assert worst <= tolerance, (name, worst)
+        elif pa.types.is_list(a.type) and pa.types.is_struct(a.type.value_type):
+            # `scores`: labels in the same order, each score within tolerance
+            assert a.is_null().equals(b.is_null()), name
+            for i, (row_a, row_b) in enumerate(zip(a.to_pylist(), b.to_pylist())):
+                if row_a is None:
+                    continue
+                assert [e["label"] for e in row_a] == [e["label"] for e in row_b], (name, i)
+                worst = max((abs(e["score"] - f["score"]) for e, f in zip(row_a, row_b)), default=0.0)
+                assert worst <= tolerance, (name, i, worst)
+        else:
+            assert a.equals(b), name
+
+
 def output_names(out) -> list[str]:
     """What a reader sees in an output folder: every file, with its size, below it (records included)."""
     found = []

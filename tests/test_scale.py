@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import assert_error, invoke, manifest_of, output_names
+from conftest import assert_error, assert_same_table, invoke, manifest_of, output_names
 
 ROWS, CHUNK = 2000, 100  # 20 chunks
 
@@ -51,11 +51,16 @@ def shard(corpus, model, out, index, count, *extra):
     return result
 
 
-def assert_same_as_reference(out, reference):
+def assert_same_as_reference(out, reference, exact=True):
+    """`exact`: the same thread count and batches, so bit for bit; else (ranks with fewer threads each)
+    labels identical and scores within the documented tolerance."""
     table, manifest = reference
     got = pq.read_table(out)
     assert got.column("row").to_pylist() == list(range(ROWS))  # every row once, in order
-    assert got.equals(table)  # same scores, same schema
+    if exact:
+        assert got.equals(table)  # same scores, same schema
+    else:
+        assert_same_table(got, table)
     mine = manifest_of(out)
     if os.path.isdir(out):
         # No temp files or shard markers left behind: only parts, the 0-row manifest and empty files.
@@ -214,7 +219,8 @@ def torchrun(nproc, args, **kw):
            "-m", "batchscore", *map(str, args)]
     import torch
 
-    # The reference's thread count: another one sums in another order and moves the last float bit.
+    # Each rank takes its share of the reference's threads (1 of 2 here): scores may move in the last bits,
+    # so ranks are compared to one process with labels identical and scores within SCORE_TOLERANCE.
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **kw)
 
@@ -226,10 +232,10 @@ def finish(proc, timeout=240):
 
 def test_two_ranks_equal_one_process(corpus, tiny_model, reference, tmp_path):
     out = tmp_path / "out"
-    code, err = finish(torchrun(2, job(corpus, tiny_model, out)))
+    code, err = finish(torchrun(2, job(corpus, tiny_model, out)))  # 1 thread per rank, the reference 2
     assert code == 0, err[-3000:]
     assert "Scored 1999 of 2000 rows" in err  # rank 0's summary, over all ranks
-    assert_same_as_reference(out, reference)
+    assert_same_as_reference(out, reference, exact=False)
     manifest = manifest_of(out)
     assert [(s["shard"], s["num_shards"]) for s in manifest["shards"]] == [(0, 2), (1, 2)]
     # Each rank wrote its own chunks.
@@ -290,4 +296,4 @@ def test_kill_one_rank_then_rerun_gives_exactly_once(corpus, tiny_model, referen
     # The oracle: one uninterrupted process with the same batches.
     single = tmp_path / "single"
     assert invoke([a if a != str(out) else str(single) for a in args]).exit_code == 0
-    assert_same_as_reference(out, (pq.read_table(single), manifest_of(single)))
+    assert_same_as_reference(out, (pq.read_table(single), manifest_of(single)), exact=False)

@@ -9,6 +9,8 @@ pipeline's scores), so its labels and scores are the ones the CLI writes.
 
 from __future__ import annotations
 
+import contextlib
+
 from .config import CPU_BATCH_TOKENS, GPU_BATCH_TOKENS, REFERENCE_MODEL, REFERENCE_REVISION
 from .errors import ConfigError, InputError
 
@@ -33,6 +35,10 @@ class Scorer:
     `top_k` is 1 (label and score) or "all" (also `scores`, every label's score,
     best first); `result_prefix` names the result columns (`pred_label`, ...);
     `precision` is "auto" (fp32 on CPU, bf16 on GPU), "fp32", "bf16", "fp16" or "int8".
+
+    Text values as in the CLI: numbers (and other scalars) are scored as their
+    string form; bytes, lists, structs, invalid UTF-8 or a column of mixed
+    types raise `InputError` naming the column.
     """
 
     def __init__(self, model: str | None = None, revision: str | None = None, text_column: str = "text",
@@ -63,15 +69,18 @@ class Scorer:
     def score_table(self, table):
         """The result columns for a pyarrow Table, as a dict name -> Arrow array, in the table's row order."""
         check_columns(table.column_names, self.text_column, self.fields)
-        return self._results(table.select([self.text_column]))
+        return self._results(table.column(self.text_column))
 
-    def _results(self, texts):
-        """The result columns for a table holding the text column (names already checked)."""
+    def _results(self, column):
+        """The result columns for the text column, as Arrow values (names already checked)."""
+        import pyarrow as pa
+
         from .batches import encode_chunk
         from .model import chunk_logits
         from .plan import Chunk
         from .postprocess import apply, result_columns
 
+        texts = pa.table({self.text_column: text_values(column, self.text_column)})
         loaded = self.loaded
         work = encode_chunk(Chunk(0, 0, texts), text_column=self.text_column, out_columns=[self.text_column],
                             tokenizer=loaded.tokenizer, max_length=loaded.max_length,
@@ -103,15 +112,24 @@ class Scorer:
         import pyarrow as pa
 
         check_columns(frame.columns, self.text_column, self.fields)
-        columns = self._results(pa.Table.from_pandas(frame[[self.text_column]], preserve_index=False))
+        with _converting(self.text_column):
+            column = pa.Table.from_pandas(frame[[self.text_column]], preserve_index=False).column(0)
+        columns = self._results(column)
         # The input frame is kept as it is (index, dtypes); only the results are converted.
         return frame.assign(**{f.name: columns[f.name].to_pandas().to_numpy() for f in self.fields})
 
     def _score_numpy(self, batch: dict):
+        import numpy as np
         import pyarrow as pa
 
         check_columns(batch, self.text_column, self.fields)
-        columns = self._results(pa.table({self.text_column: pa.array(list(batch[self.text_column]), pa.string())}))
+        values = np.asarray(batch[self.text_column])
+        if values.ndim != 1:
+            raise InputError(f"Column '{self.text_column}' must be a 1-d array of texts, not of shape "
+                             f"{values.shape}.")
+        with _converting(self.text_column):
+            column = pa.array(values, from_pandas=True)  # NaN is numpy's (and pandas') missing value
+        columns = self._results(column)
         # Numbers as float arrays (NaN where there is no text), labels and listings as object arrays (None).
         results = {f.name: columns[f.name].to_numpy(zero_copy_only=False) if pa.types.is_floating(f.type)
                    else _object_array(columns[f.name].to_pylist()) for f in self.fields}
@@ -128,6 +146,45 @@ def check_columns(names, text_column: str, fields) -> None:
     if clash:
         raise InputError(f"Input column '{clash[0]}' would clash with the result column of that name; "
                          "pass result_prefix=..., e.g. result_prefix='pred_'.")
+
+
+def text_values(column, name: str):
+    """`column` (Arrow) as valid UTF-8 strings, by the CLI's rule: numbers, booleans, dates and the like are
+    scored as their string form (5 -> "5"); lists, structs and bytes are refused, as is invalid UTF-8."""
+    import pyarrow as pa
+    import pyarrow.types as t
+
+    kind = column.type
+    if t.is_dictionary(kind):
+        kind = kind.value_type
+    binary = t.is_binary(kind) or t.is_large_binary(kind) or t.is_fixed_size_binary(kind) or t.is_binary_view(kind)
+    if t.is_nested(kind) or binary:
+        fix = "decode the bytes to str first" if binary else "pass text_column=... naming a string column"
+        raise InputError(f"Column '{name}' holds {kind}, not text; {fix}.")
+    if not (t.is_string(column.type) or t.is_large_string(column.type)):
+        with _converting(name):
+            column = column.cast(pa.string())
+    try:
+        column.validate(full=True)  # Arrow does not check UTF-8 when strings are made from buffers
+    except pa.ArrowInvalid:
+        raise InputError(f"Column '{name}' holds invalid UTF-8; decode the bytes with their real encoding "
+                         "(or errors='replace') before scoring.") from None
+    return column
+
+
+@contextlib.contextmanager
+def _converting(name: str):
+    """Arrow's conversion errors (values of mixed types, a cast it has not) as one InputError naming the column."""
+    import pyarrow as pa
+
+    try:
+        yield
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+        # pandas' conversion errors carry (reason, where) as their arguments
+        reason = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
+        reason = (reason.strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise InputError(f"Column '{name}' cannot be read as text ({reason}); make every value a str "
+                         "(None where there is no text).") from None
 
 
 def _object_array(values: list):

@@ -9,6 +9,7 @@ datasets, Hub-style dataset folders and `save_to_disk` folders go through the
 from __future__ import annotations
 
 import codecs
+import contextlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -16,8 +17,8 @@ from typing import Callable, Iterator
 
 from pyarrow import ArrowException as ArrowError  # noqa: N812 - this module runs only inside a job
 
-from .errors import InputError
-from .text_reader import TextFormat, open_stream, split_compression
+from .errors import ConfigError, InputError
+from .text_reader import TextFormat, TrailingData, open_stream, split_compression, trailing_data
 
 # Extension -> pyarrow.dataset format name. `.json` must be JSON Lines.
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".jsonl": "json", ".json": "json"}
@@ -128,6 +129,7 @@ def open_source(spec: str, *, text_column: str, split: str = "train", dataset_co
     `exclude(url) -> bool` drops files found in a folder or glob (this job's own
     output, when it lies inside the input folder).
     """
+    check_encoding(encoding)
     if _is_url(spec) or os.path.exists(spec) or any(ch in spec for ch in "*?["):
         if not _is_url(spec) and os.path.isdir(spec):
             if _is_saved_dataset(spec):
@@ -175,13 +177,30 @@ def _resolve_files(spec: str, exclude=None) -> tuple[object, list[str], str]:
     return fs, files, base.rstrip("/")
 
 
+def check_encoding(encoding: str | None) -> None:
+    """`encoding` must name a text codec (bytes -> str): ConfigError otherwise.
+
+    Python's registry also holds bytes-to-bytes and str-to-str codecs (zlib,
+    base64, rot13) that fail deep inside the CSV reader.
+    """
+    if not encoding:
+        return
+    fix = f"use a text encoding such as latin-1, cp1252, utf-16, or {REPLACE_CODEC}"
+    try:
+        info = codecs.lookup(encoding)
+    except (LookupError, ValueError, TypeError):  # ValueError: a NUL in the name
+        raise ConfigError(f"Unknown --encoding {_printable(repr(encoding), 80)}; {fix}.") from None
+    try:
+        text = getattr(info, "_is_text_encoding", True) and codecs.getincrementaldecoder(encoding)().decode(
+            b"", final=True)
+    except (UnicodeError, TypeError, ValueError, LookupError):
+        text = None
+    if not isinstance(text, str):
+        raise ConfigError(f"--encoding '{encoding}' is not a text encoding (bytes to text); {fix}.")
+
+
 def _check_encoding(fmt: str, encoding: str | None) -> None:
-    if encoding:
-        try:
-            codecs.lookup(encoding)
-        except LookupError:
-            raise InputError(f"Unknown --encoding '{encoding}'; use a Python codec name such as latin-1, cp1252, "
-                             f"or {REPLACE_CODEC}.") from None
+    check_encoding(encoding)
     if fmt not in ("csv", "tsv") and encoding and encoding.replace("-", "").lower() not in ("utf8",):
         raise InputError(f"--encoding applies to CSV/TSV files only; {fmt} input must be UTF-8.")
 
@@ -190,7 +209,7 @@ def _open_files(spec: str, text_column: str, encoding: str | None = None, exclud
                 infer_types: bool = False) -> Source:
 
     fs, files, root = _resolve_files(spec, exclude)
-    empty = [f for f in files if fs.size(f) == 0]
+    empty = [f for f in files if _stat(fs, f)["size"] == 0]
     if empty:
         raise InputError(f"Input file '{_display(fs, empty[0])}' is empty (0 bytes); remove it or fix the export.")
     formats = {_format_of(f) for f in files}
@@ -225,7 +244,7 @@ def _open_files(spec: str, text_column: str, encoding: str | None = None, exclud
                                  **({"csv_infer_types": True} if infer_types else {})},
                     local=local, root=_display(fs, root))
     if fmt == "csv":
-        source.verify = lambda: [reader.text.find_open_quote(fs, f, _display(fs, f)) for f in files]
+        source.verify = reader.verify
     if fmt == "parquet":
         source.read_rows = _ParquetRows(reader, files_schema, partitions, source).read
     source.file_columns = {_display(fs, f): [*schemas[f].names, *partitions.fields] for f in files}
@@ -236,23 +255,41 @@ class _TextFiles:
     def __init__(self, fs, files: list[str], text: TextFormat):
         self.fs, self.files, self.text = fs, files, text
         self.num_rows = None  # known only after a scan
+        self.widths: dict = {}  # file -> how many columns it has itself
+        self.rows: dict = {}  # file -> rows read, once a read of the whole file ends
 
     def schemas(self) -> dict:
         found = {}
         for path in self.files:
-            try:
+            with self._reading(path):
                 found[path] = self.text.schema(self.fs, path, _display(self.fs, path))
-            except (ArrowError, OSError, EOFError, UnicodeError, ValueError) as exc:
-                raise InputError(_unreadable(_display(self.fs, path), self.text.fmt, exc, self.fs, path,
-                                             self.text)) from None
+            self.widths[path] = len(found[path])
         return found
 
     def batches(self, path: str, schema, columns):
-        where = _display(self.fs, path)
+        rows = 0
+        with self._reading(path):
+            for batch in self.text.batches(self.fs, path, schema, columns, _display(self.fs, path),
+                                           one_column=self.widths.get(path) == 1):
+                rows += batch.num_rows
+                yield batch
+        self.rows[path] = rows
+
+    def verify(self) -> None:
+        """CSV, local files: Python's strict csv module reads each file again (see TextFormat.verify)."""
+        for path in self.files:
+            with self._reading(path):
+                self.text.verify(self.fs, path, _display(self.fs, path), self.rows.get(path))
+
+    @contextlib.contextmanager
+    def _reading(self, path: str):
+        # Every way a text file can fail to read (bad bytes, bad compression, gone since it was listed) is one
+        # InputError naming it.
         try:
-            yield from self.text.batches(self.fs, path, schema, columns, where)
+            yield
         except (ArrowError, OSError, EOFError, UnicodeError, ValueError) as exc:
-            raise InputError(_unreadable(where, self.text.fmt, exc, self.fs, path, self.text)) from None
+            raise InputError(_unreadable(_display(self.fs, path), self.text.fmt, exc, self.fs, path,
+                                         self.text)) from None
 
 
 class _ParquetFiles:
@@ -417,11 +454,12 @@ def _hive_partitions(files: list[str], root: str) -> _Partitions:
     fields = {}
     for key in keys:
         seen = [v[key] for v in values.values() if v.get(key) is not None]
-        # Like pyarrow's and Spark's discovery: whole numbers become int32 (int64 if too large), else text.
-        numbers = seen and all(re.fullmatch(r"-?\d+", v) for v in seen)
+        # As pyarrow.dataset's hive discovery types them: int32 where every value is ASCII digits (an optional
+        # '-') within int32, else text. Python's int() would also take '١٢' or '１２', or a number past int64.
+        numbers = seen and all(re.fullmatch(r"-?[0-9]+", v) and -2**31 <= int(v) < 2**31 for v in seen)
         kind = pa.string()
         if numbers:
-            kind = pa.int32() if all(-2**31 <= int(v) < 2**31 for v in seen) else pa.int64()
+            kind = pa.int32()
             for found in values.values():
                 if found.get(key) is not None:
                     found[key] = int(found[key])
@@ -476,6 +514,15 @@ def _widens(source, target) -> bool:
     return pa.types.is_list(source) and pa.types.is_list(target) and _widens(source.value_type, target.value_type)
 
 
+def _stat(fs, path: str) -> dict:
+    """fs.info of a listed file; one that is gone since (or a link to nothing) is an InputError naming it."""
+    try:
+        return fs.info(path)
+    except OSError as exc:
+        raise InputError(f"Cannot read input file '{_display(fs, path)}' ({_first_line(exc)}); it was listed but "
+                         "is gone or unreadable: fix or remove it, then rerun.") from None
+
+
 def _file_stats(fs, files: list[str]) -> list[dict]:
     """Path, size and modification stamp of each file: a changed file means another input.
 
@@ -485,7 +532,7 @@ def _file_stats(fs, files: list[str]) -> list[dict]:
     stamps = ("ETag", "etag", "generation", "mtime", "LastModified", "last_modified", "updated")
     stats = []
     for path in files:
-        info = fs.info(path)
+        info = _stat(fs, path)
         stamp = next((info[k] for k in stamps if info.get(k) is not None), None)
         stats.append({"path": _display(fs, path), "size": info.get("size"), "modified": str(stamp)})
     return stats
@@ -496,8 +543,11 @@ _HINTS = {  # matched against the lower-cased reason
     "expected": "fix that row, or quote its text (a ragged CSV row)",
     "magic bytes": "the file is corrupt or truncated; export it again",
     "json parse error": "each line must be one JSON object (JSON Lines)",
+    "not a json object": "each line must be one JSON object (JSON Lines)",
+    "is corrupt": "the file is corrupt or not what its name says; export it again",
     "truncated": "the file is corrupt or truncated; export it again",
     "inflate": "the file is corrupt or not what its name says; export it again",
+    "decompress failed": "the file is corrupt or not what its name says; export it again",
 }
 
 
@@ -514,12 +564,18 @@ def _unreadable(where: str, fmt: str, exc: BaseException, fs=None, path: str | N
     if isinstance(exc, InputError):
         return exc.message
     reason = _printable(_first_line(exc))
+    if path and split_compression(path)[1] and isinstance(exc, (OSError, EOFError)):
+        # Arrow's gzip/bz2/zstd errors read differently from our xz/gzip/bz2 reader's: say it one way.
+        found = str(exc) if isinstance(exc, TrailingData) else _quietly(trailing_data, fs, path)
+        if found:
+            return (f"Cannot read '{where}' as {fmt}: {found}; remove the bytes after the stream's end, or "
+                    "compress the file again.")
     if fmt == "json" and text is not None:
-        found = text.locate_type_change(fs, path, reason)
+        found = _quietly(text.locate_type_change, fs, path, reason)
         if found:
             return f"Cannot read '{where}' as json: {found}."
     if fmt in ("csv", "tsv") and text is not None:
-        line = text.locate_csv_error(fs, path, reason)
+        line = _quietly(text.locate_csv_error, fs, path, reason)
         # pyarrow counts records, not lines (a quoted newline makes them differ): say the line instead.
         reason = re.sub(r"^CSV parse error: |Row #\d+: ", "", reason)
         if line:
@@ -531,8 +587,11 @@ def _unreadable(where: str, fmt: str, exc: BaseException, fs=None, path: str | N
     if "JSON parse error" in reason:
         # pyarrow's JSON row number restarts in every read block: find the real line.
         reason = re.sub(r"\.? in row \d+", "", reason)
-        line = _first_bad_json_line(fs, path) if fs is not None and path else None
-        if line:
+        found = _quietly(_first_bad_json_line, fs, path) if fs is not None and path else None
+        line, what = found or (None, None)
+        if what:  # JSON, but not an object: pyarrow's "Column() changed from object to array" says it darkly
+            reason = f"line {line} is {what}, not a JSON object"
+        elif line:
             reason += f" at line {line}"
     if fmt != "parquet" and fs is not None and path and _is_parquet(fs, path):
         return f"Cannot read '{where}' as {fmt}: it is a Parquet file; give it a .parquet name."
@@ -540,20 +599,31 @@ def _unreadable(where: str, fmt: str, exc: BaseException, fs=None, path: str | N
     return f"Cannot read '{where}' as {fmt}: {reason.rstrip('.')}; {hint}."
 
 
-def _first_bad_json_line(fs, path: str) -> int | None:
+def _first_bad_json_line(fs, path: str) -> tuple[int, str | None] | None:
+    """The first line that is not a JSON object: (its number, what it is instead, if it is JSON)."""
     import json
 
-    try:
-        with open_stream(fs, path) as fh:
-            for number, raw in enumerate(fh, 1):
-                if raw.strip():
-                    try:
-                        json.loads(raw)
-                    except ValueError:
-                        return number
-    except OSError:
-        return None
+    kinds = {list: "an array", str: "a string", bool: "true or false", int: "a number", float: "a number"}
+    with open_stream(fs, path) as fh:
+        for number, raw in enumerate(fh, 1):
+            if raw.strip():
+                try:
+                    value = json.loads(raw)
+                except ValueError:
+                    return number, None
+                if not isinstance(value, dict):
+                    return number, kinds.get(type(value), "null")
     return None
+
+
+def _quietly(locate, *args):
+    """A locating helper's answer, or None where reading the file again fails too: the first error stands."""
+    import csv
+
+    try:
+        return locate(*args)
+    except (OSError, EOFError, ValueError, csv.Error, ArrowError):
+        return None
 
 
 def _printable(text: str, limit: int = 300) -> str:

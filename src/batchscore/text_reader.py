@@ -8,7 +8,13 @@
   character, and a field cannot hold a tab or a newline.
 - JSON Lines: types as written; a column whose type changes between lines is
   an error naming the line.
+- An empty line is a record in a one-column CSV/TSV (an empty field: pyarrow and
+  polars write a null so, and Python's csv module reads it so); in a file of two
+  or more columns it holds no record and is skipped (as pandas, Spark and
+  csv.DictReader skip it).
 - `.gz`, `.bz2`, `.zst`, `.xz`: decompressed while streaming, never to disk.
+  Whole streams back to back (`cat a.gz b.gz`) are read whole; any byte after
+  the last whole stream is an error, for every codec.
 - A field larger than the read block (tens of MB): the block grows and the file
   is read again from its start, skipping the rows already given.
 """
@@ -38,18 +44,173 @@ def split_compression(path: str) -> tuple[str, str | None]:
 
 
 def open_stream(fs, path: str):
-    """A binary stream of the file's (decompressed) bytes."""
-    import pyarrow as pa
-
+    """A binary stream of the file's (decompressed) bytes; iterating it gives lines."""
     raw = fs.open(path, "rb")
     codec = split_compression(path)[1]
-    if codec == "xz":  # Arrow has no LZMA codec; Python's streams
-        import lzma
+    if codec == "zstd":  # no zstd in Python's standard library (before 3.14): Arrow's decoder
+        import pyarrow as pa
 
-        return lzma.open(raw, "rb")
+        return io.BufferedReader(pa.CompressedInputStream(pa.PythonFile(raw, mode="r"), codec), 1 << 20)
     if codec:
-        return pa.CompressedInputStream(pa.PythonFile(raw, mode="r"), codec)
+        return io.BufferedReader(_Streams(raw, codec), 1 << 20)
     return raw
+
+
+class TrailingData(OSError):
+    """Bytes after the last whole compressed stream."""
+
+
+def _decompressor(codec: str, first: bool = True):
+    if codec == "gzip":
+        import zlib
+
+        return zlib.decompressobj(wbits=31)  # 16 + 15: deflate data inside a gzip header and trailer
+    if codec == "bz2":
+        import bz2
+
+        return bz2.BZ2Decompressor()
+    import lzma
+
+    # The first stream: .xz, or the older .lzma format; later ones only .xz (to the auto-detector a run of
+    # zero bytes is a series of empty .lzma streams).
+    return lzma.LZMADecompressor(lzma.FORMAT_AUTO if first else lzma.FORMAT_XZ)
+
+
+class _Streams(io.RawIOBase):
+    """The decompressed bytes of a gzip, bz2 or xz file: whole streams back to back, and nothing after them.
+
+    One policy for every codec: Arrow's gzip, bz2 and zstd readers refuse bytes
+    after the last stream, while Python's lzma and bz2 modules drop them without
+    a word (a damaged or appended-to file would pass for a shorter one).
+    """
+
+    def __init__(self, raw, codec: str):
+        super().__init__()
+        self.raw, self.codec = raw, codec
+        self.decoder = _decompressor(codec)
+        self.offset = 0  # compressed bytes read so far
+        self.stream_start, self.stream_out = 0, 0  # where the current stream starts; bytes it has given
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        data = self._read(len(buffer)) if len(buffer) else b""
+        buffer[: len(data)] = data
+        return len(data)
+
+    def _read(self, size: int) -> bytes:
+        while True:
+            if self.decoder.eof:  # a stream ended: the file ends too, or another stream starts
+                rest = self.decoder.unused_data or self._raw()
+                if not rest:
+                    return b""
+                self.decoder = _decompressor(self.codec, first=False)
+                self.stream_start, self.stream_out = self.offset - len(rest), 0
+                data = self._feed(rest, size)
+            else:
+                zlib_style = hasattr(self.decoder, "unconsumed_tail")  # zlib hands unread input back
+                hungry = not self.decoder.unconsumed_tail if zlib_style else self.decoder.needs_input
+                more = self._raw() if hungry else b""
+                data = self._feed(more, size)
+                if hungry and not more and not data and not self.decoder.eof:
+                    if self.stream_start and not self.stream_out:
+                        raise self._trailing()
+                    raise EOFError("truncated compressed stream: the file ends inside it")
+            if data:
+                self.stream_out += len(data)
+                return data
+
+    def _raw(self) -> bytes:
+        data = self.raw.read(1 << 16)
+        self.offset += len(data)
+        return data
+
+    def _feed(self, data: bytes, size: int) -> bytes:
+        import lzma
+        import zlib
+
+        decoder = self.decoder
+        try:
+            if hasattr(decoder, "unconsumed_tail"):
+                return decoder.decompress(decoder.unconsumed_tail + data, size)
+            return decoder.decompress(data, size)
+        except (zlib.error, lzma.LZMAError, OSError, EOFError, ValueError) as exc:
+            if self.stream_start and not self.stream_out:  # after a whole stream, bytes that start none
+                raise self._trailing() from None
+            raise OSError(f"{self.codec} data is corrupt ({exc})") from None
+
+    def _trailing(self) -> TrailingData:
+        return TrailingData(f"trailing data after the compressed stream (from byte {self.stream_start:,})")
+
+    def close(self):
+        self.raw.close()
+        super().close()
+
+
+def _zstd_end(fh, size: int) -> int | None:
+    """Where the file's whole zstd frames end, from frame and block headers alone (nothing is decompressed);
+    None where the file ends inside a frame."""
+
+    def take(count: int) -> bytes:
+        data = fh.read(count)
+        if len(data) < count:
+            raise EOFError
+        return data
+
+    def skip(count: int) -> None:
+        fh.seek(count, 1)
+        if fh.tell() > size:
+            raise EOFError
+
+    end = 0
+    try:
+        while True:
+            head = fh.read(4)
+            magic = int.from_bytes(head, "little")
+            if len(head) == 4 and magic & 0xFFFFFFF0 == 0x184D2A50:  # a skippable frame: its length, then any bytes
+                skip(int.from_bytes(take(4), "little"))
+            elif len(head) == 4 and magic == 0xFD2FB528:
+                descriptor = take(1)[0]
+                single_segment = descriptor >> 5 & 1
+                # window descriptor, dictionary id, content size: their lengths are in the descriptor
+                skip(1 - single_segment + (0, 1, 2, 4)[descriptor & 3] + (single_segment, 2, 4, 8)[descriptor >> 6])
+                while True:
+                    block = int.from_bytes(take(3), "little")
+                    skip(1 if block >> 1 & 3 == 1 else block >> 3)  # an RLE block holds one byte
+                    if block & 1:  # the frame's last block
+                        break
+                if descriptor >> 2 & 1:
+                    skip(4)  # content checksum
+            else:
+                return end
+            end = fh.tell()
+    except EOFError:
+        return None
+
+
+def trailing_data(fs, path: str) -> str | None:
+    """The reason, when a compressed file holds bytes after its last whole stream; else None.
+
+    Run when reading a compressed file failed, so that every codec's refusal
+    reads the same (Arrow's own messages differ by codec).
+    """
+    codec = split_compression(path)[1]
+    try:
+        if codec == "zstd":
+            size = fs.size(path)
+            with fs.open(path, "rb") as fh:
+                end = _zstd_end(fh, size)
+            return f"trailing data after the compressed stream (from byte {end:,})" if end and end < size else None
+        if codec:
+            with _Streams(fs.open(path, "rb"), codec) as stream:
+                while stream.read(1 << 20):
+                    pass
+    except TrailingData as exc:
+        return str(exc)
+    except (OSError, EOFError, ValueError):
+        return None
+    return None
 
 
 def open_for_arrow(fs, path: str):
@@ -104,20 +265,23 @@ class TextFormat:
 
     # --- options --------------------------------------------------------------------------------------------
 
-    def _csv_options(self, block_size: int, column_types: dict | None = None, columns=None):
+    def _csv_options(self, block_size: int, column_types: dict | None = None, columns=None, one_column=False):
         import pyarrow.csv as pacsv
 
+        # One column: an empty line is a record holding an empty field (pyarrow and polars write a null so).
+        # More columns: an empty line holds no record (a writer writes `,` for two empty fields).
+        empty_lines = {"ignore_empty_lines": not one_column}
         if self.fmt == "tsv":  # IANA TSV: no quoting, so no field spans lines
-            parse = pacsv.ParseOptions(delimiter="\t", quote_char=False, newlines_in_values=False)
+            parse = pacsv.ParseOptions(delimiter="\t", quote_char=False, newlines_in_values=False, **empty_lines)
         else:  # reviews and comments often hold quoted newlines: slower, but correct
-            parse = pacsv.ParseOptions(delimiter=",", newlines_in_values=True)
+            parse = pacsv.ParseOptions(delimiter=",", newlines_in_values=True, **empty_lines)
         convert = pacsv.ConvertOptions(column_types=column_types or {}, include_columns=columns or [])
         # One thread: fewer of pyarrow's threads reading a Python stream (see open_for_arrow).
         # Measured: no slower here.
         read = pacsv.ReadOptions(block_size=block_size, encoding=self.encoding or "utf8", use_threads=False)
         return read, parse, convert
 
-    def _reader(self, stream, block_size: int, schema=None, columns=None):
+    def _reader(self, stream, block_size: int, schema=None, columns=None, one_column=False):
         import pyarrow as pa
         import pyarrow.json as pajson
 
@@ -132,7 +296,7 @@ class TextFormat:
             types = {self.text_column: pa.string()}
         else:
             types = {f.name: f.type for f in schema}
-        return pacsv.open_csv(stream, *self._csv_options(block_size, types, columns))
+        return pacsv.open_csv(stream, *self._csv_options(block_size, types, columns, one_column))
 
     # --- reading --------------------------------------------------------------------------------------------
 
@@ -140,13 +304,27 @@ class TextFormat:
         """The file's columns and their types as they will be read."""
         import pyarrow as pa
 
+        found = self._first_look(fs, path, where)
+        if self.fmt != "json" and len(found) == 1:  # read again as its records will be: empty lines count
+            strict = self._first_look(fs, path, where, one_column=True)
+            if strict.names != found.names:
+                raise InputError(f"Cannot read '{where or path}' as {self.fmt}: line 1 is empty where the header "
+                                 "belongs (in a one-column file an empty line is a record); remove the empty "
+                                 "lines above the header.")
+            found = strict
+        if self.fmt == "json" or self.infer_types:
+            return found
+        return pa.schema([pa.field(name, pa.string()) for name in found.names])
+
+    def _first_look(self, fs, path: str, where: str, one_column=False):
+        import pyarrow as pa
+
         block_size = BLOCK_SIZE
         while True:
             try:
                 stream, _ = open_for_arrow(fs, path)
                 with stream:
-                    found = self._reader(stream, block_size).schema
-                break
+                    return self._reader(stream, block_size, one_column=one_column).schema
             except pa.ArrowInvalid as exc:
                 if "straddl" in str(exc) and block_size < MAX_BLOCK_SIZE:
                     block_size *= 4  # a first row larger than the block
@@ -154,12 +332,12 @@ class TextFormat:
                 if self.fmt == "csv":  # a quote left open makes rows look ragged: say which it is
                     self.find_open_quote(fs, path, where or path)
                 raise
-        if self.fmt == "json" or self.infer_types:
-            return found
-        return pa.schema([pa.field(name, pa.string()) for name in found.names])
 
-    def batches(self, fs, path: str, schema, columns=None, where: str = "") -> Iterator:
-        """Record batches of `columns` (all if None), typed as `schema`, in file order."""
+    def batches(self, fs, path: str, schema, columns=None, where: str = "", one_column=False) -> Iterator:
+        """Record batches of `columns` (all if None), typed as `schema`, in file order.
+
+        `one_column`: the file itself has one column (then its empty lines are records).
+        """
         import pyarrow as pa
 
         given, block_size = 0, BLOCK_SIZE
@@ -168,7 +346,7 @@ class TextFormat:
             try:
                 with stream:
                     skip = given
-                    for batch in self._reader(stream, block_size, schema, columns):
+                    for batch in self._reader(stream, block_size, schema, columns, one_column):
                         if skip:  # rows already given before the block grew
                             cut = min(skip, batch.num_rows)
                             batch, skip = batch.slice(cut), skip - cut
@@ -187,8 +365,20 @@ class TextFormat:
         if self.fmt == "csv" and counter is not None and counter.quotes % 2:
             self.find_open_quote(fs, path, where or path)
 
-    def find_open_quote(self, fs, path: str, where: str) -> None:
-        """Raise naming the line where a quoted field starts that never closes properly.
+    def verify(self, fs, path: str, where: str, rows: int | None) -> None:
+        """The up-front check of a local CSV: no quote left open, and as many records as pyarrow read (`rows`).
+
+        Python's csv module is the second reader: where the two disagree, some
+        rows would be lost or shifted without a word.
+        """
+        counted = self.find_open_quote(fs, path, where)
+        if rows is not None and counted is not None and counted != rows:
+            raise InputError(f"Cannot read '{where}' as csv: Python's csv module reads {counted:,} records where "
+                             f"pyarrow read {rows:,}; check the file's quotes and line breaks, or export it "
+                             "again.")
+
+    def find_open_quote(self, fs, path: str, where: str) -> int | None:
+        """Raise naming the line where a quoted field starts that never closes properly; else count the records.
 
         pyarrow ends such a field at the next quote it finds, however many lines on,
         and keeps whatever follows: rows vanish into one text. Python's strict csv
@@ -203,16 +393,21 @@ class TextFormat:
         encoding = "utf-8" if errors == "replace" else (self.encoding or "utf-8")
         with open_stream(fs, path) as raw, io.TextIOWrapper(raw, encoding=encoding, errors=errors, newline="") as fh:
             reader = csv.reader(fh, strict=True)
-            start = 1
+            start, width, records = 1, None, 0
             try:
-                for _ in reader:
+                for row in reader:
                     start = reader.line_num + 1
+                    if width is None:  # the header: the first line that is not empty, as pyarrow reads it
+                        width = len(row) or None
+                    elif row or width == 1:  # the empty-line rule of _csv_options
+                        records += 1
             except UnicodeDecodeError:
-                return  # not a quote problem: pyarrow's own error (invalid UTF-8, line located) stands
+                return None  # not a quote problem: pyarrow's own error (invalid UTF-8, line located) stands
             except csv.Error:
                 raise InputError(f"Cannot read '{where}' as csv: the quoted field that starts on line {start} is "
                                  "never closed properly; close its quote (a quote inside a quoted field is "
                                  'written ""), or export the file again.') from None
+        return records
 
     def locate_csv_error(self, fs, path: str, message: str) -> int | None:
         """The line where pyarrow's streaming CSV reader (which numbers nothing) stopped."""

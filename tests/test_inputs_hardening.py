@@ -311,3 +311,32 @@ def test_compressed_jsonl_type_change_is_named_by_line(codec, tmp_path, tiny_mod
     src = tmp_path / f"mixed.jsonl.{codec}"
     src.write_bytes(CODECS[codec](b'{"text": "good"}\n{"text": "bad"}\n{"text": 5}\n'))
     fails_untouched(src, tiny_model, outputs, 3, str(src), "'text'", "line 1", "line 3")
+
+
+@pytest.fixture
+def saved_dataset(tmp_path):
+    import datasets
+
+    folder = tmp_path / "saved"
+    datasets.Dataset.from_dict({"text": [f"review {i}" for i in range(500)]}).save_to_disk(str(folder))
+    return folder
+
+
+def test_saved_dataset_with_a_truncated_arrow_file(saved_dataset, tiny_model, outputs):
+    arrow = next(saved_dataset.glob("*.arrow"))
+    arrow.write_bytes(arrow.read_bytes()[: arrow.stat().st_size // 2])
+    fails_untouched(saved_dataset, tiny_model, outputs, 3, str(saved_dataset), "save the dataset again")
+
+
+def test_saved_dataset_with_damaged_info(saved_dataset, tiny_model, outputs):
+    (saved_dataset / "dataset_info.json").write_text('{"features": 5}')
+    fails_untouched(saved_dataset, tiny_model, outputs, 3, str(saved_dataset))
+
+
+def test_hub_style_folder_whose_file_fails_while_streaming(tmp_path, tiny_model, outputs):
+    # `datasets` parses a Hub-style folder's files while streaming them, with pandas for CSV.
+    folder = tmp_path / "hub"
+    (folder / "data").mkdir(parents=True)
+    (folder / "README.md").write_text("# reviews\n")
+    (folder / "data" / "train.csv").write_text('text\ngood\n"never closed\n')
+    fails_untouched(folder, tiny_model, outputs, 3, str(folder))

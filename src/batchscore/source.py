@@ -17,7 +17,7 @@ from typing import Callable, Iterator
 
 from pyarrow import ArrowException as ArrowError  # noqa: N812 - this module runs only inside a job
 
-from .errors import ConfigError, InputError
+from .errors import BatchscoreError, ConfigError, InputError
 from .text_reader import TextFormat, TrailingData, open_stream, split_compression, trailing_data
 
 # Extension -> pyarrow.dataset format name. `.json` must be JSON Lines.
@@ -656,6 +656,9 @@ def _open_saved_dataset(path: str, split: str) -> Source:
         loaded = datasets.load_from_disk(path)
     except (FileNotFoundError, ValueError) as exc:
         raise InputError(f"Cannot load saved dataset '{path}': {_first_line(exc)}.") from None
+    except Exception as exc:  # a damaged folder fails inside `datasets` and pyarrow in many classes
+        raise InputError(f"Cannot load saved dataset '{path}' ({type(exc).__name__}: {_printable(_first_line(exc))});"
+                         " the folder is damaged: save the dataset again.") from None
     if isinstance(loaded, datasets.DatasetDict):
         if split not in loaded:
             raise InputError(f"Split '{split}' not in '{path}'; splits are: {', '.join(loaded)}. Pass --split.")
@@ -692,11 +695,27 @@ def _open_hub_dataset(name: str, split: str, dataset_config: str | None) -> Sour
     if streamed.features is not None:
         schema = streamed.features.arrow_schema
     else:  # some streamed formats only know their columns once read: peek at the first rows
-        schema = next(iter(streamed.take(1).with_format("arrow").iter(batch_size=1))).schema
+        first = next(_streamed(streamed.take(1).with_format("arrow").iter(batch_size=1), name), None)
+        if first is None:
+            raise InputError(f"Dataset '{name}' (split {split}) has no rows and declares no columns; "
+                             "check the name and --split.")
+        schema = first.schema
     return Source(f"{name} (Hub dataset, split {split})", [], schema, None,
-                  lambda columns: _arrow_iter(streamed, columns),
+                  lambda columns: _streamed(_arrow_iter(streamed, columns), name),
                   fingerprint={"dataset": name, "config": dataset_config, "split": split,
                                "revision": _dataset_revision(name)})
+
+
+def _streamed(batches, name: str):
+    """A streamed dataset's batches; `datasets` parses files while streaming and fails in its readers' own
+    classes (pandas' ParserError, JSON and HTTP errors): one InputError naming the dataset."""
+    try:
+        yield from batches
+    except BatchscoreError:
+        raise
+    except Exception as exc:
+        raise InputError(f"Cannot read dataset '{name}' ({type(exc).__name__}: {_printable(_first_line(exc))}); "
+                         "fix the file it names, or check the dataset.") from None
 
 
 def _dataset_revision(name: str) -> str | None:

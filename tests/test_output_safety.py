@@ -265,14 +265,18 @@ def test_part_truncated_to_zero_bytes_after_a_kill_is_redone(corpus, tiny_model,
 
 
 @pytest.mark.parametrize("damage", ["garbage", "deleted"])
-def test_lost_or_damaged_manifest_is_rebuilt(corpus, tiny_model, complete, damage):
+def test_lost_or_damaged_manifest_is_written_again(corpus, tiny_model, complete, damage):
+    """The corpus fills its last chunk: without the manifest, the parts cannot prove that no chunk follows, so
+    the rerun reads the input again, finds every chunk committed and writes the manifest (an output whose
+    parts do prove it is rebuilt with `Already complete`: test_output_hardening)."""
     manifest = complete / "_manifest.parquet"
     before = manifest_of(complete)
     if damage == "garbage":
         manifest.write_bytes(os.urandom(3000))
     else:
         manifest.unlink()
-    result = assert_already_complete(score(corpus, tiny_model, complete))
+    result = assert_ok(score(corpus, tiny_model, complete))
+    assert f"Resuming: {NUM_CHUNKS} chunks already committed" in result.stderr
     assert f"{ROWS} rows" in result.stderr
     rebuilt = manifest_of(complete)  # readable again, with plain pyarrow
     for key in ("rows", "scored_rows", "empty_text_rows", "chunks", "label_counts", "run"):

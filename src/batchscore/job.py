@@ -96,8 +96,10 @@ def open_input(cfg: JobConfig, layout) -> _Input:
     reopen = functools.partial(open_source, cfg.input, text_column=cfg.text_column, split=cfg.split,
                                dataset_config=cfg.dataset_config, encoding=cfg.encoding,
                                exclude=layout.contains_url, csv_infer_types=cfg.csv_infer_types)
+    # Before reading: an input inside the output would be left out whole and look like no input at all.
+    _check_overlap(layout, [_input_location(cfg.input)], cfg.input)
     source = reopen()
-    _check_overlap(layout, source, cfg.input)
+    _check_overlap(layout, [*source.files, source.root], cfg.input)
     out_columns = _check_columns(source.schema, cfg)
     read_columns = list(dict.fromkeys([*out_columns, cfg.text_column]))
     source.require(read_columns, cfg.text_column)  # in every file of a folder, not just the first
@@ -325,11 +327,23 @@ def process_start_time() -> float | None:
         return None
 
 
-def _check_overlap(layout, source, spec: str) -> None:
+def _input_location(spec: str) -> str | None:
+    """Where a path, glob or URL input lives (for a glob, the folder above its first wildcard); None for a name
+    that is no local path (a Hub dataset)."""
+    import glob
+
+    location = spec
+    if glob.has_magic(spec):
+        location = spec[:min(spec.index(c) for c in "*?[" if c in spec)].rpartition("/")[0] or "."
+    return location if "://" in location or os.path.exists(location) else None
+
+
+def _check_overlap(layout, locations: list, spec: str) -> None:
     """The output may never be the input, nor hold it (an output inside the input folder is excluded instead)."""
-    for location in [*source.files, source.root]:
+    for location in locations:
         if location and layout.contains_url(location):
-            raise OutputError(f"Output '{layout.url()}' would overwrite or hold the input '{spec}' ({location}); "
+            where = f" ({location})" if location != spec else ""
+            raise OutputError(f"Output '{layout.url()}' would overwrite or hold the input '{spec}'{where}; "
                               "write the output outside the input.")
 
 

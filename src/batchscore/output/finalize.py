@@ -15,12 +15,20 @@ import time
 from dataclasses import dataclass, field
 
 from ..errors import OutputError
-from ..plan import owner
-from .layout import MANIFEST, MANIFEST_KEY, MARKER, RECORDS, SUCCESS, Layout, part_index, part_name
-from .lease import open_lease
-from .manifest import manifest_bytes, output_schema, part_identity, part_stats, read_complete, sum_stats, tidy_complete
+from .layout import MANIFEST, MANIFEST_KEY, RECORDS, SUCCESS, Layout, Shard, part_name
+from .lease import Lease, open_lease
+from .manifest import (
+    listed_parts,
+    manifest_bytes,
+    our_footer,
+    output_schema,
+    part_identity,
+    part_stats,
+    read_complete,
+    sum_stats,
+    tidy_complete,
+)
 from .store import Store
-from .writer import refuse_foreign
 
 SHOWN = 20  # chunk numbers listed in an error before "..."
 
@@ -45,17 +53,17 @@ def finalize(output: str | Layout, wait: bool = False) -> Finalized:
         return Finalized(manifest, already_complete=True)
     if not store.exists(layout.root):
         raise OutputError(f"Output '{layout.url()}' not found; run `batchscore score` (every shard of it) first.")
-    with open_lease(layout, "all", wait=wait):
+    with open_lease(layout, wait=wait) as lease:
         manifest = read_complete(layout, store)
         if manifest is not None:  # finished by another finalize while we waited
             return Finalized(manifest, already_complete=True)
-        return _finalize_held(layout, store)
+        return _finalize_held(layout, store, lease)
 
 
 def wait_for_shards(layout: Layout, num_shards: int, poll_seconds: float = 0.5) -> None:
     """Block until each of the shards has left its marker (their leases are waited for by finalize)."""
     store = Store(layout)
-    markers = {f"shard-{i:05d}-of-{num_shards:05d}.json" for i in range(num_shards)}
+    markers = {Shard(i, num_shards).marker for i in range(num_shards)}
     while not markers <= set(store.names(layout.path(RECORDS))):
         time.sleep(poll_seconds)
 
@@ -70,30 +78,51 @@ def _rerun_hint(chunks: list[int], markers: list[dict]) -> str:
     if len(counts) != 1 or counts == {1}:
         return "rerun the shards that own them"
     k = counts.pop()
-    shards = sorted({owner(c, k) for c in chunks})
+    shards = sorted({Shard.owning(c, k).index for c in chunks})
     flag = f"--shard-index {shards[0]}" if len(shards) == 1 else "--shard-index I for each"
     return f"rerun shard {_listing(shards)} of {k} (--num-shards {k} {flag})"
 
 
-def _finalize_held(layout: Layout, store: Store) -> Finalized:
+# What a shard's marker must hold for finalize to judge it (the rest are run facts, see RUN_FACTS).
+MARKER_FIELDS = {"shard": "count", "num_shards": "positive", "num_chunks": "count", "run": "text", "written": "time"}
+
+
+def _markers(layout: Layout, store: Store) -> list[dict]:
+    """The shards' markers, each checked: fields of the right kind, and the shard its name says."""
+    markers = []
+    for name in store.names(layout.path(RECORDS)):
+        shard = Shard.from_marker(name)
+        if shard is None:
+            continue
+        path = layout.record(name)
+        marker = store.read_record(path, MARKER_FIELDS)
+        if (marker["shard"], marker["num_shards"]) != (shard.index, shard.count):
+            raise OutputError(f"Run record '{layout.url(path)}' is damaged: it says shard {marker['shard']} of "
+                              f"{marker['num_shards']}; if no batchscore run is writing this output, delete that "
+                              "file and rerun.")
+        markers.append(marker)
+    return markers
+
+
+def _finalize_held(layout: Layout, store: Store, lease: Lease) -> Finalized:
     store.remove_temp_files()  # leftovers of killed shards; the lease keeps every writer out
     where = layout.url()
-    markers = [store.read_json(layout.record(n)) for n in store.names(layout.path(RECORDS)) if MARKER.match(n)]
+    markers = _markers(layout, store)
     if not markers:
         raise OutputError(f"No shard of '{where}' has finished yet; run every shard "
                           "(batchscore score ... --num-shards K --shard-index I), then finalize.")
-    sizes = sorted({m.get("num_chunks") for m in markers}, key=str)
+    sizes = sorted({m["num_chunks"] for m in markers})
     if len(sizes) > 1:
         raise OutputError(f"Shards of '{where}' saw inputs of different sizes ({' vs '.join(map(str, sizes))} "
                           "chunks): the input changed between shards; rerun every shard with --overwrite.")
     # An input with no rows still has one (empty) part, so readers get the schema.
     expected = max(sizes[0], 1)
-    run = max(markers, key=lambda m: m.get("written", 0)).get("run")  # the latest shard's run is the reference
+    run = max(markers, key=lambda m: m["written"])["run"]  # the latest shard's run is the reference
     warnings = []
     footers = {}
-    for index in sorted(i for i in map(part_index, store.names()) if i is not None):
+    for index in listed_parts(store):
         path = layout.path(part_name(index))
-        footer = refuse_foreign(layout, path, store.footer(path))
+        footer = our_footer(layout, store, path)  # someone else's file: exit 5, untouched
         if part_stats(footer) is None:  # damaged (power loss): its shard must redo it
             warnings.append(f"{layout.url(path)} is unreadable (damaged); removed it.")
             store.remove(path)
@@ -113,13 +142,15 @@ def _finalize_held(layout: Layout, store: Store) -> Finalized:
     schema = output_schema(store, first)
     manifest = {**json.loads(schema.metadata[b"batchscore"]), **_combine(markers),
                 **sum_stats([part_stats(footers[i]) for i in committed]), "run": part_identity(footers[committed[0]])}
+    # Each commit asks the store whether the output is still ours: a finalize that stalled past its lease
+    # writes nothing more.
     if layout.single_file:
-        _merge(layout, store, committed, schema, manifest)
+        _merge(layout, store, committed, schema, manifest, lease)
     else:
-        store.put_bytes(layout.path(MANIFEST), manifest_bytes(schema, manifest))
-        store.put_bytes(layout.path(SUCCESS), b"")  # last: from here on the output is complete
+        lease.commit(layout.path(MANIFEST), manifest_bytes(schema, manifest))
+        lease.commit(layout.path(SUCCESS), b"")  # last: from here on the output is complete
         for name in store.names(layout.path(RECORDS)):
-            if MARKER.match(name):  # their content is in the manifest now
+            if Shard.from_marker(name):  # their content is in the manifest now
                 store.remove(layout.record(name))
     return Finalized(manifest, warnings=warnings)
 
@@ -158,12 +189,14 @@ def _combine(markers: list[dict]) -> dict:
     combined = {}
     for name, how in RUN_FACTS.items():
         values = [f[name] for f in facts if f.get(name) is not None]
+        if how in ("max", "min", "sum"):  # a hand-edited marker's text is left out, not a crash
+            values = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
         if how is not None:
             combined[name] = _COMBINE[how](values) if values else None
     return {**combined, "shards": facts}
 
 
-def _merge(layout: Layout, store: Store, committed: list[int], schema, manifest: dict) -> None:
+def _merge(layout: Layout, store: Store, committed: list[int], schema, manifest: dict, lease: Lease) -> None:
     """Stream the parts into the one file: renamed into place locally, uploaded once on object stores."""
     import pyarrow.parquet as pq
 
@@ -174,6 +207,7 @@ def _merge(layout: Layout, store: Store, committed: list[int], schema, manifest:
             for index in committed:  # one part in memory at a time
                 with layout.fs.open(layout.path(part_name(index)), "rb") as part:
                     writer.write_table(pq.read_table(part).cast(schema))
+        lease.check()  # the merged file appears when the stream closes: only if the output is still ours
 
     store.put_stream(layout.target, write)
     store.remove(layout.root)

@@ -4,7 +4,7 @@
     OUT/_SUCCESS                      empty, written last: the output is complete
     OUT/_manifest.parquet             0 rows with the output's schema; the manifest in its footer
     OUT/_batchscore/                  run records, only while the output is unfinished
-        shard-00001-of-00003.json     shard 1 of 3 has committed all its chunks
+        shard-00001-of-00003.json     shard 1 of 3 has committed all its chunks (wider past 99999 shards)
         lease-all.json, lease-shard-00001-of-00003.json   leases on object stores (heartbeat records)
         lock, guard, shard-00001-of-00003.lock            kernel locks on local disks (0 bytes)
 
@@ -29,10 +29,11 @@ from ..errors import OutputError
 SUCCESS = "_SUCCESS"
 MANIFEST = "_manifest.parquet"
 RECORDS = "_batchscore"
-PART = re.compile(r"^part-(\d{6})\.parquet$")
-MARKER = re.compile(r"^shard-(\d{5})-of-(\d{5})\.json$")
-LEASE = re.compile(r"^lease-(all|shard-(\d{5})-of-(\d{5}))\.json$")
+# Numbers in names are zero-padded (parts to 6 digits, shards to 5) and grow wider past that; only the
+# canonical spelling of a number counts, so `part-0000001.parquet` or `part-١٢٣٤٥٦.parquet` is nobody's part.
+PART = re.compile(r"^part-([0-9]{6,})\.parquet$")
 TEMP = re.compile(r"^\.(.+)\.[0-9a-f]{12}\.tmp$")  # `.<final name>.<token>.tmp`, local disks only
+_SHARD = re.compile(r"^shard-([0-9]{5,})-of-([0-9]{5,})$")
 
 # Footer keys: every part carries the run's identity and config, and its own counts.
 METADATA_KEY = b"batchscore"
@@ -49,16 +50,111 @@ def part_name(index: int) -> str:
 
 def part_index(name: str) -> int | None:
     match = PART.match(name)
-    return int(match.group(1)) if match else None
+    return int(match.group(1)) if match and part_name(int(match.group(1))) == name else None
 
 
-def marker_name(shard: int, num_shards: int) -> str:
-    return f"shard-{shard:05d}-of-{num_shards:05d}.json"
+@dataclass(frozen=True)
+class Shard:
+    """Shard `index` of `count` (a whole-output writer is shard 0 of 1): which chunks it owns, and the names
+    of its records. Names are made and read back here only."""
+
+    index: int = 0
+    count: int = 1
+
+    def __post_init__(self):
+        if not 0 <= self.index < self.count:
+            raise ValueError(f"shard {self.index} of {self.count}")
+
+    @property
+    def whole(self) -> bool:
+        return self.count == 1
+
+    def owns(self, chunk: int) -> bool:
+        from ..plan import owner
+
+        return owner(chunk, self.count) == self.index
+
+    @classmethod
+    def owning(cls, chunk: int, count: int) -> Shard:
+        """The shard of `count` that scores `chunk`."""
+        from ..plan import owner
+
+        return cls(owner(chunk, count), count)
+
+    @property
+    def _numbered(self) -> str:
+        return f"shard-{self.index:05d}-of-{self.count:05d}"
+
+    @property
+    def tag(self) -> str:
+        """'all' for a whole-output writer, 'shard-00001-of-00003' for a shard."""
+        return "all" if self.whole else self._numbered
+
+    @property
+    def marker(self) -> str:
+        """The record a shard leaves once all its chunks are committed (a whole run is shard 0 of 1)."""
+        return f"{self._numbered}.json"
+
+    @property
+    def lease(self) -> str:
+        return f"lease-{self.tag}.json"
+
+    @property
+    def lock(self) -> str:
+        return "lock" if self.whole else f"{self.tag}.lock"
+
+    def conflicts(self, other: Shard) -> bool:
+        """Do writers of these shards overlap? Shards of one count never do; a whole-output writer always."""
+        if self == other:
+            return False
+        return self.whole or other.whole or self.count != other.count
+
+    @classmethod
+    def _parse(cls, numbered: str) -> Shard | None:
+        match = _SHARD.match(numbered)
+        if not match:
+            return None
+        index, count = int(match.group(1)), int(match.group(2))
+        shard = cls(index, count) if index < count else None
+        return shard if shard is not None and shard._numbered == numbered else None
+
+    @classmethod
+    def from_tag(cls, tag: str) -> Shard | None:
+        shard = cls() if tag == "all" else cls._parse(tag)
+        return shard if shard is not None and shard.tag == tag else None
+
+    @classmethod
+    def from_marker(cls, name: str) -> Shard | None:
+        return cls._parse(name[:-len(".json")]) if name.endswith(".json") else None
+
+    @classmethod
+    def from_lease(cls, name: str) -> Shard | None:
+        if name.startswith("lease-") and name.endswith(".json"):
+            return cls.from_tag(name[len("lease-"):-len(".json")])
+        return None
+
+    @classmethod
+    def from_lock(cls, name: str) -> Shard | None:
+        """A shard's own lock file (the whole-output `lock` is not one)."""
+        shard = cls._parse(name[:-len(".lock")]) if name.endswith(".lock") else None
+        return shard if shard is not None and not shard.whole else None
 
 
-def shard_tag(shard: int | None, num_shards: int | None) -> str:
-    """'all' for a whole-output writer, 'shard-00001-of-00003' for a shard."""
-    return "all" if shard is None else f"shard-{shard:05d}-of-{num_shards:05d}"
+OBJECT_KEY_LIMITS = {"s3": 1024, "s3a": 1024, "gs": 1024, "gcs": 1024, "az": 1024, "abfs": 1024, "abfss": 1024}
+
+
+def _limit(folder: str, name: str, default: int) -> int:
+    import os
+
+    try:
+        return os.pathconf(folder, name)
+    except (OSError, ValueError):
+        return default
+
+
+def _short(text: str, keep: int = 40) -> str:
+    """A long name, its head and tail, for a readable message."""
+    return text if len(text) <= 2 * keep + 3 else f"{text[:keep]}...{text[-keep:]}"
 
 
 def _backend_hint(protocol: str, exc: BaseException) -> str:
@@ -89,6 +185,13 @@ class Layout:
             fs, path = fsspec.core.url_to_fs(spec)
         except (ImportError, ValueError) as exc:
             raise OutputError(f"Cannot write output '{spec}': {_backend_hint(protocol, exc)}.") from None
+        except Exception as exc:  # some back ends (ftp, sftp, ...) connect as the file system is made
+            from .store import describe_open
+
+            message = describe_open(_short(spec), exc)
+            if message is None:
+                raise
+            raise OutputError(message) from None
         protocol = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
         path = path.rstrip("/") or path
         if spec.rstrip().endswith(".parquet"):
@@ -109,6 +212,42 @@ class Layout:
     def final(self) -> str:
         """What a reader opens: the folder, or the merged file."""
         return self.target or self.root
+
+    def check_names(self) -> None:
+        """Refuse now, not at the final merge hours later, an output whose names, or the names batchscore makes
+        from them, are longer than the store allows (exit 5)."""
+        import os
+
+        name = self.target.rsplit("/", 1)[-1] if self.single_file else None
+        # The longest names batchscore makes: a record's temp file (local) or lease (object stores) inside the
+        # parts folder; beside a single file, its hidden parts folder and the merged file's temp file.
+        inside = f"{RECORDS}/.{Shard(99999, 99999 + 1).marker}.{'0' * 12}.tmp"
+        beside = [f".{name}.parts", f".{name}.{'0' * 12}.tmp"] if name else []
+        longest = f"{self.root}/{inside}"
+        if not self.local:
+            if self.protocol in OBJECT_KEY_LIMITS:  # buckets: keys up to 1024 bytes (S3, GCS, Azure)
+                key = len(longest.split("/", 1)[-1].encode())
+                if key > OBJECT_KEY_LIMITS[self.protocol]:
+                    raise OutputError(f"Output '{_short(self.url())}' is too long: batchscore's keys under it "
+                                      f"would have {key} bytes, over the store's {OBJECT_KEY_LIMITS[self.protocol]};"
+                                      " pass a shorter --output.")
+            return
+        existing = os.path.dirname(self.final) or "/"
+        while not os.path.isdir(existing) and existing != os.path.dirname(existing):
+            existing = os.path.dirname(existing)
+        name_max, path_max = _limit(existing, "PC_NAME_MAX", 255), _limit(existing, "PC_PATH_MAX", 4096)
+        given = self.final.split("/")
+        for part in [*given, *beside]:
+            size = len(os.fsencode(part))
+            if size > name_max:
+                made = f"'{_short(name)}' is too long: batchscore makes '{_short(part)}' from it" \
+                    if part not in given else f"'{_short(part)}' is too long"
+                raise OutputError(f"Output name {made}, {size} bytes, over the file system's limit of {name_max}; "
+                                  "pass a shorter --output.")
+        if len(os.fsencode(longest)) >= path_max:
+            raise OutputError(f"Output path '{_short(self.final)}' is too long: batchscore's paths under it would "
+                              f"have {len(os.fsencode(longest))} bytes, over the file system's {path_max - 1}; pass "
+                              "a shorter --output.")
 
     def path(self, *names: str) -> str:
         return "/".join((self.root, *names))

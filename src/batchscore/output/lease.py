@@ -15,8 +15,16 @@ conditional PUT where the store supports one (If-None-Match on S3) and
 rewritten every ttl/4 by a heartbeat thread. A record whose heartbeat has not
 moved for ttl seconds, on the reader's own clock (so clock skew does not
 matter), belongs to a dead writer and is taken over; one whose process is gone
-on this same host is taken over at once. A writer that stalled past ttl and
-lost its lease notices at its next heartbeat and stops before its next commit.
+on this same host is taken over at once. The heartbeat rewrites the record only
+if it is still the one this writer wrote (If-Match on its ETag, S3), so a writer
+that stalled past ttl cannot take a lease back from the run that took it over.
+
+Before every commit (a part, a shard's marker, the manifest, _SUCCESS) the
+writer checks, on the store and at that moment, that the output is still its
+own: its lease record is still its (object stores), or its lock file is still
+the one in the folder (local disks). What stays open: a writer that stalls
+longer than ttl between that check and the PUT right after it lands that one
+PUT; see the README.
 """
 
 from __future__ import annotations
@@ -25,37 +33,44 @@ import contextlib
 import errno
 import json
 import logging
+import math
 import os
-import re
 import secrets
 import socket
 import threading
 import time
 
-from ..errors import OutputError
-from .layout import LEASE, RECORDS, Layout
-from .store import Store, describe, store_errors
+from ..errors import ConfigError, OutputError
+from .layout import RECORDS, Layout, Shard
+from .store import Store, check_record, store_errors
 
 log = logging.getLogger(__name__)
-SHARD_LOCK = re.compile(r"^(shard-\d{5}-of-(\d{5}))\.lock$")
 POLL_SECONDS = 0.5  # how often a waiting writer (rank 0 before finalize) tries again
+LEASE_VARIABLE = "BATCHSCORE_LEASE_SECONDS"
+DEFAULT_LEASE_SECONDS = 60.0
+MIN_LEASE_SECONDS = 0.5  # the heartbeat runs every ttl/4: shorter would flood the store with writes
+# What a lease record must hold for a reader to judge it (the rest is for people: host, pid, boot).
+LEASE_FIELDS = {"owner": "text", "beat": "count", "time": "time"}
 
 
 def lease_seconds() -> float:
-    """How long a silent object-store lease stays valid (BATCHSCORE_LEASE_SECONDS, default 60)."""
+    """How long a silent object-store lease stays valid: BATCHSCORE_LEASE_SECONDS, default 60.
+
+    Anything but a finite number of seconds from MIN_LEASE_SECONDS up is exit 2 naming the variable: `inf`
+    would stop the heartbeat thread, and a lease that never expires strands every retry."""
+    raw = os.environ.get(LEASE_VARIABLE, "")
+    if not raw.strip():
+        return DEFAULT_LEASE_SECONDS
     try:
-        return max(0.5, float(os.environ.get("BATCHSCORE_LEASE_SECONDS", "60")))
+        value = float(raw)
     except ValueError:
-        return 60.0
-
-
-def conflicts(mine: str, other: str) -> bool:
-    """Do writers with these tags ('all' or 'shard-I-of-K') overlap? Shards of one K never do."""
-    if mine == other:
-        return False
-    if "all" in (mine, other):
-        return True
-    return mine.rsplit("-of-", 1)[1] != other.rsplit("-of-", 1)[1]
+        value = math.nan
+    if not (math.isfinite(value) and value >= MIN_LEASE_SECONDS):
+        shown = raw if len(raw) <= 40 else raw[:37] + "..."
+        raise ConfigError(f"{LEASE_VARIABLE}={json.dumps(shown)} is not a number of seconds >= "
+                          f"{MIN_LEASE_SECONDS:g} (how long a silent object-store lease stays valid; default "
+                          f"{DEFAULT_LEASE_SECONDS:g}); fix or unset it.")
+    return value
 
 
 class _Busy(Exception):
@@ -65,8 +80,8 @@ class _Busy(Exception):
 class Lease:
     """Context manager: held between __enter__ and __exit__. `wait` retries until the others are done."""
 
-    def __init__(self, layout: Layout, tag: str = "all", wait: bool = False):
-        self.layout, self.tag, self.wait = layout, tag, wait
+    def __init__(self, layout: Layout, shard: Shard = Shard(), wait: bool = False):
+        self.layout, self.shard, self.wait = layout, shard, wait
         self.store = Store(layout)
 
     def __enter__(self):
@@ -89,7 +104,31 @@ class Lease:
                 time.sleep(POLL_SECONDS)
 
     def check(self) -> None:
-        """Raise if the lease was lost; called before every commit."""
+        """Raise unless the output is still this writer's, asking the store now; called around every commit."""
+
+    def commit(self, path: str, data: bytes) -> None:
+        """Write `data` at `path` only while the output is this writer's: asked just before the PUT, and again
+        just after it. A PUT that landed after the output was lost (the writer stalled between the two) is
+        taken back, if the object there is still the one this writer wrote."""
+        self.check()
+        answer = self.store.put_bytes(path, data)
+        try:
+            self.check()
+        except OutputError:
+            self._take_back(path, answer)
+            raise
+
+    def _take_back(self, path: str, answer) -> None:
+        """Best effort: remove what this writer just wrote at `path`, if the store can tell it is still that
+        (its ETag); otherwise leave it (see the README on stalled writers)."""
+        etag = answer.get("ETag") if isinstance(answer, dict) else None
+        if not etag:
+            return
+        fs = self.layout.fs
+        with contextlib.suppress(Exception):
+            fs.invalidate_cache(path)
+            if fs.info(path).get("ETag") == etag:
+                fs.rm(path)
 
     def _try(self) -> None:
         raise NotImplementedError
@@ -116,48 +155,48 @@ if hasattr(os, "register_at_fork"):
 
 
 class KernelLock(Lease):
-    def __init__(self, layout: Layout, tag: str = "all", wait: bool = False):
-        super().__init__(layout, tag, wait)
+    def __init__(self, layout: Layout, shard: Shard = Shard(), wait: bool = False):
+        super().__init__(layout, shard, wait)
         self.folder = layout.path(RECORDS)
-        self._fds: list[int] = []
+        self._fds: list[tuple[int, str]] = []  # (fd, path) of each lock this writer holds
 
-    def _open(self, name: str) -> int:
-        path = os.path.join(self.folder, name)
+    def _open(self, name: str) -> tuple[int, str]:
+        path = self.store.guard(os.path.join(self.folder, name))
         with store_errors(self.layout, path, "create"):
-            return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644), path
 
-    def _lock(self, fd: int, mode: int, what: str) -> None:
+    def _lock(self, opened: tuple[int, str], mode: int) -> None:
         import fcntl
 
+        fd, path = opened
         try:
             fcntl.flock(fd, mode | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise _Busy(f"it holds {os.path.join(self.folder, what)}") from None
-        self._fds.append(fd)
+            raise _Busy(f"it holds {path}") from None
+        self._fds.append(opened)
         _HELD.add(fd)
 
     def _try(self) -> None:
         import fcntl
 
         self.store.makedirs(self.folder)
-        guard = self._open("guard")
+        guard, _ = self._open("guard")
         fcntl.flock(guard, fcntl.LOCK_EX)  # held for milliseconds, by writers starting up
         try:
-            if self.tag == "all":
-                self._lock(self._open("lock"), fcntl.LOCK_EX, "lock")
+            if self.shard.whole:
+                self._lock(self._open("lock"), fcntl.LOCK_EX)
                 return
-            self._lock(self._open("lock"), fcntl.LOCK_SH, "lock")
-            self._lock(self._open(f"{self.tag}.lock"), fcntl.LOCK_EX, f"{self.tag}.lock")
+            self._lock(self._open("lock"), fcntl.LOCK_SH)
+            self._lock(self._open(self.shard.lock), fcntl.LOCK_EX)
             for name in os.listdir(self.folder):
-                match = SHARD_LOCK.match(name)
-                if match and conflicts(self.tag, match.group(1)):
-                    probe = self._open(name)
+                other = Shard.from_lock(name)
+                if other is not None and self.shard.conflicts(other):
+                    probe, path = self._open(name)
                     try:
                         fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free: its writer is gone
                     except BlockingIOError:
-                        raise _Busy(f"a shard with other --num-shards holds {os.path.join(self.folder, name)}") \
-                            from None
+                        raise _Busy(f"a shard with other --num-shards holds {path}") from None
                     finally:
                         os.close(probe)
         except BaseException:
@@ -167,23 +206,37 @@ class KernelLock(Lease):
             fcntl.flock(guard, fcntl.LOCK_UN)
             os.close(guard)
 
+    def check(self) -> None:
+        """A held kernel lock cannot be taken over; but if the records folder was removed or replaced (by hand,
+        while this run wrote) the lock guards nothing any more."""
+        for fd, path in self._fds:
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(path, follow_symlinks=False))
+            except OSError:
+                same = False
+            if not same:
+                raise OutputError(f"The lock file '{path}' of this run was removed or replaced while it wrote "
+                                  f"'{self.layout.url()}'; stopped before writing more. Make sure no one else "
+                                  "writes there, then rerun the same command to resume.")
+
     def release(self) -> None:
         while self._fds:
-            fd = self._fds.pop()
+            fd, _ = self._fds.pop()
             _HELD.discard(fd)
             os.close(fd)  # closing drops the flock
 
 
 class LeaseRecord(Lease):
-    def __init__(self, layout: Layout, tag: str = "all", wait: bool = False):
-        super().__init__(layout, tag, wait)
-        self.path = layout.record(f"lease-{tag}.json")
+    def __init__(self, layout: Layout, shard: Shard = Shard(), wait: bool = False):
+        super().__init__(layout, shard, wait)
+        self.path = layout.record(shard.lease)
         self.ttl = lease_seconds()
         self.me = {"owner": secrets.token_hex(8), "host": socket.gethostname(), "pid": os.getpid(),
                    "boot": _boot_id()}
         self.beat = 0
         self.lost: str | None = None
         self.held = False
+        self.etag: str | None = None  # of the record we last wrote, where the store gives one (S3)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -193,29 +246,37 @@ class LeaseRecord(Lease):
         return json.dumps({**self.me, "beat": self.beat, "time": time.time(), "ttl": self.ttl}).encode()
 
     def _read(self, path: str) -> dict | None:
+        """The lease record at `path`, None if there is none; a damaged one is exit 5 naming it."""
         fs = self.layout.fs
         fs.invalidate_cache(path)
-        try:
-            data = fs.cat_file(path)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise OutputError(describe(self.layout, path, exc, "read")) from None
+        with store_errors(self.layout, path, "read"):
+            try:
+                data = fs.cat_file(path)
+            except FileNotFoundError:
+                return None
         try:
             holder = json.loads(data)
         except ValueError:
             holder = None
-        if not isinstance(holder, dict) or "owner" not in holder:
-            raise OutputError(f"Lease record '{self.layout.url(path)}' is unreadable (damaged?); if no batchscore "
-                              "run is writing this output, delete that file and rerun.")
-        return holder
+        return check_record(self.layout, path, holder, LEASE_FIELDS)
+
+    def _mine(self, holder: dict | None) -> bool:
+        return holder is not None and holder["owner"] == self.me["owner"]
+
+    def _conditional(self) -> bool:
+        """Does this store take If-Match / If-None-Match on a PUT? (S3 does; fsspec's others do not say.)"""
+        return self.layout.protocol in ("s3", "s3a")
+
+    def _put(self, **conditions) -> None:
+        """Write our record; keep its ETag for the next conditional rewrite."""
+        answer = self.layout.fs.pipe_file(self.path, self._record(), **conditions)
+        self.etag = answer.get("ETag") if isinstance(answer, dict) else None
 
     def _create(self) -> bool:
         """Write our record only if none exists; False if one does."""
-        fs = self.layout.fs
         with store_errors(self.layout, self.path):
             try:
-                fs.pipe_file(self.path, self._record(), mode="create")
+                self._put(mode="create")
             except FileExistsError:
                 return False
         return True
@@ -223,21 +284,28 @@ class LeaseRecord(Lease):
     # --- taking ---------------------------------------------------------------------------------------------
 
     def _try(self) -> None:
-        if not self._create():
+        for _ in range(5):  # a record that vanishes under us (its writer just finished) is created afresh
+            if self._create():
+                break
             if not self._gone(self.path):
                 raise _Busy(self._who(self.path))
-            if not self._take_over():
+            swapped = self._take_over()
+            if swapped is None:
+                continue
+            if not swapped:
                 # No compare-and-swap here: two retries taking over at once both
                 # write, then both read back; only the last writer finds its own record.
                 time.sleep(min(1.0, self.ttl / 10))
-            holder = self._read(self.path)
-            if not holder or holder.get("owner") != self.me["owner"]:
+            if not self._mine(self._read(self.path)):
                 raise _Busy("another run took over the same expired lease")
+            break
+        else:
+            raise _Busy(f"its lease record {self.layout.url(self.path)} keeps appearing and vanishing")
         self.held = True
         try:
             for name in self.store.names(self.layout.path(RECORDS)):
-                match = LEASE.match(name)
-                if match and conflicts(self.tag, match.group(1)):
+                other = Shard.from_lease(name)
+                if other is not None and self.shard.conflicts(other):
                     path = self.layout.record(name)
                     if not self._gone(path):
                         raise _Busy(self._who(path))
@@ -249,19 +317,22 @@ class LeaseRecord(Lease):
         self._thread = threading.Thread(target=self._heartbeat, name="batchscore-lease", daemon=True)
         self._thread.start()
 
-    def _take_over(self) -> bool:
-        """Replace a dead writer's record; True if the store made it a compare-and-swap (S3 If-Match)."""
+    def _take_over(self) -> bool | None:
+        """Replace a dead writer's record: True if the store made it a compare-and-swap (S3 If-Match), False if
+        it was a plain write, None if the record vanished meanwhile (create it instead)."""
         fs, swap = self.layout.fs, {}
-        if self.layout.protocol in ("s3", "s3a"):
-            fs.invalidate_cache(self.path)
-            with store_errors(self.layout, self.path, "read"):
-                swap = {"IfMatch": fs.info(self.path)["ETag"]}
-        try:
-            fs.pipe_file(self.path, self._record(), **swap)
-        except OSError as exc:
-            if swap and exc.errno == errno.EINVAL:  # 412 Precondition Failed: another retry took it over first
-                raise _Busy("another run took over the same expired lease") from None
-            raise OutputError(describe(self.layout, self.path, exc)) from None
+        with store_errors(self.layout, self.path):
+            try:
+                if self._conditional():
+                    fs.invalidate_cache(self.path)
+                    swap = {"IfMatch": fs.info(self.path)["ETag"]}
+                self._put(**swap)
+            except FileNotFoundError:
+                return None
+            except OSError as exc:
+                if swap and exc.errno == errno.EINVAL:  # 412 Precondition Failed: another retry took it over first
+                    raise _Busy("another run took over the same expired lease") from None
+                raise
         return bool(swap)
 
     def _who(self, path: str) -> str:
@@ -276,17 +347,17 @@ class LeaseRecord(Lease):
         if holder.get("host") == self.me["host"] and holder.get("boot") == self.me["boot"] \
                 and isinstance(holder.get("pid"), int) and not _alive(holder["pid"]):
             return True
-        if time.time() - float(holder.get("time", 0)) > 2 * self.ttl:  # long silent, even allowing for skew
+        if time.time() - holder["time"] > 2 * self.ttl:  # long silent, even allowing for skew
             return True
         log.debug("Waiting up to %.0f s to see whether the writer holding %s is alive.", self.ttl,
-                    self.layout.url(path))
+                  self.layout.url(path))
         started = time.monotonic()
         while time.monotonic() - started < self.ttl:
             time.sleep(min(1.0, self.ttl / 8))
             now = self._read(path)
             if now is None:
                 return True
-            if (now.get("owner"), now.get("beat")) != (holder.get("owner"), holder.get("beat")):
+            if (now["owner"], now["beat"]) != (holder["owner"], holder["beat"]):
                 return False  # it beats: alive
         return True
 
@@ -296,19 +367,32 @@ class LeaseRecord(Lease):
         last_ok = time.monotonic()
         while not self._stop.wait(self.ttl / 4):
             try:
-                holder = self._read(self.path)
-                if holder is None or holder.get("owner") != self.me["owner"]:
+                if not self._mine(self._read(self.path)):
                     self.lost = "another run took it over after its heartbeat stopped"
                     return
                 self.beat += 1
-                self.layout.fs.pipe_file(self.path, self._record())
+                # Only over the record we wrote last: a writer that stalled between the read above and this
+                # write must not take the lease back from a run that took it over meanwhile.
+                self._put(**({"IfMatch": self.etag} if self._conditional() and self.etag else {}))
                 last_ok = time.monotonic()
+            except OSError as exc:
+                # 412 or 404 on a conditional rewrite: the record is not the one we wrote any more.
+                if self._conditional() and (isinstance(exc, FileNotFoundError) or exc.errno == errno.EINVAL):
+                    self.lost = "another run took it over after its heartbeat stopped"
+                    return
+                if time.monotonic() - last_ok > self.ttl:
+                    self.lost = f"no heartbeat for {self.ttl:.0f} s ({type(exc).__name__})"
+                    return
             except Exception as exc:  # the store is unreachable for now: retry until ttl runs out
                 if time.monotonic() - last_ok > self.ttl:
                     self.lost = f"no heartbeat for {self.ttl:.0f} s ({type(exc).__name__})"
                     return
 
     def check(self) -> None:
+        """Ask the store, now, whether the lease record is still ours: a writer that stalled (SIGSTOP, a frozen
+        VM) past ttl must not commit into an output another run has taken over, or finished, meanwhile."""
+        if not self.lost and not self._mine(self._read(self.path)):
+            self.lost = "another run took it over, or finished the output, while this one stalled"
         if self.lost:
             raise OutputError(f"Lost the lease on '{self.layout.url()}': {self.lost}; stopped before writing more. "
                               "Rerun the same command to resume.")
@@ -320,15 +404,14 @@ class LeaseRecord(Lease):
             self._thread = None
         if self.held and not self.lost:
             with contextlib.suppress(OSError, OutputError):
-                holder = self._read(self.path)
-                if holder and holder.get("owner") == self.me["owner"]:
+                if self._mine(self._read(self.path)):
                     self.layout.fs.rm(self.path)
         self.held = False
 
 
-def open_lease(layout: Layout, tag: str = "all", wait: bool = False) -> Lease:
+def open_lease(layout: Layout, shard: Shard = Shard(), wait: bool = False) -> Lease:
     """The right kind of lease for this output's store."""
-    return (KernelLock if layout.local else LeaseRecord)(layout, tag, wait)
+    return (KernelLock if layout.local else LeaseRecord)(layout, shard, wait)
 
 
 def _alive(pid: int) -> bool:

@@ -19,12 +19,12 @@ from .layout import (
     CHUNK_KEY,
     MANIFEST,
     MANIFEST_KEY,
-    MARKER,
     METADATA_KEY,
     RECORDS,
     RUN_KEY,
     SUCCESS,
     Layout,
+    Shard,
     part_index,
     part_name,
 )
@@ -71,6 +71,33 @@ def is_ours(footer: dict | None) -> bool:
     return bool(footer) and (METADATA_KEY in footer or MANIFEST_KEY in footer)
 
 
+PARQUET_MAGIC = b"PAR1"
+
+
+def our_footer(layout: Layout, store: Store, path: str) -> dict | None:
+    """The footer of a file named like one of ours (a part, the manifest) that batchscore wrote; None if it is
+    damaged the way an interrupted commit can leave one (0 bytes, or Parquet's magic but unreadable: a power
+    loss before the data reached the disk), to be redone. Anything else is someone else's file: exit 5 naming
+    it, and it is never removed or replaced."""
+    footer = store.footer(path)
+    if is_ours(footer):
+        return footer
+    if footer is None:
+        head = store.head(path, len(PARQUET_MAGIC))
+        if head == PARQUET_MAGIC or PARQUET_MAGIC.startswith(head):  # b"" included: 0 bytes
+            return None
+        what = "it is not a Parquet file"
+    else:
+        what = "a Parquet file without batchscore's metadata"
+    raise OutputError(f"'{layout.url(path)}' was not written by batchscore ({what}); it is never removed or "
+                      "replaced, even with --overwrite: move it, or choose another --output.")
+
+
+def listed_parts(store: Store) -> list[int]:
+    """Chunk numbers of the part files in the parts folder, in order, unchecked."""
+    return sorted(i for i in map(part_index, store.names()) if i is not None)
+
+
 def manifest_bytes(schema, manifest: dict) -> bytes:
     """A 0-row Parquet file with the output's schema, the manifest in its footer."""
     import pyarrow as pa
@@ -95,7 +122,10 @@ def output_schema(store: Store, path: str):
 def read_complete(layout: Layout, store: Store | None = None) -> dict | None:
     """The manifest of a complete output; None if the output is not complete.
 
-    A lost or damaged manifest beside a `_SUCCESS` is rebuilt from the parts.
+    Complete means a part exists for every chunk the run expects: the manifest, written only once every
+    chunk was committed, says how many; parts lost since then make the output incomplete again (a rerun of
+    the same command redoes them). A lost or damaged manifest beside a `_SUCCESS` is rebuilt from the parts,
+    if they prove the output complete (see `rebuild`).
     """
     store = store or Store(layout)
     if layout.single_file:
@@ -108,32 +138,62 @@ def read_complete(layout: Layout, store: Store | None = None) -> dict | None:
         return manifest
     if not store.exists(layout.path(SUCCESS)):
         return None
-    manifest = _load(store.footer(layout.path(MANIFEST)), MANIFEST_KEY)
-    return manifest if manifest is not None else rebuild(layout, store)
+    footer = store.footer(layout.path(MANIFEST))
+    manifest = _load(footer, MANIFEST_KEY) if is_ours(footer) else None
+    if not isinstance(manifest, dict) or not _count(manifest.get("chunks")):
+        return rebuild(layout, store)
+    return manifest if listed_parts(store) == list(range(manifest["chunks"])) else None
 
 
-def rebuild(layout: Layout, store: Store) -> dict:
-    """A complete output lost its manifest (a crash, a hand edit): sum the parts' footers again."""
+def _count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def proves_complete(identity: dict | None, rows: list) -> bool:
+    """Do parts 0..n-1 of one run, holding `rows` rows each, prove that no chunk after them exists?
+
+    Every part but the last holds chunk_rows rows (from the run's identity), and the last one is short (the
+    input ended inside it), or the parts hold exactly the run's --limit rows, or the only part is an empty
+    part 0 (an input without rows). A full last part proves nothing: the input may go on.
+    """
+    chunk_rows = (identity or {}).get("chunk_rows")
+    limit = (identity or {}).get("limit")
+    if not rows or not _count(chunk_rows) or not chunk_rows or not all(map(_count, rows)):
+        return False
+    if any(r != chunk_rows for r in rows[:-1]) or rows[-1] > chunk_rows:
+        return False
+    if rows == [0]:
+        return True
+    if rows[-1] == 0:
+        return False
+    return rows[-1] < chunk_rows or (_count(limit) and sum(rows) == limit)
+
+
+def rebuild(layout: Layout, store: Store) -> dict | None:
+    """A complete output lost its manifest (a crash, a hand edit): sum the parts' footers again.
+
+    Only if the parts prove the output complete (`proves_complete`): otherwise None, not complete, and a rerun
+    of the same command scores what is missing and writes the manifest.
+    """
     from .lease import open_lease
 
-    indices = sorted(i for i in map(part_index, store.names()) if i is not None)
-    footers = {i: store.footer(layout.path(part_name(i))) for i in indices}
-    bad = [i for i, f in footers.items() if part_stats(f) is None]
-    if not indices or bad:
-        what = f"part {part_name(bad[0])} is unreadable" if bad else "it holds no parts"
-        raise OutputError(f"Output '{layout.url()}' is marked complete but {what}; rerun with --overwrite.")
-    runs = {part_stats(f).get("run") for f in footers.values()}
-    if len(runs) > 1:
-        raise OutputError(f"Output '{layout.url()}' is marked complete but holds parts of {len(runs)} runs; "
-                          "rerun with --overwrite.")
+    indices = listed_parts(store)
+    if indices != list(range(len(indices))):
+        return None
+    footers = {i: our_footer(layout, store, layout.path(part_name(i))) for i in indices}
+    stats = [part_stats(footers[i]) for i in indices]
+    if not indices or None in stats or len({s.get("run") for s in stats}) != 1:
+        return None
     first = footers[indices[0]]
-    manifest = {**(_load(first, METADATA_KEY) or {}), **sum_stats([part_stats(f) for f in footers.values()]),
-                "run": part_identity(first), "rebuilt_from_parts": True}
+    if not proves_complete(part_identity(first), [s.get("rows") for s in stats]):
+        return None
+    manifest = {**(_load(first, METADATA_KEY) or {}), **sum_stats(stats), "run": part_identity(first),
+                "rebuilt_from_parts": True}
     log.warning("Rebuilt the lost or damaged manifest of %s from its parts' footers.", layout.url())
     try:
-        with open_lease(layout, "all"):
-            store.put_bytes(layout.path(MANIFEST), manifest_bytes(output_schema(store, layout.path(part_name(0))),
-                                                                  manifest))
+        with open_lease(layout) as lease:
+            lease.commit(layout.path(MANIFEST), manifest_bytes(output_schema(store, layout.path(part_name(0))),
+                                                               manifest))
     except OutputError:
         pass  # busy or read-only: the rebuilt manifest is still right, just not saved
     return manifest
@@ -150,12 +210,12 @@ def tidy_complete(layout: Layout, store: Store) -> None:
     if not leftovers:
         return
     try:
-        with open_lease(layout, "all"):
+        with open_lease(layout):
             if layout.single_file:
                 store.remove(layout.root)
             else:
                 for name in store.names(layout.path(RECORDS)):
-                    if MARKER.match(name):
+                    if Shard.from_marker(name):
                         store.remove(layout.record(name))
     except OutputError:
         pass
@@ -166,5 +226,6 @@ def read_manifest(spec: str) -> dict:
     layout = Layout.open(spec)
     manifest = read_complete(layout)
     if manifest is None:
-        raise OutputError(f"Output '{spec}' is not complete (no _SUCCESS); run or finalize it first.")
+        raise OutputError(f"Output '{spec}' is not complete (no _SUCCESS, or parts missing); run or finalize it "
+                          "first.")
     return manifest

@@ -16,23 +16,19 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from ..errors import OutputError
-from ..plan import owner
 from .identity import run_hash
-from .layout import (
-    CHUNK_KEY,
-    MANIFEST,
-    METADATA_KEY,
-    RECORDS,
-    RUN_KEY,
-    SUCCESS,
-    Layout,
-    marker_name,
-    part_index,
-    part_name,
-    shard_tag,
+from .layout import CHUNK_KEY, MANIFEST, METADATA_KEY, RECORDS, RUN_KEY, SUCCESS, Layout, Shard, part_index, part_name
+from .lease import lease_seconds, open_lease
+from .manifest import (
+    is_ours,
+    listed_parts,
+    our_footer,
+    part_identity,
+    part_stats,
+    read_complete,
+    sum_stats,
+    tidy_complete,
 )
-from .lease import open_lease
-from .manifest import is_ours, part_identity, part_stats, read_complete, sum_stats, tidy_complete
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -50,7 +46,11 @@ def check_output(layout: Layout, overwrite: bool) -> str | None:
     """
     import os
 
+    lease_seconds()  # a bad BATCHSCORE_LEASE_SECONDS is exit 2 now, not a dead heartbeat hours in
+    layout.check_names()
     store = Store(layout)
+    if layout.single_file:
+        store.guard(layout.root)  # the hidden parts folder may not be a link out of the output
     if layout.single_file and store.exists(layout.target) and store.isdir(layout.target):
         raise OutputError(f"Output '{layout.url()}' is a folder; pass a file path ending in .parquet, "
                           "or another name.")
@@ -63,9 +63,12 @@ def check_output(layout: Layout, overwrite: bool) -> str | None:
             # Never write into, or --overwrite, a folder that is not a batchscore output.
             raise OutputError(f"Output '{layout.url()}' holds files batchscore did not write (e.g. {foreign[0]}); "
                               "choose another --output.")
+        for name in (SUCCESS, MANIFEST, RECORDS):
+            if name in names:
+                store.guard(layout.path(name))  # a link out of the output is refused before anything else
         parts = [n for n in names if part_index(n) is not None]
         if parts and not set(names) & {SUCCESS, MANIFEST, RECORDS}:  # part-like names only: are they ours?
-            refuse_foreign(layout, layout.path(parts[0]), store.footer(layout.path(parts[0])))
+            our_footer(layout, store, layout.path(parts[0]))
     # Refuses a single file batchscore did not write; a complete output needs no write access.
     complete = read_complete(layout, store) is not None
     if complete and not overwrite:
@@ -87,15 +90,7 @@ def check_output(layout: Layout, overwrite: bool) -> str | None:
 
 def listed_chunks(layout: Layout) -> set[int]:
     """Chunks whose parts are in OUT now, unchecked: what a rerun will most likely skip."""
-    return {i for i in map(part_index, Store(layout).names()) if i is not None}
-
-
-def refuse_foreign(layout: Layout, path: str, footer: dict | None) -> dict | None:
-    """A readable Parquet file without batchscore's metadata is someone else's: never touch it."""
-    if footer is not None and not is_ours(footer):
-        raise OutputError(f"'{layout.url(path)}' was not written by batchscore; it is never removed or replaced, "
-                          "even with --overwrite: move it, or choose another --output.")
-    return footer
+    return set(listed_parts(Store(layout)))
 
 
 def _differences(before: dict, now: dict) -> list[str]:
@@ -121,8 +116,8 @@ class OutputWriter:
         self.schema = schema.with_metadata({METADATA_KEY: json.dumps(metadata, sort_keys=True),
                                             RUN_KEY: json.dumps(identity, sort_keys=True)})
         self.overwrite = overwrite
-        self.shard, self.num_shards = shard, num_shards
-        self.lease = open_lease(layout, shard_tag(None if num_shards == 1 else shard, num_shards))
+        self.shard = Shard(shard, num_shards)
+        self.lease = open_lease(layout, self.shard)
         self.committed: set[int] = set()
         self.complete = False
         self.manifest: dict | None = None
@@ -130,9 +125,6 @@ class OutputWriter:
         self._stats: dict[int, dict] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._pending: list[Future] = []
-
-    def _mine(self, index: int) -> bool:
-        return owner(index, self.num_shards) == self.shard
 
     # --- set-up ---------------------------------------------------------------------------------------------
 
@@ -163,16 +155,16 @@ class OutputWriter:
         elif self._already_complete():  # finished by another run while we waited
             return
         self.store.makedirs(self.layout.root)
-        indices = sorted(i for i in map(part_index, self.store.names()) if i is not None)
         checked = False
-        for index in indices:
-            if not self._mine(index) and checked:
+        for index in listed_parts(self.store):
+            mine = self.shard.owns(index)
+            if not mine and checked:
                 continue
             path = self.layout.path(part_name(index))
-            footer = self.store.footer(path)
-            stats = part_stats(refuse_foreign(self.layout, path, footer))
+            footer = our_footer(self.layout, self.store, path)
+            stats = part_stats(footer)
             if stats is None:
-                if not self._mine(index):
+                if not mine:
                     continue
                 # A 0-byte or truncated part: a power loss before the data reached the disk.
                 self.warnings.append(f"{self.layout.url(path)} is unreadable (damaged); redoing chunk {index}.")
@@ -181,22 +173,31 @@ class OutputWriter:
             if not self.overwrite:
                 self._check_identity(part_identity(footer), "holds part of another run")
             checked = True
-            if self._mine(index) and stats.get("run") == self.run:
+            if mine and stats.get("run") == self.run:
                 self.committed.add(index)
                 self._stats[index] = stats
+        if not self.overwrite and self.store.exists(self.layout.path(SUCCESS)):
+            # Marked complete, yet parts are missing (lost since, or never proven): not complete. No reader may
+            # take the folder for complete while this run scores what is missing.
+            self.warnings.append(f"{self.layout.url()} was marked complete, but its parts do not prove it (a part "
+                                 "or the manifest was lost); redoing what is missing.")
+            self.store.remove(self.layout.path(SUCCESS))
         # Leftovers of a killed writer, removed only once this run may use the output: a refused run
         # changes nothing.
-        everything = self.num_shards == 1
-        self.store.remove_temp_files(lambda name: everything or self._mine_name(name))
+        self.store.remove_temp_files(self._mine_name)
 
     def _mine_name(self, name: str) -> bool:
+        """A temp file's final name is this writer's to clean up (a whole-output writer owns every one)."""
+        if self.shard.whole:
+            return True
         index = part_index(name)
-        return index is not None and self._mine(index)
+        return index is not None and self.shard.owns(index)
 
     def _check_identity(self, before: dict | None, what: str) -> None:
         if before == self.identity:
             return
-        changed = ", ".join(_differences(before, self.identity)) if before else "unknown: no run identity"
+        changed = ", ".join(_differences(before, self.identity)) if isinstance(before, dict) \
+            else "unknown: no run identity"
         raise OutputError(f"Output '{self.layout.url()}' {what} with other settings (differs in: {changed}); "
                           "pass --overwrite to replace it, or choose another --output.")
 
@@ -207,17 +208,19 @@ class OutputWriter:
             read_complete(layout, store)  # raises unless batchscore wrote it
             store.remove(layout.target)
         records = [layout.record(n) for n in store.names(layout.path(RECORDS))
-                   if n.endswith(".json") and not n.startswith("lease-")]
-        if self.overwrite == "shard":
-            records = [r for r in records if r.endswith(marker_name(self.shard, self.num_shards))]
-        for name in store.names():
-            index = part_index(name)
-            if index is None or (self.overwrite == "shard" and not self._mine(index)):
-                continue
-            path = layout.path(name)
-            refuse_foreign(layout, path, store.footer(path))
+                   if Shard.from_marker(n) and (self.overwrite != "shard" or n == self.shard.marker)]
+        parts = [layout.path(part_name(i)) for i in listed_parts(store)
+                 if self.overwrite != "shard" or self.shard.owns(i)]
+        for path in parts:  # every one checked before any is removed: a foreign file stops the clearing untouched
+            our_footer(layout, store, path)
+        manifest = layout.path(MANIFEST)
+        footer = store.footer(manifest)
+        if footer is not None and not is_ours(footer):
+            raise OutputError(f"'{layout.url(manifest)}' was not written by batchscore; it is never removed or "
+                              "replaced, even with --overwrite: move it, or choose another --output.")
+        for path in parts:
             store.remove(path)
-        for path in [layout.path(SUCCESS), layout.path(MANIFEST), *records]:
+        for path in [layout.path(SUCCESS), manifest, *records]:
             store.remove(path)
 
     # --- writing --------------------------------------------------------------------------------------------
@@ -228,7 +231,7 @@ class OutputWriter:
         try:
             # Let in-flight writes finish: each is a whole chunk, and a commit is atomic.
             self._pool.shutdown(wait=True)
-            self.store.remove_temp_files(lambda name: self.num_shards == 1 or self._mine_name(name))
+            self.store.remove_temp_files(self._mine_name)
         finally:
             self.lease.release()
         return False
@@ -246,8 +249,8 @@ class OutputWriter:
         schema = self.schema.with_metadata({**self.schema.metadata, CHUNK_KEY: json.dumps(stats)})
         buffer = pa.BufferOutputStream()
         pq.write_table(table.cast(schema), buffer)
-        self.lease.check()  # never commit after another writer took the output over
-        self.store.put_bytes(self.layout.path(part_name(index)), buffer.getvalue().to_pybytes())
+        # Asks the store: never commit into an output another run has taken over (or finished) meanwhile.
+        self.lease.commit(self.layout.path(part_name(index)), buffer.getvalue().to_pybytes())
         self._stats[index] = stats
 
     def flush(self) -> None:
@@ -257,18 +260,16 @@ class OutputWriter:
 
     def shard_stats(self) -> dict:
         """The counts over this shard's committed parts."""
-        return sum_stats([self._stats[i] for i in sorted(self._stats) if self._mine(i)])
+        return sum_stats([self._stats[i] for i in sorted(self._stats) if self.shard.owns(i)])
 
     def finish_shard(self, info: dict, num_chunks: int, empty_stats: dict) -> None:
         """Every chunk of this shard is committed: leave the marker that finalize looks for."""
         import pyarrow as pa
 
         self.flush()
-        if num_chunks == 0 and self.shard == 0 and 0 not in self._stats:
+        if num_chunks == 0 and self.shard.index == 0 and 0 not in self._stats:
             # Zero rows: still leave a schema behind so readers get the columns.
             self._write_part(0, pa.Table.from_batches([], schema=self.schema), empty_stats)
-        marker = {**info, "shard": self.shard, "num_shards": self.num_shards, "num_chunks": num_chunks,
+        marker = {**info, "shard": self.shard.index, "num_shards": self.shard.count, "num_chunks": num_chunks,
                   "run": self.run, "written": time.time()}
-        self.lease.check()
-        self.store.put_bytes(self.layout.record(marker_name(self.shard, self.num_shards)),
-                             json.dumps(marker, indent=2).encode())
+        self.lease.commit(self.layout.record(self.shard.marker), json.dumps(marker, indent=2).encode())

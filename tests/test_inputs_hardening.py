@@ -204,9 +204,15 @@ def test_encoding_that_is_not_a_text_encoding_is_a_usage_error(name, how, tmp_pa
 
 
 def test_encoding_with_a_nul_is_a_usage_error(tmp_path, tiny_model, outputs):
+    # The CLI may refuse the NUL before the reader sees it; a library caller meets the reader's check.
+    from batchscore.errors import ConfigError
+    from batchscore.source import open_source
+
     src = tmp_path / "in.csv"
     src.write_bytes(b"text\ngood\n")
-    assert_error(run_score(src, tiny_model, outputs / "out", "--encoding", "utf\x008"), 2, "--encoding")
+    assert_error(run_score(src, tiny_model, outputs / "out", "--encoding", "utf\x008"), 2, "encoding")
+    with pytest.raises(ConfigError, match="Unknown --encoding"):
+        open_source(str(src), text_column="text", encoding="utf\x008")
 
 
 def test_text_encodings_still_read(tmp_path, tiny_model):

@@ -148,18 +148,26 @@ def check_columns(names, text_column: str, fields) -> None:
                          "pass result_prefix=..., e.g. result_prefix='pred_'.")
 
 
+def not_text(kind):
+    """The Arrow type (a dictionary's values) if a text column of this type is refused: bytes of any kind, lists,
+    structs; None if its values are scored (strings, or numbers and the like as their string form)."""
+    import pyarrow.types as t
+
+    if t.is_dictionary(kind):
+        kind = kind.value_type
+    binary = t.is_binary(kind) or t.is_large_binary(kind) or t.is_fixed_size_binary(kind) or t.is_binary_view(kind)
+    return kind if binary or t.is_nested(kind) else None
+
+
 def text_values(column, name: str):
     """`column` (Arrow) as valid UTF-8 strings, by the CLI's rule: numbers, booleans, dates and the like are
     scored as their string form (5 -> "5"); lists, structs and bytes are refused, as is invalid UTF-8."""
     import pyarrow as pa
     import pyarrow.types as t
 
-    kind = column.type
-    if t.is_dictionary(kind):
-        kind = kind.value_type
-    binary = t.is_binary(kind) or t.is_large_binary(kind) or t.is_fixed_size_binary(kind) or t.is_binary_view(kind)
-    if t.is_nested(kind) or binary:
-        fix = "decode the bytes to str first" if binary else "pass text_column=... naming a string column"
+    kind = not_text(column.type)
+    if kind is not None:
+        fix = "pass text_column=... naming a string column" if t.is_nested(kind) else "decode the bytes to str first"
         raise InputError(f"Column '{name}' holds {kind}, not text; {fix}.")
     if not (t.is_string(column.type) or t.is_large_string(column.type)):
         with _converting(name):

@@ -149,6 +149,31 @@ def pad_rows(flat: dict, pad_values: dict, starts: np.ndarray, lengths: np.ndarr
     return inputs
 
 
+def quiet_worker(worker_id: int) -> None:
+    """DataLoader `worker_init_fn`: a stop signal ends a worker quietly; the job's process alone reports it.
+
+    SIGTERM or SIGHUP to the process group (a scheduler, a closed terminal) and
+    Ctrl-C reach the workers too. torch's own SIGTERM handler re-raises the
+    signal in a worker, and the job's process then prints a traceback ("worker
+    is killed by signal") while it shuts the DataLoader down; SIGINT raises
+    KeyboardInterrupt inside the worker. A worker holds nothing that needs
+    cleaning up (the job's process commits and releases), so it just exits 0.
+    A signal the job ignores (`nohup`'s SIGHUP) stays ignored here too.
+    """
+    import signal
+
+    for name in ("SIGTERM", "SIGHUP", "SIGINT"):
+        number = getattr(signal, name, None)
+        if number is not None and signal.getsignal(number) is not signal.SIG_IGN:
+            signal.signal(number, _exit_quietly)
+
+
+def _exit_quietly(signum, frame):
+    import os
+
+    os._exit(0)
+
+
 class ChunkDataset(torch.utils.data.IterableDataset):
     """Yields one ChunkWork per chunk this process still has to do, in chunk order, then an InputEnd.
 

@@ -6,8 +6,10 @@ job, so `batchscore --help` answers at once.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
+import os
 import signal
 import sys
 
@@ -15,7 +17,7 @@ import click
 
 from . import __version__
 from .config import LOG_OPTIONS, OPTIONS, JobConfig, build_config
-from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, BatchscoreError
+from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, BatchscoreError, ConfigError
 from .logs import configure, fields
 
 log = logging.getLogger(__name__)
@@ -27,7 +29,115 @@ Exit codes: 0 success, 1 internal error (a bug), 2 usage or config error,
 3 input error, 4 model error, 5 output error, 130 interrupted."""
 
 
-@click.group(context_settings=CONTEXT)
+INTERRUPTED = "Interrupted; committed chunks are kept. Rerun the same command to finish."
+# SIGTERM: Airflow, Kubernetes, systemd, Slurm. SIGHUP: the terminal closed. SIGINT: Ctrl-C.
+STOP_SIGNALS = ("SIGTERM", "SIGHUP", "SIGINT")
+
+
+class _Group(click.Group):
+    """The command group, with one error path for Click's own errors too.
+
+    Click prints usage errors (unknown option, bad choice, missing argument) itself,
+    as text; here they go through the same logger as every other error, so
+    `--log-format json` gets one JSON object with exit_code 2. The stop signals
+    are turned into KeyboardInterrupt for as long as a command runs.
+    """
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        args = sys.argv[1:] if args is None else list(args)
+        # Before Click parses anything: its errors, and a signal, are logged in the format asked for.
+        # Each command configures again once it knows its options (a config file may set them).
+        settings = _log_settings(_log_values(args))
+        configure(**settings)
+        with _stop_signals_interrupt():
+            try:
+                result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            except click.exceptions.NoArgsIsHelpError as exc:  # `batchscore` alone: the help, as Click gives it
+                exc.show()
+                sys.exit(exc.exit_code)
+            except click.ClickException as exc:
+                _click_error(exc, settings["log_format"])
+            except click.Abort:  # a stop signal while Click parses
+                _interrupted()
+        # Without standalone mode Click returns `--help`'s and `--version`'s exit code, and a command's return value.
+        sys.exit(result if isinstance(result, int) and not isinstance(result, bool) else 0)
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:  # a stop signal outside a command's guard (its imports, build-model)
+            _interrupted()
+
+
+def _interrupted():
+    log.error(INTERRUPTED, **fields(exit_code=EXIT_INTERRUPTED))
+    sys.exit(EXIT_INTERRUPTED)
+
+
+def _click_error(exc: click.ClickException, log_format: str) -> None:
+    """Click's usage error as one logged line (text: after Click's usage and help hint)."""
+    ctx = getattr(exc, "ctx", None)
+    if log_format == "text" and ctx is not None:
+        help_names = ctx.command.get_help_option_names(ctx) if ctx.command.get_help_option(ctx) else []
+        hint = f"Try '{ctx.command_path} {max(help_names, key=len)}' for help.\n" if help_names else ""
+        click.echo(f"{ctx.get_usage()}\n{hint}", err=True)
+    log.error(exc.format_message(), **fields(exit_code=exc.exit_code))
+    sys.exit(exc.exit_code)
+
+
+def _log_values(args: list[str]) -> dict:
+    """--log-format from raw arguments, for errors found while Click parses them."""
+    found = {}
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        if arg == "--log-format" and i + 1 < len(args):
+            found["log_format"] = args[i + 1].strip().lower()
+        elif arg.startswith("--log-format="):
+            found["log_format"] = arg.split("=", 1)[1].strip().lower()
+    return found
+
+
+@contextlib.contextmanager
+def _stop_signals_interrupt():
+    """SIGTERM, SIGHUP and SIGINT stop any command as Ctrl-C does: KeyboardInterrupt, one message, exit 130.
+
+    The chunk in flight is dropped, committed parts stay, the lease is
+    released: a rerun resumes. A signal the process was started ignoring
+    (`nohup`, a background job's SIGINT) stays ignored. A second signal while
+    the first one's clean-up runs is ignored, so the clean-up finishes
+    (SIGKILL still stops at once). The previous handlers come back after the
+    command, for library callers and test runners that run it in-process.
+    """
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    stopping = []
+
+    def interrupt(signum, frame):
+        if stopping:
+            return
+        stopping.append(signum)
+        raise KeyboardInterrupt
+
+    previous = {}
+    for name in STOP_SIGNALS:
+        number = getattr(signal, name, None)  # SIGHUP: not on Windows
+        if number is not None and signal.getsignal(number) is not signal.SIG_IGN:
+            previous[number] = signal.signal(number, interrupt)
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            if handler is not None:  # None: a handler set outside Python, which cannot be put back
+                signal.signal(number, handler)
+
+
+@click.group(cls=_Group, context_settings=CONTEXT)
 @click.version_option(__version__, "--version", prog_name="batchscore")
 def main():
     """Score whole text corpora with a Hugging Face sequence classifier.
@@ -42,10 +152,6 @@ def main():
     """
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def _click_option(opt):
     default = JobConfig.__dataclass_fields__[opt.name].default
     shown = f"default: {default}; " if default not in (None, False) else ""
@@ -55,8 +161,8 @@ def _click_option(opt):
     decls = [opt.flag] + ([opt.short] if opt.short else [])
     kind = {
         "choice": click.Choice(opt.choices, case_sensitive=False),
-        "int": click.IntRange(min=0),
-        "count": click.IntRange(min=1),
+        "int": click.IntRange(min=0, max=opt.maximum),
+        "count": click.IntRange(min=1, max=opt.maximum),
     }.get(opt.kind, click.STRING)
     return click.option(*decls, opt.name, type=kind, default=None, metavar=opt.metavar, help=help_text)
 
@@ -76,8 +182,6 @@ def log_options(func):
 
 def _log_settings(values: dict) -> dict:
     """Logging options from the command line, else env vars: known before the config file is read."""
-    import os
-
     found = {}
     for opt in OPTIONS:
         if opt.name in LOG_OPTIONS:
@@ -104,9 +208,7 @@ def _guarded(action, verbose: bool):
         log.error(exc.message, **fields(exit_code=exc.exit_code))
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        log.error("Interrupted; committed chunks are kept. Rerun the same command to finish.",
-                  **fields(exit_code=EXIT_INTERRUPTED))
-        sys.exit(EXIT_INTERRUPTED)
+        _interrupted()
     except Exception as exc:  # a bug: say so in one line; the traceback only when asked for
         reason = (str(exc).strip().splitlines() or [""])[0]
         log.error(f"internal error: {type(exc).__name__}: {reason}; rerun with --verbose and report it",
@@ -139,13 +241,11 @@ def score(config_file, **cli_values):
 
     early = _log_settings(cli_values)
     configure(**early)
-    # SIGTERM (Airflow, Kubernetes, systemd) stops the job like Ctrl-C: the chunk
-    # in flight is dropped, committed parts stay, the lock is released.
-    signal.signal(signal.SIGTERM, _interrupt)
 
     def run():
         cfg = build_config(cli_values, config_file=config_file)
         configure(quiet=cfg.quiet, verbose=cfg.verbose, log_format=cfg.log_format)  # the config file may set them
+        _refuse_memory_output(cfg.output_path)
         return cfg, run_job(cfg, process_start_time())
 
     cfg, result = _guarded(run, early["verbose"])
@@ -169,6 +269,15 @@ def score(config_file, **cli_values):
             else "; rank 0 writes the manifest")
     log.info(f"Shard {shard} of {num_shards}: {counts} in its {m['chunks']} chunks -> {result.output}{then}",
              **summary)
+
+
+def _refuse_memory_output(output: str) -> None:
+    """memory:// lives inside one Python process: from the command line, the output would vanish at exit."""
+    protocols = [part.split("://", 1)[0].lower() for part in output.split("::") if "://" in part]
+    if "memory" in protocols:
+        raise ConfigError(f"Output '{output}' is in memory://, which lives only inside one Python process: "
+                          "nothing would be left when this command exits. Write to a path or a store URL, "
+                          "or use memory:// from Python (batchscore.score).")
 
 
 @main.command(context_settings=CONTEXT, epilog=EXIT_CODES_HELP)
@@ -226,6 +335,11 @@ def manifest(output, **log_values):
     click.echo(json.dumps(found, indent=2, sort_keys=True))  # the command's result, on stdout
 
 
+def _missing_build_extras(exc: ImportError):
+    log.error(f"{exc}; install the build extras: pip install 'batchscore[build]'.", **fields(exit_code=EXIT_USAGE))
+    sys.exit(EXIT_USAGE)
+
+
 @main.command("build-model", context_settings=CONTEXT)
 @click.option("--out", "out_dir", default=None, metavar="DIR",
               help="Where to write the model directory. [default: $BATCHSCORE_HOME/models/minilm-vader-sentiment, "
@@ -249,17 +363,15 @@ def build_model_command(out_dir, vader_sdist, progress):
     try:
         from .build_model import build, default_out, format_table
     except ImportError as exc:  # pragma: no cover - depends on the install
-        click.echo(f"Error: {exc}; install the build extras: pip install 'batchscore[build]'.", err=True)
-        sys.exit(EXIT_USAGE)
+        _missing_build_extras(exc)
     out_dir = out_dir or default_out()
     show = progress if progress is not None else sys.stderr.isatty()
     try:
         report = build(out_dir, vader_sdist, progress=show, log=lambda m: click.echo(m, err=True))
     except ImportError as exc:
-        click.echo(f"Error: {exc}; install the build extras: pip install 'batchscore[build]'.", err=True)
-        sys.exit(EXIT_USAGE)
+        _missing_build_extras(exc)
     except BatchscoreError as exc:
-        click.echo(f"Error: {exc.message}", err=True)
+        log.error(exc.message, **fields(exit_code=exc.exit_code))  # the one error path: readable, JSON when asked
         sys.exit(exc.exit_code)
     click.echo(format_table(report["evaluation"]))
     click.echo(f"Built {out_dir} in {report['build_seconds']:.0f}s (training {report['train_seconds']:.0f}s).",

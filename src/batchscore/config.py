@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -28,6 +29,14 @@ TOP_K = ("1", "all")
 LOG_FORMATS = ("text", "json")
 CPU_BATCH_TOKENS = 1536
 GPU_BATCH_TOKENS = 16384
+# Whole-number options travel as int64 (Arrow, numpy, the manifest); a larger one is a typo, never a plan.
+INT64_MAX = 2**63 - 1
+# torch.set_num_threads takes a C int and starts that many threads; the largest machines have a few thousand CPUs.
+MAX_THREADS = 4096
+# Each DataLoader worker is a forked process with its own reader and tokenizer; a few feed a GPU.
+MAX_WORKERS = 256
+# A config file holds a few dozen options: anything larger is not one (and is not read into memory whole).
+MAX_CONFIG_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -38,6 +47,7 @@ class Option:
     choices: tuple[str, ...] = ()
     short: str | None = None
     metavar: str | None = None
+    maximum: int = INT64_MAX  # int and count kinds
 
     @property
     def flag(self) -> str:
@@ -80,7 +90,7 @@ OPTIONS: tuple[Option, ...] = (
            metavar="K"),
     Option("shard_index", "int", "Which shard this worker scores, 0 to K-1 (needs --num-shards).", metavar="I"),
     Option("num_workers", "int", "DataLoader worker processes reading and tokenizing. Default: 0 on CPU, "
-           "up to 4 on GPU.", metavar="N"),
+           f"up to 4 on GPU; at most {MAX_WORKERS}.", metavar="N", maximum=MAX_WORKERS),
     Option("encoding", "str", "Encoding of CSV/TSV input (a Python codec: latin-1, cp1252, ...); "
            "utf-8-replace replaces invalid bytes instead of failing. Default: UTF-8, strict.", metavar="NAME"),
     Option("csv_infer_types", "bool", "Type CSV/TSV columns from their values (007 becomes 7) instead of keeping "
@@ -92,7 +102,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("progress", "bool", "Show a progress bar on stderr. Default: only when stderr is a terminal."),
     Option("overwrite", "bool", "Replace an existing output (one batchscore wrote) instead of resuming it."),
     Option("threads", "count", "CPU threads for the model. Default: the CPUs this process may use (its CPU "
-           "affinity and cgroup CPU quota), split among the ranks on this machine.", metavar="N"),
+           f"affinity and cgroup CPU quota), split among the ranks on this machine; at most {MAX_THREADS}.",
+           metavar="N", maximum=MAX_THREADS),
     Option("quiet", "bool", "Errors only on stderr: nothing on success (cron mails only failures)."),
     Option("verbose", "bool", "Debug lines too, and the traceback of an internal error."),
     Option("log_format", "choice", "text: lines for people; json: one JSON object per line on stderr (time, "
@@ -168,25 +179,40 @@ class JobConfig:
         return d
 
 
+_WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")  # ASCII digits only: int() would also take '١٢' and '1_0'
+
+
+def _shown(value: Any) -> str:
+    """A value for a message, bounded: a YAML value can be a large nested structure."""
+    import reprlib
+
+    shown = reprlib.Repr()
+    shown.maxlevel, shown.maxstring, shown.maxother = 3, 200, 200
+    return shown.repr(value)
+
+
 def _coerce(opt: Option, value: Any, origin: str) -> Any:
     """Turn a raw value (YAML scalar, env string, CLI value) into the typed value."""
     if value is None:
         return None
     where = f"{opt.name} (from {origin})"
+    if isinstance(value, str) and "\0" in value:
+        # No path, column or codec name holds one; os and pyarrow calls would fail on it far from here.
+        raise ConfigError(f"{where} holds a NUL character: {_shown(value)}; remove it.")
     if opt.kind == "str":
         if isinstance(value, (dict, list)):
-            raise ConfigError(f"{where} must be a string, got {value!r}.")
+            raise ConfigError(f"{where} must be a string, got {_shown(value)}.")
         return str(value)
     if opt.kind in ("int", "count"):
-        if isinstance(value, bool):
-            raise ConfigError(f"{where} must be a whole number, got {value!r}.")
-        try:
-            number = int(str(value).strip())
-        except ValueError:
-            raise ConfigError(f"{where} must be a whole number, got {value!r}.") from None
+        text = str(value).strip()
+        if isinstance(value, bool) or not _WHOLE_NUMBER.fullmatch(text):
+            raise ConfigError(f"{where} must be a whole number, got {_shown(value)}.")
+        number = int(text)
         low = 1 if opt.kind == "count" else 0
         if number < low:
             raise ConfigError(f"{where} must be at least {low}, got {number}.")
+        if number > opt.maximum:
+            raise ConfigError(f"{where} must be at most {opt.maximum}, got {number}.")
         return number
     if opt.kind == "bool":
         if isinstance(value, bool):
@@ -196,13 +222,15 @@ def _coerce(opt: Option, value: Any, origin: str) -> Any:
             return True
         if text in ("0", "false", "no", "off"):
             return False
-        raise ConfigError(f"{where} must be true or false, got {value!r}.")
+        raise ConfigError(f"{where} must be true or false, got {_shown(value)}.")
     if opt.kind == "choice":
         text = str(value).strip().lower()
         if text not in opt.choices:
-            raise ConfigError(f"{where} must be one of {', '.join(opt.choices)}; got {value!r}.")
+            raise ConfigError(f"{where} must be one of {', '.join(opt.choices)}; got {_shown(value)}.")
         return text
     if opt.kind == "columns":
+        if isinstance(value, dict):
+            raise ConfigError(f"{where} must be column names, comma-separated or a list; got {_shown(value)}.")
         if isinstance(value, (list, tuple)):
             names = [str(v).strip() for v in value]
         else:
@@ -213,7 +241,7 @@ def _coerce(opt: Option, value: Any, origin: str) -> Any:
                 return ()
             names = [part.strip() for part in text.split(",")]
         if any(not n for n in names):
-            raise ConfigError(f"{where} has an empty column name: {value!r}.")
+            raise ConfigError(f"{where} has an empty column name: {_shown(value)}.")
         return tuple(names)
     if opt.kind == "prefix":
         text = str(value)
@@ -221,22 +249,45 @@ def _coerce(opt: Option, value: Any, origin: str) -> Any:
         # one-line messages must be able to name.
         if not text.isprintable() or any(c == "," or c.isspace() for c in text):
             raise ConfigError(f"{where} may not hold commas, spaces or control characters "
-                              f"(pred_ gives pred_label, pred_score); got {value!r}.")
+                              f"(pred_ gives pred_label, pred_score); got {_shown(value)}.")
         return text or None
     raise AssertionError(opt.kind)
 
 
 def load_config_file(path: str) -> dict[str, Any]:
+    """The options in a YAML file; anything that keeps it from being read is a ConfigError naming the fix."""
     import yaml
 
     try:
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)  # safe_load: a config never constructs Python objects
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(f"Config file '{path}' not found; check the --config path.") from None
+    except IsADirectoryError:
+        raise ConfigError(f"Config file '{path}' is a folder; pass --config naming a YAML file.") from None
+    except OSError as exc:
+        raise ConfigError(f"Cannot read config file '{path}' ({exc.strerror or exc}); check the --config path.") \
+            from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"Config file '{path}' is larger than {MAX_CONFIG_BYTES >> 20} MiB, far more than a "
+                          "file of options; check the --config path.")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"Config file '{path}' is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset "
+                          f"{exc.start}); save it as UTF-8.") from None
+    try:
+        data = yaml.load(text, Loader=_options_loader())  # noqa: S506 - a SafeLoader: plain values only
+    except _AliasFound as exc:
+        raise ConfigError(f"Config file '{path}' uses a YAML alias (*{exc.anchor}, line {exc.line}); write the "
+                          "value out: a file of options needs no aliases, and refusing them keeps a small file "
+                          "from expanding into gigabytes.") from None
     except yaml.YAMLError as exc:
         first = str(exc).splitlines()[0] if str(exc) else "invalid YAML"
         raise ConfigError(f"Config file '{path}' is not valid YAML ({first}).") from None
+    except RecursionError:
+        raise ConfigError(f"Config file '{path}' nests too deeply to be a file of options; "
+                          "write one option: value per line.") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -247,6 +298,33 @@ def load_config_file(path: str) -> dict[str, Any]:
             f"Unknown key '{unknown[0]}' in config file '{path}'; known keys are: {', '.join(OPTION_NAMES)}."
         )
     return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def _options_loader():
+    import yaml
+
+    class OptionsLoader(yaml.SafeLoader):
+        """safe_load's loader (plain values only) that refuses aliases.
+
+        An alias repeats a node without copying it: 354 bytes of nested aliases
+        stand for billions of values, which any walk over them (a message
+        quoting the value, a str() of it) expands. Counting expansions would
+        need a limit to tune; options have no use for aliases at all.
+        """
+
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()
+                raise _AliasFound(event.anchor, event.start_mark.line + 1)
+            return super().compose_node(parent, index)
+
+    return OptionsLoader
+
+
+class _AliasFound(Exception):
+    def __init__(self, anchor: str, line: int):
+        super().__init__(anchor)
+        self.anchor, self.line = anchor, line
 
 
 def _resolve_paths(values: dict[str, Any], config_file: str) -> dict[str, Any]:
@@ -261,7 +339,7 @@ def _resolve_paths(values: dict[str, Any], config_file: str) -> dict[str, Any]:
     resolved = dict(values)
     for key in ("input", "model", "output"):
         value = values.get(key)
-        if not isinstance(value, str) or not value or "://" in value or os.path.isabs(value) \
+        if not isinstance(value, str) or not value or "\0" in value or "://" in value or os.path.isabs(value) \
                 or value.startswith("~"):
             continue
         there = os.path.normpath(os.path.join(folder, value))

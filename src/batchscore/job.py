@@ -248,7 +248,7 @@ def score_chunks(cfg: JobConfig, plan, given: _Input, loaded, sink, schema, fiel
     import torch
     from tqdm.auto import tqdm
 
-    from .batches import ChunkDataset
+    from .batches import ChunkDataset, quiet_worker
     from .model import chunk_logits
     from .plan import InputEnd
     from .postprocess import apply, result_columns, score_function
@@ -265,7 +265,8 @@ def score_chunks(cfg: JobConfig, plan, given: _Input, loaded, sink, schema, fiel
         pad_multiple=8 if loaded.precision in ("bf16", "fp16") else None,
     )
     loader = torch.utils.data.DataLoader(dataset, batch_size=None, collate_fn=_identity, num_workers=workers,
-                                         pin_memory=on_gpu, prefetch_factor=2 if workers else None)
+                                         pin_memory=on_gpu, prefetch_factor=2 if workers else None,
+                                         worker_init_fn=quiet_worker)
     function = score_function(loaded.model.config)
     scored = _Scored()
     with tqdm(total=plan.rows_to_do(), unit="rows", desc=f"scoring{plan.label}",

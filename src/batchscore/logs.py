@@ -5,17 +5,66 @@ JSON (`--log-format json`): one object per line on stderr, with time, level,
 message and the record's structured fields (rows, chunk, seconds, exit_code, ...),
 for a scheduler's log store. `--quiet` shows errors only; `--verbose` adds debug
 lines and the traceback of an internal error.
+
+Every message passes `readable` on its way out: one line of at most
+`MAX_LINE` characters whatever the values in it (a path of 5,000 characters,
+a listing of 100,000 column names, a column name holding a newline).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import time
+import warnings
 
 import click
 
 ROOT = "batchscore"
+MAX_LINE = 1000  # characters of a message: the start says what failed, the end names the fix
+MAX_TOKEN = 160  # a longer word (a path, a URL, a column name) is shown as its head and tail
+LISTED = 8  # a longer comma-separated listing keeps its first and last items, the rest counted
+_LONG_TOKEN = re.compile(r"\S{%d,}" % (MAX_TOKEN + 1))
+
+
+def readable(message: str, limit: int = MAX_LINE) -> str:
+    """`message` as one line a person can read: control characters escaped, then, only when it is longer than
+    `limit`, long words shown as head…tail, long listings summarized and finally the middle cut.
+
+    Done here, where every line is printed, rather than in each message: the
+    values come from users' files, options and environments.
+    """
+    text = "".join(c if c.isprintable() else _escape(c) for c in str(message))
+    if len(text) <= limit:
+        return text
+    text = _LONG_TOKEN.sub(lambda m: _cut(m.group(), MAX_TOKEN), text)
+    if len(text) > limit:
+        text = _summarize_listing(text)
+    return _cut(text, limit)
+
+
+def _escape(char: str) -> str:
+    # \n, \t, \x1b, \u2028, \udcff (an undecodable byte in a file name or argument): visible, never a line break.
+    return char.encode("unicode_escape", errors="backslashreplace").decode("ascii")
+
+
+def _cut(text: str, limit: int) -> str:
+    """Head and tail of `text` joined by "…" when it is longer than `limit`: the what and the fix both stay."""
+    if len(text) <= limit:
+        return text
+    tail = (limit - 1) * 2 // 5
+    return text[: limit - 1 - tail] + "…" + text[len(text) - tail:]
+
+
+def _summarize_listing(text: str) -> str:
+    """"columns are: a, b, c, ..., z. Pass --text-column." keeps the first and last items and counts the rest."""
+    parts = text.split(", ")
+    if len(parts) <= 2 * LISTED:
+        return text
+    head, tail = parts[:LISTED], parts[-LISTED // 2:]
+    hidden = len(parts) - len(head) - len(tail)
+    return ", ".join([*head, f"… ({hidden:,} more)", *tail])
 
 
 def fields(**values) -> dict:
@@ -27,7 +76,7 @@ class _TextFormatter(logging.Formatter):
     PREFIX = {logging.DEBUG: "Debug: ", logging.WARNING: "Warning: ", logging.ERROR: "Error: "}
 
     def format(self, record):
-        line = self.PREFIX.get(record.levelno, "") + record.getMessage()
+        line = self.PREFIX.get(record.levelno, "") + readable(record.getMessage())
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
@@ -38,7 +87,7 @@ class _JsonFormatter(logging.Formatter):
         entry = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
-            "message": record.getMessage(),
+            "message": readable(record.getMessage()),
             "logger": record.name,
             **getattr(record, "fields", {}),
         }
@@ -49,7 +98,22 @@ class _JsonFormatter(logging.Formatter):
 
 class _StderrHandler(logging.Handler):
     def emit(self, record):
-        click.echo(self.format(record), err=True)  # today's stderr (CliRunner swaps it), not import-time's
+        line = self.format(record)
+        try:
+            click.echo(line, err=True)  # today's stderr (CliRunner swaps it), not import-time's
+        except (OSError, ValueError):
+            pass  # stderr is gone (the terminal closed, the reader quit): the exit code still tells
+
+
+_warned: set[str] = set()
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """A library's Python warning as one `Warning:` line (or JSON object), once, instead of several raw lines."""
+    text = str(message)
+    if text not in _warned:
+        _warned.add(text)
+        logging.getLogger(ROOT + ".warnings").warning(text, extra={"fields": {"category": category.__name__}})
 
 
 def configure(quiet: bool = False, verbose: bool = False, log_format: str = "text") -> None:
@@ -66,3 +130,6 @@ def configure(quiet: bool = False, verbose: bool = False, log_format: str = "tex
     handler.setFormatter(_JsonFormatter() if log_format == "json" else _TextFormatter())
     logger.addHandler(handler)
     logger.setLevel(logging.ERROR if quiet else logging.DEBUG if verbose else logging.INFO)
+    # torch's and transformers' warnings.warn lines (the DataLoader's worker-count advice, ...) are
+    # several raw lines each, and plain text in JSON mode: they take the same path as ours.
+    warnings.showwarning = _show_warning

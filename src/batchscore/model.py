@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import os
 from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import ConfigError, ModelError
+from .errors import BatchscoreError, ConfigError, ModelError
+
+log = logging.getLogger(__name__)
 
 # Where the precision asks for 16-bit weights, the weights are loaded in it; no autocast.
 WEIGHT_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
@@ -63,27 +67,23 @@ def load_model(model_id: str, revision: str | None, precision: str = "auto", max
     local = os.path.isdir(model_id)
     if not local and (model_id.startswith((".", "/", "~")) or os.sep in model_id.strip("/").replace("/", "", 1)):
         raise ModelError(f"Model directory '{model_id}' not found; check --model.")
-    try:
+    with _reading(model_id, local, "config.json"):
         config = AutoConfig.from_pretrained(model_id, revision=revision, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as exc:
-        if "trust_remote_code" in str(exc):
-            raise ModelError(f"Model '{model_id}' needs to run its own Python code; pass --trust-remote-code "
-                             "only if you trust its authors.") from None
-        raise ModelError(_not_found(model_id, exc)) from None
-    if not any(a.endswith("ForSequenceClassification") for a in (config.architectures or [])):
+        architectures = list(config.architectures or [])
+        labels = [str(config.id2label.get(i, f"LABEL_{i}")) for i in range(config.num_labels)]
+    if not any(str(a).endswith("ForSequenceClassification") for a in architectures):
         raise ModelError(
             f"Model '{model_id}' is not a sequence classifier (architectures: "
-            f"{', '.join(config.architectures or ['none'])}); pass a model fine-tuned for text classification."
+            f"{', '.join(map(str, architectures or ['none']))}); pass a model fine-tuned for text classification."
         )
-    if local and not _has_safetensors(model_id) and not _has_pickle(model_id):
+    weights = _weight_files(model_id) if local else []
+    if local and not weights:
         raise ModelError(f"Model folder '{model_id}' has no weights (model.safetensors); copy the weights into it, "
                          "or pass --model naming a complete model folder.")
-    if local and not allow_pickle and not _has_safetensors(model_id) and _has_pickle(model_id):
+    if local and not allow_pickle and not any(_is_safetensors(name) for name in weights):
         raise ModelError(_PICKLE_ONLY.format(model_id))
-    try:
+    with _reading(model_id, local, "tokenizer files (tokenizer.json, tokenizer_config.json)"):
         tokenizer = AutoTokenizer.from_pretrained(model_id, revision=revision, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as exc:
-        raise ModelError(_not_found(model_id, exc)) from None
     # Both before the weights load: a bad pairing fails in seconds, not after minutes.
     _check_padding(tokenizer, config, model_id)
     _check_max_length(tokenizer, max_length, model_id)
@@ -93,19 +93,18 @@ def load_model(model_id: str, revision: str | None, precision: str = "auto", max
         raise ConfigError("--precision fp16 needs a GPU; use bf16 or fp32 on CPU.")
     if device_type != "cpu" and precision == "int8":
         raise ConfigError("--precision int8 is for CPUs; use bf16 or fp16 on a GPU.")
-    try:
+    # Pickled weights (.bin) can execute code when loaded: safetensors only unless allowed.
+    use_safetensors = None if allow_pickle else True
+    read = [n for n in weights if _is_safetensors(n)] or weights  # transformers takes safetensors when both
+    with _reading(model_id, local, f"weights ({', '.join(read) or 'model.safetensors'})",
+                  safetensors_only=not allow_pickle):
         model, info = AutoModelForSequenceClassification.from_pretrained(
             model_id, revision=revision, config=config, output_loading_info=True,
             # bf16/fp16 weights loaded as such, as pipeline(dtype=...) does: half the memory and
             # bandwidth, and no cast of every weight in every matmul as autocast over fp32 would do.
             dtype=getattr(torch, WEIGHT_DTYPES.get(precision, "float32")),
-            # Pickled weights (.bin) can execute code when loaded: safetensors only unless allowed.
-            use_safetensors=None if allow_pickle else True, trust_remote_code=trust_remote_code,
+            use_safetensors=use_safetensors, trust_remote_code=trust_remote_code,
         )
-    except (OSError, ValueError) as exc:
-        if not allow_pickle and "safetensors" in str(exc).lower():
-            raise ModelError(_PICKLE_ONLY.format(model_id)) from None
-        raise ModelError(_not_found(model_id, exc)) from None
     if info.get("missing_keys"):
         # A classification head filled with random weights scores noise: refuse.
         raise ModelError(
@@ -123,13 +122,51 @@ def load_model(model_id: str, revision: str | None, precision: str = "auto", max
         model = quantize_int8(model)
     # evaluation_mode: place the model without wrapping it in DDP.
     model = accelerator.prepare_model(model, evaluation_mode=True)
-    labels = [str(config.id2label.get(i, f"LABEL_{i}")) for i in range(config.num_labels)]
     limit = model_max_length(tokenizer, config)
+    if max_length and max_length > limit and accelerator.is_main_process:
+        # Longer inputs than the position table would index past it: the limit holds, and the user is told.
+        log.warning(f"--max-length {max_length} is more than model '{model_id}' takes; texts are truncated to its "
+                    f"limit of {limit} tokens (pass --max-length {limit} or less to silence this).")
     return LoadedModel(
         model=model, tokenizer=tokenizer, accelerator=accelerator, model_id=model_id,
         revision=getattr(config, "_commit_hash", None) or revision, labels=labels,
         max_length=min(max_length, limit) if max_length else limit, precision=precision,
     )
+
+
+@contextlib.contextmanager
+def _reading(model_id: str, local: bool, files: str, safetensors_only: bool = False):
+    """Whatever transformers raises while it reads a model's files is a ModelError naming the files and the fix.
+
+    Damaged files fail deep inside transformers, safetensors, tokenizers or
+    torch.load with any exception type (SafetensorError, UnpicklingError,
+    EOFError, KeyError, AttributeError on a config.json of the wrong shape, ...):
+    mapped here, once, for the three reads, rather than type by type.
+    """
+    try:
+        yield
+    except BatchscoreError:
+        raise
+    except Exception as exc:
+        if "trust_remote_code" in str(exc):
+            raise ModelError(f"Model '{model_id}' needs to run its own Python code; pass --trust-remote-code "
+                             "only if you trust its authors.") from None
+        if not local and isinstance(exc, (OSError, ValueError)):
+            if safetensors_only and "safetensors" in str(exc).lower():
+                raise ModelError(_PICKLE_ONLY.format(model_id)) from None
+            raise ModelError(_not_found(model_id, exc)) from None  # not on the Hub, no network, gated
+        reason = f"{type(exc).__name__}: {_first_line(exc)}"
+        if local:
+            raise ModelError(f"Model folder '{model_id}': cannot read its {files} ({reason}); the files are damaged "
+                             "or incomplete: copy or download the model again (the offline model: rebuild it "
+                             "with batchscore build-model).") from None
+        raise ModelError(f"Model '{model_id}': cannot read its {files} from the Hugging Face cache ({reason}); "
+                         "delete the model's folder from the cache (huggingface-cli delete-cache) and run again "
+                         "to download it anew.") from None
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [""])[0].rstrip(".") or "no message"
 
 
 def _check_padding(tokenizer, config, model_id: str) -> None:
@@ -165,12 +202,18 @@ _PICKLE_ONLY = ("Model '{}' has weights only as pickle (.bin), which can run cod
                 "only if you trust it, or convert it to safetensors.")
 
 
-def _has_safetensors(path: str) -> bool:
-    return any(name.endswith(".safetensors") or name == "model.safetensors.index.json" for name in os.listdir(path))
+def _weight_files(path: str) -> list[str]:
+    """The weight files in a model folder, sorted: safetensors (and their index) and pickles."""
+    try:
+        names = os.listdir(path)
+    except OSError as exc:
+        raise ModelError(f"Cannot list model folder '{path}' ({exc.strerror or exc}); check --model and the "
+                         "folder's permissions.") from None
+    return sorted(n for n in names if _is_safetensors(n) or n.endswith((".bin", ".pt", ".pth", ".ckpt")))
 
 
-def _has_pickle(path: str) -> bool:
-    return any(name.endswith((".bin", ".pt", ".pth", ".ckpt")) for name in os.listdir(path))
+def _is_safetensors(name: str) -> bool:
+    return name.endswith(".safetensors") or name == "model.safetensors.index.json"
 
 
 def quantize_int8(model):
@@ -244,7 +287,7 @@ def _accelerator():
 
 
 def _not_found(model_id: str, exc: Exception) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = _first_line(exc) if str(exc).strip() else type(exc).__name__
     if any(word in text.lower() for word in ("connect", "offline", "cached files", "network")):
         from .build_model import default_out
 

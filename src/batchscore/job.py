@@ -35,14 +35,14 @@ def _identity(item):
 
 def _check_columns(schema, cfg: JobConfig) -> list[str]:
     """Validate the columns the job needs; return the output's input columns, in order."""
-    import pyarrow as pa
+    from .scorer import not_text
 
     names = list(schema.names)
     listing = ", ".join(names)
     if cfg.text_column not in names:
         raise InputError(f"Column '{cfg.text_column}' not found; columns are: {listing}. Pass --text-column.")
-    text_type = schema.field(cfg.text_column).type
-    if pa.types.is_nested(text_type) or pa.types.is_binary(text_type) or pa.types.is_large_binary(text_type):
+    text_type = not_text(schema.field(cfg.text_column).type)  # the library's rule (scorer.py)
+    if text_type is not None:
         raise InputError(
             f"Column '{cfg.text_column}' holds {text_type}, not text; pass --text-column naming a string column."
         )

@@ -377,23 +377,35 @@ def test_a_lease_record_that_vanishes_during_a_take_over_is_created_afresh(s3_se
     assert not s3_fs.exists(path)
 
 
-# ------------------------------------------------------------------ 2. a stalled writer never commits into a taken-over output
+# ------------------------------------------------------------------ 2. a stalled writer never commits into another run
 
 
 def _s3_parts(fs, folder: str) -> dict[str, dict]:
     """Each part under `folder` and the run identity in its footer."""
     fs.invalidate_cache()
+    try:
+        keys = fs.ls(folder, detail=False, refresh=True)
+    except FileNotFoundError:
+        return {}
     found = {}
-    for key in sorted(k for k in fs.ls(folder, detail=False, refresh=True) if "/part-" in k):
+    for key in sorted(k for k in keys if "/part-" in k):
         with fs.open(key, "rb") as fh:
             found[key] = json.loads(pq.ParquetFile(fh).schema_arrow.metadata[b"batchscore.run"])
     return found
 
 
-@pytest.mark.slow  # about 20 s: a model load in a subprocess, a lease to expire, a second run
+@pytest.mark.slow  # about 25 s: a model load in a subprocess, a lease to expire, a second run
 def test_a_writer_stopped_past_its_lease_never_commits_into_the_run_that_replaced_it(
         s3_server, s3_bucket, s3_fs, tiny_model, tmp_path):
-    src = write_input(tmp_path / "in.parquet", 600)
+    """Issue 19: SIGSTOP past the lease, an --overwrite run with other settings completes, SIGCONT: the stopped
+    writer landed a part with its old settings in the finished output. Each row carries 1 MiB that does not
+    compress, so its part's PUT takes longer than scoring its one row: at the stop a PUT is in flight and
+    another waits, as on a real store with real chunks."""
+    rows, rng = 80, random.Random(3)
+    src = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"id": list(range(rows)), "text": texts(rows),
+                             "blob": pa.array([rng.randbytes(1 << 20) for _ in range(rows)], pa.binary())}),
+                   src, row_group_size=8)
     folder, ttl = f"{s3_bucket}/out", "2"
     env = s3_server.subprocess_env(BATCHSCORE_LEASE_SECONDS=ttl)
     args = ["score", str(src), "--model", tiny_model, "-o", f"s3://{folder}/", "--no-progress"]
@@ -401,12 +413,12 @@ def test_a_writer_stopped_past_its_lease_never_commits_into_the_run_that_replace
                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 120
-        while len(_s3_parts(s3_fs, folder)) < 20 and stale.poll() is None and time.time() < deadline:
+        while len(_s3_parts(s3_fs, folder)) < 10 and stale.poll() is None and time.time() < deadline:
             time.sleep(0.05)
         assert stale.poll() is None, stale.communicate()
-        stale.send_signal(signal.SIGSTOP)  # mid-run: commits in flight and queued
-        # Other settings (300-row chunks: chunks 0 and 1), --overwrite: takes the silent lease over after ttl.
-        replaced = invoke([*args, "--chunk-rows", "300", "--overwrite"], env={"BATCHSCORE_LEASE_SECONDS": ttl})
+        stale.send_signal(signal.SIGSTOP)  # mid-run: a commit in flight, another queued
+        # Other settings (40-row chunks: chunks 0 and 1), --overwrite: takes the silent lease over after ttl.
+        replaced = invoke([*args, "--chunk-rows", "40", "--overwrite"], env={"BATCHSCORE_LEASE_SECONDS": ttl})
         assert_ok(replaced)
         manifest = manifest_of(folder, fs=s3_fs)
         assert manifest["chunks"] == 2
@@ -419,8 +431,7 @@ def test_a_writer_stopped_past_its_lease_never_commits_into_the_run_that_replace
     assert [k.rsplit("/", 1)[1] for k in parts] == ["part-000000.parquet", "part-000001.parquet"]
     assert all(identity == manifest["run"] for identity in parts.values())
     assert s3_fs.exists(f"{folder}/_SUCCESS") and not s3_fs.exists(f"{folder}/_batchscore/lease-all.json")
-    table = pq.read_table(folder, filesystem=s3_fs)
-    assert table.column("id").to_pylist() == list(range(600))
+    assert pq.read_table(folder, filesystem=s3_fs, columns=["id"]).column("id").to_pylist() == list(range(rows))
 
 
 # ------------------------------------------------------------------ 8. input inside the output

@@ -140,6 +140,8 @@ class Shard:
         return shard if shard is not None and not shard.whole else None
 
 
+WHOLE = Shard()  # a whole-output writer: shard 0 of 1
+
 OBJECT_KEY_LIMITS = {"s3": 1024, "s3a": 1024, "gs": 1024, "gcs": 1024, "az": 1024, "abfs": 1024, "abfss": 1024}
 
 

@@ -41,7 +41,7 @@ import threading
 import time
 
 from ..errors import ConfigError, OutputError
-from .layout import RECORDS, Layout, Shard
+from .layout import RECORDS, WHOLE, Layout, Shard
 from .store import Store, check_record, store_errors
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ class _Busy(Exception):
 class Lease:
     """Context manager: held between __enter__ and __exit__. `wait` retries until the others are done."""
 
-    def __init__(self, layout: Layout, shard: Shard = Shard(), wait: bool = False):
+    def __init__(self, layout: Layout, shard: Shard = WHOLE, wait: bool = False):
         self.layout, self.shard, self.wait = layout, shard, wait
         self.store = Store(layout)
 
@@ -155,7 +155,7 @@ if hasattr(os, "register_at_fork"):
 
 
 class KernelLock(Lease):
-    def __init__(self, layout: Layout, shard: Shard = Shard(), wait: bool = False):
+    def __init__(self, layout: Layout, shard: Shard = WHOLE, wait: bool = False):
         super().__init__(layout, shard, wait)
         self.folder = layout.path(RECORDS)
         self._fds: list[tuple[int, str]] = []  # (fd, path) of each lock this writer holds
@@ -227,7 +227,7 @@ class KernelLock(Lease):
 
 
 class LeaseRecord(Lease):
-    def __init__(self, layout: Layout, shard: Shard = Shard(), wait: bool = False):
+    def __init__(self, layout: Layout, shard: Shard = WHOLE, wait: bool = False):
         super().__init__(layout, shard, wait)
         self.path = layout.record(shard.lease)
         self.ttl = lease_seconds()
@@ -409,7 +409,7 @@ class LeaseRecord(Lease):
         self.held = False
 
 
-def open_lease(layout: Layout, shard: Shard = Shard(), wait: bool = False) -> Lease:
+def open_lease(layout: Layout, shard: Shard = WHOLE, wait: bool = False) -> Lease:
     """The right kind of lease for this output's store."""
     return (KernelLock if layout.local else LeaseRecord)(layout, shard, wait)
 

@@ -19,7 +19,6 @@ import secrets
 from ..errors import OutputError
 from .layout import RECORDS, TEMP, Layout
 
-
 # Exception classes, by name, that mean "the store cannot be reached" in the back ends fsspec uses
 # (botocore, aiohttp, requests/urllib3, azure-core, google-auth), none of them imported here.
 _UNREACHABLE_NAMES = ("ConnectionError", "ConnectTimeoutError", "ConnectTimeout", "ReadTimeoutError",

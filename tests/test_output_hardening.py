@@ -394,37 +394,91 @@ def _s3_parts(fs, folder: str) -> dict[str, dict]:
     return found
 
 
+class SlowLink:
+    """A TCP relay to the S3 server whose uploads crawl at `rate` bytes a second, as on a real link to a real
+    store: a part's PUT stays in flight long enough for a SIGSTOP to land in the middle of it."""
+
+    def __init__(self, endpoint: str, rate: int):
+        import socket
+        import threading
+
+        self.upstream = endpoint.rsplit("//", 1)[1].split(":")
+        self.rate = rate
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.endpoint = f"http://127.0.0.1:{self.server.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection((self.upstream[0], int(self.upstream[1])))
+            threading.Thread(target=self._pump, args=(client, upstream, self.rate), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, None), daemon=True).start()
+
+    @staticmethod
+    def _pump(source, sink, rate):
+        block = 8192
+        try:
+            while data := source.recv(block):
+                sink.sendall(data)
+                if rate:
+                    time.sleep(len(data) / rate)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                try:
+                    end.shutdown(2)
+                except OSError:
+                    pass
+
+    def close(self):
+        self.server.close()
+
+
 @pytest.mark.slow  # about 25 s: a model load in a subprocess, a lease to expire, a second run
 def test_a_writer_stopped_past_its_lease_never_commits_into_the_run_that_replaced_it(
         s3_server, s3_bucket, s3_fs, tiny_model, tmp_path):
     """Issue 19: SIGSTOP past the lease, an --overwrite run with other settings completes, SIGCONT: the stopped
-    writer landed a part with its old settings in the finished output. Each row carries 1 MiB that does not
-    compress, so its part's PUT takes longer than scoring its one row: at the stop a PUT is in flight and
-    another waits, as on a real store with real chunks."""
-    rows, rng = 80, random.Random(3)
+    writer landed a part with its old settings in the finished output. Its uploads go through a slow link (each
+    row carries 256 KiB that does not compress), so the stop lands in the middle of a part's PUT, which the
+    store completes only after SIGCONT."""
+    rows, rng = 40, random.Random(3)
     src = tmp_path / "in.parquet"
     pq.write_table(pa.table({"id": list(range(rows)), "text": texts(rows),
-                             "blob": pa.array([rng.randbytes(1 << 20) for _ in range(rows)], pa.binary())}),
-                   src, row_group_size=8)
+                             "blob": pa.array([rng.randbytes(256 << 10) for _ in range(rows)], pa.binary())}),
+                   src, row_group_size=1)
     folder, ttl = f"{s3_bucket}/out", "2"
-    env = s3_server.subprocess_env(BATCHSCORE_LEASE_SECONDS=ttl)
+    link = SlowLink(s3_server.endpoint, rate=1 << 20)  # 1 MiB/s: a part's PUT takes about a quarter second
+    env = s3_server.subprocess_env(BATCHSCORE_LEASE_SECONDS=ttl, AWS_ENDPOINT_URL=link.endpoint,
+                                   FSSPEC_S3_ENDPOINT_URL=link.endpoint)
     args = ["score", str(src), "--model", tiny_model, "-o", f"s3://{folder}/", "--no-progress"]
     stale = subprocess.Popen([sys.executable, "-m", "batchscore", *args, "--chunk-rows", "1"], env=env,
                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 120
-        while len(_s3_parts(s3_fs, folder)) < 10 and stale.poll() is None and time.time() < deadline:
+        while len(_s3_parts(s3_fs, folder)) < 3 and stale.poll() is None and time.time() < deadline:
             time.sleep(0.05)
         assert stale.poll() is None, stale.communicate()
-        stale.send_signal(signal.SIGSTOP)  # mid-run: a commit in flight, another queued
-        # Other settings (40-row chunks: chunks 0 and 1), --overwrite: takes the silent lease over after ttl.
-        replaced = invoke([*args, "--chunk-rows", "40", "--overwrite"], env={"BATCHSCORE_LEASE_SECONDS": ttl})
+        time.sleep(0.1)  # into the next part's upload
+        stale.send_signal(signal.SIGSTOP)
+        # Other settings (20-row chunks: chunks 0 and 1), --overwrite: takes the silent lease over after ttl.
+        replaced = invoke([*args, "--chunk-rows", "20", "--overwrite"], env={"BATCHSCORE_LEASE_SECONDS": ttl})
         assert_ok(replaced)
         manifest = manifest_of(folder, fs=s3_fs)
         assert manifest["chunks"] == 2
     finally:
         stale.send_signal(signal.SIGCONT)
-    _, stderr = stale.communicate(timeout=120)
+    try:
+        _, stderr = stale.communicate(timeout=120)
+    finally:
+        link.close()
     assert stale.returncode == 5, stderr
     assert "Lost the lease" in stderr and "Traceback" not in stderr
     parts = _s3_parts(s3_fs, folder)

@@ -19,12 +19,17 @@ on this same host is taken over at once. The heartbeat rewrites the record only
 if it is still the one this writer wrote (If-Match on its ETag, S3), so a writer
 that stalled past ttl cannot take a lease back from the run that took it over.
 
-Before every commit (a part, a shard's marker, the manifest, _SUCCESS) the
-writer checks, on the store and at that moment, that the output is still its
-own: its lease record is still its (object stores), or its lock file is still
-the one in the folder (local disks). What stays open: a writer that stalls
-longer than ttl between that check and the PUT right after it lands that one
-PUT; see the README.
+Every commit (a part, a shard's marker, the manifest, _SUCCESS) goes through
+`Lease.commit`: just before the PUT and again just after it, the writer asks the
+store whether the output is still its own: its lease record is still its
+(object stores), or its lock file is still the one in the folder (local disks).
+A heartbeat flag alone is not enough: after a SIGSTOP the writer thread can
+commit before the heartbeat thread has looked. What stays open: a writer that
+stalls longer than ttl between the check before a PUT and the store completing
+that PUT lands that one object; the check after it takes it back when the
+store shows it is still the one written (S3: same ETag), and leaves it
+elsewhere. On NFS a client cut off longer than the server's lock lease can lose
+its flock unseen. See the README.
 """
 
 from __future__ import annotations

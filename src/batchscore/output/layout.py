@@ -1,6 +1,6 @@
 """Where everything of one output lives. The writer, finalize and the lease ask this object.
 
-    OUT/part-000000.parquet           rows [0, N) in input order
+    OUT/part-000000.parquet           rows [0, N) in input order (part-1000000.parquet from chunk 1,000,000 on)
     OUT/_SUCCESS                      empty, written last: the output is complete
     OUT/_manifest.parquet             0 rows with the output's schema; the manifest in its footer
     OUT/_batchscore/                  run records, only while the output is unfinished

@@ -14,6 +14,12 @@ EXIT_OUTPUT = 5
 EXIT_INTERRUPTED = 130
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name if it has none), for one-line errors."""
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0].rstrip(".")
+
+
 class BatchscoreError(Exception):
     exit_code = 1
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import BatchscoreError, ConfigError, ModelError
+from .errors import BatchscoreError, ConfigError, ModelError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ def _reading(model_id: str, local: bool, files: str, safetensors_only: bool = Fa
             if safetensors_only and "safetensors" in str(exc).lower():
                 raise ModelError(_PICKLE_ONLY.format(model_id)) from None
             raise ModelError(_not_found(model_id, exc)) from None  # not on the Hub, no network, gated
-        reason = f"{type(exc).__name__}: {_first_line(exc)}"
+        reason = f"{type(exc).__name__}: {first_line(exc)}"
         if local:
             raise ModelError(f"Model folder '{model_id}': cannot read its {files} ({reason}); the files are damaged "
                              "or incomplete: copy or download the model again (the offline model: rebuild it "
@@ -163,10 +163,6 @@ def _reading(model_id: str, local: bool, files: str, safetensors_only: bool = Fa
         raise ModelError(f"Model '{model_id}': cannot read its {files} from the Hugging Face cache ({reason}); "
                          "delete the model's folder from the cache (huggingface-cli delete-cache) and run again "
                          "to download it anew.") from None
-
-
-def _first_line(exc: Exception) -> str:
-    return (str(exc).strip().splitlines() or [""])[0].rstrip(".") or "no message"
 
 
 def _check_padding(tokenizer, config, model_id: str) -> None:
@@ -287,7 +283,7 @@ def _accelerator():
 
 
 def _not_found(model_id: str, exc: Exception) -> str:
-    text = _first_line(exc) if str(exc).strip() else type(exc).__name__
+    text = first_line(exc) if str(exc).strip() else type(exc).__name__
     if any(word in text.lower() for word in ("connect", "offline", "cached files", "network")):
         from .build_model import default_out
 

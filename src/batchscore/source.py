@@ -17,7 +17,7 @@ from typing import Callable, Iterator
 
 from pyarrow import ArrowException as ArrowError  # noqa: N812 - this module runs only inside a job
 
-from .errors import BatchscoreError, ConfigError, InputError
+from .errors import BatchscoreError, ConfigError, InputError, first_line
 from .text_reader import TextFormat, TrailingData, open_stream, split_compression, trailing_data
 
 # Extension -> pyarrow.dataset format name. `.json` must be JSON Lines.
@@ -475,7 +475,7 @@ def _unify(fs, schemas: dict, lossless: bool):
     try:
         unified = pa.unify_schemas(firsts, promote_options="permissive")
     except (ArrowError, TypeError) as exc:
-        raise InputError(f"The input files' columns cannot be combined ({_first_line(exc)}); "
+        raise InputError(f"The input files' columns cannot be combined ({first_line(exc)}); "
                          "give each column one type in every file.") from None
     if lossless:
         for path, schema in schemas.items():
@@ -519,7 +519,7 @@ def _stat(fs, path: str) -> dict:
     try:
         return fs.info(path)
     except OSError as exc:
-        raise InputError(f"Cannot read input file '{_display(fs, path)}' ({_first_line(exc)}); it was listed but "
+        raise InputError(f"Cannot read input file '{_display(fs, path)}' ({first_line(exc)}); it was listed but "
                          "is gone or unreadable: fix or remove it, then rerun.") from None
 
 
@@ -563,7 +563,7 @@ def _unreadable(where: str, fmt: str, exc: BaseException, fs=None, path: str | N
     """One line: what pyarrow found, without its wrapper text, where (as a line number), and the fix."""
     if isinstance(exc, InputError):
         return exc.message
-    reason = _printable(_first_line(exc))
+    reason = _printable(first_line(exc))
     if path and split_compression(path)[1] and isinstance(exc, (OSError, EOFError)):
         # Arrow's gzip/bz2/zstd errors read differently from our xz/gzip/bz2 reader's: say it one way.
         found = str(exc) if isinstance(exc, TrailingData) else _quietly(trailing_data, fs, path)
@@ -655,9 +655,9 @@ def _open_saved_dataset(path: str, split: str) -> Source:
     try:
         loaded = datasets.load_from_disk(path)
     except (FileNotFoundError, ValueError) as exc:
-        raise InputError(f"Cannot load saved dataset '{path}': {_first_line(exc)}.") from None
+        raise InputError(f"Cannot load saved dataset '{path}': {first_line(exc)}.") from None
     except Exception as exc:  # a damaged folder fails inside `datasets` and pyarrow in many classes
-        raise InputError(f"Cannot load saved dataset '{path}' ({type(exc).__name__}: {_printable(_first_line(exc))});"
+        raise InputError(f"Cannot load saved dataset '{path}' ({type(exc).__name__}: {_printable(first_line(exc))});"
                          " the folder is damaged: save the dataset again.") from None
     if isinstance(loaded, datasets.DatasetDict):
         if split not in loaded:
@@ -685,11 +685,11 @@ def _open_hub_dataset(name: str, split: str, dataset_config: str | None) -> Sour
         streamed = datasets.load_dataset(name, dataset_config, split=split, streaming=True)
     except ValueError as exc:
         # datasets raises ValueError for an unknown split or config; say which.
-        raise InputError(f"Cannot open dataset '{name}': {_first_line(exc)} Pass --split / --dataset-config.") \
+        raise InputError(f"Cannot open dataset '{name}': {first_line(exc)} Pass --split / --dataset-config.") \
             from None
     except Exception as exc:  # Hub errors come in many classes (HTTP, offline, not found)
         raise InputError(
-            f"Cannot open Hub dataset '{name}' ({type(exc).__name__}: {_first_line(exc)}); "
+            f"Cannot open Hub dataset '{name}' ({type(exc).__name__}: {first_line(exc)}); "
             "check the name, or pass a local file."
         ) from None
     if streamed.features is not None:
@@ -714,7 +714,7 @@ def _streamed(batches, name: str):
     except BatchscoreError:
         raise
     except Exception as exc:
-        raise InputError(f"Cannot read dataset '{name}' ({type(exc).__name__}: {_printable(_first_line(exc))}); "
+        raise InputError(f"Cannot read dataset '{name}' ({type(exc).__name__}: {_printable(first_line(exc))}); "
                          "fix the file it names, or check the dataset.") from None
 
 
@@ -731,8 +731,3 @@ def _dataset_revision(name: str) -> str | None:
         return HfApi().dataset_info(name).sha
     except Exception:  # offline or private: resume then trusts name + split
         return None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0].rstrip(".")

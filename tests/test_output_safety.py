@@ -482,11 +482,12 @@ import os, time
 from batchscore.output import Layout
 from batchscore.output.lease import open_lease
 open_lease(Layout.open({str(out)!r})).acquire()
-child = os.fork()
-if child == 0:
+if os.fork() == 0:
+    # fork() returns here only after the at-fork hooks ran; saying so before the kill
+    # keeps the test from racing a child that has not yet been scheduled.
+    print(os.getpid(), flush=True)
     time.sleep(120)
     os._exit(0)
-print(child, flush=True)
 time.sleep(120)
 """], stdout=subprocess.PIPE, text=True)
     child = int(holder.stdout.readline())

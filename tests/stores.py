@@ -52,8 +52,15 @@ REGION = "us-east-1"
 KEY_ID = "testing"
 SECRET = "testing"
 # Credentials / profiles from the developer's machine must not leak into tests.
-_UNSET = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
-          "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ENDPOINT_URL_S3")
+_UNSET = (
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_ROLE_ARN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_ENDPOINT_URL_S3",
+)
 
 
 @dataclass(frozen=True)
@@ -79,8 +86,9 @@ class S3Server:
         """A boto3 S3 client for this server."""
         import boto3
 
-        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=KEY_ID,
-                            aws_secret_access_key=SECRET, region_name=REGION)
+        return boto3.client(
+            "s3", endpoint_url=self.endpoint, aws_access_key_id=KEY_ID, aws_secret_access_key=SECRET, region_name=REGION
+        )
 
 
 def s3fs_for(server: S3Server, **kwargs):
@@ -88,8 +96,14 @@ def s3fs_for(server: S3Server, **kwargs):
     (a subprocess may have written since the last listing)."""
     import s3fs
 
-    opts = dict(endpoint_url=server.endpoint, key=KEY_ID, secret=SECRET,
-                client_kwargs={"region_name": REGION}, skip_instance_cache=True, use_listings_cache=False)
+    opts = dict(
+        endpoint_url=server.endpoint,
+        key=KEY_ID,
+        secret=SECRET,
+        client_kwargs={"region_name": REGION},
+        skip_instance_cache=True,
+        use_listings_cache=False,
+    )
     opts.update(kwargs)
     return s3fs.S3FileSystem(**opts)
 
@@ -112,8 +126,9 @@ def _start_moto(log: Path, timeout: float = 60.0) -> tuple[subprocess.Popen, str
     cmd = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", "0"]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "FSSPEC_"))}
     out = open(log, "wb")  # a file, not a pipe: werkzeug logs every request and a full pipe would stall it
-    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                            start_new_session=True)  # own process group: killpg on a test's child spares it
+    proc = subprocess.Popen(
+        cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
+    )  # own process group: killpg on a test's child spares it
     out.close()
     deadline = time.monotonic() + timeout
     endpoint = None

@@ -163,8 +163,17 @@ BAD_UTF8 = b"id,text\n1,fine\n2,caf\xe9 au lait\n3,ok\n"
 def test_invalid_utf8_csv_fails_naming_the_row_and_encoding(tmp_path, tiny_model, outputs):
     src = write_csv_bytes(tmp_path / "latin.csv", BAD_UTF8)
     # The bad byte is in data row 2, line 3 of the file: pyarrow counts the header as row 1.
-    fails_untouched(src, tiny_model, outputs, 3, "latin.csv", "on line 3", "invalid UTF8",
-                    "--encoding latin-1", "--encoding utf-8-replace")
+    fails_untouched(
+        src,
+        tiny_model,
+        outputs,
+        3,
+        "latin.csv",
+        "on line 3",
+        "invalid UTF8",
+        "--encoding latin-1",
+        "--encoding utf-8-replace",
+    )
 
 
 def test_invalid_utf8_csv_with_encoding_latin1(tmp_path, tiny_model, outputs):
@@ -204,16 +213,21 @@ def big_csv(path, bad_line: bytes):
     return path
 
 
-@pytest.mark.parametrize("bad_line, fragments", [
-    (b"50000,caf\xe9 far into the file", ("invalid UTF8", "--encoding latin-1", "--encoding utf-8-replace")),
-    (b"50000,too,many,fields", ("Expected 2 columns, got 4", "50000,too,many,fields", "fix that row")),
-], ids=["bad-utf8", "ragged"])
+@pytest.mark.parametrize(
+    "bad_line, fragments",
+    [
+        (b"50000,caf\xe9 far into the file", ("invalid UTF8", "--encoding latin-1", "--encoding utf-8-replace")),
+        (b"50000,too,many,fields", ("Expected 2 columns, got 4", "50000,too,many,fields", "fix that row")),
+    ],
+    ids=["bad-utf8", "ragged"],
+)
 def test_bad_row_far_into_a_big_csv_fails_before_any_output(tmp_path, tiny_model, outputs, bad_line, fragments):
     src = big_csv(tmp_path / "big.csv", bad_line)
     # Without the up-front scan the job creates the output folder and (bad UTF-8) commits chunks of
     # 1,000 rows before it reaches the bad row. pyarrow counts the header as row 1.
-    fails_untouched(src, tiny_model, outputs, 3, "big.csv", f"on line {BAD_ROW + 1}", *fragments,
-                    extra=("--chunk-rows", "1000"))
+    fails_untouched(
+        src, tiny_model, outputs, 3, "big.csv", f"on line {BAD_ROW + 1}", *fragments, extra=("--chunk-rows", "1000")
+    )
 
 
 def test_corrupt_parquet_garbage_bytes(tmp_path, tiny_model, outputs):
@@ -233,15 +247,32 @@ def test_truncated_parquet(tmp_path, tiny_model, outputs):
 
 def test_csv_ragged_row_names_the_row(tmp_path, tiny_model, outputs):
     src = write_csv_bytes(tmp_path / "ragged.csv", b"id,text\n1,good\n2,bad,extra field\n3,fine\n")
-    fails_untouched(src, tiny_model, outputs, 3, "ragged.csv", "on line 3",
-                    "Expected 2 columns, got 3", "2,bad,extra field", "fix that row")
+    fails_untouched(
+        src,
+        tiny_model,
+        outputs,
+        3,
+        "ragged.csv",
+        "on line 3",
+        "Expected 2 columns, got 3",
+        "2,bad,extra field",
+        "fix that row",
+    )
 
 
 def test_jsonl_line_that_is_not_json(tmp_path, tiny_model, outputs):
     src = tmp_path / "broken.jsonl"
     src.write_text('{"id": 1, "text": "good"}\nthis is not json\n{"id": 3, "text": "fine"}\n')
-    fails_untouched(src, tiny_model, outputs, 3, "broken.jsonl", "JSON parse error: Invalid value at line 2;",
-                    "one JSON object", "JSON Lines")
+    fails_untouched(
+        src,
+        tiny_model,
+        outputs,
+        3,
+        "broken.jsonl",
+        "JSON parse error: Invalid value at line 2;",
+        "one JSON object",
+        "JSON Lines",
+    )
 
 
 # ------------------------------------------------------------------ model errors
@@ -256,12 +287,26 @@ def test_model_without_a_classification_head(tmp_path, outputs):
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     model_dir = tmp_path / "encoder-only"
-    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=512)
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+    )
     BertModel(config).save_pretrained(model_dir)
     AutoTokenizer.from_pretrained(tokenizer_dir()).save_pretrained(model_dir)
-    fails_untouched(good_csv(tmp_path), str(model_dir), outputs, 4, "encoder-only", "not a sequence classifier",
-                    "BertModel", "fine-tuned for text classification")
+    fails_untouched(
+        good_csv(tmp_path),
+        str(model_dir),
+        outputs,
+        4,
+        "encoder-only",
+        "not a sequence classifier",
+        "BertModel",
+        "fine-tuned for text classification",
+    )
 
 
 def test_classifier_whose_head_weights_are_missing(tmp_path, outputs):
@@ -274,8 +319,16 @@ def test_classifier_whose_head_weights_are_missing(tmp_path, outputs):
     dropped = sorted(k for k in state if k.startswith("classifier."))
     assert dropped == ["classifier.bias", "classifier.weight"]
     save_file({k: v for k, v in state.items() if k not in dropped}, str(weights), metadata={"format": "pt"})
-    fails_untouched(good_csv(tmp_path), str(model_dir), outputs, 4, "headless", "lacks trained weights",
-                    "classifier.", "fine-tuned classifier")
+    fails_untouched(
+        good_csv(tmp_path),
+        str(model_dir),
+        outputs,
+        4,
+        "headless",
+        "lacks trained weights",
+        "classifier.",
+        "fine-tuned classifier",
+    )
 
 
 @pytest.fixture
@@ -290,8 +343,7 @@ def pickle_only_model(tmp_path):
     # model.safetensors, so write the pickle the way transformers 4 did: torch.save of the state dict.
     torch.save(load_file(str(model_dir / "model.safetensors")), model_dir / "pytorch_model.bin")
     (model_dir / "model.safetensors").unlink()
-    assert sorted(p.name for p in model_dir.iterdir() if p.suffix in (".bin", ".safetensors")) == [
-        "pytorch_model.bin"]
+    assert sorted(p.name for p in model_dir.iterdir() if p.suffix in (".bin", ".safetensors")) == ["pytorch_model.bin"]
     return model_dir
 
 
@@ -313,15 +365,23 @@ def test_model_needing_remote_code_is_refused_without_running_it(tmp_path, outpu
     payload = f"open({str(marker)!r}, 'w').write('ran')\n"
     (model_dir / "configuration_x.py").write_text(
         payload + "from transformers import PretrainedConfig\n\n\n"
-        "class XConfig(PretrainedConfig):\n    model_type = 'x-unknown-to-transformers'\n")
+        "class XConfig(PretrainedConfig):\n    model_type = 'x-unknown-to-transformers'\n"
+    )
     (model_dir / "modeling_x.py").write_text(
-        payload + "from transformers import PreTrainedModel\n\n\nclass XModel(PreTrainedModel):\n    pass\n")
-    (model_dir / "config.json").write_text(json.dumps({
-        "model_type": "x-unknown-to-transformers",
-        "architectures": ["XModel"],
-        "auto_map": {"AutoConfig": "configuration_x.XConfig",
-                     "AutoModelForSequenceClassification": "modeling_x.XModel"},
-    }))
+        payload + "from transformers import PreTrainedModel\n\n\nclass XModel(PreTrainedModel):\n    pass\n"
+    )
+    (model_dir / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "x-unknown-to-transformers",
+                "architectures": ["XModel"],
+                "auto_map": {
+                    "AutoConfig": "configuration_x.XConfig",
+                    "AutoModelForSequenceClassification": "modeling_x.XModel",
+                },
+            }
+        )
+    )
     from transformers import AutoTokenizer
 
     AutoTokenizer.from_pretrained(tokenizer_dir()).save_pretrained(model_dir)  # only the code is missing
@@ -335,8 +395,7 @@ def test_model_needing_remote_code_is_refused_without_running_it(tmp_path, outpu
 def test_output_path_is_an_existing_file(tmp_path, tiny_model, outputs):
     out = outputs / "results"  # no .parquet suffix: a folder is expected
     out.write_bytes(b"someone's file")
-    line = fails_untouched(good_csv(tmp_path), tiny_model, outputs, 5, "is a file", "folder path", ".parquet",
-                           out=out)
+    line = fails_untouched(good_csv(tmp_path), tiny_model, outputs, 5, "is a file", "folder path", ".parquet", out=out)
     assert str(out) in line
     assert out.read_bytes() == b"someone's file"
 
@@ -348,8 +407,16 @@ def test_output_folder_not_writable(tmp_path, tiny_model, outputs):
     try:
         if os.access(locked, os.W_OK):
             pytest.skip("running as root: a 0o500 folder is still writable")
-        fails_untouched(good_csv(tmp_path), tiny_model, outputs, 5, "Cannot write", str(locked), "writable --output",
-                        out=locked / "out")
+        fails_untouched(
+            good_csv(tmp_path),
+            tiny_model,
+            outputs,
+            5,
+            "Cannot write",
+            str(locked),
+            "writable --output",
+            out=locked / "out",
+        )
     finally:
         locked.chmod(stat.S_IRWXU)
 
@@ -360,8 +427,16 @@ def test_foreign_non_empty_output_folder(tmp_path, tiny_model, outputs, overwrit
     out.mkdir()
     (out / "thesis.tex").write_text("precious")
     (out / "data.csv").write_text("id,text\n1,keep me\n")
-    line = fails_untouched(good_csv(tmp_path), tiny_model, outputs, 5, "batchscore did not write", "--output",
-                           out=out, extra=("--overwrite",) if overwrite else ())
+    line = fails_untouched(
+        good_csv(tmp_path),
+        tiny_model,
+        outputs,
+        5,
+        "batchscore did not write",
+        "--output",
+        out=out,
+        extra=("--overwrite",) if overwrite else (),
+    )
     assert "data.csv" in line or "thesis.tex" in line
 
 
@@ -373,6 +448,19 @@ def test_an_error_found_in_a_dataloader_worker_is_one_line(tmp_path, tiny_model)
     rows = "\n".join(f"{i},text {i}" for i in range(3000))
     with fsspec.open("memory://worker-error/in.csv", "w") as fh:
         fh.write("id,text\n" + rows + "\n1,2,3\n")
-    result = invoke(["score", "memory://worker-error/in.csv", "--model", tiny_model, "-o", tmp_path / "out",
-                     "--num-workers", "2", "--chunk-rows", "500", "--no-progress"])
+    result = invoke(
+        [
+            "score",
+            "memory://worker-error/in.csv",
+            "--model",
+            tiny_model,
+            "-o",
+            tmp_path / "out",
+            "--num-workers",
+            "2",
+            "--chunk-rows",
+            "500",
+            "--no-progress",
+        ]
+    )
     assert_error(result, 3, "line 3002", "ragged CSV row")

@@ -13,10 +13,29 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.slow  # over 10 s: make test-slow
 def test_bench_smoke(tmp_path):
     out = tmp_path / "results"
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--rows", "24", "--repeats", "1",
-                           "--model", "tiny", "--out", str(out),
-                           "--plan-rows", "900", "--plan-chunk-rows", "100", "--plan-repeats", "1"],
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "bench.py"),
+            "--rows",
+            "24",
+            "--repeats",
+            "1",
+            "--model",
+            "tiny",
+            "--out",
+            str(out),
+            "--plan-rows",
+            "900",
+            "--plan-chunk-rows",
+            "100",
+            "--plan-repeats",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((out / "bench.json").read_text())
     systems = [row["system"] for row in report["table"]]

@@ -18,10 +18,26 @@ from batchscore.build_model import (
 )
 from conftest import build_model, pipeline_oracle
 
-POSITIVE = ["I love this, wonderful", "great fun, loved it", "what a delight", "brilliant and happy",
-            "so good, amazing work", "best day ever", "lovely, just lovely", "superb, I adore it"]
-NEGATIVE = ["I hate this, awful", "terrible, hated it", "what a disaster", "boring and sad",
-            "so bad, horrible work", "worst day ever", "ugly, just ugly", "dreadful, I loathe it"]
+POSITIVE = [
+    "I love this, wonderful",
+    "great fun, loved it",
+    "what a delight",
+    "brilliant and happy",
+    "so good, amazing work",
+    "best day ever",
+    "lovely, just lovely",
+    "superb, I adore it",
+]
+NEGATIVE = [
+    "I hate this, awful",
+    "terrible, hated it",
+    "what a disaster",
+    "boring and sad",
+    "so bad, horrible work",
+    "worst day ever",
+    "ugly, just ugly",
+    "dreadful, I loathe it",
+]
 
 
 def _tar_bytes(files: dict) -> bytes:
@@ -97,13 +113,19 @@ def test_training_lowers_the_loss(tmp_path):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     path = build_model(tmp_path / "base", "bert", num_labels=2)
-    model = AutoModelForSequenceClassification.from_pretrained(path, hidden_dropout_prob=0.0,
-                                                               attention_probs_dropout_prob=0.0)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        path, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0
+    )
     tokenizer = AutoTokenizer.from_pretrained(path)
     texts, labels = POSITIVE + NEGATIVE, [1] * 8 + [0] * 8
-    losses = train(model, tokenizer, texts, labels,
-                   Recipe(epochs=25, batch_size=4, learning_rate=1e-3, frozen_layers=0, warmup_fraction=0.0),
-                   progress=False)
+    losses = train(
+        model,
+        tokenizer,
+        texts,
+        labels,
+        Recipe(epochs=25, batch_size=4, learning_rate=1e-3, frozen_layers=0, warmup_fraction=0.0),
+        progress=False,
+    )
     assert len(losses) == 25 * 4
     assert np.mean(losses[-8:]) < 0.5 * np.mean(losses[:8])
 

@@ -61,8 +61,20 @@ def test_score_help_shows_examples_options_and_exit_codes():
     assert result.exit_code == 0
     out = result.output
     assert "Example" in out and "batchscore score " in out
-    for flag in ("--model", "--text-column", "--keep-columns", "--id-column", "--top-k", "--batch-tokens",
-                 "--chunk-rows", "--limit", "--split", "--overwrite", "--config", "-o, --output"):
+    for flag in (
+        "--model",
+        "--text-column",
+        "--keep-columns",
+        "--id-column",
+        "--top-k",
+        "--batch-tokens",
+        "--chunk-rows",
+        "--limit",
+        "--split",
+        "--overwrite",
+        "--config",
+        "-o, --output",
+    ):
         assert flag in out, flag
     assert "BATCHSCORE_BATCH_TOKENS" in out  # env vars are documented
     assert "Exit codes" in out and "3 input error" in out
@@ -163,7 +175,11 @@ def test_existing_output_needs_overwrite(tmp_path, tiny_model, small_csv):
     assert result.exit_code == 0, result.output
     assert_output_rows(out, columns=["id", "text", "label", "score", "scores"])
     assert sorted(n for n in os.listdir(out) if not n.startswith(".")) == [
-        "_SUCCESS", "_batchscore", "_manifest.parquet", "part-000000.parquet"]
+        "_SUCCESS",
+        "_batchscore",
+        "_manifest.parquet",
+        "part-000000.parquet",
+    ]
 
 
 def test_existing_parquet_file_needs_overwrite(tmp_path, tiny_model, small_csv):
@@ -211,7 +227,11 @@ def test_installed_executable_scores_a_csv(tmp_path, tiny_model, small_csv):
     out = tmp_path / "out"
     proc = subprocess.run(
         [str(_executable()), "score", str(small_csv), "--model", tiny_model, "-o", str(out), "--no-progress"],
-        capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=300,
+        capture_output=True,
+        text=True,
+        env=_env(),
+        cwd=tmp_path,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
@@ -222,9 +242,20 @@ def test_installed_executable_scores_a_csv(tmp_path, tiny_model, small_csv):
 
 def test_installed_executable_error_exit_code(tmp_path, tiny_model):
     proc = subprocess.run(
-        [str(_executable()), "score", str(tmp_path / "missing.jsonl"), "--model", tiny_model, "-o",
-         str(tmp_path / "out")],
-        capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=300,
+        [
+            str(_executable()),
+            "score",
+            str(tmp_path / "missing.jsonl"),
+            "--model",
+            tiny_model,
+            "-o",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        cwd=tmp_path,
+        timeout=300,
     )
     assert proc.returncode == 3
     assert "Traceback" not in proc.stderr

@@ -63,12 +63,15 @@ def test_threads_beyond_4096_is_a_usage_error_naming_the_bound(how, small_csv, t
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("value, fragment", [
-    ("1000000000000000000000000000000", "at most 9223372036854775807"),  # beyond int64: Arrow, numpy, manifest
-    ("1e3", "whole number"),
-    ("١٢", "whole number"),  # int() takes Arabic-Indic digits; an option takes ASCII digits only
-    ("-5", "at least 1"),
-])
+@pytest.mark.parametrize(
+    "value, fragment",
+    [
+        ("1000000000000000000000000000000", "at most 9223372036854775807"),  # beyond int64: Arrow, numpy, manifest
+        ("1e3", "whole number"),
+        ("١٢", "whole number"),  # int() takes Arabic-Indic digits; an option takes ASCII digits only
+        ("-5", "at least 1"),
+    ],
+)
 def test_whole_number_options_take_ascii_digits_within_int64(value, fragment, small_csv, tiny_model, tmp_path):
     result = run_score(small_csv, tiny_model, tmp_path / "out", env={"BATCHSCORE_CHUNK_ROWS": value})
     assert_error(result, 2, "chunk_rows (from environment)", fragment)
@@ -104,7 +107,8 @@ def test_a_config_file_that_is_not_utf8_is_a_usage_error(small_csv, tiny_model, 
 
 # Eight levels of nine aliases inside one option's value: 9**8 (43 million) column names in 350 bytes.
 BOMB = "keep_columns:\n- &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
-    f"- &{n} [{', '.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdefg", "bcdefgh"))
+    f"- &{n} [{', '.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdefg", "bcdefgh")
+)
 
 
 def test_a_yaml_alias_bomb_is_refused_at_once(small_csv, tiny_model, tmp_path):
@@ -284,9 +288,14 @@ def _sharded_single_file(tmp_path, model) -> Path:
 
 
 def _paused_finalize(out: Path, ready: Path, pause: float, **popen):
-    return subprocess.Popen([sys.executable, "-c", PAUSED_FINALIZE, str(ready), str(pause), "finalize", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            **popen)
+    return subprocess.Popen(
+        [sys.executable, "-c", PAUSED_FINALIZE, str(ready), str(pause), "finalize", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        **popen,
+    )
 
 
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP", "SIGINT"])
@@ -321,9 +330,28 @@ def test_a_stop_signal_to_the_group_of_a_run_with_dataloader_workers(sig, tiny_m
     src = tmp_path / "corpus.parquet"
     pq.write_table(pa.table({"text": [f"some words for row {i}, and a few more" for i in range(40_000)]}), src)
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "batchscore", "score", str(src), "--model", tiny_model,
-                             "-o", str(out), "--num-workers", "2", "--chunk-rows", "200", "--no-progress"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "batchscore",
+            "score",
+            str(src),
+            "--model",
+            tiny_model,
+            "-o",
+            str(out),
+            "--num-workers",
+            "2",
+            "--chunk-rows",
+            "200",
+            "--no-progress",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     _wait_for(lambda: out.is_dir() and any(n.startswith("part-") for n in os.listdir(out)), proc)
     os.killpg(proc.pid, getattr(signal, sig))
     _, stderr = proc.communicate(timeout=60)
@@ -338,14 +366,15 @@ def test_dataloader_workers_end_quietly_on_a_stop_signal():
     """quiet_worker, the DataLoader's worker_init_fn: SIGTERM from anyone (not only the parent) is exit 0."""
     from batchscore.batches import quiet_worker
 
-    code = ("import os, signal, sys, time\n"
-            "from batchscore.batches import quiet_worker\n"
-            "quiet_worker(0)\n"
-            "print('ready', flush=True)\n"
-            "time.sleep(60)\n")
+    code = (
+        "import os, signal, sys, time\n"
+        "from batchscore.batches import quiet_worker\n"
+        "quiet_worker(0)\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
+    )
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert proc.stdout.readline() == "ready\n"
         proc.send_signal(sig)
         _, stderr = proc.communicate(timeout=30)
@@ -367,6 +396,7 @@ def _truncate(name, size):
     def damage(folder):
         data = (folder / name).read_bytes()
         (folder / name).write_bytes(data[:size])
+
     return damage
 
 
@@ -379,24 +409,41 @@ def _edit_config(**changes):
     def damage(folder):
         config = json.loads((folder / "config.json").read_text())
         (folder / "config.json").write_text(json.dumps({**config, **changes}))
+
     return damage
 
 
-@pytest.mark.parametrize("damage, extra, fragments", [
-    (_truncate("model.safetensors", 5000), (), ("weights (model.safetensors)", "SafetensorError")),
-    (_truncate("model.safetensors", 0), (), ("weights (model.safetensors)",)),
-    (_pickle_garbage, ("--allow-pickle",), ("weights (pytorch_model.bin)",)),
-    (_truncate("config.json", 20), (), ("config.json", "not a valid JSON")),
-    (_edit_config(id2label="NEGATIVE"), (), ("config.json",)),
-    (_truncate("tokenizer.json", 100), (), ("tokenizer files",)),
-], ids=["truncated-safetensors", "empty-safetensors", "garbage-bin", "config-not-json", "config-wrong-shape",
-        "truncated-tokenizer"])
-def test_damaged_model_files_are_a_model_error_naming_the_file_and_the_fix(damage, extra, fragments, small_csv,
-                                                                         tiny_model, tmp_path, outputs):
+@pytest.mark.parametrize(
+    "damage, extra, fragments",
+    [
+        (_truncate("model.safetensors", 5000), (), ("weights (model.safetensors)", "SafetensorError")),
+        (_truncate("model.safetensors", 0), (), ("weights (model.safetensors)",)),
+        (_pickle_garbage, ("--allow-pickle",), ("weights (pytorch_model.bin)",)),
+        (_truncate("config.json", 20), (), ("config.json", "not a valid JSON")),
+        (_edit_config(id2label="NEGATIVE"), (), ("config.json",)),
+        (_truncate("tokenizer.json", 100), (), ("tokenizer files",)),
+    ],
+    ids=[
+        "truncated-safetensors",
+        "empty-safetensors",
+        "garbage-bin",
+        "config-not-json",
+        "config-wrong-shape",
+        "truncated-tokenizer",
+    ],
+)
+def test_damaged_model_files_are_a_model_error_naming_the_file_and_the_fix(
+    damage, extra, fragments, small_csv, tiny_model, tmp_path, outputs
+):
     model = _damaged_model(tiny_model, tmp_path, damage)
     result = run_score(small_csv, model, outputs / "out", *extra)
-    assert_error(result, 4, f"Model folder '{model}': cannot read its", *fragments,
-                 "damaged or incomplete: copy or download the model again")
+    assert_error(
+        result,
+        4,
+        f"Model folder '{model}': cannot read its",
+        *fragments,
+        "damaged or incomplete: copy or download the model again",
+    )
     assert os.listdir(outputs) == []
 
 
@@ -409,8 +456,10 @@ def test_max_length_beyond_the_model_is_clamped_with_one_warning(small_csv, tiny
     result = run_score(small_csv, tiny_model, tmp_path / "out", "--max-length", "2048")
     assert result.exit_code == 0, result.output
     warnings = [line for line in result.stderr.splitlines() if line.startswith("Warning: ")]
-    assert warnings == [f"Warning: --max-length 2048 is more than model '{tiny_model}' takes; texts are truncated "
-                        "to its limit of 512 tokens (pass --max-length 512 or less to silence this)."]
+    assert warnings == [
+        f"Warning: --max-length 2048 is more than model '{tiny_model}' takes; texts are truncated "
+        "to its limit of 512 tokens (pass --max-length 512 or less to silence this)."
+    ]
     assert manifest_of(tmp_path / "out")["config"]["max_length"] == 512
     within = run_score(small_csv, tiny_model, tmp_path / "out2", "--max-length", "128")
     assert within.exit_code == 0 and "Warning" not in within.stderr
@@ -428,8 +477,7 @@ def test_memory_output_from_the_cli_is_refused(how, small_csv, tiny_model, tmp_p
         result = run_score(small_csv, tiny_model, "memory://cli-refused/out")
     else:
         url = "memory://cli-refused/out" if how == "env" else "simplecache::memory://cli-refused/out"
-        result = invoke(["score", small_csv, "--model", tiny_model, "--no-progress"],
-                        env={"BATCHSCORE_OUTPUT": url})
+        result = invoke(["score", small_csv, "--model", tiny_model, "--no-progress"], env={"BATCHSCORE_OUTPUT": url})
     assert_error(result, 2, "memory://", "only inside one Python process", "batchscore.score")
     assert not memory.exists("/cli-refused")
 

@@ -22,7 +22,9 @@ def write_yaml(path: Path, text: str) -> str:
 
 @pytest.fixture
 def config_file(tmp_path):
-    return write_yaml(tmp_path / "job.yaml", """\
+    return write_yaml(
+        tmp_path / "job.yaml",
+        """\
 text_column: body
 batch_tokens: 100
 chunk_rows: 50
@@ -30,7 +32,8 @@ top_k: all
 split: validation
 keep_columns: [a, b]
 overwrite: true
-""")
+""",
+    )
 
 
 # ------------------------------------------------------------------ precedence
@@ -39,8 +42,13 @@ overwrite: true
 def test_defaults():
     cfg = build_config({}, env={})
     assert cfg == JobConfig()
-    assert (cfg.text_column, cfg.batch_tokens, cfg.chunk_rows, cfg.top_k, cfg.split) == ("text", None, 10000,
-                                                                                          "1", "train")
+    assert (cfg.text_column, cfg.batch_tokens, cfg.chunk_rows, cfg.top_k, cfg.split) == (
+        "text",
+        None,
+        10000,
+        "1",
+        "train",
+    )
     assert cfg.keep_columns is None and cfg.overwrite is False and cfg.limit is None
     assert cfg.config_file is None
 
@@ -59,8 +67,12 @@ def test_config_file_beats_defaults(config_file):
 
 
 def test_env_beats_config_file(config_file):
-    env = {"BATCHSCORE_BATCH_TOKENS": "200", "BATCHSCORE_TOP_K": "1", "BATCHSCORE_OVERWRITE": "no",
-           "BATCHSCORE_LIMIT": "7"}
+    env = {
+        "BATCHSCORE_BATCH_TOKENS": "200",
+        "BATCHSCORE_TOP_K": "1",
+        "BATCHSCORE_OVERWRITE": "no",
+        "BATCHSCORE_LIMIT": "7",
+    }
     cfg = build_config({}, env=env, config_file=config_file)
     assert cfg.batch_tokens == 200
     assert cfg.top_k == "1"
@@ -82,8 +94,15 @@ def test_cli_beats_env_and_config_file(config_file):
 
 
 def test_env_beats_default_without_file():
-    cfg = build_config({}, env={"BATCHSCORE_SPLIT": "test", "BATCHSCORE_MODEL": "/models/m",
-                                "BATCHSCORE_KEEP_COLUMNS": "none", "BATCHSCORE_PRECISION": "BF16"})
+    cfg = build_config(
+        {},
+        env={
+            "BATCHSCORE_SPLIT": "test",
+            "BATCHSCORE_MODEL": "/models/m",
+            "BATCHSCORE_KEEP_COLUMNS": "none",
+            "BATCHSCORE_PRECISION": "BF16",
+        },
+    )
     assert cfg.split == "test"
     assert cfg.model == "/models/m"
     assert cfg.keep_columns == ()
@@ -91,20 +110,43 @@ def test_env_beats_default_without_file():
 
 
 def test_empty_env_value_is_ignored(config_file):
-    cfg = build_config({}, env={"BATCHSCORE_TEXT_COLUMN": "", "BATCHSCORE_BATCH_TOKENS": ""},
-                       config_file=config_file)
+    cfg = build_config({}, env={"BATCHSCORE_TEXT_COLUMN": "", "BATCHSCORE_BATCH_TOKENS": ""}, config_file=config_file)
     assert cfg.text_column == "body"
     assert cfg.batch_tokens == 100
 
 
 def test_every_option_reads_its_env_var():
-    values = {"input": "in.csv", "output": "out", "model": "m", "revision": "r", "text_column": "t",
-              "id_column": "i", "keep_columns": "x,y", "top_k": "all", "max_length": "64", "batch_tokens": "9",
-              "chunk_rows": "8", "precision": "fp32", "limit": "5", "split": "s", "dataset_config": "c",
-              "num_workers": "0", "progress": "true", "overwrite": "true", "encoding": "latin-1",
-              "allow_pickle": "1", "csv_infer_types": "on", "trust_remote_code": "yes", "num_shards": "4",
-              "shard_index": "3",
-              "result_prefix": "pred_", "threads": "3", "quiet": "1", "verbose": "0", "log_format": "json"}
+    values = {
+        "input": "in.csv",
+        "output": "out",
+        "model": "m",
+        "revision": "r",
+        "text_column": "t",
+        "id_column": "i",
+        "keep_columns": "x,y",
+        "top_k": "all",
+        "max_length": "64",
+        "batch_tokens": "9",
+        "chunk_rows": "8",
+        "precision": "fp32",
+        "limit": "5",
+        "split": "s",
+        "dataset_config": "c",
+        "num_workers": "0",
+        "progress": "true",
+        "overwrite": "true",
+        "encoding": "latin-1",
+        "allow_pickle": "1",
+        "csv_infer_types": "on",
+        "trust_remote_code": "yes",
+        "num_shards": "4",
+        "shard_index": "3",
+        "result_prefix": "pred_",
+        "threads": "3",
+        "quiet": "1",
+        "verbose": "0",
+        "log_format": "json",
+    }
     assert set(values) == {o.name for o in OPTIONS}
     cfg = build_config({}, env={f"BATCHSCORE_{k.upper()}": v for k, v in values.items()})
     assert (cfg.input, cfg.output, cfg.model, cfg.revision) == ("in.csv", "out", "m", "r")
@@ -147,18 +189,21 @@ def test_unknown_key_names_the_key(tmp_path):
     assert "batch_tokens" in info.value.message  # the known keys are listed
 
 
-@pytest.mark.parametrize("yaml_text, option", [
-    ("batch_tokens: 0\n", "batch_tokens"),
-    ("chunk_rows: -5\n", "chunk_rows"),
-    ("top_k: 3\n", "top_k"),
-    ("precision: fp8\n", "precision"),
-    ("batch_tokens: lots\n", "batch_tokens"),
-    ("limit: 2.5\n", "limit"),
-    ("max_length: true\n", "max_length"),
-    ("overwrite: maybe\n", "overwrite"),
-    ("text_column: [a, b]\n", "text_column"),
-    ("keep_columns: 'a,,b'\n", "keep_columns"),
-])
+@pytest.mark.parametrize(
+    "yaml_text, option",
+    [
+        ("batch_tokens: 0\n", "batch_tokens"),
+        ("chunk_rows: -5\n", "chunk_rows"),
+        ("top_k: 3\n", "top_k"),
+        ("precision: fp8\n", "precision"),
+        ("batch_tokens: lots\n", "batch_tokens"),
+        ("limit: 2.5\n", "limit"),
+        ("max_length: true\n", "max_length"),
+        ("overwrite: maybe\n", "overwrite"),
+        ("text_column: [a, b]\n", "text_column"),
+        ("keep_columns: 'a,,b'\n", "keep_columns"),
+    ],
+)
 def test_bad_values_in_file(tmp_path, yaml_text, option):
     path = write_yaml(tmp_path / "bad.yaml", yaml_text)
     with pytest.raises(ConfigError) as info:
@@ -167,9 +212,16 @@ def test_bad_values_in_file(tmp_path, yaml_text, option):
     assert info.value.exit_code == 2
 
 
-@pytest.mark.parametrize("name, value", [("BATCHSCORE_BATCH_TOKENS", "0"), ("BATCHSCORE_TOP_K", "3"),
-                                         ("BATCHSCORE_PRECISION", "fp8"), ("BATCHSCORE_CHUNK_ROWS", "ten"),
-                                         ("BATCHSCORE_PROGRESS", "sometimes")])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("BATCHSCORE_BATCH_TOKENS", "0"),
+        ("BATCHSCORE_TOP_K", "3"),
+        ("BATCHSCORE_PRECISION", "fp8"),
+        ("BATCHSCORE_CHUNK_ROWS", "ten"),
+        ("BATCHSCORE_PROGRESS", "sometimes"),
+    ],
+)
 def test_bad_values_in_env(name, value):
     with pytest.raises(ConfigError) as info:
         build_config({}, env={name: value})
@@ -192,18 +244,21 @@ def test_missing_config_file(tmp_path):
 # ------------------------------------------------------------------ keep_columns
 
 
-@pytest.mark.parametrize("raw, expected", [
-    ("a,b", ("a", "b")),
-    (" a , b ", ("a", "b")),
-    ("b", ("b",)),
-    (["a", "b"], ("a", "b")),
-    (("c",), ("c",)),
-    ("none", ()),
-    ("NONE", ()),
-    ([], ()),
-    ("all", None),
-    ("All", None),
-])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("a,b", ("a", "b")),
+        (" a , b ", ("a", "b")),
+        ("b", ("b",)),
+        (["a", "b"], ("a", "b")),
+        (("c",), ("c",)),
+        ("none", ()),
+        ("NONE", ()),
+        ([], ()),
+        ("all", None),
+        ("All", None),
+    ],
+)
 def test_keep_columns_parsing(raw, expected):
     assert build_config({"keep_columns": raw}, env={}).keep_columns == expected
 
@@ -268,8 +323,10 @@ def test_env_var_changes_the_job(tmp_path, tiny_model):
     texts = ["good", "", "awful film"]
     pq.write_table(pa.table({"text": pa.array(texts, pa.string())}), tmp_path / "in.parquet")
     out = tmp_path / "out"
-    result = invoke(["score", tmp_path / "in.parquet", "-o", out, "--no-progress"],
-                  env={"BATCHSCORE_TOP_K": "all", "BATCHSCORE_MODEL": tiny_model})
+    result = invoke(
+        ["score", tmp_path / "in.parquet", "-o", out, "--no-progress"],
+        env={"BATCHSCORE_TOP_K": "all", "BATCHSCORE_MODEL": tiny_model},
+    )
     assert result.exit_code == 0, result.output
     table = pq.read_table(str(out))
     assert table.column_names == ["text", "label", "score", "scores"]
@@ -285,8 +342,9 @@ def test_env_var_changes_the_job(tmp_path, tiny_model):
 
 
 def test_config_file_changes_the_job(tmp_path, tiny_model):
-    pq.write_table(pa.table({"n": [1, 2, 3], "body": ["great", "bad", "fine"], "other": ["x", "y", "z"]}),
-                   tmp_path / "in.parquet")
+    pq.write_table(
+        pa.table({"n": [1, 2, 3], "body": ["great", "bad", "fine"], "other": ["x", "y", "z"]}), tmp_path / "in.parquet"
+    )
     config = write_yaml(tmp_path / "job.yaml", f"text_column: body\nkeep_columns: n\nmodel: {tiny_model}\n")
     out = tmp_path / "out"
     result = invoke(["score", tmp_path / "in.parquet", "--config", config, "-o", out, "--no-progress"], env={})
@@ -302,8 +360,10 @@ def test_config_env_var_and_cli_override_through_the_cli(tmp_path, tiny_model):
     config = write_yaml(tmp_path / "job.yaml", "text_column: text\nkeep_columns: none\n")
     out = tmp_path / "out"
     # File says text (all empty); the CLI says body: body wins, so every row is scored.
-    result = invoke(["score", tmp_path / "in.parquet", "--text-column", "body", "--model", tiny_model, "-o", out,
-                   "--no-progress"], env={"BATCHSCORE_CONFIG": config})
+    result = invoke(
+        ["score", tmp_path / "in.parquet", "--text-column", "body", "--model", tiny_model, "-o", out, "--no-progress"],
+        env={"BATCHSCORE_CONFIG": config},
+    )
     assert result.exit_code == 0, result.output
     table = pq.read_table(str(out))
     assert table.column_names == ["label", "score"]  # keep_columns from the env-named file

@@ -91,8 +91,9 @@ def test_command_line_and_env_values_stay_relative_to_the_cwd(job_dir):
     shutil.copy(job_dir / "data.parquet", "data.parquet")
     (job_dir / "model").mkdir()
     config = config_in(job_dir, "text_column: text\n")
-    cfg = build_config({"input": "data.parquet", "output": "out"}, env={"BATCHSCORE_MODEL": "model"},
-                       config_file=config)
+    cfg = build_config(
+        {"input": "data.parquet", "output": "out"}, env={"BATCHSCORE_MODEL": "model"}, config_file=config
+    )
     assert (cfg.input, cfg.output, cfg.model) == ("data.parquet", "out", "model")
 
 

@@ -128,62 +128,123 @@ CASES = [
     case("input-missing", {3}, lambda t, m: (["score", t / "nope.csv", "--model", m], {})),
     case("input-empty-file", {3}, lambda t, m: (["score", _csv(t, ""), "--model", m], {})),
     case("csv-ragged", {3}, lambda t, m: (["score", _csv(t, "text,n\na,1\nb,2,3\n"), "--model", m], {})),
-    case("jsonl-not-json", {3}, lambda t, m: (["score", _csv(t, '{"text": "a"}\n{oops\n', "in.jsonl"),
-                                                 "--model", m], {})),
-    case("jsonl-top-level-array", {3}, lambda t, m: (["score", _csv(t, '[{"text": "a"}]\n', "in.jsonl"),
-                                                        "--model", m], {})),
-    case("parquet-garbage", {3}, lambda t, m: (["score", _csv(t, "PAR1 not really", "in.parquet"),
-                                                  "--model", m], {})),
+    case(
+        "jsonl-not-json", {3}, lambda t, m: (["score", _csv(t, '{"text": "a"}\n{oops\n', "in.jsonl"), "--model", m], {})
+    ),
+    case(
+        "jsonl-top-level-array",
+        {3},
+        lambda t, m: (["score", _csv(t, '[{"text": "a"}]\n', "in.jsonl"), "--model", m], {}),
+    ),
+    case("parquet-garbage", {3}, lambda t, m: (["score", _csv(t, "PAR1 not really", "in.parquet"), "--model", m], {})),
     case("text-column-missing", {3}, lambda t, m: (["score", _csv(t), "--model", m, "--text-column", "body"], {})),
     case("text-column-list", {3}, lambda t, m: (["score", _parquet(t, text=[[1], [2]]), "--model", m], {})),
-    case("text-column-fixed-size-binary", {3}, lambda t, m: (
-        ["score", _parquet(t, text=pa.array([b"\xff\xfe", b"ok"], pa.binary(2))), "--model", m], {})),
+    case(
+        "text-column-fixed-size-binary",
+        {3},
+        lambda t, m: (["score", _parquet(t, text=pa.array([b"\xff\xfe", b"ok"], pa.binary(2))), "--model", m], {}),
+    ),
     case("csv-bad-utf8", {3}, lambda t, m: (["score", _bytes(t, "in.csv", b"text\n\xff\xfe\n"), "--model", m], {})),
     case("gz-trailing-garbage", {3}, lambda t, m: (["score", _compressed(t, gzip.open, ".gz"), "--model", m], {})),
     case("bz2-trailing-garbage", {3}, lambda t, m: (["score", _compressed(t, bz2.open, ".bz2"), "--model", m], {})),
     case("xz-trailing-garbage", {3}, lambda t, m: (["score", _compressed(t, lzma.open, ".xz"), "--model", m], {})),
     case("zst-trailing-garbage", {3}, lambda t, m: (["score", _zstd(t), "--model", m], {})),
-    case("hive-beyond-int64", {0, 3}, lambda t, m: (
-        ["score", _parquet(t / "in", "n=99999999999999999999/a.parquet").parent.parent, "--model", m,
-         "-o", t / "o"], {})),
-    case("text-column-with-newline-in-env", {3}, lambda t, m: (
-        ["score", _csv(t), "--model", m], {"BATCHSCORE_TEXT_COLUMN": "body\nError: fake second line"})),
-    case("hundred-thousand-columns", {3}, lambda t, m: (
-        ["score", _csv(t, ",".join(f"c{i}" for i in range(100_000)) + "\n" + ",".join("x" * 100_000) + "\n"),
-         "--model", m], {})),
+    case(
+        "hive-beyond-int64",
+        {0, 3},
+        lambda t, m: (
+            [
+                "score",
+                _parquet(t / "in", "n=99999999999999999999/a.parquet").parent.parent,
+                "--model",
+                m,
+                "-o",
+                t / "o",
+            ],
+            {},
+        ),
+    ),
+    case(
+        "text-column-with-newline-in-env",
+        {3},
+        lambda t, m: (["score", _csv(t), "--model", m], {"BATCHSCORE_TEXT_COLUMN": "body\nError: fake second line"}),
+    ),
+    case(
+        "hundred-thousand-columns",
+        {3},
+        lambda t, m: (
+            [
+                "score",
+                _csv(t, ",".join(f"c{i}" for i in range(100_000)) + "\n" + ",".join("x" * 100_000) + "\n"),
+                "--model",
+                m,
+            ],
+            {},
+        ),
+    ),
     # --- options and environment (2)
     case("threads-huge", {2}, lambda t, m: (["score", _csv(t), "--model", m, "--threads", "3000000000"], {})),
     case("encoding-rot13", {2}, lambda t, m: (["score", _csv(t), "--model", m], {"BATCHSCORE_ENCODING": "rot13"})),
     case("encoding-zlib", {2}, lambda t, m: (["score", _csv(t), "--model", m], {"BATCHSCORE_ENCODING": "zlib"})),
     case("encoding-unknown", {2}, lambda t, m: (["score", _csv(t), "--model", m, "--encoding", "klingon"], {})),
     case("config-is-a-folder", {2}, lambda t, m: (["score", _csv(t), "--model", m, "--config", t], {})),
-    case("config-not-utf8", {2}, lambda t, m: (
-        ["score", _csv(t), "--model", m, "--config", _bytes(t, "c.yaml", b"model: \xff\xfe\n")], {})),
+    case(
+        "config-not-utf8",
+        {2},
+        lambda t, m: (["score", _csv(t), "--model", m, "--config", _bytes(t, "c.yaml", b"model: \xff\xfe\n")], {}),
+    ),
     case("config-alias-bomb", {2}, lambda t, m: (["score", _csv(t), "--config", _alias_bomb(t)], {})),
-    case("lease-seconds-inf", {2}, lambda t, m: (["score", _csv(t), "--model", m, "-o", t / "o"],
-                                                   {"BATCHSCORE_LEASE_SECONDS": "inf"})),
-    case("lease-seconds-text", {2}, lambda t, m: (["score", _csv(t), "--model", m, "-o", t / "o"],
-                                                    {"BATCHSCORE_LEASE_SECONDS": "soon"})),
+    case(
+        "lease-seconds-inf",
+        {2},
+        lambda t, m: (["score", _csv(t), "--model", m, "-o", t / "o"], {"BATCHSCORE_LEASE_SECONDS": "inf"}),
+    ),
+    case(
+        "lease-seconds-text",
+        {2},
+        lambda t, m: (["score", _csv(t), "--model", m, "-o", t / "o"], {"BATCHSCORE_LEASE_SECONDS": "soon"}),
+    ),
     case("output-memory-from-cli", {2}, lambda t, m: (["score", _csv(t), "--model", m, "-o", "memory://x/out"], {})),
-    case("shard-index-out-of-range", {2}, lambda t, m: (
-        ["score", _csv(t), "--model", m, "--num-shards", "2", "--shard-index", "2"], {})),
+    case(
+        "shard-index-out-of-range",
+        {2},
+        lambda t, m: (["score", _csv(t), "--model", m, "--num-shards", "2", "--shard-index", "2"], {}),
+    ),
     case("unknown-option", {2}, lambda t, m: (["score", _csv(t), "--model", m, "--no-such-option"], {})),
     # --- model files (4)
     case("model-missing", {4}, lambda t, m: (["score", _csv(t), "--model", t / "no-model"], {})),
-    case("model-truncated-safetensors", {4}, lambda t, m: (["score", _csv(t), "--model", _truncated_weights(t, m),
-                                                             "-o", t / "o"], {})),
-    case("model-garbage-bin", {4}, lambda t, m: (["score", _csv(t), "--model", _garbage_bin(t, m), "--allow-pickle",
-                                                   "-o", t / "o"], {})),
-    case("model-config-not-json", {4}, lambda t, m: (["score", _csv(t), "--model", _bad_config_json(t, m),
-                                                       "-o", t / "o"], {})),
+    case(
+        "model-truncated-safetensors",
+        {4},
+        lambda t, m: (["score", _csv(t), "--model", _truncated_weights(t, m), "-o", t / "o"], {}),
+    ),
+    case(
+        "model-garbage-bin",
+        {4},
+        lambda t, m: (["score", _csv(t), "--model", _garbage_bin(t, m), "--allow-pickle", "-o", t / "o"], {}),
+    ),
+    case(
+        "model-config-not-json",
+        {4},
+        lambda t, m: (["score", _csv(t), "--model", _bad_config_json(t, m), "-o", t / "o"], {}),
+    ),
     # --- output and store contents (5)
-    case("output-unreachable-store", {5}, lambda t, m: (["score", _csv(t), "--model", m,
-                                                          "-o", "ftp://127.0.0.1:1/out/"], {})),
+    case(
+        "output-unreachable-store",
+        {5},
+        lambda t, m: (["score", _csv(t), "--model", m, "-o", "ftp://127.0.0.1:1/out/"], {}),
+    ),
     case("output-unknown-scheme", {5}, lambda t, m: (["score", _csv(t), "--model", m, "-o", "nope://x/out"], {})),
-    case("output-name-too-long", {5}, lambda t, m: (["score", _csv(t), "--model", m,
-                                                      "-o", t / ("x" * 248 + ".parquet")], {})),
-    case("output-holds-the-input-folder", {5}, lambda t, m: (
-        ["score", _parquet(t / "data").parent, "--model", m, "-o", t], {})),
+    case(
+        "output-name-too-long",
+        {5},
+        lambda t, m: (["score", _csv(t), "--model", m, "-o", t / ("x" * 248 + ".parquet")], {}),
+    ),
+    case(
+        "output-holds-the-input-folder",
+        {5},
+        lambda t, m: (["score", _parquet(t / "data").parent, "--model", m, "-o", t], {}),
+    ),
     case("output-is-the-input", {5}, lambda t, m: (["score", _parquet(t), "--model", m, "-o", t / "in.parquet"], {})),
     case("output-foreign-part-file", {5}, lambda t, m: _foreign_part(t, m)),
     case("output-records-symlinked-outside", {5}, lambda t, m: _symlinked_records(t, m)),

@@ -16,8 +16,12 @@ from conftest import assert_ok, pipeline_oracle, run_score
 # bf16 keeps 8 bits of mantissa: a probability near 0.5 can move by ~1e-2 between two bf16 computations
 # that round differently (ours batches rows by length, the pipeline by position).
 BF16_SCORE_TOLERANCE = 2e-2
-DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="needs a CUDA device")])]
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+    ),
+]
 
 
 def _texts(n=120):
@@ -76,8 +80,15 @@ def test_out_of_memory_halves_the_batch_and_keeps_every_row(tiny_model, device):
     if device == "cuda":
         loaded.model.to("cuda")
     texts = _texts(40)
-    work = encode_chunk(Chunk(0, 0, pa.table({"text": texts})), text_column="text", out_columns=["text"],
-                        tokenizer=loaded.tokenizer, max_length=512, batch_tokens=100_000, pad_multiple=None)
+    work = encode_chunk(
+        Chunk(0, 0, pa.table({"text": texts})),
+        text_column="text",
+        out_columns=["text"],
+        tokenizer=loaded.tokenizer,
+        max_length=512,
+        batch_tokens=100_000,
+        pad_multiple=None,
+    )
     assert max(b.num_rows for b in work.batches) > 3  # there is something to halve
     expected = chunk_logits(loaded, work.batches, len(texts))
     flaky = _RunsOutOfMemory(loaded.model, max_rows=3)
@@ -98,8 +109,14 @@ def test_a_single_row_that_runs_out_of_memory_is_an_error(tiny_model):
     from batchscore.plan import Chunk
 
     loaded = load_model(tiny_model, None, "fp32")
-    work = encode_chunk(Chunk(0, 0, pa.table({"text": ["one row"]})), text_column="text", out_columns=["text"],
-                        tokenizer=loaded.tokenizer, max_length=512, batch_tokens=1000, pad_multiple=None)
+    work = encode_chunk(
+        Chunk(0, 0, pa.table({"text": ["one row"]})),
+        text_column="text",
+        out_columns=["text"],
+        tokenizer=loaded.tokenizer,
+        max_length=512,
+        batch_tokens=1000,
+        pad_multiple=None,
+    )
     with pytest.raises(torch.cuda.OutOfMemoryError):
-        chunk_logits(dataclasses.replace(loaded, model=_RunsOutOfMemory(loaded.model, max_rows=0)),
-                     work.batches, 1)
+        chunk_logits(dataclasses.replace(loaded, model=_RunsOutOfMemory(loaded.model, max_rows=0)), work.batches, 1)

@@ -76,9 +76,13 @@ OPEN_QUOTES = {
 
 
 @pytest.mark.parametrize("compressed", [False, True], ids=["csv", "csv.gz"])
-@pytest.mark.parametrize("case", [
-    pytest.param(name, marks=[pytest.mark.xfail(strict=True, reason=bug)] if bug else [], id=name)
-    for name, (_, bug) in OPEN_QUOTES.items()])
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param(name, marks=[pytest.mark.xfail(strict=True, reason=bug)] if bug else [], id=name)
+        for name, (_, bug) in OPEN_QUOTES.items()
+    ],
+)
 def test_unterminated_quote_names_the_line_where_it_starts(case, compressed, tmp_path, tiny_model, outputs):
     body = OPEN_QUOTES[case][0]
     src = tmp_path / ("open.csv.gz" if compressed else "open.csv")
@@ -91,8 +95,9 @@ def test_literal_quote_inside_an_unquoted_field_is_kept_as_written(tmp_path, tin
     src = tmp_path / "screen.csv"
     src.write_bytes(b'id,text\n1,fine\n2,5" screen is great\n3,"quoted, with comma"\n4,last\n')
     table = scored(src, tiny_model, tmp_path / "out")
-    assert_rows(table, {"id": ["1", "2", "3", "4"],
-                        "text": ["fine", '5" screen is great', "quoted, with comma", "last"]})
+    assert_rows(
+        table, {"id": ["1", "2", "3", "4"], "text": ["fine", '5" screen is great', "quoted, with comma", "last"]}
+    )
 
 
 # ------------------------------------------------------------------ 2. values as written
@@ -107,8 +112,10 @@ def test_csv_values_are_text_exactly_as_written(tmp_path, tiny_model):
     table = scored(src, tiny_model, tmp_path / "out")
     assert table.schema.field("id").type == pa.string()
     assert table.schema.field("n").type == pa.string()
-    assert_rows(table, {"id": ["007", "0012", "1e5", " 3", ""], "text": ["a", "b", "c", "d", "e"],
-                        "n": ["1", "2", "3", "4", "5"]})
+    assert_rows(
+        table,
+        {"id": ["007", "0012", "1e5", " 3", ""], "text": ["a", "b", "c", "d", "e"], "n": ["1", "2", "3", "4", "5"]},
+    )
 
 
 def test_csv_infer_types_types_columns_like_pyarrow(tmp_path, tiny_model):
@@ -119,8 +126,7 @@ def test_csv_infer_types_types_columns_like_pyarrow(tmp_path, tiny_model):
     assert table.schema.field("id").type == oracle.schema.field("id").type == pa.float64()
     assert table.schema.field("n").type == oracle.schema.field("n").type == pa.int64()
     assert table.column("id").to_pylist() == oracle.column("id").to_pylist() == [7.0, 12.0, 1e5, 3.0, None]
-    assert_rows(table, {"id": [7.0, 12.0, 1e5, 3.0, None], "text": ["a", "b", "c", "d", "e"],
-                        "n": [1, 2, 3, 4, 5]})
+    assert_rows(table, {"id": [7.0, 12.0, 1e5, 3.0, None], "text": ["a", "b", "c", "d", "e"], "n": [1, 2, 3, 4, 5]})
 
 
 def test_csv_infer_types_integer_ids(tmp_path, tiny_model):
@@ -135,8 +141,7 @@ def test_tsv_has_no_quoting(tmp_path, tiny_model):
     src = tmp_path / "quotes.tsv"
     src.write_bytes(b'id\ttext\n1\tshe said "hi"\n2\t"quoted whole"\n3\t"open only\n4\t007\n')
     table = scored(src, tiny_model, tmp_path / "out")
-    assert_rows(table, {"id": ["1", "2", "3", "4"],
-                        "text": ['she said "hi"', '"quoted whole"', '"open only', "007"]})
+    assert_rows(table, {"id": ["1", "2", "3", "4"], "text": ['she said "hi"', '"quoted whole"', '"open only', "007"]})
 
 
 # ------------------------------------------------------------------ 3. a bad typed value far into a big file
@@ -161,8 +166,16 @@ def big_typed_csv(tmp_path_factory):
 
 def test_bad_typed_value_far_into_the_file_fails_before_any_output(big_typed_csv, tiny_model, outputs):
     # The first block types `stars` as int64; the header is line 1, so data row 19,500 is line 19501.
-    fails_untouched(big_typed_csv, tiny_model, outputs, 3, str(big_typed_csv), f"on line {BAD_ROW + 1}",
-                    "four", extra=("--csv-infer-types", "--chunk-rows", "1000"))
+    fails_untouched(
+        big_typed_csv,
+        tiny_model,
+        outputs,
+        3,
+        str(big_typed_csv),
+        f"on line {BAD_ROW + 1}",
+        "four",
+        extra=("--csv-infer-types", "--chunk-rows", "1000"),
+    )
 
 
 def test_bad_typed_value_in_a_column_not_kept_is_never_converted(big_typed_csv, tiny_model, tmp_path):
@@ -219,8 +232,11 @@ def compress(data: bytes, codec: str) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-PLAIN = {"csv": (csv_bytes(CSV_ROWS), CSV_ROWS), "tsv": (csv_bytes(TSV_ROWS, "\t"), TSV_ROWS),
-         "jsonl": (jsonl_bytes(JSON_ROWS), JSON_ROWS)}
+PLAIN = {
+    "csv": (csv_bytes(CSV_ROWS), CSV_ROWS),
+    "tsv": (csv_bytes(TSV_ROWS, "\t"), TSV_ROWS),
+    "jsonl": (jsonl_bytes(JSON_ROWS), JSON_ROWS),
+}
 
 
 @pytest.fixture(scope="module")
@@ -237,8 +253,19 @@ def plain_outputs(tmp_path_factory, tiny_model):
     return found
 
 
-@pytest.mark.parametrize("name", ["rows.csv.gz", "rows.csv.bz2", "rows.csv.zst", "rows.csv.xz", "rows.tsv.gz",
-                                  "rows.jsonl.gz", "rows.jsonl.zst", "rows.jsonl.xz"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "rows.csv.gz",
+        "rows.csv.bz2",
+        "rows.csv.zst",
+        "rows.csv.xz",
+        "rows.tsv.gz",
+        "rows.jsonl.gz",
+        "rows.jsonl.zst",
+        "rows.jsonl.xz",
+    ],
+)
 def test_compressed_input_gives_the_same_table(name, tmp_path, tiny_model, plain_outputs):
     fmt, codec = name.split(".")[1:]
     src = tmp_path / name
@@ -277,8 +304,9 @@ def test_gz_name_on_a_file_that_is_not_gzip(tmp_path, tiny_model, outputs):
     assert line.isprintable()
 
 
-@pytest.mark.parametrize("name", ["cut.csv.gz", "cut.csv.bz2", "cut.csv.zst", "cut.csv.xz", "cut.jsonl.gz",
-                                  "cut.jsonl.xz"])
+@pytest.mark.parametrize(
+    "name", ["cut.csv.gz", "cut.csv.bz2", "cut.csv.zst", "cut.csv.xz", "cut.jsonl.gz", "cut.jsonl.xz"]
+)
 def test_truncated_compressed_file_is_an_error_not_fewer_rows(name, tmp_path, tiny_model, outputs):
     fmt, codec = name.split(".")[1:]
     rows = [{"id": str(i), "text": f"review number {i} was fine"} for i in range(20_000)]
@@ -315,9 +343,12 @@ def huge_field_file(folder, name: str, huge: str, filler: int) -> tuple:
         data = jsonl_bytes(rows)
     else:
         sep, field = ("\t", huge) if fmt == "tsv" else (",", '"' + huge + '"')
-        lines = [sep.join(["id", "text", "pad"]), *(sep.join([str(i), "", "f" * 100]) for i in range(filler)),
-                 sep.join([str(filler), field, "x"]),
-                 *(sep.join([str(filler + k), f"after {k}", "y"]) for k in range(1, 4))]
+        lines = [
+            sep.join(["id", "text", "pad"]),
+            *(sep.join([str(i), "", "f" * 100]) for i in range(filler)),
+            sep.join([str(filler), field, "x"]),
+            *(sep.join([str(filler + k), f"after {k}", "y"]) for k in range(1, 4)),
+        ]
         data = ("\n".join(lines) + "\n").encode()
     assert (data.index(b"word, and") > READ_BLOCK) == (filler > 0)
     path = folder / name
@@ -331,7 +362,7 @@ def assert_huge_row_whole(table: pa.Table, ids: list[str], huge: str):
     at = len(ids) - 4
     assert len(texts[at]) == len(huge)
     assert texts[at] == huge
-    assert texts[at + 1:] == ["after 1", "after 2", "after 3"]
+    assert texts[at + 1 :] == ["after 1", "after 2", "after 3"]
     assert table.column("label")[at].as_py() in LABELS
 
 
@@ -389,8 +420,9 @@ def test_folder_int64_and_float64_is_refused(tmp_path, tiny_model, outputs):
     folder = tmp_path / "data"
     write_parquet(folder / "a.parquet", {"text": ["x"], "n": pa.array([2**53 + 1], pa.int64())})
     write_parquet(folder / "b.parquet", {"text": ["z"], "n": pa.array([0.5], pa.float64())})
-    fails_untouched(folder, tiny_model, outputs, 3, "'n'", str(folder / "a.parquet"), str(folder / "b.parquet"),
-                    "int64", "double")
+    fails_untouched(
+        folder, tiny_model, outputs, 3, "'n'", str(folder / "a.parquet"), str(folder / "b.parquet"), "int64", "double"
+    )
 
 
 # ------------------------------------------------------------------ 7. Hive partition folders
@@ -404,29 +436,46 @@ def test_hive_partitions_of_parquet(tmp_path, tiny_model):
     table = scored(data, tiny_model, tmp_path / "out")
     assert table.schema.field("lang").type == pa.string()
     assert table.schema.field("year").type == pa.int32()
-    assert_rows(table, {"id": [1, 2, 3, 4], "text": ["older", "good", "bad", "très bien"],
-                        "lang": ["en", "en", "en", "fr"], "year": [2023, 2024, 2024, 2023]})
+    assert_rows(
+        table,
+        {
+            "id": [1, 2, 3, 4],
+            "text": ["older", "good", "bad", "très bien"],
+            "lang": ["en", "en", "en", "fr"],
+            "year": [2023, 2024, 2024, 2023],
+        },
+    )
 
 
 def test_hive_partitions_of_csv(tmp_path, tiny_model):
     data = tmp_path / "data"
-    for folder, body in [("lang=fr/year=2023", "id,text\n4,très bien\n"),
-                         ("lang=en/year=2024", "id,text\n2,good\n3,bad\n"),
-                         ("lang=en/year=2023", "id,text\n1,older\n")]:
+    for folder, body in [
+        ("lang=fr/year=2023", "id,text\n4,très bien\n"),
+        ("lang=en/year=2024", "id,text\n2,good\n3,bad\n"),
+        ("lang=en/year=2023", "id,text\n1,older\n"),
+    ]:
         (data / folder).mkdir(parents=True)
         (data / folder / "part-0.csv").write_text(body, encoding="utf-8")
     table = scored(data, tiny_model, tmp_path / "out")
     assert table.schema.field("lang").type == pa.string()
     assert table.schema.field("year").type == pa.int32()
-    assert_rows(table, {"id": ["1", "2", "3", "4"], "text": ["older", "good", "bad", "très bien"],
-                        "lang": ["en", "en", "en", "fr"], "year": [2023, 2024, 2024, 2023]})
+    assert_rows(
+        table,
+        {
+            "id": ["1", "2", "3", "4"],
+            "text": ["older", "good", "bad", "très bien"],
+            "lang": ["en", "en", "en", "fr"],
+            "year": [2023, 2024, 2024, 2023],
+        },
+    )
 
 
 def test_hive_partition_values_decoded_and_kept_columns_in_order(tmp_path, tiny_model):
     data = tmp_path / "data"
     write_parquet(data / "region=en%20US" / "year=2024" / "part-0.parquet", {"id": [1], "text": ["good"]})
-    write_parquet(data / "region=__HIVE_DEFAULT_PARTITION__" / "year=-7" / "part-0.parquet",
-                  {"id": [2], "text": ["bad"]})
+    write_parquet(
+        data / "region=__HIVE_DEFAULT_PARTITION__" / "year=-7" / "part-0.parquet", {"id": [2], "text": ["bad"]}
+    )
     table = scored(data, tiny_model, tmp_path / "out", "--keep-columns", "year,text,region")
     assert table.schema.field("region").type == pa.string()
     assert table.schema.field("year").type == pa.int32()
@@ -485,10 +534,11 @@ def test_jsonl_line_that_is_not_json_far_into_the_file(tmp_path, tiny_model, out
 
 
 PARQUET_TABLES = {
-    "ints-and-short-texts": (lambda: pa.table({"id": list(range(50)), "text": [f"t{i}" for i in range(50)]}),
-                             "snappy"),
-    "random-floats": (lambda: pa.table({"x": np.random.default_rng(0).random(1000),
-                                        "text": [f"review {i}" for i in range(1000)]}), "snappy"),
+    "ints-and-short-texts": (lambda: pa.table({"id": list(range(50)), "text": [f"t{i}" for i in range(50)]}), "snappy"),
+    "random-floats": (
+        lambda: pa.table({"x": np.random.default_rng(0).random(1000), "text": [f"review {i}" for i in range(1000)]}),
+        "snappy",
+    ),
     "uncompressed-newlines": (lambda: pa.table({"text": ["a,b\nc"] * 10, "n": list(range(10))}), "none"),
 }
 
@@ -501,8 +551,7 @@ def test_parquet_file_named_csv_gives_one_printable_line(kind, encoding, tmp_pat
     pq.write_table(make(), str(real), compression=compression)
     src = tmp_path / "x.csv"
     shutil.copyfile(real, src)
-    line = fails_untouched(src, tiny_model, outputs, 3, str(src),
-                           extra=("--encoding", encoding) if encoding else ())
+    line = fails_untouched(src, tiny_model, outputs, 3, str(src), extra=("--encoding", encoding) if encoding else ())
     assert line.isprintable(), repr(line)
 
 
@@ -516,8 +565,9 @@ def write_invalid_utf8_parquet(path, column: str):
     """
     values = [b"fine", b"ok", b"caf\xff\xfe", b"last"]
     offsets = np.cumsum([0, *map(len, values)]).astype(np.int32)
-    bad = pa.Array.from_buffers(pa.string(), len(values), [None, pa.py_buffer(offsets.tobytes()),
-                                                           pa.py_buffer(b"".join(values))])
+    bad = pa.Array.from_buffers(
+        pa.string(), len(values), [None, pa.py_buffer(offsets.tobytes()), pa.py_buffer(b"".join(values))]
+    )
     columns = {"id": [1, 2, 3, 4], "title": ["t1", "t2", "t3", "t4"], "text": ["good", "bad", "meh", "ok"]}
     columns[column] = bad
     pq.write_table(pa.table(columns), str(path), row_group_size=2)
@@ -537,10 +587,13 @@ def test_invalid_utf8_parquet_is_written_as_intended(column, tmp_path):
         group.validate(full=True)
 
 
-@pytest.mark.parametrize("column", [
-    "text",
-    "title",
-])
+@pytest.mark.parametrize(
+    "column",
+    [
+        "text",
+        "title",
+    ],
+)
 def test_parquet_with_invalid_utf8_names_the_file_and_row_group(column, tmp_path, tiny_model, outputs):
     src = write_invalid_utf8_parquet(tmp_path / "bad-utf8.parquet", column)
     fails_untouched(src, tiny_model, outputs, 3, str(src), "row group 1")
@@ -551,11 +604,17 @@ def test_parquet_with_invalid_utf8_names_the_file_and_row_group(column, tmp_path
 
 def test_hidden_and_underscore_files_and_folders_are_skipped(tmp_path, tiny_model):
     data = tmp_path / "data"
-    for name, body in [("a.csv", "id,text\n1,kept\n"), ("sub/b.csv", "id,text\n2,also kept\n"),
-                       ("_tmp/x.csv", "id,text\n9,temp\n"), (".cache/y.csv", "id,text\n9,cached\n"),
-                       ("sub/_part.csv", "id,text\n9,underscore\n"), ("sub/.hidden.csv", "id,text\n9,hidden\n"),
-                       ("sub/.staging/z.csv", "id,text\n9,deep hidden\n"), ("_SUCCESS", ""),
-                       ("sub/_x/deeper/w.csv", "wrong,header\n9,x\n")]:
+    for name, body in [
+        ("a.csv", "id,text\n1,kept\n"),
+        ("sub/b.csv", "id,text\n2,also kept\n"),
+        ("_tmp/x.csv", "id,text\n9,temp\n"),
+        (".cache/y.csv", "id,text\n9,cached\n"),
+        ("sub/_part.csv", "id,text\n9,underscore\n"),
+        ("sub/.hidden.csv", "id,text\n9,hidden\n"),
+        ("sub/.staging/z.csv", "id,text\n9,deep hidden\n"),
+        ("_SUCCESS", ""),
+        ("sub/_x/deeper/w.csv", "wrong,header\n9,x\n"),
+    ]:
         path = data / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(body)

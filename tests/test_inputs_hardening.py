@@ -45,8 +45,9 @@ def csv_module_records(data: bytes, delimiter: str) -> list[list[str]]:
     return rows[1:]
 
 
-@pytest.mark.parametrize("values", [["good", None, "bad", "fine"], ["good", "bad", None], [None, "good"]],
-                         ids=["middle", "last", "first"])
+@pytest.mark.parametrize(
+    "values", [["good", None, "bad", "fine"], ["good", "bad", None], [None, "good"]], ids=["middle", "last", "first"]
+)
 def test_one_column_csv_written_by_pyarrow_keeps_every_record(values, tmp_path, tiny_model):
     # pyarrow writes a null as an empty line in a one-column file
     src = tmp_path / "one.csv"
@@ -68,8 +69,7 @@ def test_one_column_tsv_empty_line_is_a_record(tmp_path, tiny_model):
     src.write_bytes(data)
     records = csv_module_records(data, "\t")
     table = scored(src, tiny_model, tmp_path / "out")
-    assert table.column("text").to_pylist() == [row[0] if row else "" for row in records] == \
-        ["good", "", "bad", "fine"]
+    assert table.column("text").to_pylist() == [row[0] if row else "" for row in records] == ["good", "", "bad", "fine"]
     assert table.column("label").to_pylist()[1] is None
 
 
@@ -109,10 +109,20 @@ def test_csv_record_count_disagreeing_with_pythons_csv_is_refused(tmp_path):
 # ------------------------------------------------------------------ 2. Hive keys: int32 from ASCII digits only
 
 
-@pytest.mark.parametrize("values", [["١٢"], ["１２"], ["99999999999999999999"], ["3000000000"], ["-2147483649"],
-                                    ["2147483647", "-7"], ["007", "12"], ["12", "x"]],
-                         ids=["arabic-indic", "fullwidth", "past-int64", "past-int32", "below-int32",
-                              "int32", "leading-zero", "mixed"])
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["١٢"],
+        ["１２"],
+        ["99999999999999999999"],
+        ["3000000000"],
+        ["-2147483649"],
+        ["2147483647", "-7"],
+        ["007", "12"],
+        ["12", "x"],
+    ],
+    ids=["arabic-indic", "fullwidth", "past-int64", "past-int32", "below-int32", "int32", "leading-zero", "mixed"],
+)
 def test_hive_keys_are_typed_as_pyarrow_types_them(values, tmp_path, tiny_model):
     data = tmp_path / "data"
     for i, value in enumerate(values):
@@ -144,8 +154,9 @@ def test_bytes_after_the_compressed_stream_are_refused_for_every_codec(codec, ta
     whole = CODECS[codec](ROWS)
     src = tmp_path / f"rows.csv.{codec}"
     src.write_bytes(whole + tail)
-    fails_untouched(src, tiny_model, outputs, 3, str(src), "trailing data after the compressed stream",
-                    f"from byte {len(whole):,}")
+    fails_untouched(
+        src, tiny_model, outputs, 3, str(src), "trailing data after the compressed stream", f"from byte {len(whole):,}"
+    )
 
 
 @pytest.mark.parametrize("codec", CODECS)
@@ -257,18 +268,31 @@ def _bad_utf8_table():
     return pa.table({"text": pa.array([b"good", b"\xff\xfe bad"], pa.binary()).view(pa.string())})
 
 
-@pytest.mark.parametrize("make, fragment", [
-    (_bad_utf8_table, "invalid UTF-8"),
-    (lambda: pa.table({"text": pa.array([b"good"], pa.binary())}), "holds binary"),
-    (lambda: pa.record_batch({"text": pa.array([["a"]], pa.list_(pa.string()))}), "holds list"),
-    (lambda: __import__("pandas").DataFrame({"text": [b"good", b"\xff"]}), "holds binary"),
-    (lambda: __import__("pandas").DataFrame({"text": ["good", 5]}), "cannot be read as text"),
-    (lambda: {"text": np.array([b"good", b"\xff"], dtype=object)}, "holds binary"),
-    (lambda: {"text": np.array(["good", 5], dtype=object)}, "cannot be read as text"),
-    (lambda: {"text": np.array([["good", "bad"]])}, "1-d"),
-    (lambda: {"text": "good"}, "1-d"),
-], ids=["arrow-bad-utf8", "arrow-binary", "arrow-list", "pandas-bytes", "pandas-mixed", "numpy-bytes",
-        "numpy-mixed", "numpy-2d", "numpy-scalar"])
+@pytest.mark.parametrize(
+    "make, fragment",
+    [
+        (_bad_utf8_table, "invalid UTF-8"),
+        (lambda: pa.table({"text": pa.array([b"good"], pa.binary())}), "holds binary"),
+        (lambda: pa.record_batch({"text": pa.array([["a"]], pa.list_(pa.string()))}), "holds list"),
+        (lambda: __import__("pandas").DataFrame({"text": [b"good", b"\xff"]}), "holds binary"),
+        (lambda: __import__("pandas").DataFrame({"text": ["good", 5]}), "cannot be read as text"),
+        (lambda: {"text": np.array([b"good", b"\xff"], dtype=object)}, "holds binary"),
+        (lambda: {"text": np.array(["good", 5], dtype=object)}, "cannot be read as text"),
+        (lambda: {"text": np.array([["good", "bad"]])}, "1-d"),
+        (lambda: {"text": "good"}, "1-d"),
+    ],
+    ids=[
+        "arrow-bad-utf8",
+        "arrow-binary",
+        "arrow-list",
+        "pandas-bytes",
+        "pandas-mixed",
+        "numpy-bytes",
+        "numpy-mixed",
+        "numpy-2d",
+        "numpy-scalar",
+    ],
+)
 def test_scorer_refuses_values_that_are_not_text_with_an_input_error(make, fragment, scorer):
     with pytest.raises(InputError) as raised:
         scorer(make())
@@ -288,11 +312,14 @@ def test_input_file_gone_between_listing_and_reading(tmp_path, tiny_model, outpu
     fails_untouched(folder, tiny_model, outputs, 3, str(folder / "b.csv"), "gone")
 
 
-@pytest.mark.parametrize("body, fragment", [
-    (b'[{"text": "good"}, {"text": "bad"}]\n', "line 1 is an array, not a JSON object"),
-    (b'{"text": "good"}\n5\n', "line 2 is a number, not a JSON object"),
-    (b'{"text": "good"}\n"bad"\n', "line 2 is a string, not a JSON object"),
-])
+@pytest.mark.parametrize(
+    "body, fragment",
+    [
+        (b'[{"text": "good"}, {"text": "bad"}]\n', "line 1 is an array, not a JSON object"),
+        (b'{"text": "good"}\n5\n', "line 2 is a number, not a JSON object"),
+        (b'{"text": "good"}\n"bad"\n', "line 2 is a string, not a JSON object"),
+    ],
+)
 def test_jsonl_line_that_is_json_but_not_an_object_is_named(body, fragment, tmp_path, tiny_model, outputs):
     src = tmp_path / "rows.jsonl"
     src.write_bytes(body)

@@ -72,8 +72,7 @@ def test_int8_runs_and_agrees_with_fp32(tiny_model, tmp_path):
     fp32, int8 = (tables[p].column("label").to_pylist() for p in ("fp32", "int8"))
     assert sum(a == b for a, b in zip(fp32, int8)) >= 0.9 * len(texts)
     scored = [i for i, label in enumerate(fp32) if label is not None]
-    gaps = [abs(tables["fp32"].column("score")[i].as_py() - tables["int8"].column("score")[i].as_py())
-            for i in scored]
+    gaps = [abs(tables["fp32"].column("score")[i].as_py() - tables["int8"].column("score")[i].as_py()) for i in scored]
     assert max(gaps) < 0.1  # approximate, not different
     assert manifest_of(tmp_path / "int8")["config"]["precision"] == "int8"
 
@@ -120,8 +119,9 @@ def test_cpu_allocator_keeps_large_activations_in_the_heap():
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GLIBC_TUNABLES"))}
     seen = {}
     for mode in ("default", "tuned"):
-        done = subprocess.run([sys.executable, "-c", MMAPPED_AFTER_24MB, mode], capture_output=True, text=True,
-                              env=env, check=True)
+        done = subprocess.run(
+            [sys.executable, "-c", MMAPPED_AFTER_24MB, mode], capture_output=True, text=True, env=env, check=True
+        )
         took, mmapped = done.stdout.split()
         seen[mode] = (took, int(mmapped))
     assert seen["default"][1] >= 24 << 20

@@ -57,7 +57,7 @@ def write_input(path: Path) -> Path:
         writer = csv.writer(f)
         writer.writerow(["review_id", "text"])
         for i in range(ROWS):
-            text = "" if i == 7 else f"Review {i}: " + ("great, \"really\" great" if i % 2 else "awful,\nsadly")
+            text = "" if i == 7 else f"Review {i}: " + ('great, "really" great' if i % 2 else "awful,\nsadly")
             writer.writerow([f"{i:03d}", text])
     return path
 
@@ -75,8 +75,11 @@ def snapshot(out: Path) -> dict[str, tuple]:
     for path in sorted(out.rglob("*")):
         if path.is_file():
             st = path.stat()
-            found[str(path.relative_to(out))] = (st.st_size, hashlib.sha256(path.read_bytes()).hexdigest(),
-                                                 st.st_mtime_ns)
+            found[str(path.relative_to(out))] = (
+                st.st_size,
+                hashlib.sha256(path.read_bytes()).hexdigest(),
+                st.st_mtime_ns,
+            )
     return found
 
 
@@ -86,9 +89,15 @@ def snapshot(out: Path) -> dict[str, tuple]:
 def test_no_recipe_overwrites():
     """A scheduled retry must resume and a rerun must do nothing: no recipe replaces an output."""
     files = job_files()
-    assert {p.name for p in files} >= {"airflow_dag.py", "airflow_sharded_dag.py", "crontab.example",
-                                      "slurm_array.sh", "slurm_finalize.sh", "slurm_submit.sh",
-                                      "k8s_indexed_job.yaml"}
+    assert {p.name for p in files} >= {
+        "airflow_dag.py",
+        "airflow_sharded_dag.py",
+        "crontab.example",
+        "slurm_array.sh",
+        "slurm_finalize.sh",
+        "slurm_submit.sh",
+        "k8s_indexed_job.yaml",
+    }
     for path in files:
         text = path.read_text()
         assert "--overwrite" not in text, path
@@ -148,12 +157,24 @@ def test_slurm_flow_rerun_one_shard_then_finalize(tiny_model, tmp_path):
         pytest.skip(f"no {VENV}/bin/python for BATCHSCORE_VENV")
     data = write_input(tmp_path / "in" / "reviews.csv")
     out = tmp_path / "scored"
-    env = clean_env(BATCHSCORE_VENV=VENV, BATCHSCORE_INPUT=data, BATCHSCORE_OUTPUT=out, BATCHSCORE_NUM_SHARDS=3,
-                    BATCHSCORE_MODEL=tiny_model, BATCHSCORE_CHUNK_ROWS=CHUNK_ROWS, BATCHSCORE_THREADS=1)
+    env = clean_env(
+        BATCHSCORE_VENV=VENV,
+        BATCHSCORE_INPUT=data,
+        BATCHSCORE_OUTPUT=out,
+        BATCHSCORE_NUM_SHARDS=3,
+        BATCHSCORE_MODEL=tiny_model,
+        BATCHSCORE_CHUNK_ROWS=CHUNK_ROWS,
+        BATCHSCORE_THREADS=1,
+    )
 
     def task(index):
-        return subprocess.Popen(["bash", JOBS / "slurm_array.sh"], env={**env, "SLURM_ARRAY_TASK_ID": str(index)},
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            ["bash", JOBS / "slurm_array.sh"],
+            env={**env, "SLURM_ARRAY_TASK_ID": str(index)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     def finalize():
         return subprocess.run(["bash", JOBS / "slurm_finalize.sh"], env=env, capture_output=True, text=True)
@@ -242,13 +263,18 @@ def test_crontab_lines_are_silent_on_success_and_one_line_on_failure(tiny_model,
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"model": str(tiny_model), "chunk_rows": CHUNK_ROWS, "threads": 1}))
     env = clean_env(**{k: v for k, v in env.items() if k != "MAILTO"})
-    env.update(BATCHSCORE=str(BATCHSCORE), CONFIG=str(config), INPUT_ROOT=str(tmp_path / "in"),
-               OUTPUT_ROOT=str(tmp_path / "out"))
+    env.update(
+        BATCHSCORE=str(BATCHSCORE),
+        CONFIG=str(config),
+        INPUT_ROOT=str(tmp_path / "in"),
+        OUTPUT_ROOT=str(tmp_path / "out"),
+    )
     shell = env.pop("SHELL", "/bin/sh")
 
     def run(command, **overrides):
-        return subprocess.run([shell, "-c", cron_command(command)], env={**env, **overrides}, capture_output=True,
-                              text=True, timeout=300)
+        return subprocess.run(
+            [shell, "-c", cron_command(command)], env={**env, **overrides}, capture_output=True, text=True, timeout=300
+        )
 
     assert len(entries) >= 2, "a night run and a later rerun of the same day"
     first = run(entries[0][1])
@@ -304,8 +330,10 @@ def test_k8s_indexed_job():
     env = {e["name"]: e for e in container.get("env", [])}
     assert index in ("$(JOB_COMPLETION_INDEX)", "$(BATCHSCORE_SHARD_INDEX)"), index
     if index == "$(BATCHSCORE_SHARD_INDEX)":
-        assert env["BATCHSCORE_SHARD_INDEX"]["valueFrom"]["fieldRef"]["fieldPath"] == \
-            "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+        assert (
+            env["BATCHSCORE_SHARD_INDEX"]["valueFrom"]["fieldRef"]["fieldPath"]
+            == "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+        )
     # Errors a retry cannot fix fail the index at once; success (0) is never a failure code.
     for rule in spec.get("podFailurePolicy", {}).get("rules", []):
         codes = rule.get("onExitCodes", {}).get("values", [])
@@ -345,11 +373,24 @@ def side_venv(name: str, requirements: list[str], timeout: float) -> tuple[Path,
         shutil.rmtree(venv, ignore_errors=True)
         start = time.monotonic()
         try:
-            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, text=True,
-                           timeout=timeout)
-            subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
-                            "--disable-pip-version-check", *requirements], check=True, capture_output=True,
-                           text=True, timeout=max(1.0, timeout - (time.monotonic() - start)))
+            subprocess.run(
+                [sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, text=True, timeout=timeout
+            )
+            subprocess.run(
+                [
+                    str(venv / "bin" / "python"),
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    *requirements,
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+                timeout=max(1.0, timeout - (time.monotonic() - start)),
+            )
         except subprocess.TimeoutExpired:
             shutil.rmtree(venv, ignore_errors=True)
             pytest.skip(f"installing {' '.join(requirements)} took over {timeout:.0f}s")
@@ -399,19 +440,30 @@ class Airflow:
         self.bin, self.home, self.dags = bin_dir, home, home / "dags"
         self.dags.mkdir(parents=True)
         # No batchscore on PATH: the DAGs must run the one BATCHSCORE_BIN names.
-        path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep)
-                               if p and not (Path(p) / "batchscore").exists())
-        self.env = clean_env(AIRFLOW_HOME=home, AIRFLOW__CORE__DAGS_FOLDER=self.dags,
-                             AIRFLOW__CORE__LOAD_EXAMPLES="False", PATH=path, **env)
+        path = os.pathsep.join(
+            p for p in os.environ.get("PATH", "").split(os.pathsep) if p and not (Path(p) / "batchscore").exists()
+        )
+        self.env = clean_env(
+            AIRFLOW_HOME=home,
+            AIRFLOW__CORE__DAGS_FOLDER=self.dags,
+            AIRFLOW__CORE__LOAD_EXAMPLES="False",
+            PATH=path,
+            **env,
+        )
         self.timings: dict[str, float] = {}  # seconds per command, for the report
 
     def run(self, *args, timeout=600, check=True, **env) -> subprocess.CompletedProcess:
         start = time.monotonic()
         try:
-            result = subprocess.run([str(self.bin / "airflow"), *args], env={**self.env, **env},
-                                    capture_output=True, text=True, timeout=timeout)
+            result = subprocess.run(
+                [str(self.bin / "airflow"), *args],
+                env={**self.env, **env},
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
         except subprocess.TimeoutExpired as exc:
-            tail = ((exc.stdout or b"").decode(errors="replace") + (exc.stderr or b"").decode(errors="replace"))
+            tail = (exc.stdout or b"").decode(errors="replace") + (exc.stderr or b"").decode(errors="replace")
             raise AssertionError(f"airflow {' '.join(args)} ran past {timeout}s:\n{tail[-6000:]}") from None
         label = " ".join(a for a in args[:3] if not a.startswith("-"))
         runs = sum(1 for k in self.timings if k.split(" #")[0] == label)
@@ -448,13 +500,23 @@ def test_airflow_dags(tiny_model, tmp_path):
     names shard 1; the next run resumes and completes the output.
     """
     bin_dir, install_s = side_venv("airflow", AIRFLOW, timeout=INSTALL_TIMEOUT)
-    version = subprocess.run([str(bin_dir / "python"), "-c", "import airflow; print(airflow.__version__)"],
-                             capture_output=True, text=True, check=True).stdout.strip()
+    version = subprocess.run(
+        [str(bin_dir / "python"), "-c", "import airflow; print(airflow.__version__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert int(version.split(".")[0]) >= 3, version
 
     write_input(tmp_path / "in" / DATA_DAY / "reviews.csv")
-    af = Airflow(bin_dir, tmp_path / "airflow", BATCHSCORE_BIN=BATCHSCORE, BATCHSCORE_INPUT_ROOT=tmp_path / "in",
-                 BATCHSCORE_MODEL=tiny_model, BATCHSCORE_CHUNK_ROWS=CHUNK_ROWS)
+    af = Airflow(
+        bin_dir,
+        tmp_path / "airflow",
+        BATCHSCORE_BIN=BATCHSCORE,
+        BATCHSCORE_INPUT_ROOT=tmp_path / "in",
+        BATCHSCORE_MODEL=tiny_model,
+        BATCHSCORE_CHUNK_ROWS=CHUNK_ROWS,
+    )
     af.run("db", "migrate")
     for name in ("airflow_dag.py", "airflow_sharded_dag.py"):
         shutil.copy(JOBS / name, af.dags / name)
@@ -463,9 +525,15 @@ def test_airflow_dags(tiny_model, tmp_path):
     assert errors == [], errors
     dag_ids = {d["dag_id"] for d in json_output(af.run("dags", "list", "--local", "-o", "json").stdout)}
     assert dag_ids == {"batchscore_reviews", "batchscore_reviews_sharded"}, dag_ids
-    warned = json.loads(subprocess.run([str(bin_dir / "python"), "-c", WARNINGS_SCRIPT,
-                                        *map(str, sorted(af.dags.glob("*.py")))],
-                                       env=af.env, capture_output=True, text=True, check=True).stdout)
+    warned = json.loads(
+        subprocess.run(
+            [str(bin_dir / "python"), "-c", WARNINGS_SCRIPT, *map(str, sorted(af.dags.glob("*.py")))],
+            env=af.env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     assert warned == [], warned
 
     # One task.
@@ -500,13 +568,16 @@ def test_airflow_dags(tiny_model, tmp_path):
     flag = tmp_path / "fail-shard-1"
     flag.touch()
     wrapper = tmp_path / "batchscore-failing-shard-1"
-    wrapper.write_text(f'#!/bin/sh\nif [ "${{SHARD_INDEX:-}}" = 1 ] && [ -e {shlex.quote(str(flag))} ]; then\n'
-                       f'  echo "Error: simulated failure of shard 1" >&2; exit 5\nfi\n'
-                       f'exec {shlex.quote(str(BATCHSCORE))} "$@"\n')
+    wrapper.write_text(
+        f'#!/bin/sh\nif [ "${{SHARD_INDEX:-}}" = 1 ] && [ -e {shlex.quote(str(flag))} ]; then\n'
+        f'  echo "Error: simulated failure of shard 1" >&2; exit 5\nfi\n'
+        f'exec {shlex.quote(str(BATCHSCORE))} "$@"\n'
+    )
     wrapper.chmod(0o755)
     failing = tmp_path / "scored-failing"
-    log = af.dags_test("batchscore_reviews_sharded", *conf, succeeds=False, BATCHSCORE_OUTPUT_ROOT=failing,
-                       BATCHSCORE_BIN=wrapper)
+    log = af.dags_test(
+        "batchscore_reviews_sharded", *conf, succeeds=False, BATCHSCORE_OUTPUT_ROOT=failing, BATCHSCORE_BIN=wrapper
+    )
     assert "simulated failure of shard 1" in log
     assert "rerun shard 1 of 3 (--num-shards 3 --shard-index 1), then finalize again" in log, log[-4000:]
     assert not (failing / DATA_DAY / "_SUCCESS").exists()
@@ -515,6 +586,9 @@ def test_airflow_dags(tiny_model, tmp_path):
     assert "Shard 1 of 3" in log and "Finalized" in log, log[-4000:]
     assert_complete(failing / DATA_DAY)
 
-    timings = {"airflow": version, "pip install (s)": None if install_s is None else round(install_s, 1),
-               **{k + " (s)": round(v, 1) for k, v in af.timings.items()}}
+    timings = {
+        "airflow": version,
+        "pip install (s)": None if install_s is None else round(install_s, 1),
+        **{k + " (s)": round(v, 1) for k, v in af.timings.items()},
+    }
     print("\nAirflow timings:", json.dumps(timings))

@@ -30,8 +30,12 @@ def real_texts(n=ROWS):
     """Sentences of Python's documentation, of every length; every 25th row empty or null."""
     import pydoc_data.topics
 
-    sentences = [s.strip() for doc in pydoc_data.topics.topics.values() for s in re.split(r"(?<=[.!?])\s+", doc)
-                 if 20 < len(s.strip()) < 2000]
+    sentences = [
+        s.strip()
+        for doc in pydoc_data.topics.topics.values()
+        for s in re.split(r"(?<=[.!?])\s+", doc)
+        if 20 < len(s.strip()) < 2000
+    ]
     texts = [sentences[(i * 7919) % len(sentences)] for i in range(n)]
     for i in range(0, n, 25):
         texts[i] = None if i % 50 == 0 else "   "
@@ -86,8 +90,10 @@ def test_scorer_on_a_table_equals_the_cli(corpus, tiny_model, cli_output):
     # A RecordBatch comes back as a RecordBatch, the same rows.
     batch = scorer(corpus[1].to_batches()[0])
     assert isinstance(batch, pa.RecordBatch)
-    assert batch.column(batch.schema.get_field_index("label")).to_pylist() == \
-        scored.column("label").to_pylist()[:batch.num_rows]
+    assert (
+        batch.column(batch.schema.get_field_index("label")).to_pylist()
+        == scored.column("label").to_pylist()[: batch.num_rows]
+    )
 
 
 def test_scorer_on_a_dataframe_and_on_numpy_dicts(corpus, tiny_model, cli_output):
@@ -97,8 +103,10 @@ def test_scorer_on_a_dataframe_and_on_numpy_dicts(corpus, tiny_model, cli_output
     assert list(scored.columns) == ["id", "text", "label", "score"]
     assert list(scored.index) == list(frame.index)
     assert_same_results({c: scored[c].tolist() for c in scored.columns}, cli_output)
-    numpy_batch = {"id": corpus[1].column("id").to_numpy(),
-                   "text": np.array(corpus[1].column("text").to_pylist(), dtype=object)}
+    numpy_batch = {
+        "id": corpus[1].column("id").to_numpy(),
+        "text": np.array(corpus[1].column("text").to_pylist(), dtype=object),
+    }
     out = scorer(numpy_batch)
     assert set(out) == {"id", "text", "label", "score"}
     assert isinstance(out["label"], np.ndarray) and len(out["score"]) == ROWS
@@ -116,7 +124,8 @@ def test_scorer_refuses_clear_mistakes(tiny_model):
     with pytest.raises(InputError, match="result_prefix"):
         scorer(pa.table({"text": ["x"], "label": ["gold"]}))
     assert batchscore.Scorer(model=tiny_model, result_prefix="pred_")(
-        pa.table({"text": ["x"], "label": ["gold"]})).column_names == ["text", "label", "pred_label", "pred_score"]
+        pa.table({"text": ["x"], "label": ["gold"]})
+    ).column_names == ["text", "label", "pred_label", "pred_score"]
     with pytest.raises(ConfigError, match="top_k"):
         batchscore.Scorer(model=tiny_model, top_k=3)
     with pytest.raises(TypeError, match="pandas DataFrame"):
@@ -126,8 +135,7 @@ def test_scorer_refuses_clear_mistakes(tiny_model):
 def test_score_function_is_the_cli_job(corpus, tiny_model, cli_output, tmp_path):
     from batchscore.errors import ConfigError
 
-    manifest = batchscore.score(str(corpus[0]), str(tmp_path / "out"), model=tiny_model, chunk_rows=100,
-                                top_k="all")
+    manifest = batchscore.score(str(corpus[0]), str(tmp_path / "out"), model=tiny_model, chunk_rows=100, top_k="all")
     assert manifest["rows"] == ROWS and manifest["empty_text_rows"] == ROWS // 25
     assert pq.read_table(tmp_path / "out").equals(cli_output)  # bit for bit: the same job
     with pytest.raises(ConfigError, match="Unknown option 'chunk_size'"):
@@ -136,8 +144,9 @@ def test_score_function_is_the_cli_job(corpus, tiny_model, cli_output, tmp_path)
 
 def test_import_stays_light():
     """`import batchscore` must not pull in torch: `batchscore --help` and notebooks stay instant."""
-    done = subprocess.run([sys.executable, "-c", "import sys, batchscore; print('torch' in sys.modules)"],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys, batchscore; print('torch' in sys.modules)"], capture_output=True, text=True
+    )
     assert done.stdout.strip() == "False", done.stderr
 
 
@@ -166,8 +175,12 @@ def test_spark_score_in_local_mode(corpus, tiny_model, cli_output, tmp_path, mon
     monkeypatch.setenv("PYSPARK_PYTHON", sys.executable)  # Spark's Python workers: this environment
     from batchscore.spark import score
 
-    spark = pyspark.sql.SparkSession.builder.master("local[2]").appName("batchscore-test") \
-        .config("spark.ui.enabled", "false").getOrCreate()
+    spark = (
+        pyspark.sql.SparkSession.builder.master("local[2]")
+        .appName("batchscore-test")
+        .config("spark.ui.enabled", "false")
+        .getOrCreate()
+    )
     try:
         df = spark.read.parquet(str(corpus[0])).repartition(3)  # rows spread over partitions, out of order
         scored = score(df, model=tiny_model, top_k="all")
@@ -182,8 +195,11 @@ def test_spark_score_in_local_mode(corpus, tiny_model, cli_output, tmp_path, mon
     assert_same_results(table, cli_output)
 
 
-README_SNIPPETS = ["Use it from Python", pytest.param("Ray Data", marks=pytest.mark.slow),
-                   pytest.param("Spark", marks=pytest.mark.slow)]
+README_SNIPPETS = [
+    "Use it from Python",
+    pytest.param("Ray Data", marks=pytest.mark.slow),
+    pytest.param("Spark", marks=pytest.mark.slow),
+]
 
 
 @pytest.mark.parametrize("section", README_SNIPPETS)
@@ -198,9 +214,14 @@ def test_readme_snippets_run_as_written(section, tiny_model, tmp_path):
     code = re.search(r"```python\n(.*?)```", text[start:], re.S).group(1)
     (tmp_path / "models").mkdir()
     os.symlink(tiny_model, tmp_path / "models" / "minilm-vader-sentiment")
-    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1", "PYSPARK_PYTHON": sys.executable},
-                          timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "PYSPARK_PYTHON": sys.executable},
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     if section == "Use it from Python":
         assert (tmp_path / "scored" / "_SUCCESS").exists()

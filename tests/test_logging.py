@@ -55,8 +55,9 @@ def test_json_log_lines(small_csv, tiny_model, tmp_path):
 
 
 def test_json_errors_are_one_object_with_the_exit_code(tiny_model, tmp_path):
-    result = invoke(score_args(tmp_path / "missing.csv", tiny_model, tmp_path / "out"),
-                    env={"BATCHSCORE_LOG_FORMAT": "json"})
+    result = invoke(
+        score_args(tmp_path / "missing.csv", tiny_model, tmp_path / "out"), env={"BATCHSCORE_LOG_FORMAT": "json"}
+    )
     assert result.exit_code == 3
     (entry,) = json_lines(result.stderr)
     assert entry["level"] == "error" and entry["exit_code"] == 3 and "not found" in entry["message"]
@@ -121,9 +122,20 @@ def test_threads_split_among_local_ranks_and_the_option_wins(monkeypatch):
 @pytest.mark.skipif(shutil.which("taskset") is None, reason="needs taskset (util-linux)")
 def test_one_cpu_under_taskset_means_one_thread(small_csv, tiny_model, tmp_path):
     out = tmp_path / "out"
-    done = subprocess.run(["taskset", "-c", "0", sys.executable, "-m", "batchscore",
-                           *map(str, score_args(small_csv, tiny_model, out, "--quiet"))],
-                          capture_output=True, text=True, env={**os.environ, "LOCAL_WORLD_SIZE": ""})
+    done = subprocess.run(
+        [
+            "taskset",
+            "-c",
+            "0",
+            sys.executable,
+            "-m",
+            "batchscore",
+            *map(str, score_args(small_csv, tiny_model, out, "--quiet")),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "LOCAL_WORLD_SIZE": ""},
+    )
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     assert manifest_of(out)["threads"] == 1

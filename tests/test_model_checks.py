@@ -68,18 +68,27 @@ def test_tokenizer_without_pad_token_borrows_the_configs_pad_token_id(tmp_path, 
 def test_no_pad_token_anywhere_is_refused_before_output(tmp_path, src, outputs):
     model = without_pad_token(tmp_path / "nopad", config_pad_token_id=None)
     fails_before_output(
-        src, model, outputs, 4,
+        src,
+        model,
+        outputs,
+        4,
         f"Error: Model '{model}' has no padding token (none in its tokenizer, no usable pad_token_id in its "
         "config.json); set pad_token_id in its config.json (GPT-style models use their eos_token_id) or "
-        "pad_token in its tokenizer_config.json.")
+        "pad_token in its tokenizer_config.json.",
+    )
 
 
 def test_pad_token_id_outside_the_vocabulary_is_refused(tmp_path, src, outputs):
-    model = without_pad_token(tmp_path / "nopad", config_pad_token_id=10 ** 6)
-    fails_before_output(src, model, outputs, 4,
-                        f"Error: Model '{model}' has no padding token (none in its tokenizer, no usable "
-                        "pad_token_id in its config.json); set pad_token_id in its config.json (GPT-style models "
-                        "use their eos_token_id) or pad_token in its tokenizer_config.json.")
+    model = without_pad_token(tmp_path / "nopad", config_pad_token_id=10**6)
+    fails_before_output(
+        src,
+        model,
+        outputs,
+        4,
+        f"Error: Model '{model}' has no padding token (none in its tokenizer, no usable "
+        "pad_token_id in its config.json); set pad_token_id in its config.json (GPT-style models "
+        "use their eos_token_id) or pad_token in its tokenizer_config.json.",
+    )
 
 
 # ------------------------------------------------------------------ --max-length floor
@@ -88,14 +97,23 @@ def test_pad_token_id_outside_the_vocabulary_is_refused(tmp_path, src, outputs):
 @pytest.mark.parametrize("n", ["1", "2"])
 def test_max_length_without_room_for_text_is_a_usage_error(tiny_model, src, outputs, n):
     # bert-base-uncased's tokenizer adds [CLS] and [SEP]: 3 is the least that holds a token of text.
-    fails_before_output(src, tiny_model, outputs, 2,
-                        f"Error: --max-length {n} leaves no room for text: the tokenizer of '{tiny_model}' adds 2 "
-                        "special tokens to every text; use --max-length 3 or more.", "--max-length", n)
+    fails_before_output(
+        src,
+        tiny_model,
+        outputs,
+        2,
+        f"Error: --max-length {n} leaves no room for text: the tokenizer of '{tiny_model}' adds 2 "
+        "special tokens to every text; use --max-length 3 or more.",
+        "--max-length",
+        n,
+    )
 
 
 def test_max_length_floor_from_env_too(tiny_model, src, outputs):
-    result = invoke(["score", src, "--model", tiny_model, "-o", outputs / "out", "--no-progress"],
-                    env={"BATCHSCORE_MAX_LENGTH": "2"})
+    result = invoke(
+        ["score", src, "--model", tiny_model, "-o", outputs / "out", "--no-progress"],
+        env={"BATCHSCORE_MAX_LENGTH": "2"},
+    )
     assert_error(result, 2, "--max-length 2 leaves no room for text", "use --max-length 3 or more")
     assert os.listdir(outputs) == []
 
@@ -119,6 +137,12 @@ def test_model_folder_without_weights(tmp_path, tiny_model, src, outputs, extra)
         if not name.endswith((".safetensors", ".bin")):
             shutil.copy(os.path.join(tiny_model, name), model / name)
     assert (model / "config.json").exists()
-    fails_before_output(src, str(model), outputs, 4,
-                        f"Error: Model folder '{model}' has no weights (model.safetensors); copy the weights into "
-                        "it, or pass --model naming a complete model folder.", *extra)
+    fails_before_output(
+        src,
+        str(model),
+        outputs,
+        4,
+        f"Error: Model folder '{model}' has no weights (model.safetensors); copy the weights into "
+        "it, or pass --model naming a complete model folder.",
+        *extra,
+    )

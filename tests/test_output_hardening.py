@@ -38,8 +38,21 @@ def write_input(path: Path, rows: int) -> Path:
 
 
 def score(src, model, out, *extra, env=None):
-    return invoke(["score", str(src), "--model", str(model), "-o", str(out), "--chunk-rows", str(CHUNK),
-                   "--no-progress", *map(str, extra)], env=env)
+    return invoke(
+        [
+            "score",
+            str(src),
+            "--model",
+            str(model),
+            "-o",
+            str(out),
+            "--chunk-rows",
+            str(CHUNK),
+            "--no-progress",
+            *map(str, extra),
+        ],
+        env=env,
+    )
 
 
 def part_names(out: Path) -> list[str]:
@@ -149,16 +162,19 @@ def test_a_stale_success_is_removed_before_the_rerun_writes_anything(rows_1190, 
         assert any("do not prove" in w for w in writer.warnings), writer.warnings
 
 
-@pytest.mark.parametrize("rows, chunk_rows, limit, proven", [
-    ([20, 20, 10], 20, None, True),  # the last part is short: the input ended in it
-    ([20, 20, 20], 20, None, False),  # a full last part: the input may go on
-    ([20, 20, 20], 20, 60, True),  # exactly --limit rows
-    ([20, 20, 20], 20, 80, False),
-    ([0], 20, None, True),  # an input without rows: one empty part 0
-    ([20, 0], 20, None, False),
-    ([20, 10, 20], 20, None, False),  # a short part before the last: not one run's chunking
-    ([], 20, None, False),
-])
+@pytest.mark.parametrize(
+    "rows, chunk_rows, limit, proven",
+    [
+        ([20, 20, 10], 20, None, True),  # the last part is short: the input ended in it
+        ([20, 20, 20], 20, None, False),  # a full last part: the input may go on
+        ([20, 20, 20], 20, 60, True),  # exactly --limit rows
+        ([20, 20, 20], 20, 80, False),
+        ([0], 20, None, True),  # an input without rows: one empty part 0
+        ([20, 0], 20, None, False),
+        ([20, 10, 20], 20, None, False),  # a short part before the last: not one run's chunking
+        ([], 20, None, False),
+    ],
+)
 def test_what_proves_an_output_complete(rows, chunk_rows, limit, proven):
     from batchscore.output.manifest import proves_complete
 
@@ -176,8 +192,7 @@ def complete_out(rows_1190, tiny_model, tmp_path) -> Path:
 
 
 @pytest.mark.parametrize("overwrite", [(), ("--overwrite",)], ids=["plain", "overwrite"])
-def test_a_records_folder_that_links_elsewhere_is_refused(rows_1190, tiny_model, complete_out, tmp_path,
-                                                          overwrite):
+def test_a_records_folder_that_links_elsewhere_is_refused(rows_1190, tiny_model, complete_out, tmp_path, overwrite):
     """Issue 19: --overwrite added and removed files in the folder the link pointed to."""
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -210,8 +225,7 @@ def test_a_part_that_links_elsewhere_is_never_followed(rows_1190, tiny_model, co
 
 
 @pytest.mark.parametrize("overwrite", [(), ("--overwrite",)], ids=["plain", "overwrite"])
-def test_a_text_file_named_like_a_part_in_a_finished_output_is_kept(rows_1190, tiny_model, complete_out,
-                                                                    overwrite):
+def test_a_text_file_named_like_a_part_in_a_finished_output_is_kept(rows_1190, tiny_model, complete_out, overwrite):
     """Issue 19: --overwrite deleted a user's text file named part-000099.parquet (footer None: 'damaged')."""
     foreign = complete_out / "part-000099.parquet"
     foreign.write_text("my notes, in a file with an unlucky name\n")
@@ -232,8 +246,9 @@ def test_finalize_keeps_a_text_file_named_like_a_part(rows_1190, tiny_model, tmp
 
 
 @pytest.mark.parametrize("damage", ["empty", "truncated"])
-def test_a_part_damaged_the_way_a_commit_can_leave_it_is_redone(rows_1190, tiny_model, reference_1190, tmp_path,
-                                                                 damage):
+def test_a_part_damaged_the_way_a_commit_can_leave_it_is_redone(
+    rows_1190, tiny_model, reference_1190, tmp_path, damage
+):
     out = tmp_path / "out"
     assert_ok(score(rows_1190, tiny_model, out, "--num-shards", 2, "--shard-index", 0))
     part = out / "part-000004.parquet"
@@ -256,14 +271,21 @@ def test_part_and_shard_names_scale_and_only_the_canonical_spelling_counts():
     for name in ("part-0000007.parquet", "part-00007.parquet", "part-١٢٣٤٥٦.parquet", "part-000007.parquet.tmp"):
         assert part_index(name) is None, name
     shard = Shard(3, 100_000)
-    assert (shard.marker, shard.lease, shard.lock) == ("shard-00003-of-100000.json", "lease-shard-00003-of-100000.json",
-                                                       "shard-00003-of-100000.lock")
+    assert (shard.marker, shard.lease, shard.lock) == (
+        "shard-00003-of-100000.json",
+        "lease-shard-00003-of-100000.json",
+        "shard-00003-of-100000.lock",
+    )
     assert Shard.from_marker(shard.marker) == shard and Shard.from_lease(shard.lease) == shard
     assert Shard.from_lock(shard.lock) == shard and Shard.from_tag(shard.tag) == shard
     assert Shard(0, 1).tag == "all" and Shard.from_lease("lease-all.json") == Shard(0, 1)
     assert Shard.from_marker("shard-00000-of-00001.json") == Shard(0, 1)  # a whole run's marker
-    for name in ("shard-000003-of-100000.json", "shard-00003-of-0100000.json", "shard-00005-of-00005.json",
-                 "shard-٠٠٠٠١-of-٠٠٠٠٣.json"):
+    for name in (
+        "shard-000003-of-100000.json",
+        "shard-00003-of-0100000.json",
+        "shard-00005-of-00005.json",
+        "shard-٠٠٠٠١-of-٠٠٠٠٣.json",
+    ):
         assert Shard.from_marker(name) is None, name
     assert Shard.from_lease("lease-shard-00000-of-00001.json") is None  # a whole writer's lease is lease-all
     assert Shard(1, 3).conflicts(Shard(0, 4)) and Shard(1, 3).conflicts(Shard(0, 1))
@@ -293,14 +315,18 @@ def sharded(rows_1190, tiny_model, tmp_path) -> Path:
     return out
 
 
-@pytest.mark.parametrize("damage", [
-    lambda m: {},
-    lambda m: {**m, "num_shards": "2"},
-    lambda m: {**m, "num_chunks": "60"},
-    lambda m: {**m, "num_chunks": None},
-    lambda m: {**m, "written": "yesterday"},
-    lambda m: {**m, "shard": 1},  # the name says shard 0
-], ids=["empty-object", "num-shards-text", "num-chunks-text", "num-chunks-null", "written-text", "other-shard"])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda m: {},
+        lambda m: {**m, "num_shards": "2"},
+        lambda m: {**m, "num_chunks": "60"},
+        lambda m: {**m, "num_chunks": None},
+        lambda m: {**m, "written": "yesterday"},
+        lambda m: {**m, "shard": 1},  # the name says shard 0
+    ],
+    ids=["empty-object", "num-shards-text", "num-chunks-text", "num-chunks-null", "written-text", "other-shard"],
+)
 def test_a_damaged_shard_marker_is_exit_5_naming_it(sharded, damage):
     record = sharded / "_batchscore" / "shard-00000-of-00002.json"
     record.write_text(json.dumps(damage(json.loads(record.read_text()))))
@@ -323,8 +349,9 @@ def s3_out(s3_server, s3_bucket, monkeypatch):
 @pytest.mark.parametrize("time_value", ["an hour ago", None, [1]], ids=["text", "null", "list"])
 def test_a_lease_record_with_a_bad_time_is_exit_5_naming_it(rows_1190, tiny_model, s3_out, s3_fs, time_value):
     lease = f"{s3_out}/_batchscore/lease-all.json"
-    s3_fs.pipe_file(lease, json.dumps({"owner": "x", "host": "elsewhere", "pid": 1, "beat": 0,
-                                       "time": time_value}).encode())
+    s3_fs.pipe_file(
+        lease, json.dumps({"owner": "x", "host": "elsewhere", "pid": 1, "beat": 0, "time": time_value}).encode()
+    )
     assert_error(score(rows_1190, tiny_model, f"s3://{s3_out}/"), 5, f"s3://{lease}", "'time'", "delete that file")
     assert s3_fs.cat(lease)  # left for a person to look at
 
@@ -335,8 +362,11 @@ def test_a_lease_record_with_a_bad_time_is_exit_5_naming_it(rows_1190, tiny_mode
 @pytest.mark.parametrize("command", ["score", "finalize", "manifest"])
 def test_an_unreachable_output_store_is_exit_5_naming_it(rows_1190, command):
     out = "ftp://127.0.0.1:1/out/"  # nothing listens on port 1: connection refused
-    args = [command, out] if command != "score" else \
-        ["score", rows_1190, "--model", "/nonexistent/model", "-o", out, "--no-progress"]
+    args = (
+        [command, out]
+        if command != "score"
+        else ["score", rows_1190, "--model", "/nonexistent/model", "-o", out, "--no-progress"]
+    )
     line = assert_error(invoke(args), 5, "127.0.0.1", "Cannot reach")
     assert "internal error" not in line
 
@@ -353,16 +383,16 @@ def test_a_missing_object_is_not_called_a_missing_bucket(s3_server, s3_bucket):
     assert "bucket 'no-such-bucket-for-batchscore' does not exist" in line
 
 
-def test_a_lease_record_that_vanishes_during_a_take_over_is_created_afresh(s3_server, s3_out, s3_fs,
-                                                                          monkeypatch):
+def test_a_lease_record_that_vanishes_during_a_take_over_is_created_afresh(s3_server, s3_out, s3_fs, monkeypatch):
     """Issue 19: a run starting just as another finished was told the bucket might not exist: the record it
     was about to take over had just been removed by its writer."""
     from batchscore.output import Layout
     from batchscore.output.lease import LeaseRecord
 
     path = f"{s3_out}/_batchscore/lease-all.json"
-    s3_fs.pipe_file(path, json.dumps({"owner": "x", "host": "elsewhere", "pid": 1, "beat": 0,
-                                      "time": time.time() - 3600}).encode())  # long silent: gone
+    s3_fs.pipe_file(
+        path, json.dumps({"owner": "x", "host": "elsewhere", "pid": 1, "beat": 0, "time": time.time() - 3600}).encode()
+    )  # long silent: gone
     lease = LeaseRecord(Layout.open(f"s3://{s3_out}/"))
     gone = lease._gone
 
@@ -444,23 +474,39 @@ class SlowLink:
 
 @pytest.mark.slow  # about 25 s: a model load in a subprocess, a lease to expire, a second run
 def test_a_writer_stopped_past_its_lease_never_commits_into_the_run_that_replaced_it(
-        s3_server, s3_bucket, s3_fs, tiny_model, tmp_path):
+    s3_server, s3_bucket, s3_fs, tiny_model, tmp_path
+):
     """Issue 19: SIGSTOP past the lease, an --overwrite run with other settings completes, SIGCONT: the stopped
     writer landed a part with its old settings in the finished output. Its uploads go through a slow link (each
     row carries 256 KiB that does not compress), so the stop lands in the middle of a part's PUT, which the
     store completes only after SIGCONT."""
     rows, rng = 40, random.Random(3)
     src = tmp_path / "in.parquet"
-    pq.write_table(pa.table({"id": list(range(rows)), "text": texts(rows),
-                             "blob": pa.array([rng.randbytes(256 << 10) for _ in range(rows)], pa.binary())}),
-                   src, row_group_size=1)
+    pq.write_table(
+        pa.table(
+            {
+                "id": list(range(rows)),
+                "text": texts(rows),
+                "blob": pa.array([rng.randbytes(256 << 10) for _ in range(rows)], pa.binary()),
+            }
+        ),
+        src,
+        row_group_size=1,
+    )
     folder, ttl = f"{s3_bucket}/out", "2"
     link = SlowLink(s3_server.endpoint, rate=1 << 20)  # 1 MiB/s: a part's PUT takes about a quarter second
-    env = s3_server.subprocess_env(BATCHSCORE_LEASE_SECONDS=ttl, AWS_ENDPOINT_URL=link.endpoint,
-                                   FSSPEC_S3_ENDPOINT_URL=link.endpoint)
+    env = s3_server.subprocess_env(
+        BATCHSCORE_LEASE_SECONDS=ttl, AWS_ENDPOINT_URL=link.endpoint, FSSPEC_S3_ENDPOINT_URL=link.endpoint
+    )
     args = ["score", str(src), "--model", tiny_model, "-o", f"s3://{folder}/", "--no-progress"]
-    stale = subprocess.Popen([sys.executable, "-m", "batchscore", *args, "--chunk-rows", "1"], env=env,
-                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    stale = subprocess.Popen(
+        [sys.executable, "-m", "batchscore", *args, "--chunk-rows", "1"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.time() + 120
         while len(_s3_parts(s3_fs, folder)) < 3 and stale.poll() is None and time.time() < deadline:
@@ -498,17 +544,36 @@ def test_an_output_holding_the_input_folder_is_exit_5_naming_both(tmp_path, monk
     (tmp_path / "data" / "in").mkdir(parents=True)
     write_input(tmp_path / "data" / "in" / "a.parquet", 5)
     before = file_tree(tmp_path)
-    line = assert_error(invoke(["score", given, "--model", "/nonexistent/model", "-o", "data", "--no-progress"]),
-                        5, "would overwrite or hold the input", given, str(tmp_path / "data"))
+    line = assert_error(
+        invoke(["score", given, "--model", "/nonexistent/model", "-o", "data", "--no-progress"]),
+        5,
+        "would overwrite or hold the input",
+        given,
+        str(tmp_path / "data"),
+    )
     assert "Error: Output" in line
     assert file_tree(tmp_path) == before
 
 
 def test_an_output_bucket_holding_the_input_is_exit_5_naming_both(s3_server, s3_bucket, s3_fs, tmp_path):
     s3_fs.pipe_file(f"{s3_bucket}/in/a.parquet", _parquet_bytes(5))
-    assert_error(invoke(["score", f"s3://{s3_bucket}/in/", "--model", "/nonexistent/model", "-o",
-                         f"s3://{s3_bucket}/", "--no-progress"]), 5, "would overwrite or hold the input",
-                 f"s3://{s3_bucket}/in/", f"s3://{s3_bucket}")
+    assert_error(
+        invoke(
+            [
+                "score",
+                f"s3://{s3_bucket}/in/",
+                "--model",
+                "/nonexistent/model",
+                "-o",
+                f"s3://{s3_bucket}/",
+                "--no-progress",
+            ]
+        ),
+        5,
+        "would overwrite or hold the input",
+        f"s3://{s3_bucket}/in/",
+        f"s3://{s3_bucket}",
+    )
 
 
 def _parquet_bytes(rows: int) -> bytes:
@@ -525,23 +590,30 @@ def test_a_file_name_too_long_for_what_batchscore_makes_of_it_fails_first(rows_1
     """Issue 19: a 248-character name failed only at the final merge (`.NAME.parts`, `.NAME.<hex>.tmp`)."""
     out = tmp_path / "outs" / ("x" * (length - len(".parquet")) + ".parquet")
     out.parent.mkdir()
-    line = assert_error(invoke(["score", rows_1190, "--model", "/nonexistent/model", "-o", out, "--no-progress"]),
-                        5, "too long", "pass a shorter --output")
+    line = assert_error(
+        invoke(["score", rows_1190, "--model", "/nonexistent/model", "-o", out, "--no-progress"]),
+        5,
+        "too long",
+        "pass a shorter --output",
+    )
     assert len(line) < 400
     assert list(out.parent.iterdir()) == []
 
 
 def test_a_folder_name_too_long_fails_first(rows_1190, tmp_path):
     out = tmp_path / ("y" * 256)
-    assert_error(invoke(["score", rows_1190, "--model", "/nonexistent/model", "-o", out, "--no-progress"]),
-                 5, "too long")
+    assert_error(
+        invoke(["score", rows_1190, "--model", "/nonexistent/model", "-o", out, "--no-progress"]), 5, "too long"
+    )
 
 
 @pytest.mark.parametrize("value", ["inf", "-inf", "nan", "-5", "0", "0.1", "soon", "1e400"])
 def test_a_bad_lease_seconds_value_is_exit_2_before_the_model_loads(rows_1190, tmp_path, value):
     """Issue 19: `inf` killed the heartbeat thread with a traceback while the run exited 0."""
     out = tmp_path / "out"
-    result = invoke(["score", rows_1190, "--model", "/nonexistent/model", "-o", out, "--no-progress"],
-                    env={"BATCHSCORE_LEASE_SECONDS": value})
+    result = invoke(
+        ["score", rows_1190, "--model", "/nonexistent/model", "-o", out, "--no-progress"],
+        env={"BATCHSCORE_LEASE_SECONDS": value},
+    )
     assert_error(result, 2, "BATCHSCORE_LEASE_SECONDS", value)
     assert not out.exists()

@@ -32,13 +32,15 @@ LEASE = "_batchscore/lease-all.json"
 
 def _texts(n: int) -> list:
     rng = random.Random(17)
-    words = ("good bad fine awful great boring loved hated the a plot food service café naïve 東京 "
-             "don't !!! 10/10 :) emoji👍 well... really?").split()
+    words = (
+        "good bad fine awful great boring loved hated the a plot food service café naïve 東京 "
+        "don't !!! 10/10 :) emoji👍 well... really?"
+    ).split()
     texts = [" ".join(rng.choice(words) for _ in range(rng.randint(1, 60))) for _ in range(n)]
     texts[5] = ""  # no text: kept, without a label
     texts[123] = None
     texts[321] = "long " * 900  # truncated to the model's limit
-    texts[400] = "line one\nline two, \"quoted\""
+    texts[400] = 'line one\nline two, "quoted"'
     return texts
 
 
@@ -56,8 +58,20 @@ def _parquet_bytes(table) -> bytes:
 
 
 def job(source, model, out, *extra, chunk=CHUNK):
-    return ["score", str(source), "--model", model, "-o", str(out), "--chunk-rows", str(chunk), "--id-column", "id",
-            "--no-progress", *extra]
+    return [
+        "score",
+        str(source),
+        "--model",
+        model,
+        "-o",
+        str(out),
+        "--chunk-rows",
+        str(chunk),
+        "--id-column",
+        "id",
+        "--no-progress",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -102,13 +116,27 @@ def env(s3_server):
 
 
 def start_job(args, env, cwd=None):
-    return subprocess.Popen([sys.executable, "-m", "batchscore", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, env=env, cwd=cwd)
+    return subprocess.Popen(
+        [sys.executable, "-m", "batchscore", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=env,
+        cwd=cwd,
+    )
 
 
 def run_job(args, env, cwd=None, timeout=300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "batchscore", *args], capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, env=env, cwd=cwd, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "batchscore", *args],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        cwd=cwd,
+        timeout=timeout,
+    )
 
 
 def part_keys(fs, folder: str) -> list[str]:
@@ -247,8 +275,13 @@ def test_live_writer_keeps_a_second_run_out(s3_server, bucket, s3_fs, tiny_model
         # stamped in the footer of each part it writes.
         second_args = [*args, "--batch-tokens", "1234"]
         started = time.time()
-        line = assert_error(invoke(second_args), 5, "being written by another batchscore run",
-                            f"s3://{folder}/{LEASE}", f"pid {first.pid}")
+        line = assert_error(
+            invoke(second_args),
+            5,
+            "being written by another batchscore run",
+            f"s3://{folder}/{LEASE}",
+            f"pid {first.pid}",
+        )
         assert line.startswith(f"Error: Output 's3://{folder}' is being written"), line
         assert time.time() - started < 2 * float(TTL) + 5  # sees the heartbeat move, does not wait it out
         # The real command line, as another process: the same one line, and only it, on stderr.
@@ -286,8 +319,9 @@ def test_live_writer_on_another_host_keeps_a_run_out(s3_server, bucket, s3_fs, t
             time.sleep(0.05)
         started = time.time()
         result = invoke(job(f"s3://{bucket}/in/", tiny_model, f"s3://{folder}/"))
-        assert_error(result, 5, "being written by another batchscore run", "elsewhere pid 4242",
-                     f"s3://{folder}/{LEASE}")
+        assert_error(
+            result, 5, "being written by another batchscore run", "elsewhere pid 4242", f"s3://{folder}/{LEASE}"
+        )
         assert time.time() - started < 2 * float(TTL) + 5
         assert json.loads(s3_fs.cat(f"{folder}/{LEASE}"))["owner"] == "x"  # not taken over
         assert part_keys(s3_fs, folder) == []
@@ -296,11 +330,19 @@ def test_live_writer_on_another_host_keeps_a_run_out(s3_server, bucket, s3_fs, t
         beater.join()
 
 
-def test_lease_of_a_dead_writer_on_another_host_is_taken_over_after_ttl(s3_server, bucket, s3_fs, tiny_model,
-                                                                         reference):
+def test_lease_of_a_dead_writer_on_another_host_is_taken_over_after_ttl(
+    s3_server, bucket, s3_fs, tiny_model, reference
+):
     folder = f"{bucket}/out"
-    record = {"owner": "x", "host": "elsewhere", "pid": 1, "boot": "b", "beat": 0, "time": time.time(),
-              "ttl": float(TTL)}
+    record = {
+        "owner": "x",
+        "host": "elsewhere",
+        "pid": 1,
+        "boot": "b",
+        "beat": 0,
+        "time": time.time(),
+        "ttl": float(TTL),
+    }
     s3_fs.pipe_file(f"{folder}/{LEASE}", json.dumps(record).encode())
     started = time.time()
     result = invoke(job(f"s3://{bucket}/in/", tiny_model, f"s3://{folder}/"))
@@ -312,15 +354,23 @@ def test_lease_of_a_dead_writer_on_another_host_is_taken_over_after_ttl(s3_serve
     assert_clean_folder(s3_fs, folder)
 
 
-def test_lease_of_a_dead_writer_on_this_host_is_taken_over_at_once(s3_server, bucket, s3_fs, tiny_model,
-                                                                   reference, monkeypatch):
+def test_lease_of_a_dead_writer_on_this_host_is_taken_over_at_once(
+    s3_server, bucket, s3_fs, tiny_model, reference, monkeypatch
+):
     folder = f"{bucket}/out"
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     with open("/proc/sys/kernel/random/boot_id") as fh:
         boot = fh.read().strip()
-    record = {"owner": "x", "host": socket.gethostname(), "pid": dead.pid, "boot": boot, "beat": 0,
-              "time": time.time(), "ttl": 600.0}
+    record = {
+        "owner": "x",
+        "host": socket.gethostname(),
+        "pid": dead.pid,
+        "boot": boot,
+        "beat": 0,
+        "time": time.time(),
+        "ttl": 600.0,
+    }
     s3_fs.pipe_file(f"{folder}/{LEASE}", json.dumps(record).encode())
     monkeypatch.setenv("BATCHSCORE_LEASE_SECONDS", "600")  # waiting it out would time the test out
     started = time.time()
@@ -348,8 +398,9 @@ def bucket_keys(fs, bucket: str) -> list[str]:
     return sorted(fs.find(bucket))
 
 
-def test_single_file_output_lands_in_the_bucket_only(s3_server, bucket, s3_fs, tiny_model, reference, tmp_path,
-                                                      monkeypatch):
+def test_single_file_output_lands_in_the_bucket_only(
+    s3_server, bucket, s3_fs, tiny_model, reference, tmp_path, monkeypatch
+):
     monkeypatch.chdir(tmp_path)  # an s3:// URL mistaken for a local path would show up here
     target = f"s3://{bucket}/x.parquet"
     args = job(f"s3://{bucket}/in/", tiny_model, target)
@@ -373,8 +424,9 @@ def test_single_file_output_lands_in_the_bucket_only(s3_server, bucket, s3_fs, t
     assert list(tmp_path.iterdir()) == []
 
 
-def test_single_file_output_killed_then_rerun(s3_server, bucket, s3_fs, tiny_model, reference, tmp_path, env,
-                                             monkeypatch):
+def test_single_file_output_killed_then_rerun(
+    s3_server, bucket, s3_fs, tiny_model, reference, tmp_path, env, monkeypatch
+):
     target = f"s3://{bucket}/x.parquet"
     args = job(f"s3://{bucket}/in/", tiny_model, target)
     hidden = f"{bucket}/.x.parquet.parts"
@@ -395,12 +447,15 @@ def test_single_file_output_killed_then_rerun(s3_server, bucket, s3_fs, tiny_mod
 # ------------------------------------------------------------------ 5. bad outputs fail first
 
 
-@pytest.mark.parametrize("output, fragments", [
-    ("foo://x", ["'foo://x'", "foo"]),
-    ("gs://bucket/out", ["'gs://bucket/out'", "gcsfs"]),
-    ("s3://no-such-bucket-xyz/out", ["no-such-bucket-xyz"]),
-    ("s3://no-such-bucket-xyz/x.parquet", ["no-such-bucket-xyz"]),
-])
+@pytest.mark.parametrize(
+    "output, fragments",
+    [
+        ("foo://x", ["'foo://x'", "foo"]),
+        ("gs://bucket/out", ["'gs://bucket/out'", "gcsfs"]),
+        ("s3://no-such-bucket-xyz/out", ["no-such-bucket-xyz"]),
+        ("s3://no-such-bucket-xyz/x.parquet", ["no-such-bucket-xyz"]),
+    ],
+)
 def test_bad_output_fails_before_the_model_loads(s3_server, local_input, output, fragments):
     # The model does not exist either: the output's error (5) must come first, not the model's (4).
     result = invoke(job(local_input, "/nonexistent/model", output))
@@ -423,8 +478,13 @@ def test_independent_shards_on_s3_then_finalize(s3_server, bucket, s3_fs, tiny_m
 
     shard(0)
     missing = [c for c in range(chunks) if c % 2 == 1]
-    line = assert_error(invoke(["finalize", out]), 5, f"missing {len(missing)} of {chunks} chunks",
-                        "(" + ", ".join(map(str, missing[:20])) + ", ...)", "rerun shard 1 of 2")
+    line = assert_error(
+        invoke(["finalize", out]),
+        5,
+        f"missing {len(missing)} of {chunks} chunks",
+        "(" + ", ".join(map(str, missing[:20])) + ", ...)",
+        "rerun shard 1 of 2",
+    )
     assert "--num-shards 2 --shard-index 1" in line
     assert not exists(s3_fs, f"{folder}/_SUCCESS")
 

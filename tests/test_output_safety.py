@@ -41,8 +41,18 @@ def texts(n: int, seed: int) -> list[str]:
 
 
 def score_args(src, model, out, *extra) -> list[str]:
-    return ["score", str(src), "--model", str(model), "-o", str(out), "--chunk-rows", str(CHUNK), "--no-progress",
-            *map(str, extra)]
+    return [
+        "score",
+        str(src),
+        "--model",
+        str(model),
+        "-o",
+        str(out),
+        "--chunk-rows",
+        str(CHUNK),
+        "--no-progress",
+        *map(str, extra),
+    ]
 
 
 def score(src, model, out, *extra):
@@ -75,8 +85,9 @@ def snapshot(root) -> dict:
 
 def start_job(args, log: Path):
     with open(log, "wb") as err:
-        return subprocess.Popen([sys.executable, "-m", "batchscore", *args], stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=err)
+        return subprocess.Popen(
+            [sys.executable, "-m", "batchscore", *args], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err
+        )
 
 
 def kill_mid_run(src, model, out, log_dir: Path, at: int = 5) -> list[str]:
@@ -383,8 +394,9 @@ def test_changed_tokenizer_is_another_model(corpus, tiny_model, tmp_path):
     (changed / "tokenizer.json").write_text(json.dumps(tokenizer))
     before = snapshot(out)
     assert_error(score(corpus, changed, out), 5, "model", "--overwrite")
-    assert {k: v for k, v in snapshot(out).items() if "_batchscore" not in k} == \
-        {k: v for k, v in before.items() if "_batchscore" not in k}
+    assert {k: v for k, v in snapshot(out).items() if "_batchscore" not in k} == {
+        k: v for k, v in before.items() if "_batchscore" not in k
+    }
 
 
 # ------------------------------------------------------------------ 6. readers on a complete output
@@ -477,7 +489,11 @@ def test_a_forked_worker_does_not_keep_a_dead_writers_lock(tmp_path):
     import fcntl
 
     out = tmp_path / "out"
-    holder = subprocess.Popen([sys.executable, "-c", f"""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"""
 import os, time
 from batchscore.output import Layout
 from batchscore.output.lease import open_lease
@@ -489,7 +505,11 @@ if os.fork() == 0:
     time.sleep(120)
     os._exit(0)
 time.sleep(120)
-"""], stdout=subprocess.PIPE, text=True)
+""",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     child = int(holder.stdout.readline())
     try:
         fd = os.open(out / "_batchscore" / "lock", os.O_RDWR)

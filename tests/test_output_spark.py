@@ -15,13 +15,31 @@ def test_spark_reads_the_output_folder_as_one_table(tiny_model, tmp_path):
     texts = [f"review number {i}: {'great' if i % 3 else 'awful'} product" for i in range(250)]
     pq.write_table(pa.table({"id": list(range(250)), "text": texts}), source)
     for i in range(2):  # sharded, then finalized: the layout a scheduler leaves
-        result = invoke(["score", source, "-o", out, "--model", tiny_model, "--chunk-rows", "40",
-                         "--num-shards", "2", "--shard-index", i])
+        result = invoke(
+            [
+                "score",
+                source,
+                "-o",
+                out,
+                "--model",
+                tiny_model,
+                "--chunk-rows",
+                "40",
+                "--num-shards",
+                "2",
+                "--shard-index",
+                i,
+            ]
+        )
         assert result.exit_code == 0, result.output
     assert invoke(["finalize", out]).exit_code == 0
 
-    spark = pyspark.sql.SparkSession.builder.master("local[2]").appName("batchscore-test") \
-        .config("spark.ui.enabled", "false").getOrCreate()
+    spark = (
+        pyspark.sql.SparkSession.builder.master("local[2]")
+        .appName("batchscore-test")
+        .config("spark.ui.enabled", "false")
+        .getOrCreate()
+    )
     try:
         rows = spark.read.parquet(str(out)).orderBy("id").collect()
     finally:

@@ -9,11 +9,21 @@ import pytest
 
 from conftest import manifest_of, pipeline_oracle, run_score
 
-WORDS = ("the movie was great awful boring brilliant plot acting I loved hated it this so much not really "
-         "a an of to and service food delivery late fast cheap broken works perfectly never again would "
-         "recommend five stars terrible experience").split()
-UNICODE = ["Très bien, j'adore ce café ☕", "素晴らしい映画でした", "Отличный продукт!", "😀😀 best day ever 🎉",
-           "naïve façade — coöperate", "Ünïcödé ẞ straße", "👍", "mañana será mejor"]
+WORDS = (
+    "the movie was great awful boring brilliant plot acting I loved hated it this so much not really "
+    "a an of to and service food delivery late fast cheap broken works perfectly never again would "
+    "recommend five stars terrible experience"
+).split()
+UNICODE = [
+    "Très bien, j'adore ce café ☕",
+    "素晴らしい映画でした",
+    "Отличный продукт!",
+    "😀😀 best day ever 🎉",
+    "naïve façade — coöperate",
+    "Ünïcödé ẞ straße",
+    "👍",
+    "mañana será mejor",
+]
 
 
 def mixed_texts(n=300, seed=7):

@@ -24,8 +24,10 @@ from conftest import assert_ok, invoke, manifest_of, run_score
 
 def rows_table(n, lang=None):
     """n rows of string columns (CSV reads strings back unchanged); some texts need CSV quoting."""
-    columns = {"id": [f"r{i:04d}" for i in range(n)],
-               "text": [f"row {i}, \"quoted\" text" if i % 5 == 0 else f"row {i} text" for i in range(n)]}
+    columns = {
+        "id": [f"r{i:04d}" for i in range(n)],
+        "text": [f'row {i}, "quoted" text' if i % 5 == 0 else f"row {i} text" for i in range(n)],
+    }
     if lang is not None:
         columns["lang"] = lang
     return pa.table(columns)
@@ -58,17 +60,20 @@ def test_owner_is_chunk_modulo_shards():
             assert [s for s in range(k) if Plan(10, s, k).owns(c)] == [c % k]
 
 
-@pytest.mark.parametrize("shard, k, committed, num_rows, chunk_rows, todo, rows", [
-    (0, 1, set(), 0, 10, [], 0),  # no rows: no chunks
-    (0, 1, set(), 25, 10, [0, 1, 2], 25),  # last chunk partial (5 rows)
-    (0, 1, {1}, 25, 10, [0, 2], 15),
-    (1, 3, set(), 95, 10, [1, 4, 7], 30),
-    (1, 3, {4}, 95, 10, [1, 7], 20),
-    (2, 3, set(), 21, 10, [2], 1),  # the shard's only chunk is the 1-row tail
-    (2, 3, {2}, 21, 10, [], 0),
-    (3, 4, set(), 30, 10, [], 0),  # more shards than chunks
-    (0, 2, {1, 3}, 100, 10, [0, 2, 4, 6, 8], 50),  # other shards' chunks in `committed` are not ours anyway
-])
+@pytest.mark.parametrize(
+    "shard, k, committed, num_rows, chunk_rows, todo, rows",
+    [
+        (0, 1, set(), 0, 10, [], 0),  # no rows: no chunks
+        (0, 1, set(), 25, 10, [0, 1, 2], 25),  # last chunk partial (5 rows)
+        (0, 1, {1}, 25, 10, [0, 2], 15),
+        (1, 3, set(), 95, 10, [1, 4, 7], 30),
+        (1, 3, {4}, 95, 10, [1, 7], 20),
+        (2, 3, set(), 21, 10, [2], 1),  # the shard's only chunk is the 1-row tail
+        (2, 3, {2}, 21, 10, [], 0),
+        (3, 4, set(), 30, 10, [], 0),  # more shards than chunks
+        (0, 2, {1, 3}, 100, 10, [0, 2, 4, 6, 8], 50),  # other shards' chunks in `committed` are not ours anyway
+    ],
+)
 def test_todo_chunks_and_rows_to_do(shard, k, committed, num_rows, chunk_rows, todo, rows):
     plan = Plan(chunk_rows, shard, k, num_rows=num_rows, committed=frozenset(committed))
     assert plan.todo_chunks() == todo
@@ -94,10 +99,17 @@ def test_worker_todo_known_split():
     assert got == [[0, 4, 7, 9], [3, 6, 8]]
 
 
-@pytest.mark.parametrize("shard, k, committed", [
-    (0, 1, set()), (0, 1, {0, 3, 4, 9, 17}), (1, 3, set()), (1, 3, {1, 10, 13, 22}), (2, 3, {2, 5, 8, 29}),
-    (0, 4, {0, 1, 2, 3, 4, 5}),
-])
+@pytest.mark.parametrize(
+    "shard, k, committed",
+    [
+        (0, 1, set()),
+        (0, 1, {0, 3, 4, 9, 17}),
+        (1, 3, set()),
+        (1, 3, {1, 10, 13, 22}),
+        (2, 3, {2, 5, 8, 29}),
+        (0, 4, {0, 1, 2, 3, 4, 5}),
+    ],
+)
 @pytest.mark.parametrize("workers", [1, 2, 3])
 def test_worker_todo_partitions_and_round_robin_restores_order(shard, k, committed, workers):
     num_rows, chunk_rows = 293, 10  # 30 chunks, the last one 3 rows
@@ -138,8 +150,11 @@ def test_for_process_independent_shard_under_a_launcher():
 def test_for_process_ranks_without_shards():
     cfg = cfg_of(overwrite=True)
     plans = [for_process(cfg, 100, rank=r, world=3) for r in range(3)]
-    assert [(p.shard, p.num_shards, p.main, p.finalizes) for p in plans] == \
-        [(0, 3, True, True), (1, 3, False, True), (2, 3, False, True)]
+    assert [(p.shard, p.num_shards, p.main, p.finalizes) for p in plans] == [
+        (0, 3, True, True),
+        (1, 3, False, True),
+        (2, 3, False, True),
+    ]
     assert [p.overwrite for p in plans] == ["all", None, None] and all(p.clear_first for p in plans)
     one = for_process(cfg, 100)
     assert (one.shard, one.num_shards, one.clear_first) == (0, 1, False)
@@ -175,12 +190,19 @@ def parquet_input(request, tmp_path_factory):
     root = tmp_path_factory.mktemp(request.param)
     if request.param == "flat":  # files: 20 rows in groups of 7, 1 row, 0 rows, 39 rows in groups of 5
         full = rows_table(N)
-        files = [("a.parquet", 0, 20, 7), ("b.parquet", 20, 1, None), ("c.parquet", 21, 0, None),
-                 ("d.parquet", 21, 39, 5)]
+        files = [
+            ("a.parquet", 0, 20, 7),
+            ("b.parquet", 20, 1, None),
+            ("c.parquet", 21, 0, None),
+            ("d.parquet", 21, 39, 5),
+        ]
     else:
         full = rows_table(N, lang=["en"] * 27 + ["fr"] * 33)
-        files = [("lang=en/part-0.parquet", 0, 26, 7), ("lang=en/part-1.parquet", 26, 1, None),
-                 ("lang=fr/part-0.parquet", 27, 33, 4)]
+        files = [
+            ("lang=en/part-0.parquet", 0, 26, 7),
+            ("lang=en/part-1.parquet", 26, 1, None),
+            ("lang=fr/part-0.parquet", 27, 33, 4),
+        ]
     groups = []
     for name, start, rows, size in files:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
@@ -212,9 +234,24 @@ def test_parquet_read_rows_returns_exactly_the_rows(parquet_input):
     assert source.num_rows == N and source.read_rows is not None
     assert source.schema.names == full.column_names
     columns = full.column_names[::-1]  # not the file order
-    ranges = [(0, 5), (5, 12), (12, 30), (30, 31), (31, 60),  # in order, across files
-              (18, 23), (3, 4), (0, 60),  # spanning files; backwards (must reopen); everything
-              (10, 10), (45, 45), (60, 60), (58, 80), (70, 90), (25, 27), (26, 26), (2, 9)]
+    ranges = [
+        (0, 5),
+        (5, 12),
+        (12, 30),
+        (30, 31),
+        (31, 60),  # in order, across files
+        (18, 23),
+        (3, 4),
+        (0, 60),  # spanning files; backwards (must reopen); everything
+        (10, 10),
+        (45, 45),
+        (60, 60),
+        (58, 80),
+        (70, 90),
+        (25, 27),
+        (26, 26),
+        (2, 9),
+    ]
     rng = random.Random(3)
     for _ in range(60):  # arbitrary sequences: the cursor must never hand out wrong rows
         a = rng.randrange(0, N + 5)

@@ -59,8 +59,7 @@ def test_prefix_keeps_the_input_label_beside_the_prediction(tmp_path, tiny_model
     assert table.column("pred_label").to_pylist() == [e and e["label"] for e in expected]
     scores = table.column("pred_score").to_pylist()
     assert scores[2] is None  # no text: null prediction, row kept
-    np.testing.assert_allclose([s for s in scores if s is not None], [e["score"] for e in expected if e],
-                               atol=1e-5)
+    np.testing.assert_allclose([s for s in scores if s is not None], [e["score"] for e in expected if e], atol=1e-5)
     manifest = manifest_of(out)
     assert manifest["config"]["result_prefix"] == "pred_"
     # The manifest's label counts follow the prefixed column, not the input's `label`.
@@ -89,8 +88,10 @@ def test_prefix_with_top_k_all_names_the_scores_column(tmp_path, tiny_model):
 def test_clash_without_prefix_names_the_option(tmp_path, tiny_model, outputs):
     src = write_parquet(tmp_path / "in.parquet")
     line = assert_error(run_score(src, tiny_model, outputs / "out"), 3)
-    assert line == ("Error: Input column 'label' would clash with batchscore's output column of that name; "
-                    "pass --result-prefix pred_ (or leave it out with --keep-columns id,text).")
+    assert line == (
+        "Error: Input column 'label' would clash with batchscore's output column of that name; "
+        "pass --result-prefix pred_ (or leave it out with --keep-columns id,text)."
+    )
     assert_nothing_written(outputs)
 
 
@@ -98,15 +99,22 @@ def test_prefix_that_still_clashes_suggests_a_free_one(tmp_path, tiny_model, out
     src = tmp_path / "in.parquet"
     pq.write_table(pa.table({"text": ["a", "b"], "label": [0, 1], "pred_label": [1, 1]}), src)
     line = assert_error(run_score(src, tiny_model, outputs / "out", "--result-prefix", "pred_"), 3)
-    assert line == ("Error: Input column 'pred_label' would clash with batchscore's output column of that name "
-                    "(--result-prefix pred_); pass another --result-prefix, e.g. batchscore_ "
-                    "(or leave it out with --keep-columns text,label).")
+    assert line == (
+        "Error: Input column 'pred_label' would clash with batchscore's output column of that name "
+        "(--result-prefix pred_); pass another --result-prefix, e.g. batchscore_ "
+        "(or leave it out with --keep-columns text,label)."
+    )
     assert_nothing_written(outputs)
     # The suggestion works.
     result = run_score(src, tiny_model, outputs / "out", "--result-prefix", "batchscore_")
     assert result.exit_code == 0, result.output
     assert pq.read_table(str(outputs / "out")).column_names == [
-        "text", "label", "pred_label", "batchscore_label", "batchscore_score"]
+        "text",
+        "label",
+        "pred_label",
+        "batchscore_label",
+        "batchscore_score",
+    ]
 
 
 def test_clash_with_the_id_column_offers_only_the_prefix(tmp_path, tiny_model, outputs):
@@ -114,8 +122,10 @@ def test_clash_with_the_id_column_offers_only_the_prefix(tmp_path, tiny_model, o
     src = write_parquet(tmp_path / "in.parquet")
     result = run_score(src, tiny_model, outputs / "out", "--id-column", "label", "--keep-columns", "none")
     line = assert_error(result, 3)
-    assert line == ("Error: Input column 'label' would clash with batchscore's output column of that name; "
-                    "pass --result-prefix pred_.")
+    assert line == (
+        "Error: Input column 'label' would clash with batchscore's output column of that name; "
+        "pass --result-prefix pred_."
+    )
     assert_nothing_written(outputs)
 
 
@@ -152,8 +162,10 @@ def test_empty_prefix_on_the_command_line_means_none(tmp_path, tiny_model):
 def test_bad_prefix_is_a_usage_error(tmp_path, tiny_model, outputs, prefix):
     src = write_parquet(tmp_path / "in.parquet")
     line = assert_error(run_score(src, tiny_model, outputs / "out", "--result-prefix", prefix), 2)
-    assert line == ("Error: result_prefix (from command line) may not hold commas, spaces or control characters "
-                    f"(pred_ gives pred_label, pred_score); got {prefix!r}.")
+    assert line == (
+        "Error: result_prefix (from command line) may not hold commas, spaces or control characters "
+        f"(pred_ gives pred_label, pred_score); got {prefix!r}."
+    )
     assert_nothing_written(outputs)
 
 

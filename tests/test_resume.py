@@ -48,8 +48,9 @@ def parts(out: Path) -> int:
 
 
 def start_job(args):
-    return subprocess.Popen([sys.executable, "-m", "batchscore", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "batchscore", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def stop_after(proc, out: Path, committed: int, sig) -> bool:
@@ -152,14 +153,22 @@ def test_second_run_is_refused_while_the_first_is_alive(corpus, tiny_model, tmp_
 def test_lock_of_a_killed_run_never_blocks_a_retry(corpus, tiny_model, reference, tmp_path):
     """The kernel drops a dead process's lock: no stale lock file to delete by hand, on any host."""
     out = tmp_path / "out"
-    holder = subprocess.Popen([sys.executable, "-c", f"""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"""
 import fcntl, os, time
 os.makedirs({str(out / "_batchscore")!r}, exist_ok=True)
 fd = os.open({str(out / "_batchscore" / "lock")!r}, os.O_RDWR | os.O_CREAT)
 fcntl.flock(fd, fcntl.LOCK_EX)
 print("locked", flush=True)
 time.sleep(600)
-"""], stdout=subprocess.PIPE, text=True)
+""",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout.readline().strip() == "locked"
     busy = invoke(job_args(corpus, tiny_model, out))
     assert busy.exit_code == 5 and "being written by another batchscore run" in busy.stderr

@@ -13,8 +13,9 @@ def test_every_run_fact_is_recorded_per_shard_and_combined(tmp_path, tiny_model)
     single, sharded = tmp_path / "single", tmp_path / "sharded"
     assert_ok(run_score(src, tiny_model, single, "--chunk-rows", "10"))
     for shard in (0, 1):
-        assert_ok(run_score(src, tiny_model, sharded, "--chunk-rows", "10", "--num-shards", "2",
-                            "--shard-index", str(shard)))
+        assert_ok(
+            run_score(src, tiny_model, sharded, "--chunk-rows", "10", "--num-shards", "2", "--shard-index", str(shard))
+        )
     assert_ok(invoke(["finalize", sharded]))
 
     one = manifest_of(single)
@@ -43,9 +44,23 @@ def test_startup_seconds_count_from_the_process_start(tmp_path, tiny_model):
     src = tmp_path / "in.parquet"
     pq.write_table(pa.table({"text": ["fine", "bad"]}), src)
     begun = time.time()
-    done = subprocess.run([sys.executable, "-m", "batchscore", "score", str(src), "--model", tiny_model, "-o",
-                           str(tmp_path / "out"), "--quiet"], capture_output=True, text=True,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "batchscore",
+            "score",
+            str(src),
+            "--model",
+            tiny_model,
+            "-o",
+            str(tmp_path / "out"),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     wall = time.time() - begun
     assert done.returncode == 0, done.stderr
     manifest = manifest_of(tmp_path / "out")

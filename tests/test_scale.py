@@ -99,8 +99,13 @@ def test_finalize_names_missing_chunks_and_shards(corpus, tiny_model, reference,
     shard(corpus, tiny_model, out, 0, 3)
     shard(corpus, tiny_model, out, 2, 3)
     missing = [c for c in range(ROWS // CHUNK) if c % 3 == 1]
-    line = assert_error(invoke(["finalize", out]), 5, f"missing {len(missing)} of 20 chunks",
-                        "(" + ", ".join(map(str, missing)) + ")", "rerun shard 1 of 3")
+    line = assert_error(
+        invoke(["finalize", out]),
+        5,
+        f"missing {len(missing)} of 20 chunks",
+        "(" + ", ".join(map(str, missing)) + ")",
+        "rerun shard 1 of 3",
+    )
     assert "(--num-shards 3 --shard-index 1)" in line
     assert not (out / "_SUCCESS").exists()
     shard(corpus, tiny_model, out, 1, 3)  # any worker can be rerun alone
@@ -138,8 +143,13 @@ def test_shard_overwrite_with_other_settings_is_caught_by_finalize(corpus, tiny_
     # Shard 1 alone is redone with another max length: the other shards' parts are now of another run.
     shard(corpus, tiny_model, out, 1, 3, "--max-length", "8", "--overwrite")
     assert sorted(int(n[5:11]) % 3 for n in os.listdir(out) if n.startswith("part-")).count(1) == 7
-    assert_error(invoke(["finalize", out]), 5, "holds 13 parts of another run", "rerun shard 0, 2 of 3",
-                 "--shard-index I for each) with --overwrite")
+    assert_error(
+        invoke(["finalize", out]),
+        5,
+        "holds 13 parts of another run",
+        "rerun shard 0, 2 of 3",
+        "--shard-index I for each) with --overwrite",
+    )
     for i in (0, 2):
         shard(corpus, tiny_model, out, i, 3, "--max-length", "8", "--overwrite")
     assert invoke(["finalize", out]).exit_code == 0
@@ -173,11 +183,14 @@ def test_shard_of_a_hub_style_dataset(tmp_path, tiny_model):
     assert pq.read_table(tmp_path / "two").equals(pq.read_table(tmp_path / "one"))
 
 
-@pytest.mark.parametrize("args, fragments", [
-    (["--shard-index", "1"], ["--shard-index needs --num-shards"]),
-    (["--num-shards", "3"], ["--num-shards 3 needs --shard-index I, from 0 to 2"]),
-    (["--num-shards", "3", "--shard-index", "3"], ["--shard-index 3 is out of range", "use 0 to 2"]),
-])
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["--shard-index", "1"], ["--shard-index needs --num-shards"]),
+        (["--num-shards", "3"], ["--num-shards 3 needs --shard-index I, from 0 to 2"]),
+        (["--num-shards", "3", "--shard-index", "3"], ["--shard-index 3 is out of range", "use 0 to 2"]),
+    ],
+)
 def test_bad_shard_options(corpus, tiny_model, tmp_path, args, fragments):
     assert_error(invoke(job(corpus, tiny_model, tmp_path / "out", *args)), 2, *fragments)
     assert not (tmp_path / "out").exists()
@@ -195,14 +208,18 @@ def test_shard_and_whole_runs_exclude_each_other(corpus, tiny_model, tmp_path):
     out = tmp_path / "out"
     locks = out / "_batchscore"
     whole = hold_lock(locks / "lock", fcntl.LOCK_EX)  # a live whole-output run
-    assert_error(invoke(job(corpus, tiny_model, out, "--num-shards", "2", "--shard-index", "0")), 5,
-                 "being written by another batchscore run")
+    assert_error(
+        invoke(job(corpus, tiny_model, out, "--num-shards", "2", "--shard-index", "0")),
+        5,
+        "being written by another batchscore run",
+    )
     os.close(whole)
     one_of_two = hold_lock(locks / "shard-00001-of-00002.lock", fcntl.LOCK_EX)  # a live shard...
     shared = hold_lock(locks / "lock", fcntl.LOCK_SH)  # ...holds the whole-output lock shared
     assert_error(invoke(job(corpus, tiny_model, out)), 5, "being written by another batchscore run")
-    assert_error(invoke(job(corpus, tiny_model, out, "--num-shards", "3", "--shard-index", "0")), 5,
-                 "shard-00001-of-00002.lock")
+    assert_error(
+        invoke(job(corpus, tiny_model, out, "--num-shards", "3", "--shard-index", "0")), 5, "shard-00001-of-00002.lock"
+    )
     # Shards of the same job write side by side.
     shard(corpus, tiny_model, out, 0, 2)
     os.close(one_of_two)
@@ -215,8 +232,17 @@ def test_shard_and_whole_runs_exclude_each_other(corpus, tiny_model, tmp_path):
 
 
 def torchrun(nproc, args, **kw):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-           "-m", "batchscore", *map(str, args)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(nproc),
+        "-m",
+        "batchscore",
+        *map(str, args),
+    ]
     import torch
 
     # Each rank takes its share of the reference's threads (1 of 2 here): scores may move in the last bits,

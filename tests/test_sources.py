@@ -93,8 +93,6 @@ def write_jsonl(path, rows):
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-
-
 # ---------------------------------------------------------------- file formats
 
 
@@ -130,12 +128,14 @@ def test_tsv(tmp_path, tiny_model):
 
 
 def test_parquet(tmp_path, tiny_model):
-    table = pa.table({
-        "id": pa.array([r["id"] for r in ROWS], pa.int32()),
-        "text": [r["text"] for r in ROWS],
-        "when": pa.array([1_700_000_000 + i for i in range(len(ROWS))], pa.timestamp("s")),
-        "tags": [["a"], [], ["b", "c"], None, ["d"], ["e"]],
-    })
+    table = pa.table(
+        {
+            "id": pa.array([r["id"] for r in ROWS], pa.int32()),
+            "text": [r["text"] for r in ROWS],
+            "when": pa.array([1_700_000_000 + i for i in range(len(ROWS))], pa.timestamp("s")),
+            "tags": [["a"], [], ["b", "c"], None, ["d"], ["e"]],
+        }
+    )
     pq.write_table(table, tmp_path / "reviews.parquet")
     table = pq.read_table(tmp_path / "reviews.parquet")  # as Parquet stores it
     score(tmp_path / "reviews.parquet", tiny_model, tmp_path / "out")
@@ -258,10 +258,12 @@ def test_saved_dataset_dict_with_split(tmp_path, tiny_model):
     import datasets
 
     train = [{"id": 100 + i, "text": f"train row {i}", "stars": 0} for i in range(3)]
-    datasets.DatasetDict({
-        "train": datasets.Dataset.from_dict(columns_of(train)),
-        "test": datasets.Dataset.from_dict(columns_of(ROWS)),
-    }).save_to_disk(str(tmp_path / "saved"))
+    datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_dict(columns_of(train)),
+            "test": datasets.Dataset.from_dict(columns_of(ROWS)),
+        }
+    ).save_to_disk(str(tmp_path / "saved"))
     score(tmp_path / "saved", tiny_model, tmp_path / "out", "--split", "test")
     assert_scored(read_output(tmp_path / "out"), columns_of(ROWS))
 
@@ -452,7 +454,12 @@ def test_manifest_counts(tmp_path, tiny_model):
     assert manifest["model"] == tiny_model
     assert manifest["input_files"] == [str(tmp_path / "in.jsonl")]
     assert sorted(n for n in os.listdir(out) if not n.startswith(".")) == [
-        "_SUCCESS", "_batchscore", "_manifest.parquet", "part-000000.parquet", "part-000001.parquet"]
+        "_SUCCESS",
+        "_batchscore",
+        "_manifest.parquet",
+        "part-000000.parquet",
+        "part-000001.parquet",
+    ]
     assert_scored(read_output(out), {"text": texts, "n": list(range(6))})
 
 

@@ -29,8 +29,15 @@ def test_encode_chunk_pads_each_batch_to_its_own_longest_row(tiny_model):
     texts = COURSE_SENTENCES + ["", None, "ok"]
     chunk = Chunk(0, 0, pa.table({"text": pa.array(texts, pa.string())}))
     # Budget of 16 tokens: the 16-token sentence must sit alone, the short ones together.
-    work = encode_chunk(chunk, text_column="text", out_columns=["text"], tokenizer=tokenizer, max_length=512,
-                        batch_tokens=16, pad_multiple=None)
+    work = encode_chunk(
+        chunk,
+        text_column="text",
+        out_columns=["text"],
+        tokenizer=tokenizer,
+        max_length=512,
+        batch_tokens=16,
+        pad_multiple=None,
+    )
     assert work.valid.tolist() == [True, True, False, False, True]
     by_row = {}
     for batch in work.batches:
@@ -52,8 +59,15 @@ def test_pad_multiple_of_8(tiny_model):
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     chunk = Chunk(0, 0, pa.table({"text": ["ok", "I hate this so much!"]}))
-    work = encode_chunk(chunk, text_column="text", out_columns=["text"], tokenizer=tokenizer, max_length=512,
-                        batch_tokens=1000, pad_multiple=8)
+    work = encode_chunk(
+        chunk,
+        text_column="text",
+        out_columns=["text"],
+        tokenizer=tokenizer,
+        max_length=512,
+        batch_tokens=1000,
+        pad_multiple=8,
+    )
     assert [b.inputs["input_ids"].shape[1] % 8 for b in work.batches] == [0] * len(work.batches)
     assert np.array_equal(np.sort(np.concatenate([b.positions for b in work.batches])), [0, 1])
 
@@ -79,7 +93,13 @@ def test_numpy_padding_equals_tokenizer_pad(tiny_model):
         for multiple in (None, 8):
             features = {n: [encoded[n][i] for i in group] for n in names}
             expected = tokenizer.pad(features, padding=True, pad_to_multiple_of=multiple, return_tensors="pt")
-            got = pad_rows(flat, {n: _pad_value(tokenizer, n) for n in names}, starts[group], lengths[group],
-                           multiple, left=side == "left")
+            got = pad_rows(
+                flat,
+                {n: _pad_value(tokenizer, n) for n in names},
+                starts[group],
+                lengths[group],
+                multiple,
+                left=side == "left",
+            )
             for name in names:
                 assert torch.equal(got[name], expected[name]), (side, multiple, name)

@@ -54,8 +54,9 @@ def text_mask(texts) -> np.ndarray:
 MAX_PADDING = 0.1  # a batch is cut before more than this share of its tokens would be padding
 
 
-def cut_batches(lengths: np.ndarray, batch_tokens: int, pad_multiple: int | None,
-                max_padding: float = MAX_PADDING) -> list[np.ndarray]:
+def cut_batches(
+    lengths: np.ndarray, batch_tokens: int, pad_multiple: int | None, max_padding: float = MAX_PADDING
+) -> list[np.ndarray]:
     """Split row indices, sorted by length, into batches that fit the token budget and waste little on padding.
 
     A batch ends when one more row would take its padded size (rows x longest
@@ -80,8 +81,16 @@ def cut_batches(lengths: np.ndarray, batch_tokens: int, pad_multiple: int | None
     return groups
 
 
-def encode_chunk(chunk: Chunk, *, text_column: str, out_columns: list[str], tokenizer, max_length: int,
-                 batch_tokens: int, pad_multiple: int | None) -> ChunkWork:
+def encode_chunk(
+    chunk: Chunk,
+    *,
+    text_column: str,
+    out_columns: list[str],
+    tokenizer,
+    max_length: int,
+    batch_tokens: int,
+    pad_multiple: int | None,
+) -> ChunkWork:
     import pyarrow as pa
 
     texts = chunk.table.column(text_column)
@@ -104,8 +113,9 @@ def encode_chunk(chunk: Chunk, *, text_column: str, out_columns: list[str], toke
     offsets = np.cumsum(lengths) - lengths  # where each row starts in the flat arrays
     for group in cut_batches(lengths, batch_tokens, pad_multiple):
         # Dynamic padding: to the batch's own longest row, never to the model max.
-        inputs = pad_rows(flat, pad_values, offsets[group], lengths[group], pad_multiple,
-                          left=tokenizer.padding_side == "left")
+        inputs = pad_rows(
+            flat, pad_values, offsets[group], lengths[group], pad_multiple, left=tokenizer.padding_side == "left"
+        )
         work.padded_tokens += int(inputs["input_ids"].numel())
         work.batches.append(Batch(positions[group], inputs))
     return work
@@ -126,8 +136,9 @@ def _pad_value(tokenizer, name: str) -> int:
     return 0
 
 
-def pad_rows(flat: dict, pad_values: dict, starts: np.ndarray, lengths: np.ndarray, pad_multiple: int | None,
-             left: bool = False) -> dict:
+def pad_rows(
+    flat: dict, pad_values: dict, starts: np.ndarray, lengths: np.ndarray, pad_multiple: int | None, left: bool = False
+) -> dict:
     """Padded LongTensors [rows, longest] for the rows at `starts` (with `lengths`) in the flat token arrays.
 
     The same tensors as `tokenizer.pad`, built with whole-array numpy

@@ -190,8 +190,11 @@ def _log_settings(values: dict) -> dict:
                 value = os.environ[opt.envvar].strip().lower()
                 value = value in ("1", "true", "yes", "on") if opt.kind == "bool" else value
             found[opt.name] = value
-    return {"quiet": bool(found["quiet"]), "verbose": bool(found["verbose"]),
-            "log_format": found["log_format"] if found["log_format"] in ("text", "json") else "text"}
+    return {
+        "quiet": bool(found["quiet"]),
+        "verbose": bool(found["verbose"]),
+        "log_format": found["log_format"] if found["log_format"] in ("text", "json") else "text",
+    }
 
 
 def _guarded(action, verbose: bool):
@@ -211,15 +214,24 @@ def _guarded(action, verbose: bool):
         _interrupted()
     except Exception as exc:  # a bug: say so in one line; the traceback only when asked for
         reason = (str(exc).strip().splitlines() or [""])[0]
-        log.error(f"internal error: {type(exc).__name__}: {reason}; rerun with --verbose and report it",
-                  exc_info=verbose, **fields(exit_code=EXIT_INTERNAL))
+        log.error(
+            f"internal error: {type(exc).__name__}: {reason}; rerun with --verbose and report it",
+            exc_info=verbose,
+            **fields(exit_code=EXIT_INTERNAL),
+        )
         sys.exit(EXIT_INTERNAL)
 
 
 @main.command(context_settings=CONTEXT, epilog=EXIT_CODES_HELP)
 @click.argument("input", required=False)
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
-              help="YAML file of options (keys as below, with underscores). [env: BATCHSCORE_CONFIG]")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="FILE",
+    help="YAML file of options (keys as below, with underscores). [env: BATCHSCORE_CONFIG]",
+)
 @job_options
 def score(config_file, **cli_values):
     """Score INPUT and write labels and scores as Parquet.
@@ -252,32 +264,47 @@ def score(config_file, **cli_values):
     for warning in result.warnings:
         log.warning(warning)
     m = result.manifest
-    summary = fields(output=result.output, rows=m["rows"], scored_rows=m.get("scored_rows"),
-                     empty_text_rows=m.get("empty_text_rows"), truncated_rows=m.get("truncated_rows"),
-                     chunks=m.get("chunks"), seconds=m.get("seconds"), already_complete=result.already_complete)
+    summary = fields(
+        output=result.output,
+        rows=m["rows"],
+        scored_rows=m.get("scored_rows"),
+        empty_text_rows=m.get("empty_text_rows"),
+        truncated_rows=m.get("truncated_rows"),
+        chunks=m.get("chunks"),
+        seconds=m.get("seconds"),
+        already_complete=result.already_complete,
+    )
     if result.already_complete:
-        log.info(f"Already complete: {result.output} holds this job's {m['rows']} rows; nothing to do "
-                 "(--overwrite to redo it).", **summary)
+        log.info(
+            f"Already complete: {result.output} holds this job's {m['rows']} rows; nothing to do "
+            "(--overwrite to redo it).",
+            **summary,
+        )
         return
-    counts = (f"{m['scored_rows']} of {m['rows']} rows ({m['empty_text_rows']} without text, "
-              f"{m['truncated_rows']} truncated)")
+    counts = (
+        f"{m['scored_rows']} of {m['rows']} rows ({m['empty_text_rows']} without text, {m['truncated_rows']} truncated)"
+    )
     if result.shard is None:
         log.info(f"Scored {counts} in {m['seconds']:.1f}s -> {result.output}", **summary)
         return
     shard, num_shards = result.shard
-    then = (f"; when every shard is done, run: batchscore finalize {result.output}" if cfg.num_shards
-            else "; rank 0 writes the manifest")
-    log.info(f"Shard {shard} of {num_shards}: {counts} in its {m['chunks']} chunks -> {result.output}{then}",
-             **summary)
+    then = (
+        f"; when every shard is done, run: batchscore finalize {result.output}"
+        if cfg.num_shards
+        else "; rank 0 writes the manifest"
+    )
+    log.info(f"Shard {shard} of {num_shards}: {counts} in its {m['chunks']} chunks -> {result.output}{then}", **summary)
 
 
 def _refuse_memory_output(output: str) -> None:
     """memory:// lives inside one Python process: from the command line, the output would vanish at exit."""
     protocols = [part.split("://", 1)[0].lower() for part in output.split("::") if "://" in part]
     if "memory" in protocols:
-        raise ConfigError(f"Output '{output}' is in memory://, which lives only inside one Python process: "
-                          "nothing would be left when this command exits. Write to a path or a store URL, "
-                          "or use memory:// from Python (batchscore.score).")
+        raise ConfigError(
+            f"Output '{output}' is in memory://, which lives only inside one Python process: "
+            "nothing would be left when this command exits. Write to a path or a store URL, "
+            "or use memory:// from Python (batchscore.score)."
+        )
 
 
 @main.command(context_settings=CONTEXT, epilog=EXIT_CODES_HELP)
@@ -305,13 +332,17 @@ def finalize(output, **log_values):
     for warning in done.warnings:
         log.warning(warning)
     m = done.manifest
-    summary = fields(output=output, rows=m["rows"], scored_rows=m.get("scored_rows"), chunks=m.get("chunks"),
-                     already_complete=done.already_complete)
+    summary = fields(
+        output=output,
+        rows=m["rows"],
+        scored_rows=m.get("scored_rows"),
+        chunks=m.get("chunks"),
+        already_complete=done.already_complete,
+    )
     if done.already_complete:
         log.info(f"Already complete: {output} holds {m['rows']} rows; nothing to do.", **summary)
         return
-    log.info(f"Finalized {output}: {m['scored_rows']} of {m['rows']} rows scored, in {m['chunks']} chunks.",
-             **summary)
+    log.info(f"Finalized {output}: {m['scored_rows']} of {m['rows']} rows scored, in {m['chunks']} chunks.", **summary)
 
 
 @main.command(context_settings=CONTEXT, epilog=EXIT_CODES_HELP)
@@ -341,11 +372,21 @@ def _missing_build_extras(exc: ImportError):
 
 
 @main.command("build-model", context_settings=CONTEXT)
-@click.option("--out", "out_dir", default=None, metavar="DIR",
-              help="Where to write the model directory. [default: $BATCHSCORE_HOME/models/minilm-vader-sentiment, "
-                   "BATCHSCORE_HOME defaulting to ~/.cache/batchscore; `make model` writes models/ in the repo]")
-@click.option("--vader-sdist", type=click.Path(dir_okay=False), default=None, metavar="FILE",
-              help="The vaderSentiment-3.3.2.tar.gz sdist. [default: downloaded with pip into build/vader/]")
+@click.option(
+    "--out",
+    "out_dir",
+    default=None,
+    metavar="DIR",
+    help="Where to write the model directory. [default: $BATCHSCORE_HOME/models/minilm-vader-sentiment, "
+    "BATCHSCORE_HOME defaulting to ~/.cache/batchscore; `make model` writes models/ in the repo]",
+)
+@click.option(
+    "--vader-sdist",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="FILE",
+    help="The vaderSentiment-3.3.2.tar.gz sdist. [default: downloaded with pip into build/vader/]",
+)
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr. [default: when a terminal]")
 def build_model_command(out_dir, vader_sdist, progress):
     """Build the offline sentiment model (NEGATIVE/POSITIVE) from registry packages only.
@@ -374,5 +415,6 @@ def build_model_command(out_dir, vader_sdist, progress):
         log.error(exc.message, **fields(exit_code=exc.exit_code))  # the one error path: readable, JSON when asked
         sys.exit(exc.exit_code)
     click.echo(format_table(report["evaluation"]))
-    click.echo(f"Built {out_dir} in {report['build_seconds']:.0f}s (training {report['train_seconds']:.0f}s).",
-               err=True)
+    click.echo(
+        f"Built {out_dir} in {report['build_seconds']:.0f}s (training {report['train_seconds']:.0f}s).", err=True
+    )

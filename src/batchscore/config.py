@@ -60,54 +60,123 @@ class Option:
 
 OPTIONS: tuple[Option, ...] = (
     Option("input", "str", "Input file, folder, glob, fsspec URL or Hub dataset name.", metavar="INPUT"),
-    Option("output", "str", "Output folder of Parquet parts; a path ending in .parquet means one merged file. "
-           "Default: <input name>.scored in the current directory.", short="-o", metavar="PATH"),
-    Option("model", "str", f"Model id on the Hub or local model directory. Default: {REFERENCE_MODEL}.",
-           metavar="ID_OR_PATH"),
-    Option("revision", "str", "Model revision (commit, tag or branch). Default: "
-           f"{REFERENCE_REVISION} for the reference model (default or named), else the repo's main branch.",
-           metavar="REV"),
+    Option(
+        "output",
+        "str",
+        "Output folder of Parquet parts; a path ending in .parquet means one merged file. "
+        "Default: <input name>.scored in the current directory.",
+        short="-o",
+        metavar="PATH",
+    ),
+    Option(
+        "model",
+        "str",
+        f"Model id on the Hub or local model directory. Default: {REFERENCE_MODEL}.",
+        metavar="ID_OR_PATH",
+    ),
+    Option(
+        "revision",
+        "str",
+        "Model revision (commit, tag or branch). Default: "
+        f"{REFERENCE_REVISION} for the reference model (default or named), else the repo's main branch.",
+        metavar="REV",
+    ),
     Option("text_column", "str", "Column holding the text to score.", metavar="NAME"),
     Option("id_column", "str", "Column identifying rows; always kept, as the first output column.", metavar="NAME"),
-    Option("keep_columns", "columns", "Input columns to keep, comma-separated; 'all' (default) or 'none'.",
-           metavar="A,B"),
-    Option("top_k", "choice", "1: label and score of the best label (like the pipeline); "
-           "all: also a 'scores' column with every label.", choices=TOP_K),
-    Option("result_prefix", "prefix", "Prefix of the output columns: pred_ gives pred_label, pred_score "
-           "(and pred_scores), so an input 'label' column can be kept beside them. Default: no prefix.",
-           metavar="PREFIX"),
+    Option(
+        "keep_columns", "columns", "Input columns to keep, comma-separated; 'all' (default) or 'none'.", metavar="A,B"
+    ),
+    Option(
+        "top_k",
+        "choice",
+        "1: label and score of the best label (like the pipeline); all: also a 'scores' column with every label.",
+        choices=TOP_K,
+    ),
+    Option(
+        "result_prefix",
+        "prefix",
+        "Prefix of the output columns: pred_ gives pred_label, pred_score "
+        "(and pred_scores), so an input 'label' column can be kept beside them. Default: no prefix.",
+        metavar="PREFIX",
+    ),
     Option("max_length", "count", "Truncate texts to this many tokens. Default: the model's limit.", metavar="N"),
-    Option("batch_tokens", "count", "Token budget of a batch: rows x padded length stays under it. "
-           f"Default: {CPU_BATCH_TOKENS} on CPU, {GPU_BATCH_TOKENS} on GPU.", metavar="N"),
+    Option(
+        "batch_tokens",
+        "count",
+        "Token budget of a batch: rows x padded length stays under it. "
+        f"Default: {CPU_BATCH_TOKENS} on CPU, {GPU_BATCH_TOKENS} on GPU.",
+        metavar="N",
+    ),
     Option("chunk_rows", "count", "Rows per chunk: the unit of sorting, writing and resuming.", metavar="N"),
-    Option("precision", "choice", "auto = fp32 on CPU, bf16 (or fp16) on GPU. int8 (CPU only): dynamic int8 "
-           "Linear layers, faster and approximate.", choices=PRECISIONS),
+    Option(
+        "precision",
+        "choice",
+        "auto = fp32 on CPU, bf16 (or fp16) on GPU. int8 (CPU only): dynamic int8 "
+        "Linear layers, faster and approximate.",
+        choices=PRECISIONS,
+    ),
     Option("limit", "count", "Score only the first N rows (for trying things).", metavar="N"),
     Option("split", "str", "Split of a Hub dataset or saved DatasetDict.", metavar="NAME"),
     Option("dataset_config", "str", "Config (subset) name of a Hub dataset.", metavar="NAME"),
-    Option("num_shards", "count", "Split the chunks among K independent workers (Slurm arrays, Airflow "
-           "mapped tasks); each scores chunks c with c % K == --shard-index. Run `batchscore finalize` after all.",
-           metavar="K"),
+    Option(
+        "num_shards",
+        "count",
+        "Split the chunks among K independent workers (Slurm arrays, Airflow "
+        "mapped tasks); each scores chunks c with c % K == --shard-index. Run `batchscore finalize` after all.",
+        metavar="K",
+    ),
     Option("shard_index", "int", "Which shard this worker scores, 0 to K-1 (needs --num-shards).", metavar="I"),
-    Option("num_workers", "int", "DataLoader worker processes reading and tokenizing. Default: 0 on CPU, "
-           f"up to 4 on GPU; at most {MAX_WORKERS}.", metavar="N", maximum=MAX_WORKERS),
-    Option("encoding", "str", "Encoding of CSV/TSV input (a Python codec: latin-1, cp1252, ...); "
-           "utf-8-replace replaces invalid bytes instead of failing. Default: UTF-8, strict.", metavar="NAME"),
-    Option("csv_infer_types", "bool", "Type CSV/TSV columns from their values (007 becomes 7) instead of keeping "
-           "every column as text, exactly as written."),
-    Option("allow_pickle", "bool", "Allow loading model weights stored as pickle (.bin), which can run code: "
-           "only for models you trust. Default: safetensors only."),
-    Option("trust_remote_code", "bool", "Allow models whose repo ships its own Python code, and run it: "
-           "only for models you trust."),
+    Option(
+        "num_workers",
+        "int",
+        "DataLoader worker processes reading and tokenizing. Default: 0 on CPU, "
+        f"up to 4 on GPU; at most {MAX_WORKERS}.",
+        metavar="N",
+        maximum=MAX_WORKERS,
+    ),
+    Option(
+        "encoding",
+        "str",
+        "Encoding of CSV/TSV input (a Python codec: latin-1, cp1252, ...); "
+        "utf-8-replace replaces invalid bytes instead of failing. Default: UTF-8, strict.",
+        metavar="NAME",
+    ),
+    Option(
+        "csv_infer_types",
+        "bool",
+        "Type CSV/TSV columns from their values (007 becomes 7) instead of keeping "
+        "every column as text, exactly as written.",
+    ),
+    Option(
+        "allow_pickle",
+        "bool",
+        "Allow loading model weights stored as pickle (.bin), which can run code: "
+        "only for models you trust. Default: safetensors only.",
+    ),
+    Option(
+        "trust_remote_code",
+        "bool",
+        "Allow models whose repo ships its own Python code, and run it: only for models you trust.",
+    ),
     Option("progress", "bool", "Show a progress bar on stderr. Default: only when stderr is a terminal."),
     Option("overwrite", "bool", "Replace an existing output (one batchscore wrote) instead of resuming it."),
-    Option("threads", "count", "CPU threads for the model. Default: the CPUs this process may use (its CPU "
-           f"affinity and cgroup CPU quota), split among the ranks on this machine; at most {MAX_THREADS}.",
-           metavar="N", maximum=MAX_THREADS),
+    Option(
+        "threads",
+        "count",
+        "CPU threads for the model. Default: the CPUs this process may use (its CPU "
+        f"affinity and cgroup CPU quota), split among the ranks on this machine; at most {MAX_THREADS}.",
+        metavar="N",
+        maximum=MAX_THREADS,
+    ),
     Option("quiet", "bool", "Errors only on stderr: nothing on success (cron mails only failures)."),
     Option("verbose", "bool", "Debug lines too, and the traceback of an internal error."),
-    Option("log_format", "choice", "text: lines for people; json: one JSON object per line on stderr (time, "
-           "level, message, fields such as rows and seconds), for a scheduler's log store.", choices=LOG_FORMATS),
+    Option(
+        "log_format",
+        "choice",
+        "text: lines for people; json: one JSON object per line on stderr (time, "
+        "level, message, fields such as rows and seconds), for a scheduler's log store.",
+        choices=LOG_FORMATS,
+    ),
 )
 LOG_OPTIONS = ("quiet", "verbose", "log_format")  # every command takes these
 OPTION_NAMES = tuple(o.name for o in OPTIONS)
@@ -248,8 +317,10 @@ def _coerce(opt: Option, value: Any, origin: str) -> Any:
         # It begins column names that --keep-columns (comma-separated, stripped) and
         # one-line messages must be able to name.
         if not text.isprintable() or any(c == "," or c.isspace() for c in text):
-            raise ConfigError(f"{where} may not hold commas, spaces or control characters "
-                              f"(pred_ gives pred_label, pred_score); got {_shown(value)}.")
+            raise ConfigError(
+                f"{where} may not hold commas, spaces or control characters "
+                f"(pred_ gives pred_label, pred_score); got {_shown(value)}."
+            )
         return text or None
     raise AssertionError(opt.kind)
 
@@ -266,28 +337,36 @@ def load_config_file(path: str) -> dict[str, Any]:
     except IsADirectoryError:
         raise ConfigError(f"Config file '{path}' is a folder; pass --config naming a YAML file.") from None
     except OSError as exc:
-        raise ConfigError(f"Cannot read config file '{path}' ({exc.strerror or exc}); check the --config path.") \
-            from None
+        raise ConfigError(
+            f"Cannot read config file '{path}' ({exc.strerror or exc}); check the --config path."
+        ) from None
     if len(raw) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"Config file '{path}' is larger than {MAX_CONFIG_BYTES >> 20} MiB, far more than a "
-                          "file of options; check the --config path.")
+        raise ConfigError(
+            f"Config file '{path}' is larger than {MAX_CONFIG_BYTES >> 20} MiB, far more than a "
+            "file of options; check the --config path."
+        )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"Config file '{path}' is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset "
-                          f"{exc.start}); save it as UTF-8.") from None
+        raise ConfigError(
+            f"Config file '{path}' is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset "
+            f"{exc.start}); save it as UTF-8."
+        ) from None
     try:
         data = yaml.load(text, Loader=_options_loader())  # noqa: S506 - a SafeLoader: plain values only
     except _AliasFound as exc:
-        raise ConfigError(f"Config file '{path}' uses a YAML alias (*{exc.anchor}, line {exc.line}); write the "
-                          "value out: a file of options needs no aliases, and refusing them keeps a small file "
-                          "from expanding into gigabytes.") from None
+        raise ConfigError(
+            f"Config file '{path}' uses a YAML alias (*{exc.anchor}, line {exc.line}); write the "
+            "value out: a file of options needs no aliases, and refusing them keeps a small file "
+            "from expanding into gigabytes."
+        ) from None
     except yaml.YAMLError as exc:
         first = str(exc).splitlines()[0] if str(exc) else "invalid YAML"
         raise ConfigError(f"Config file '{path}' is not valid YAML ({first}).") from None
     except RecursionError:
-        raise ConfigError(f"Config file '{path}' nests too deeply to be a file of options; "
-                          "write one option: value per line.") from None
+        raise ConfigError(
+            f"Config file '{path}' nests too deeply to be a file of options; write one option: value per line."
+        ) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -339,8 +418,14 @@ def _resolve_paths(values: dict[str, Any], config_file: str) -> dict[str, Any]:
     resolved = dict(values)
     for key in ("input", "model", "output"):
         value = values.get(key)
-        if not isinstance(value, str) or not value or "\0" in value or "://" in value or os.path.isabs(value) \
-                or value.startswith("~"):
+        if (
+            not isinstance(value, str)
+            or not value
+            or "\0" in value
+            or "://" in value
+            or os.path.isabs(value)
+            or value.startswith("~")
+        ):
             continue
         there = os.path.normpath(os.path.join(folder, value))
         explicit = value in (".", "..") or value.startswith(("./", "../"))
@@ -377,8 +462,10 @@ def build_config(
     layers = [
         ("command line", cli),
         ("environment", read_env(environ)),
-        (f"config file {config_file}", _resolve_paths(load_config_file(config_file), config_file)
-         if config_file else {}),
+        (
+            f"config file {config_file}",
+            _resolve_paths(load_config_file(config_file), config_file) if config_file else {},
+        ),
     ]
     values: dict[str, Any] = {}
     for opt in OPTIONS:
@@ -398,5 +485,6 @@ def _check_shards(num_shards: int | None, shard_index: int | None) -> None:
     if shard_index is None:
         raise ConfigError(f"--num-shards {num_shards} needs --shard-index I, from 0 to {num_shards - 1}.")
     if shard_index >= num_shards:
-        raise ConfigError(f"--shard-index {shard_index} is out of range for --num-shards {num_shards}; "
-                          f"use 0 to {num_shards - 1}.")
+        raise ConfigError(
+            f"--shard-index {shard_index} is out of range for --num-shards {num_shards}; use 0 to {num_shards - 1}."
+        )

@@ -63,13 +63,14 @@ def _check_columns(schema, cfg: JobConfig) -> list[str]:
 
         candidates = itertools.chain(("pred_", "batchscore_"), (f"pred{i}_" for i in itertools.count(2)))
         free = next(p for p in candidates if not any(p + name in out for name in RESULT_COLUMNS))
-        fix = (f"pass another --result-prefix, e.g. {free}" if prefix else f"pass --result-prefix {free}")
+        fix = f"pass another --result-prefix, e.g. {free}" if prefix else f"pass --result-prefix {free}"
         if clash[0] != cfg.id_column:  # the id column is always kept
             others = ",".join(c for c in out if c not in results) or "none"
             fix += f" (or leave it out with --keep-columns {others})"
         given = f" (--result-prefix {prefix})" if prefix else ""
-        raise InputError(f"Input column '{clash[0]}' would clash with batchscore's output column of that "
-                         f"name{given}; {fix}.")
+        raise InputError(
+            f"Input column '{clash[0]}' would clash with batchscore's output column of that name{given}; {fix}."
+        )
     return out
 
 
@@ -93,9 +94,16 @@ def open_input(cfg: JobConfig, layout) -> _Input:
     if not cfg.input:
         raise ConfigError("No input given; pass INPUT (a file, folder, glob, URL or Hub dataset name).")
     # An output inside the input folder is never read back as input.
-    reopen = functools.partial(open_source, cfg.input, text_column=cfg.text_column, split=cfg.split,
-                               dataset_config=cfg.dataset_config, encoding=cfg.encoding,
-                               exclude=layout.contains_url, csv_infer_types=cfg.csv_infer_types)
+    reopen = functools.partial(
+        open_source,
+        cfg.input,
+        text_column=cfg.text_column,
+        split=cfg.split,
+        dataset_config=cfg.dataset_config,
+        encoding=cfg.encoding,
+        exclude=layout.contains_url,
+        csv_infer_types=cfg.csv_infer_types,
+    )
     # Before reading: an input inside the output would be left out whole and look like no input at all.
     _check_overlap(layout, [_input_location(cfg.input)], cfg.input)
     source = reopen()
@@ -152,8 +160,9 @@ def score(input: str, output: str | None = None, *, config_file: str | None = No
 
     unknown = sorted(set(options) - {o.name for o in OPTIONS})
     if unknown:
-        raise ConfigError(f"Unknown option '{unknown[0]}'; options are the CLI's, with underscores "
-                          "(see `batchscore score --help`).")
+        raise ConfigError(
+            f"Unknown option '{unknown[0]}'; options are the CLI's, with underscores (see `batchscore score --help`)."
+        )
     cfg = build_config({**options, "input": input, "output": output}, env={}, config_file=config_file)
     return run_job(cfg).manifest
 
@@ -183,24 +192,40 @@ def run_job(cfg: JobConfig, process_started: float | None = None) -> JobResult:
 
     torch.set_num_threads(threads)
     load_started = time.time()
-    loaded = load_model(cfg.model_id, cfg.model_revision, cfg.precision, cfg.max_length,
-                        allow_pickle=cfg.allow_pickle, trust_remote_code=cfg.trust_remote_code)
+    loaded = load_model(
+        cfg.model_id,
+        cfg.model_revision,
+        cfg.precision,
+        cfg.max_length,
+        allow_pickle=cfg.allow_pickle,
+        trust_remote_code=cfg.trust_remote_code,
+    )
     load_seconds = time.time() - load_started
     on_gpu = loaded.device.type == "cuda"
     workers = cfg.num_workers if cfg.num_workers is not None else (min(4, os.cpu_count() or 1) if on_gpu else 0)
     batch_tokens = cfg.batch_tokens or (GPU_BATCH_TOKENS if on_gpu else CPU_BATCH_TOKENS)
-    effective = cfg.to_dict() | {"max_length": loaded.max_length, "precision": loaded.precision,
-                                 "num_workers": workers, "batch_tokens": batch_tokens}
-    metadata = {"batchscore_version": __version__, "model": loaded.model_id, "revision": loaded.revision,
-                "config": effective}
+    effective = cfg.to_dict() | {
+        "max_length": loaded.max_length,
+        "precision": loaded.precision,
+        "num_workers": workers,
+        "batch_tokens": batch_tokens,
+    }
+    metadata = {
+        "batchscore_version": __version__,
+        "model": loaded.model_id,
+        "revision": loaded.revision,
+        "config": effective,
+    }
     fields = result_fields(cfg.top_k, cfg.result_prefix)
     schema = pa.schema([source.schema.field(c) for c in given.out_columns] + fields)
     identity = run_identity(cfg, source, loaded, given.out_columns)
     accelerator = loaded.accelerator
-    plan = for_process(cfg, num_rows, accelerator.process_index, accelerator.num_processes,
-                       wait=accelerator.wait_for_everyone)
-    sink = OutputWriter(layout, schema, metadata, identity, overwrite=plan.overwrite,
-                        shard=plan.shard, num_shards=plan.num_shards)
+    plan = for_process(
+        cfg, num_rows, accelerator.process_index, accelerator.num_processes, wait=accelerator.wait_for_everyone
+    )
+    sink = OutputWriter(
+        layout, schema, metadata, identity, overwrite=plan.overwrite, shard=plan.shard, num_shards=plan.num_shards
+    )
     if plan.clear_first and not plan.main:
         plan.wait()  # for rank 0 to clear the old output
     with sink:
@@ -214,20 +239,24 @@ def run_job(cfg: JobConfig, process_started: float | None = None) -> JobResult:
         plan = plan.with_committed(sink.committed)
         startup = time.time() - (process_started or started)
         scored = score_chunks(cfg, plan, given, loaded, sink, schema, fields, workers, batch_tokens)
-        sink.finish_shard({
-            "input": source.description,
-            "input_files": source.files,
-            "seconds": round(time.time() - started, 3),
-            "startup_seconds": round(startup, 3),
-            "model_load_seconds": round(load_seconds, 3),
-            "seconds_to_first_chunk": _round(scored.first_commit and scored.first_commit - started),
-            "device": str(loaded.device),
-            "host": socket.gethostname(),
-            "resumed_chunks": len(sink.committed),
-            "rows_read": scored.rows_read,
-            "rows_checked": rows_checked,
-            "threads": threads,
-        }, scored.num_chunks, empty_stats=chunk_stats(None, None))
+        sink.finish_shard(
+            {
+                "input": source.description,
+                "input_files": source.files,
+                "seconds": round(time.time() - started, 3),
+                "startup_seconds": round(startup, 3),
+                "model_load_seconds": round(load_seconds, 3),
+                "seconds_to_first_chunk": _round(scored.first_commit and scored.first_commit - started),
+                "device": str(loaded.device),
+                "host": socket.gethostname(),
+                "resumed_chunks": len(sink.committed),
+                "rows_read": scored.rows_read,
+                "rows_checked": rows_checked,
+                "threads": threads,
+            },
+            scored.num_chunks,
+            empty_stats=chunk_stats(None, None),
+        )
         shard_summary = sink.shard_stats()
     if not (plan.finalizes and plan.main):
         return JobResult(cfg.output_path, shard_summary, warnings=warnings, shard=(plan.shard, plan.num_shards))
@@ -241,8 +270,9 @@ class _Scored:
     first_commit: float | None = None  # when the first part was committed (time.time())
 
 
-def score_chunks(cfg: JobConfig, plan, given: _Input, loaded, sink, schema, fields, workers: int,
-                 batch_tokens: int) -> _Scored:
+def score_chunks(
+    cfg: JobConfig, plan, given: _Input, loaded, sink, schema, fields, workers: int, batch_tokens: int
+) -> _Scored:
     """Read, tokenize, score and commit every chunk this process still has to do."""
     import pyarrow as pa
     import torch
@@ -258,19 +288,37 @@ def score_chunks(cfg: JobConfig, plan, given: _Input, loaded, sink, schema, fiel
         # Tokenizers' own thread pool and forked workers don't mix; workers give the parallelism.
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     dataset = ChunkDataset(
-        plan, given.reopen, read_columns=given.read_columns, source=given.source,
-        text_column=cfg.text_column, out_columns=given.out_columns,
-        tokenizer=loaded.tokenizer, max_length=loaded.max_length, batch_tokens=batch_tokens,
+        plan,
+        given.reopen,
+        read_columns=given.read_columns,
+        source=given.source,
+        text_column=cfg.text_column,
+        out_columns=given.out_columns,
+        tokenizer=loaded.tokenizer,
+        max_length=loaded.max_length,
+        batch_tokens=batch_tokens,
         # Multiples of 8 let fp16/bf16 matmuls use tensor cores; fp32 gains nothing.
         pad_multiple=8 if loaded.precision in ("bf16", "fp16") else None,
     )
-    loader = torch.utils.data.DataLoader(dataset, batch_size=None, collate_fn=_identity, num_workers=workers,
-                                         pin_memory=on_gpu, prefetch_factor=2 if workers else None,
-                                         worker_init_fn=quiet_worker)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=None,
+        collate_fn=_identity,
+        num_workers=workers,
+        pin_memory=on_gpu,
+        prefetch_factor=2 if workers else None,
+        worker_init_fn=quiet_worker,
+    )
     function = score_function(loaded.model.config)
     scored = _Scored()
-    with tqdm(total=plan.rows_to_do(), unit="rows", desc=f"scoring{plan.label}",
-              disable=not _progress_enabled(cfg, plan), file=sys.stderr, dynamic_ncols=True) as bar:
+    with tqdm(
+        total=plan.rows_to_do(),
+        unit="rows",
+        desc=f"scoring{plan.label}",
+        disable=not _progress_enabled(cfg, plan),
+        file=sys.stderr,
+        dynamic_ncols=True,
+    ) as bar:
         for work in loader:
             if isinstance(work, BatchscoreError):  # a DataLoader worker's, with its one-line message
                 raise work
@@ -282,11 +330,11 @@ def score_chunks(cfg: JobConfig, plan, given: _Input, loaded, sink, schema, fiel
             rows = work.chunk.num_rows
             scored.rows_read += work.chunk.rows_read
             logits = chunk_logits(loaded, work.batches, rows)
-            columns = result_columns(apply(function, logits), work.valid, loaded.labels, cfg.top_k,
-                                     cfg.result_prefix)
+            columns = result_columns(apply(function, logits), work.valid, loaded.labels, cfg.top_k, cfg.result_prefix)
             table = pa.Table.from_arrays(
                 [work.chunk.table.column(c) for c in given.out_columns] + [columns[f.name] for f in fields],
-                schema=schema)
+                schema=schema,
+            )
             sink.write(work.chunk.index, table, chunk_stats(work, columns[fields[0].name]))
             if scored.first_commit is None:
                 sink.flush()
@@ -335,7 +383,7 @@ def _input_location(spec: str) -> str | None:
 
     location = spec
     if glob.has_magic(spec):
-        location = spec[:min(spec.index(c) for c in "*?[" if c in spec)].rpartition("/")[0] or "."
+        location = spec[: min(spec.index(c) for c in "*?[" if c in spec)].rpartition("/")[0] or "."
     return location if "://" in location or os.path.exists(location) else None
 
 
@@ -344,8 +392,10 @@ def _check_overlap(layout, locations: list, spec: str) -> None:
     for location in locations:
         if location and layout.contains_url(location):
             where = f" ({location})" if location != spec else ""
-            raise OutputError(f"Output '{layout.url()}' would overwrite or hold the input '{spec}'{where}; "
-                              "write the output outside the input.")
+            raise OutputError(
+                f"Output '{layout.url()}' would overwrite or hold the input '{spec}'{where}; "
+                "write the output outside the input."
+            )
 
 
 def chunk_stats(work, labels) -> dict:
@@ -353,8 +403,14 @@ def chunk_stats(work, labels) -> dict:
     import pyarrow.compute as pc
 
     if work is None:
-        return {"rows": 0, "empty_text_rows": 0, "truncated_rows": 0, "real_tokens": 0, "padded_tokens": 0,
-                "label_counts": {}}
+        return {
+            "rows": 0,
+            "empty_text_rows": 0,
+            "truncated_rows": 0,
+            "real_tokens": 0,
+            "padded_tokens": 0,
+            "label_counts": {},
+        }
     return {
         "rows": work.chunk.num_rows,
         "empty_text_rows": int((~work.valid).sum()),

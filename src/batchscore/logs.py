@@ -54,15 +54,15 @@ def _cut(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
     tail = (limit - 1) * 2 // 5
-    return text[: limit - 1 - tail] + "…" + text[len(text) - tail:]
+    return text[: limit - 1 - tail] + "…" + text[len(text) - tail :]
 
 
 def _summarize_listing(text: str) -> str:
-    """"columns are: a, b, c, ..., z. Pass --text-column." keeps the first and last items and counts the rest."""
+    """ "columns are: a, b, c, ..., z. Pass --text-column." keeps the first and last items and counts the rest."""
     parts = text.split(", ")
     if len(parts) <= 2 * LISTED:
         return text
-    head, tail = parts[:LISTED], parts[-LISTED // 2:]
+    head, tail = parts[:LISTED], parts[-LISTED // 2 :]
     hidden = len(parts) - len(head) - len(tail)
     return ", ".join([*head, f"… ({hidden:,} more)", *tail])
 

@@ -47,13 +47,22 @@ def resolve_precision(precision: str, device_type: str) -> str:
 def model_max_length(tokenizer, config) -> int:
     # Tokenizers without a recorded limit report a huge sentinel; the position
     # table is the real limit then.
-    limits = [n for n in (tokenizer.model_max_length, getattr(config, "max_position_embeddings", None))
-              if isinstance(n, int) and 0 < n < 1_000_000]
+    limits = [
+        n
+        for n in (tokenizer.model_max_length, getattr(config, "max_position_embeddings", None))
+        if isinstance(n, int) and 0 < n < 1_000_000
+    ]
     return min(limits) if limits else 512
 
 
-def load_model(model_id: str, revision: str | None, precision: str = "auto", max_length: int | None = None,
-               allow_pickle: bool = False, trust_remote_code: bool = False) -> LoadedModel:
+def load_model(
+    model_id: str,
+    revision: str | None,
+    precision: str = "auto",
+    max_length: int | None = None,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
+) -> LoadedModel:
     """Load once; safetensors only and no repo code unless the caller says it trusts the model."""
     import torch
     from huggingface_hub.utils import logging as hub_logging
@@ -78,8 +87,10 @@ def load_model(model_id: str, revision: str | None, precision: str = "auto", max
         )
     weights = _weight_files(model_id) if local else []
     if local and not weights:
-        raise ModelError(f"Model folder '{model_id}' has no weights (model.safetensors); copy the weights into it, "
-                         "or pass --model naming a complete model folder.")
+        raise ModelError(
+            f"Model folder '{model_id}' has no weights (model.safetensors); copy the weights into it, "
+            "or pass --model naming a complete model folder."
+        )
     if local and not allow_pickle and not any(_is_safetensors(name) for name in weights):
         raise ModelError(_PICKLE_ONLY.format(model_id))
     with _reading(model_id, local, "tokenizer files (tokenizer.json, tokenizer_config.json)"):
@@ -96,14 +107,19 @@ def load_model(model_id: str, revision: str | None, precision: str = "auto", max
     # Pickled weights (.bin) can execute code when loaded: safetensors only unless allowed.
     use_safetensors = None if allow_pickle else True
     read = [n for n in weights if _is_safetensors(n)] or weights  # transformers takes safetensors when both
-    with _reading(model_id, local, f"weights ({', '.join(read) or 'model.safetensors'})",
-                  safetensors_only=not allow_pickle):
+    with _reading(
+        model_id, local, f"weights ({', '.join(read) or 'model.safetensors'})", safetensors_only=not allow_pickle
+    ):
         model, info = AutoModelForSequenceClassification.from_pretrained(
-            model_id, revision=revision, config=config, output_loading_info=True,
+            model_id,
+            revision=revision,
+            config=config,
+            output_loading_info=True,
             # bf16/fp16 weights loaded as such, as pipeline(dtype=...) does: half the memory and
             # bandwidth, and no cast of every weight in every matmul as autocast over fp32 would do.
             dtype=getattr(torch, WEIGHT_DTYPES.get(precision, "float32")),
-            use_safetensors=use_safetensors, trust_remote_code=trust_remote_code,
+            use_safetensors=use_safetensors,
+            trust_remote_code=trust_remote_code,
         )
     if info.get("missing_keys"):
         # A classification head filled with random weights scores noise: refuse.
@@ -125,12 +141,19 @@ def load_model(model_id: str, revision: str | None, precision: str = "auto", max
     limit = model_max_length(tokenizer, config)
     if max_length and max_length > limit and accelerator.is_main_process:
         # Longer inputs than the position table would index past it: the limit holds, and the user is told.
-        log.warning(f"--max-length {max_length} is more than model '{model_id}' takes; texts are truncated to its "
-                    f"limit of {limit} tokens (pass --max-length {limit} or less to silence this).")
+        log.warning(
+            f"--max-length {max_length} is more than model '{model_id}' takes; texts are truncated to its "
+            f"limit of {limit} tokens (pass --max-length {limit} or less to silence this)."
+        )
     return LoadedModel(
-        model=model, tokenizer=tokenizer, accelerator=accelerator, model_id=model_id,
-        revision=getattr(config, "_commit_hash", None) or revision, labels=labels,
-        max_length=min(max_length, limit) if max_length else limit, precision=precision,
+        model=model,
+        tokenizer=tokenizer,
+        accelerator=accelerator,
+        model_id=model_id,
+        revision=getattr(config, "_commit_hash", None) or revision,
+        labels=labels,
+        max_length=min(max_length, limit) if max_length else limit,
+        precision=precision,
     )
 
 
@@ -149,20 +172,26 @@ def _reading(model_id: str, local: bool, files: str, safetensors_only: bool = Fa
         raise
     except Exception as exc:
         if "trust_remote_code" in str(exc):
-            raise ModelError(f"Model '{model_id}' needs to run its own Python code; pass --trust-remote-code "
-                             "only if you trust its authors.") from None
+            raise ModelError(
+                f"Model '{model_id}' needs to run its own Python code; pass --trust-remote-code "
+                "only if you trust its authors."
+            ) from None
         if not local and isinstance(exc, (OSError, ValueError)):
             if safetensors_only and "safetensors" in str(exc).lower():
                 raise ModelError(_PICKLE_ONLY.format(model_id)) from None
             raise ModelError(_not_found(model_id, exc)) from None  # not on the Hub, no network, gated
         reason = f"{type(exc).__name__}: {first_line(exc)}"
         if local:
-            raise ModelError(f"Model folder '{model_id}': cannot read its {files} ({reason}); the files are damaged "
-                             "or incomplete: copy or download the model again (the offline model: rebuild it "
-                             "with batchscore build-model).") from None
-        raise ModelError(f"Model '{model_id}': cannot read its {files} from the Hugging Face cache ({reason}); "
-                         "delete the model's folder from the cache (huggingface-cli delete-cache) and run again "
-                         "to download it anew.") from None
+            raise ModelError(
+                f"Model folder '{model_id}': cannot read its {files} ({reason}); the files are damaged "
+                "or incomplete: copy or download the model again (the offline model: rebuild it "
+                "with batchscore build-model)."
+            ) from None
+        raise ModelError(
+            f"Model '{model_id}': cannot read its {files} from the Hugging Face cache ({reason}); "
+            "delete the model's folder from the cache (huggingface-cli delete-cache) and run again "
+            "to download it anew."
+        ) from None
 
 
 def _check_padding(tokenizer, config, model_id: str) -> None:
@@ -175,27 +204,34 @@ def _check_padding(tokenizer, config, model_id: str) -> None:
     if tokenizer.pad_token_id is not None:
         return
     pad_id = getattr(config, "pad_token_id", None)
-    token = tokenizer.convert_ids_to_tokens(pad_id) if isinstance(pad_id, int) and 0 <= pad_id < len(tokenizer) \
-        else None
+    token = (
+        tokenizer.convert_ids_to_tokens(pad_id) if isinstance(pad_id, int) and 0 <= pad_id < len(tokenizer) else None
+    )
     if token is not None:
         tokenizer.pad_token = token
         if tokenizer.pad_token_id == pad_id:
             return
-    raise ModelError(f"Model '{model_id}' has no padding token (none in its tokenizer, no usable pad_token_id in "
-                     "its config.json); set pad_token_id in its config.json (GPT-style models use their "
-                     "eos_token_id) or pad_token in its tokenizer_config.json.")
+    raise ModelError(
+        f"Model '{model_id}' has no padding token (none in its tokenizer, no usable pad_token_id in "
+        "its config.json); set pad_token_id in its config.json (GPT-style models use their "
+        "eos_token_id) or pad_token in its tokenizer_config.json."
+    )
 
 
 def _check_max_length(tokenizer, max_length: int | None, model_id: str) -> None:
     special = tokenizer.num_special_tokens_to_add(pair=False)
     if max_length is not None and max_length <= special:
         # The tokenizer cannot truncate below its special tokens: it would leave long texts whole.
-        raise ConfigError(f"--max-length {max_length} leaves no room for text: the tokenizer of '{model_id}' adds "
-                          f"{special} special tokens to every text; use --max-length {special + 1} or more.")
+        raise ConfigError(
+            f"--max-length {max_length} leaves no room for text: the tokenizer of '{model_id}' adds "
+            f"{special} special tokens to every text; use --max-length {special + 1} or more."
+        )
 
 
-_PICKLE_ONLY = ("Model '{}' has weights only as pickle (.bin), which can run code when loaded; pass --allow-pickle "
-                "only if you trust it, or convert it to safetensors.")
+_PICKLE_ONLY = (
+    "Model '{}' has weights only as pickle (.bin), which can run code when loaded; pass --allow-pickle "
+    "only if you trust it, or convert it to safetensors."
+)
 
 
 def _weight_files(path: str) -> list[str]:
@@ -203,8 +239,9 @@ def _weight_files(path: str) -> list[str]:
     try:
         names = os.listdir(path)
     except OSError as exc:
-        raise ModelError(f"Cannot list model folder '{path}' ({exc.strerror or exc}); check --model and the "
-                         "folder's permissions.") from None
+        raise ModelError(
+            f"Cannot list model folder '{path}' ({exc.strerror or exc}); check --model and the folder's permissions."
+        ) from None
     return sorted(n for n in names if _is_safetensors(n) or n.endswith((".bin", ".pt", ".pth", ".ckpt")))
 
 
@@ -251,14 +288,16 @@ def reuse_large_buffers() -> bool:
     import ctypes
     import platform
 
-    user_set = {"MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"} & os.environ.keys() \
-        or "malloc" in os.environ.get("GLIBC_TUNABLES", "")
+    user_set = {"MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"} & os.environ.keys() or "malloc" in os.environ.get(
+        "GLIBC_TUNABLES", ""
+    )
     if user_set or platform.libc_ver()[0] != "glibc":
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
-                    and libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
+        return bool(
+            libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD) and libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
+        )
     except (OSError, AttributeError):
         return False
 
@@ -280,19 +319,21 @@ def _accelerator():
         return Accelerator(cpu=cpu_ranks)
 
 
-
-
 def _not_found(model_id: str, exc: Exception) -> str:
     text = first_line(exc) if str(exc).strip() else type(exc).__name__
     if any(word in text.lower() for word in ("connect", "offline", "cached files", "network")):
         from .build_model import default_out
 
-        return (f"Cannot reach the Hugging Face Hub for '{model_id}' and it is not in the local cache; "
-                f"build the offline model with `batchscore build-model` (then pass --model {default_out()}; "
-                "in the repo, `make model` gives models/minilm-vader-sentiment), or pass another local model "
-                "directory.")
-    return (f"Cannot load model '{model_id}' ({text.rstrip('.')}); pass --model with a local model "
-            "directory, or check the Hub id and your network.")
+        return (
+            f"Cannot reach the Hugging Face Hub for '{model_id}' and it is not in the local cache; "
+            f"build the offline model with `batchscore build-model` (then pass --model {default_out()}; "
+            "in the repo, `make model` gives models/minilm-vader-sentiment), or pass another local model "
+            "directory."
+        )
+    return (
+        f"Cannot load model '{model_id}' ({text.rstrip('.')}); pass --model with a local model "
+        "directory, or check the Hub id and your network."
+    )
 
 
 def run_batch(loaded: LoadedModel, inputs: dict):

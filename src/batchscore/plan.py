@@ -151,8 +151,9 @@ class Plan:
         return self.num_rows
 
 
-def iter_chunks(batches: Iterable, chunk_rows: int, limit: int | None = None,
-                owns=lambda index: True) -> Generator[Chunk, None, tuple[int, int]]:
+def iter_chunks(
+    batches: Iterable, chunk_rows: int, limit: int | None = None, owns=lambda index: True
+) -> Generator[Chunk, None, tuple[int, int]]:
     """Regroup `batches` into chunks; only chunks with `owns(index)` are built.
 
     Unowned chunks are still read (row positions depend on them) but never
@@ -205,16 +206,26 @@ def _concat(parts: list, columns: list[str] | None = None, schema=None):
 def for_process(cfg, num_rows: int | None, rank: int = 0, world: int = 1, wait=None) -> Plan:
     """The plan of rank `rank` of `world` processes (1 of 1 without a launcher), from the job's options."""
     independent = cfg.num_shards is not None
-    shard, num_shards = (cfg.shard_index + cfg.num_shards * rank, cfg.num_shards * world) if independent \
-        else (rank, world)
+    shard, num_shards = (
+        (cfg.shard_index + cfg.num_shards * rank, cfg.num_shards * world) if independent else (rank, world)
+    )
     overwrite = None
     if cfg.overwrite:
         overwrite = "shard" if independent else ("all" if rank == 0 else None)
     if num_rows is not None and cfg.limit is not None:
         num_rows = min(num_rows, cfg.limit)
-    return Plan(cfg.chunk_rows, shard, num_shards, num_rows=num_rows, limit=cfg.limit, main=rank == 0,
-                finalizes=not independent, overwrite=overwrite,
-                clear_first=bool(cfg.overwrite) and not independent and world > 1, wait=wait or (lambda: None))
+    return Plan(
+        cfg.chunk_rows,
+        shard,
+        num_shards,
+        num_rows=num_rows,
+        limit=cfg.limit,
+        main=rank == 0,
+        finalizes=not independent,
+        overwrite=overwrite,
+        clear_first=bool(cfg.overwrite) and not independent and world > 1,
+        wait=wait or (lambda: None),
+    )
 
 
 def launcher_ranks() -> tuple[int, int]:

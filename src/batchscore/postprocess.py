@@ -37,11 +37,12 @@ RESULT_NAMES = ("label", "score", "scores")
 
 def result_names(top_k: str, prefix: str | None = None) -> list[str]:
     """The output's result columns, in order: `prefix` + label, score (and scores for top_k=all)."""
-    return [(prefix or "") + name for name in RESULT_NAMES[:3 if top_k == "all" else 2]]
+    return [(prefix or "") + name for name in RESULT_NAMES[: 3 if top_k == "all" else 2]]
 
 
-def result_columns(scores: np.ndarray, valid: np.ndarray, labels: list[str], top_k: str,
-                   prefix: str | None = None) -> dict:
+def result_columns(
+    scores: np.ndarray, valid: np.ndarray, labels: list[str], top_k: str, prefix: str | None = None
+) -> dict:
     """Arrow columns for one chunk, keyed by `result_names`: label, score and, for top_k=all, scores.
 
     `scores` has a row for every row of the chunk; rows where `valid` is False
@@ -57,16 +58,19 @@ def result_columns(scores: np.ndarray, valid: np.ndarray, labels: list[str], top
     label, score, listing = result_names("all", prefix)
     columns = {
         label: pa.array(names[best], type=pa.string(), mask=invalid),
-        score: pa.array(scores.max(axis=-1) if len(scores) else np.zeros(0, np.float32),
-                          type=pa.float32(), mask=invalid),
+        score: pa.array(
+            scores.max(axis=-1) if len(scores) else np.zeros(0, np.float32), type=pa.float32(), mask=invalid
+        ),
     }
     if top_k == "all":
         rows, width = scores.shape
         # Stable descending sort: ties keep label order, like Python's sort(reverse=True).
         order = np.argsort(-scores, axis=-1, kind="stable")
         entries = pa.StructArray.from_arrays(
-            [pa.array(names[order].ravel(), pa.string()),
-             pa.array(np.take_along_axis(scores, order, axis=-1).ravel(), pa.float32())],
+            [
+                pa.array(names[order].ravel(), pa.string()),
+                pa.array(np.take_along_axis(scores, order, axis=-1).ravel(), pa.float32()),
+            ],
             names=["label", "score"],
         )
         offsets = pa.array(np.arange(rows + 1, dtype=np.int32) * width)

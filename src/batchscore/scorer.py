@@ -41,10 +41,19 @@ class Scorer:
     types raise `InputError` naming the column.
     """
 
-    def __init__(self, model: str | None = None, revision: str | None = None, text_column: str = "text",
-                 top_k: int | str = 1, max_length: int | None = None, batch_tokens: int | None = None,
-                 precision: str = "auto", result_prefix: str | None = None, allow_pickle: bool = False,
-                 trust_remote_code: bool = False):
+    def __init__(
+        self,
+        model: str | None = None,
+        revision: str | None = None,
+        text_column: str = "text",
+        top_k: int | str = 1,
+        max_length: int | None = None,
+        batch_tokens: int | None = None,
+        precision: str = "auto",
+        result_prefix: str | None = None,
+        allow_pickle: bool = False,
+        trust_remote_code: bool = False,
+    ):
         from .model import load_model
         from .postprocess import result_fields, score_function
 
@@ -55,8 +64,9 @@ class Scorer:
         if revision is None and model == REFERENCE_MODEL:
             revision = REFERENCE_REVISION  # pinned, as in the CLI
         self.text_column, self.top_k, self.result_prefix = text_column, top_k, result_prefix
-        self.loaded = load_model(model, revision, precision, max_length, allow_pickle=allow_pickle,
-                                 trust_remote_code=trust_remote_code)
+        self.loaded = load_model(
+            model, revision, precision, max_length, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code
+        )
         on_gpu = self.loaded.device.type == "cuda"
         self.batch_tokens = batch_tokens or (GPU_BATCH_TOKENS if on_gpu else CPU_BATCH_TOKENS)
         self.function = score_function(self.loaded.model.config)
@@ -82,13 +92,17 @@ class Scorer:
 
         texts = pa.table({self.text_column: text_values(column, self.text_column)})
         loaded = self.loaded
-        work = encode_chunk(Chunk(0, 0, texts), text_column=self.text_column, out_columns=[self.text_column],
-                            tokenizer=loaded.tokenizer, max_length=loaded.max_length,
-                            batch_tokens=self.batch_tokens,
-                            pad_multiple=8 if loaded.precision in ("bf16", "fp16") else None)
+        work = encode_chunk(
+            Chunk(0, 0, texts),
+            text_column=self.text_column,
+            out_columns=[self.text_column],
+            tokenizer=loaded.tokenizer,
+            max_length=loaded.max_length,
+            batch_tokens=self.batch_tokens,
+            pad_multiple=8 if loaded.precision in ("bf16", "fp16") else None,
+        )
         logits = chunk_logits(loaded, work.batches, texts.num_rows)
-        return result_columns(apply(self.function, logits), work.valid, loaded.labels, self.top_k,
-                              self.result_prefix)
+        return result_columns(apply(self.function, logits), work.valid, loaded.labels, self.top_k, self.result_prefix)
 
     def __call__(self, batch):
         """`batch` with the result columns appended, as the same type (Table, RecordBatch, DataFrame, dict)."""
@@ -105,8 +119,10 @@ class Scorer:
             return self._score_numpy(batch)
         if type(batch).__module__.startswith("pandas"):
             return self._score_pandas(batch)
-        raise TypeError(f"Scorer takes a pyarrow Table or RecordBatch, a pandas DataFrame or a dict of numpy "
-                        f"arrays, not {type(batch).__name__}.")
+        raise TypeError(
+            f"Scorer takes a pyarrow Table or RecordBatch, a pandas DataFrame or a dict of numpy "
+            f"arrays, not {type(batch).__name__}."
+        )
 
     def _score_pandas(self, frame):
         import pyarrow as pa
@@ -125,14 +141,17 @@ class Scorer:
         check_columns(batch, self.text_column, self.fields)
         values = np.asarray(batch[self.text_column])
         if values.ndim != 1:
-            raise InputError(f"Column '{self.text_column}' must be a 1-d array of texts, not of shape "
-                             f"{values.shape}.")
+            raise InputError(f"Column '{self.text_column}' must be a 1-d array of texts, not of shape {values.shape}.")
         with _converting(self.text_column):
             column = pa.array(values, from_pandas=True)  # NaN is numpy's (and pandas') missing value
         columns = self._results(column)
         # Numbers as float arrays (NaN where there is no text), labels and listings as object arrays (None).
-        results = {f.name: columns[f.name].to_numpy(zero_copy_only=False) if pa.types.is_floating(f.type)
-                   else _object_array(columns[f.name].to_pylist()) for f in self.fields}
+        results = {
+            f.name: columns[f.name].to_numpy(zero_copy_only=False)
+            if pa.types.is_floating(f.type)
+            else _object_array(columns[f.name].to_pylist())
+            for f in self.fields
+        }
         return {**batch, **results}
 
 
@@ -140,12 +159,13 @@ def check_columns(names, text_column: str, fields) -> None:
     """A batch (or a Spark DataFrame) must have the text column, and no column named like a result column."""
     names = [str(n) for n in names]
     if text_column not in names:
-        raise InputError(f"Column '{text_column}' not found; columns are: {', '.join(names)}. "
-                         "Pass text_column=...")
+        raise InputError(f"Column '{text_column}' not found; columns are: {', '.join(names)}. Pass text_column=...")
     clash = [f.name for f in fields if f.name in names]
     if clash:
-        raise InputError(f"Input column '{clash[0]}' would clash with the result column of that name; "
-                         "pass result_prefix=..., e.g. result_prefix='pred_'.")
+        raise InputError(
+            f"Input column '{clash[0]}' would clash with the result column of that name; "
+            "pass result_prefix=..., e.g. result_prefix='pred_'."
+        )
 
 
 def not_text(kind):
@@ -175,8 +195,10 @@ def text_values(column, name: str):
     try:
         column.validate(full=True)  # Arrow does not check UTF-8 when strings are made from buffers
     except pa.ArrowInvalid:
-        raise InputError(f"Column '{name}' holds invalid UTF-8; decode the bytes with their real encoding "
-                         "(or errors='replace') before scoring.") from None
+        raise InputError(
+            f"Column '{name}' holds invalid UTF-8; decode the bytes with their real encoding "
+            "(or errors='replace') before scoring."
+        ) from None
     return column
 
 
@@ -191,8 +213,9 @@ def _converting(name: str):
         # pandas' conversion errors carry (reason, where) as their arguments
         reason = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
         reason = (reason.strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise InputError(f"Column '{name}' cannot be read as text ({reason}); make every value a str "
-                         "(None where there is no text).") from None
+        raise InputError(
+            f"Column '{name}' cannot be read as text ({reason}); make every value a str (None where there is no text)."
+        ) from None
 
 
 def _object_array(values: list):

@@ -45,8 +45,12 @@ def _replace_codec(name: str):
         def reset(self):
             self._inner.reset()
 
-    return codecs.CodecInfo(utf8.encode, lambda b, errors="replace": utf8.decode(b, "replace"),
-                            incrementaldecoder=Decoder, name=REPLACE_CODEC)
+    return codecs.CodecInfo(
+        utf8.encode,
+        lambda b, errors="replace": utf8.decode(b, "replace"),
+        incrementaldecoder=Decoder,
+        name=REPLACE_CODEC,
+    )
 
 
 codecs.register(_replace_codec)
@@ -75,10 +79,14 @@ class Source:
         for path, names in self.file_columns.items():
             missing = [c for c in columns if c not in names]
             if missing:
-                fix = ("Pass --text-column, or fix that file" if missing[0] == text_column
-                       else "Fix that file, or leave the column out with --keep-columns")
-                raise InputError(f"Input file '{path}' has no column '{missing[0]}' (its columns: "
-                                 f"{', '.join(names)}); {fix}.")
+                fix = (
+                    "Pass --text-column, or fix that file"
+                    if missing[0] == text_column
+                    else "Fix that file, or leave the column out with --keep-columns"
+                )
+                raise InputError(
+                    f"Input file '{path}' has no column '{missing[0]}' (its columns: {', '.join(names)}); {fix}."
+                )
 
     def batches(self, columns: list[str] | None = None) -> Iterator:
         """Yield pyarrow RecordBatches (or Tables) holding `columns`, in input order."""
@@ -114,7 +122,7 @@ def _format_of(path: str) -> str | None:
 def _visible(path: str, base: str) -> bool:
     # Skip _SUCCESS, .crc files, _batchscore/ records, hidden folders and the like (Spark/Hadoop
     # habits), in every folder below the one the user named.
-    relative = path[len(base):] if path.startswith(base) else path.rsplit("/", 1)[-1]
+    relative = path[len(base) :] if path.startswith(base) else path.rsplit("/", 1)[-1]
     return not any(part.startswith((".", "_")) for part in relative.replace("\\", "/").split("/") if part)
 
 
@@ -122,8 +130,16 @@ def _is_url(text: str) -> bool:
     return "://" in text
 
 
-def open_source(spec: str, *, text_column: str, split: str = "train", dataset_config: str | None = None,
-                encoding: str | None = None, exclude=None, csv_infer_types: bool = False):
+def open_source(
+    spec: str,
+    *,
+    text_column: str,
+    split: str = "train",
+    dataset_config: str | None = None,
+    encoding: str | None = None,
+    exclude=None,
+    csv_infer_types: bool = False,
+):
     """Resolve `spec` to a Source. Raises InputError with the fix named.
 
     `exclude(url) -> bool` drops files found in a folder or glob (this job's own
@@ -162,18 +178,17 @@ def _resolve_files(spec: str, exclude=None) -> tuple[object, list[str], str]:
             base = path.rstrip("/") + "/"
             candidates = fs.find(path)
         elif any(ch in path for ch in "*?["):
-            base = path[:min(path.find(ch) for ch in "*?[" if ch in path)].rpartition("/")[0] + "/"
+            base = path[: min(path.find(ch) for ch in "*?[" if ch in path)].rpartition("/")[0] + "/"
             candidates = fs.glob(path)
         else:
             raise InputError(f"Input '{spec}' not found; check the path.")
     except OSError as exc:
         raise InputError(f"Cannot read '{spec}': {exc}.") from None
-    files = sorted(p for p in candidates if _format_of(p) and _visible(p, base)
-                   and not (exclude and exclude(_display(fs, p))))
+    files = sorted(
+        p for p in candidates if _format_of(p) and _visible(p, base) and not (exclude and exclude(_display(fs, p)))
+    )
     if not files:
-        raise InputError(
-            f"No .csv, .tsv, .parquet, .jsonl or .json files found at '{spec}'; check the path or glob."
-        )
+        raise InputError(f"No .csv, .tsv, .parquet, .jsonl or .json files found at '{spec}'; check the path or glob.")
     return fs, files, base.rstrip("/")
 
 
@@ -192,7 +207,8 @@ def check_encoding(encoding: str | None) -> None:
         raise ConfigError(f"Unknown --encoding {_printable(repr(encoding), 80)}; {fix}.") from None
     try:
         text = getattr(info, "_is_text_encoding", True) and codecs.getincrementaldecoder(encoding)().decode(
-            b"", final=True)
+            b"", final=True
+        )
     except (UnicodeError, TypeError, ValueError, LookupError):
         text = None
     if not isinstance(text, str):
@@ -205,8 +221,9 @@ def _check_encoding(fmt: str, encoding: str | None) -> None:
         raise InputError(f"--encoding applies to CSV/TSV files only; {fmt} input must be UTF-8.")
 
 
-def _open_files(spec: str, text_column: str, encoding: str | None = None, exclude=None,
-                infer_types: bool = False) -> Source:
+def _open_files(
+    spec: str, text_column: str, encoding: str | None = None, exclude=None, infer_types: bool = False
+) -> Source:
 
     fs, files, root = _resolve_files(spec, exclude)
     empty = [f for f in files if _stat(fs, f)["size"] == 0]
@@ -226,8 +243,9 @@ def _open_files(spec: str, text_column: str, encoding: str | None = None, exclud
     schema = files_schema = _unify(fs, schemas, lossless=not (infer_types and fmt in ("csv", "tsv")))
     for name, partition in partitions.fields.items():
         if name in schema.names:
-            raise InputError(f"Column '{name}' is both in the files and in their partition folders ({name}=...); "
-                             "rename one of them.")
+            raise InputError(
+                f"Column '{name}' is both in the files and in their partition folders ({name}=...); rename one of them."
+            )
         schema = schema.append(partition)
 
     def open_batches(columns):
@@ -239,10 +257,20 @@ def _open_files(spec: str, text_column: str, encoding: str | None = None, exclud
 
     desc = spec if len(files) == 1 else f"{spec} ({len(files)} {fmt} files)"
     local = _display(fs, files[0]) == files[0]
-    source = Source(desc, [_display(fs, f) for f in files], schema, reader.num_rows, open_batches,
-                    fingerprint={"files": _file_stats(fs, files), "encoding": encoding,
-                                 **({"csv_infer_types": True} if infer_types else {})},
-                    local=local, root=_display(fs, root))
+    source = Source(
+        desc,
+        [_display(fs, f) for f in files],
+        schema,
+        reader.num_rows,
+        open_batches,
+        fingerprint={
+            "files": _file_stats(fs, files),
+            "encoding": encoding,
+            **({"csv_infer_types": True} if infer_types else {}),
+        },
+        local=local,
+        root=_display(fs, root),
+    )
     if fmt == "csv":
         source.verify = reader.verify
     if fmt == "parquet":
@@ -269,8 +297,9 @@ class _TextFiles:
     def batches(self, path: str, schema, columns):
         rows = 0
         with self._reading(path):
-            for batch in self.text.batches(self.fs, path, schema, columns, _display(self.fs, path),
-                                           one_column=self.widths.get(path) == 1):
+            for batch in self.text.batches(
+                self.fs, path, schema, columns, _display(self.fs, path), one_column=self.widths.get(path) == 1
+            ):
                 rows += batch.num_rows
                 yield batch
         self.rows[path] = rows
@@ -288,8 +317,9 @@ class _TextFiles:
         try:
             yield
         except (ArrowError, OSError, EOFError, UnicodeError, ValueError) as exc:
-            raise InputError(_unreadable(_display(self.fs, path), self.text.fmt, exc, self.fs, path,
-                                         self.text)) from None
+            raise InputError(
+                _unreadable(_display(self.fs, path), self.text.fmt, exc, self.fs, path, self.text)
+            ) from None
 
 
 class _ParquetFiles:
@@ -319,8 +349,7 @@ class _ParquetFiles:
     def group_batches(self, path: str, group, schema, columns):
         at = f"{_display(self.fs, path)}, row group {group.row_groups[0].id}"
         try:
-            for batch in group.to_batches(schema=schema.remove_metadata(), columns=columns,
-                                          batch_size=READ_BATCH_ROWS):
+            for batch in group.to_batches(schema=schema.remove_metadata(), columns=columns, batch_size=READ_BATCH_ROWS):
                 _check_utf8(batch, at)
                 yield batch
         except (ArrowError, OSError) as exc:
@@ -361,8 +390,9 @@ class _ParquetRows:
     def _open(self, position: int, columns) -> _RowGroupCursor:
         path, group = self.groups[position]
         wanted = None if columns is None else [c for c in columns if c not in self.partitions.fields]
-        batches = (self.partitions.add(b, path, columns)
-                   for b in self.reader.group_batches(path, group, self.schema, wanted))
+        batches = (
+            self.partitions.add(b, path, columns) for b in self.reader.group_batches(path, group, self.schema, wanted)
+        )
         self._cursor = _RowGroupCursor(position, batches, self.starts[position], columns)
         return self._cursor
 
@@ -409,8 +439,10 @@ def _check_utf8(batch, where: str) -> None:
             try:
                 column.validate(full=True)
             except pa.ArrowInvalid:
-                raise InputError(f"Cannot read '{where}' as parquet: column '{name}' holds invalid UTF-8; "
-                                 "export it again as valid UTF-8 text (or as binary, if it is not text).") from None
+                raise InputError(
+                    f"Cannot read '{where}' as parquet: column '{name}' holds invalid UTF-8; "
+                    "export it again as valid UTF-8 text (or as binary, if it is not text)."
+                ) from None
 
 
 @dataclass
@@ -442,7 +474,7 @@ def _hive_partitions(files: list[str], root: str) -> _Partitions:
 
     values: dict = {}
     for path in files:
-        relative = path[len(root):].strip("/").split("/")[:-1] if path.startswith(root) else []
+        relative = path[len(root) :].strip("/").split("/")[:-1] if path.startswith(root) else []
         found = {}
         for part in relative:
             key, sep, value = part.partition("=")
@@ -456,7 +488,7 @@ def _hive_partitions(files: list[str], root: str) -> _Partitions:
         seen = [v[key] for v in values.values() if v.get(key) is not None]
         # As pyarrow.dataset's hive discovery types them: int32 where every value is ASCII digits (an optional
         # '-') within int32, else text. Python's int() would also take '١٢' or '１２', or a number past int64.
-        numbers = seen and all(re.fullmatch(r"-?[0-9]+", v) and -2**31 <= int(v) < 2**31 for v in seen)
+        numbers = seen and all(re.fullmatch(r"-?[0-9]+", v) and -(2**31) <= int(v) < 2**31 for v in seen)
         kind = pa.string()
         if numbers:
             kind = pa.int32()
@@ -475,20 +507,25 @@ def _unify(fs, schemas: dict, lossless: bool):
     try:
         unified = pa.unify_schemas(firsts, promote_options="permissive")
     except (ArrowError, TypeError) as exc:
-        raise InputError(f"The input files' columns cannot be combined ({first_line(exc)}); "
-                         "give each column one type in every file.") from None
+        raise InputError(
+            f"The input files' columns cannot be combined ({first_line(exc)}); give each column one type in every file."
+        ) from None
     if lossless:
         for path, schema in schemas.items():
             for field in schema:
                 target = unified.field(field.name).type
                 if not _widens(field.type, target):
-                    others = [p for p, s in schemas.items() if field.name in s.names
-                              and s.field(field.name).type != field.type]
+                    others = [
+                        p
+                        for p, s in schemas.items()
+                        if field.name in s.names and s.field(field.name).type != field.type
+                    ]
                     other = others[0] if others else path
                     raise InputError(
                         f"Column '{field.name}' is {field.type} in '{_display(fs, path)}' but "
                         f"{schemas[other].field(field.name).type} in '{_display(fs, other)}'; no type holds both "
-                        "without changing values: give the column one type in every file.")
+                        "without changing values: give the column one type in every file."
+                    )
     return unified.remove_metadata()
 
 
@@ -519,8 +556,10 @@ def _stat(fs, path: str) -> dict:
     try:
         return fs.info(path)
     except OSError as exc:
-        raise InputError(f"Cannot read input file '{_display(fs, path)}' ({first_line(exc)}); it was listed but "
-                         "is gone or unreadable: fix or remove it, then rerun.") from None
+        raise InputError(
+            f"Cannot read input file '{_display(fs, path)}' ({first_line(exc)}); it was listed but "
+            "is gone or unreadable: fix or remove it, then rerun."
+        ) from None
 
 
 def _file_stats(fs, files: list[str]) -> list[dict]:
@@ -568,8 +607,10 @@ def _unreadable(where: str, fmt: str, exc: BaseException, fs=None, path: str | N
         # Arrow's gzip/bz2/zstd errors read differently from our xz/gzip/bz2 reader's: say it one way.
         found = str(exc) if isinstance(exc, TrailingData) else _quietly(trailing_data, fs, path)
         if found:
-            return (f"Cannot read '{where}' as {fmt}: {found}; remove the bytes after the stream's end, or "
-                    "compress the file again.")
+            return (
+                f"Cannot read '{where}' as {fmt}: {found}; remove the bytes after the stream's end, or "
+                "compress the file again."
+            )
     if fmt == "json" and text is not None:
         found = _quietly(text.locate_type_change, fs, path, reason)
         if found:
@@ -657,16 +698,26 @@ def _open_saved_dataset(path: str, split: str) -> Source:
     except (FileNotFoundError, ValueError) as exc:
         raise InputError(f"Cannot load saved dataset '{path}': {first_line(exc)}.") from None
     except Exception as exc:  # a damaged folder fails inside `datasets` and pyarrow in many classes
-        raise InputError(f"Cannot load saved dataset '{path}' ({type(exc).__name__}: {_printable(first_line(exc))});"
-                         " the folder is damaged: save the dataset again.") from None
+        raise InputError(
+            f"Cannot load saved dataset '{path}' ({type(exc).__name__}: {_printable(first_line(exc))});"
+            " the folder is damaged: save the dataset again."
+        ) from None
     if isinstance(loaded, datasets.DatasetDict):
         if split not in loaded:
             raise InputError(f"Split '{split}' not in '{path}'; splits are: {', '.join(loaded)}. Pass --split.")
         loaded = loaded[split]
-    source = Source(f"{path} (saved dataset, split {split})", [path], loaded.features.arrow_schema,
-                    loaded.num_rows, lambda columns: _arrow_iter(loaded, columns),
-                    fingerprint={"saved_dataset": os.path.abspath(path), "split": split,
-                                 "dataset_fingerprint": loaded._fingerprint})
+    source = Source(
+        f"{path} (saved dataset, split {split})",
+        [path],
+        loaded.features.arrow_schema,
+        loaded.num_rows,
+        lambda columns: _arrow_iter(loaded, columns),
+        fingerprint={
+            "saved_dataset": os.path.abspath(path),
+            "split": split,
+            "dataset_fingerprint": loaded._fingerprint,
+        },
+    )
 
     def read_rows(columns, start, stop):
         # Memory-mapped Arrow files: a slice reads only its own rows.
@@ -685,8 +736,7 @@ def _open_hub_dataset(name: str, split: str, dataset_config: str | None) -> Sour
         streamed = datasets.load_dataset(name, dataset_config, split=split, streaming=True)
     except ValueError as exc:
         # datasets raises ValueError for an unknown split or config; say which.
-        raise InputError(f"Cannot open dataset '{name}': {first_line(exc)} Pass --split / --dataset-config.") \
-            from None
+        raise InputError(f"Cannot open dataset '{name}': {first_line(exc)} Pass --split / --dataset-config.") from None
     except Exception as exc:  # Hub errors come in many classes (HTTP, offline, not found)
         raise InputError(
             f"Cannot open Hub dataset '{name}' ({type(exc).__name__}: {first_line(exc)}); "
@@ -697,13 +747,18 @@ def _open_hub_dataset(name: str, split: str, dataset_config: str | None) -> Sour
     else:  # some streamed formats only know their columns once read: peek at the first rows
         first = next(_streamed(streamed.take(1).with_format("arrow").iter(batch_size=1), name), None)
         if first is None:
-            raise InputError(f"Dataset '{name}' (split {split}) has no rows and declares no columns; "
-                             "check the name and --split.")
+            raise InputError(
+                f"Dataset '{name}' (split {split}) has no rows and declares no columns; check the name and --split."
+            )
         schema = first.schema
-    return Source(f"{name} (Hub dataset, split {split})", [], schema, None,
-                  lambda columns: _streamed(_arrow_iter(streamed, columns), name),
-                  fingerprint={"dataset": name, "config": dataset_config, "split": split,
-                               "revision": _dataset_revision(name)})
+    return Source(
+        f"{name} (Hub dataset, split {split})",
+        [],
+        schema,
+        None,
+        lambda columns: _streamed(_arrow_iter(streamed, columns), name),
+        fingerprint={"dataset": name, "config": dataset_config, "split": split, "revision": _dataset_revision(name)},
+    )
 
 
 def _streamed(batches, name: str):
@@ -714,8 +769,10 @@ def _streamed(batches, name: str):
     except BatchscoreError:
         raise
     except Exception as exc:
-        raise InputError(f"Cannot read dataset '{name}' ({type(exc).__name__}: {_printable(first_line(exc))}); "
-                         "fix the file it names, or check the dataset.") from None
+        raise InputError(
+            f"Cannot read dataset '{name}' ({type(exc).__name__}: {_printable(first_line(exc))}); "
+            "fix the file it names, or check the dataset."
+        ) from None
 
 
 def _dataset_revision(name: str) -> str | None:

@@ -32,8 +32,9 @@ def result_schema(input_schema, top_k: int | str = 1, result_prefix: str | None 
     from .postprocess import result_fields
 
     results = result_fields(str(top_k).lower(), result_prefix)
-    return StructType([*input_schema.fields,
-                       *(StructField(f.name, from_arrow_type(f.type), nullable=True) for f in results)])
+    return StructType(
+        [*input_schema.fields, *(StructField(f.name, from_arrow_type(f.type), nullable=True) for f in results)]
+    )
 
 
 def score(df, model: str | None = None, text_column: str = "text", top_k: int | str = 1, **options):

@@ -286,10 +286,13 @@ class TextFormat:
         import pyarrow.json as pajson
 
         if self.fmt == "json":
-            parse = pajson.ParseOptions(explicit_schema=_project(schema, columns),
-                                        unexpected_field_behavior="ignore" if schema is not None else "infer")
-            return pajson.open_json(stream, read_options=pajson.ReadOptions(block_size=block_size, use_threads=False),
-                                    parse_options=parse)
+            parse = pajson.ParseOptions(
+                explicit_schema=_project(schema, columns),
+                unexpected_field_behavior="ignore" if schema is not None else "infer",
+            )
+            return pajson.open_json(
+                stream, read_options=pajson.ReadOptions(block_size=block_size, use_threads=False), parse_options=parse
+            )
         import pyarrow.csv as pacsv
 
         if schema is None:  # first look: the header, and first-block types when inferring
@@ -308,9 +311,11 @@ class TextFormat:
         if self.fmt != "json" and len(found) == 1:  # read again as its records will be: empty lines count
             strict = self._first_look(fs, path, where, one_column=True)
             if strict.names != found.names:
-                raise InputError(f"Cannot read '{where or path}' as {self.fmt}: line 1 is empty where the header "
-                                 "belongs (in a one-column file an empty line is a record); remove the empty "
-                                 "lines above the header.")
+                raise InputError(
+                    f"Cannot read '{where or path}' as {self.fmt}: line 1 is empty where the header "
+                    "belongs (in a one-column file an empty line is a record); remove the empty "
+                    "lines above the header."
+                )
             found = strict
         if self.fmt == "json" or self.infer_types:
             return found
@@ -373,9 +378,11 @@ class TextFormat:
         """
         counted = self.find_open_quote(fs, path, where)
         if rows is not None and counted is not None and counted != rows:
-            raise InputError(f"Cannot read '{where}' as csv: Python's csv module reads {counted:,} records where "
-                             f"pyarrow read {rows:,}; check the file's quotes and line breaks, or export it "
-                             "again.")
+            raise InputError(
+                f"Cannot read '{where}' as csv: Python's csv module reads {counted:,} records where "
+                f"pyarrow read {rows:,}; check the file's quotes and line breaks, or export it "
+                "again."
+            )
 
     def find_open_quote(self, fs, path: str, where: str) -> int | None:
         """Raise naming the line where a quoted field starts that never closes properly; else count the records.
@@ -404,9 +411,11 @@ class TextFormat:
             except UnicodeDecodeError:
                 return None  # not a quote problem: pyarrow's own error (invalid UTF-8, line located) stands
             except csv.Error:
-                raise InputError(f"Cannot read '{where}' as csv: the quoted field that starts on line {start} is "
-                                 "never closed properly; close its quote (a quote inside a quoted field is "
-                                 'written ""), or export the file again.') from None
+                raise InputError(
+                    f"Cannot read '{where}' as csv: the quoted field that starts on line {start} is "
+                    "never closed properly; close its quote (a quote inside a quoted field is "
+                    'written ""), or export the file again.'
+                ) from None
         return records
 
     def locate_csv_error(self, fs, path: str, message: str) -> int | None:
@@ -423,21 +432,24 @@ class TextFormat:
             return None
         ragged = re.search(r"Expected (\d+) columns, got (\d+)", message)
         bad_value = re.search(
-            r"In CSV column #(\d+): (?:Row #\d+: )?CSV conversion error to \w+: invalid value '(.*)'$", message)
+            r"In CSV column #(\d+): (?:Row #\d+: )?CSV conversion error to \w+: invalid value '(.*)'$", message
+        )
         if not (ragged or bad_value):
             return None
         csv.field_size_limit(1 << 30)
         dialect = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if self.fmt == "tsv" else {}
         encoding = "utf-8" if not self.encoding or "replace" in self.encoding.lower() else self.encoding
-        with open_stream(fs, path) as raw, \
-                io.TextIOWrapper(raw, encoding=encoding, errors="replace", newline="") as fh:
+        with open_stream(fs, path) as raw, io.TextIOWrapper(raw, encoding=encoding, errors="replace", newline="") as fh:
             reader = csv.reader(fh, **dialect)
             start, width = 1, None
             for row in reader:
                 if width is None:
                     width = len(row)
-                elif (ragged and len(row) != width) or (bad_value and len(row) > int(bad_value.group(1))
-                                                        and row[int(bad_value.group(1))] == bad_value.group(2)):
+                elif (ragged and len(row) != width) or (
+                    bad_value
+                    and len(row) > int(bad_value.group(1))
+                    and row[int(bad_value.group(1))] == bad_value.group(2)
+                ):
                     return start
                 start = reader.line_num + 1
         return None
@@ -449,8 +461,14 @@ class TextFormat:
         if not match and "Failed to convert JSON" not in message:
             return None
         only = match.group(1) if match else None
-        kinds = {str: "string", bool: "boolean", list: "array", dict: "object",
-                 int: "number" if only else "whole number", float: "number" if only else "fractional number"}
+        kinds = {
+            str: "string",
+            bool: "boolean",
+            list: "array",
+            dict: "object",
+            int: "number" if only else "whole number",
+            float: "number" if only else "fractional number",
+        }
         first: dict = {}
         with open_stream(fs, path) as fh:
             for number, raw in enumerate(fh, 1):
@@ -466,8 +484,10 @@ class TextFormat:
                     kind = kinds.get(type(value), type(value).__name__)
                     seen = first.setdefault(column, (kind, number))
                     if kind != seen[0]:
-                        return (f"column '{column}' is a {seen[0]} on line {seen[1]} and a {kind} on line "
-                                f"{number}; give the column one type in every line (e.g. quote the numbers)")
+                        return (
+                            f"column '{column}' is a {seen[0]} on line {seen[1]} and a {kind} on line "
+                            f"{number}; give the column one type in every line (e.g. quote the numbers)"
+                        )
         return None
 
 

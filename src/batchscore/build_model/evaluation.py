@@ -25,7 +25,7 @@ def predict(model, tokenizer, texts: list[str], max_length: int = 128, batch_siz
     out = np.zeros(len(texts), dtype=np.int64)
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
-            rows = order[start:start + batch_size]
+            rows = order[start : start + batch_size]
             inputs = tokenizer.pad({k: [encoded[k][i] for i in rows] for k in encoded.keys()}, return_tensors="pt")
             out[rows] = model(**inputs).logits.argmax(-1).numpy()
     return out
@@ -55,15 +55,21 @@ def evaluation_table(model, tokenizer, split: Split) -> list[dict]:
 
 
 def format_table(rows: list[dict]) -> str:
-    lines = ["| held-out set | sentences | model accuracy | VADER accuracy | model macro-F1 | VADER macro-F1 "
-             "| model acc. (abs rating >= 0.5) | VADER acc. (abs rating >= 0.5) |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "| held-out set | sentences | model accuracy | VADER accuracy | model macro-F1 | VADER macro-F1 "
+        "| model acc. (abs rating >= 0.5) | VADER acc. (abs rating >= 0.5) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for r in rows:
-        lines.append(f"| {r['set']} | {r['test_sentences']} | {r['model_accuracy']:.3f} | {r['vader_accuracy']:.3f} "
-                     f"| {r['model_macro_f1']:.3f} | {r['vader_macro_f1']:.3f} | {r['model_accuracy_polar']:.3f} "
-                     f"| {r['vader_accuracy_polar']:.3f} |")
+        lines.append(
+            f"| {r['set']} | {r['test_sentences']} | {r['model_accuracy']:.3f} | {r['vader_accuracy']:.3f} "
+            f"| {r['model_macro_f1']:.3f} | {r['vader_macro_f1']:.3f} | {r['model_accuracy_polar']:.3f} "
+            f"| {r['vader_accuracy_polar']:.3f} |"
+        )
     mean = {k: np.mean([r[k] for r in rows]) for k in rows[0] if k not in ("set", "test_sentences")}
-    lines.append(f"| **mean of 4** | {sum(r['test_sentences'] for r in rows)} | **{mean['model_accuracy']:.3f}** "
-                 f"| {mean['vader_accuracy']:.3f} | {mean['model_macro_f1']:.3f} | {mean['vader_macro_f1']:.3f} "
-                 f"| {mean['model_accuracy_polar']:.3f} | {mean['vader_accuracy_polar']:.3f} |")
+    lines.append(
+        f"| **mean of 4** | {sum(r['test_sentences'] for r in rows)} | **{mean['model_accuracy']:.3f}** "
+        f"| {mean['vader_accuracy']:.3f} | {mean['model_macro_f1']:.3f} | {mean['vader_macro_f1']:.3f} "
+        f"| {mean['model_accuracy_polar']:.3f} | {mean['vader_accuracy_polar']:.3f} |"
+    )
     return "\n".join(lines)

@@ -30,7 +30,7 @@ class Recipe:
 def length_batches(lengths: list[int], batch_size: int, rng: random.Random) -> list[list[int]]:
     """Batches of similar length (little padding), in shuffled order."""
     order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     rng.shuffle(batches)
     return batches
 

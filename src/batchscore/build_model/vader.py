@@ -44,17 +44,31 @@ class Split:
 def fetch_vader_sdist(cache_dir: str) -> str:
     """Path to the vaderSentiment sdist, downloaded with pip into cache_dir when missing."""
     os.makedirs(cache_dir, exist_ok=True)
-    found = sorted(Path(cache_dir).glob("vaderSentiment-3.3.2.tar.gz")) + \
-        sorted(Path(cache_dir).glob("vadersentiment-3.3.2.tar.gz"))
+    found = sorted(Path(cache_dir).glob("vaderSentiment-3.3.2.tar.gz")) + sorted(
+        Path(cache_dir).glob("vadersentiment-3.3.2.tar.gz")
+    )
     if found:
         return str(found[0])
-    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-           VADER_SDIST, "-d", cache_dir]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--no-deps",
+        "--no-binary",
+        ":all:",
+        VADER_SDIST,
+        "-d",
+        cache_dir,
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True)
     found = sorted(Path(cache_dir).glob("*ader*3.3.2.tar.gz"))
     if done.returncode != 0 or not found:
-        raise InputError(f"Could not download the {VADER_SDIST} sdist with pip ({done.stderr.strip()[-200:]}); "
-                         "pass --vader-sdist PATH to a downloaded copy.")
+        raise InputError(
+            f"Could not download the {VADER_SDIST} sdist with pip ({done.stderr.strip()[-200:]}); "
+            "pass --vader-sdist PATH to a downloaded copy."
+        )
     return str(found[0])
 
 
@@ -65,8 +79,10 @@ def read_ground_truth(sdist_path: str) -> dict[str, list[Sentence]]:
             inner = next(m for m in sdist.getmembers() if m.name.endswith("hutto_ICWSM_2014.tar.gz"))
             payload = sdist.extractfile(inner).read()
     except (OSError, tarfile.TarError, StopIteration):
-        raise InputError(f"'{sdist_path}' is not the {VADER_SDIST} sdist (no hutto_ICWSM_2014.tar.gz in it); "
-                         f"get it with: pip download --no-deps --no-binary :all: {VADER_SDIST}") from None
+        raise InputError(
+            f"'{sdist_path}' is not the {VADER_SDIST} sdist (no hutto_ICWSM_2014.tar.gz in it); "
+            f"get it with: pip download --no-deps --no-binary :all: {VADER_SDIST}"
+        ) from None
     sets: dict[str, list[Sentence]] = {}
     with tarfile.open(fileobj=io.BytesIO(payload)) as corpus:
         for member in sorted(corpus.getmembers(), key=lambda m: m.name):

@@ -9,5 +9,14 @@ from .layout import Layout
 from .manifest import read_manifest
 from .writer import OutputWriter, check_output, listed_chunks
 
-__all__ = ["Finalized", "Layout", "OutputWriter", "check_output", "finalize", "listed_chunks", "read_manifest",
-           "run_identity", "wait_for_shards"]
+__all__ = [
+    "Finalized",
+    "Layout",
+    "OutputWriter",
+    "check_output",
+    "finalize",
+    "listed_chunks",
+    "read_manifest",
+    "run_identity",
+    "wait_for_shards",
+]

@@ -97,9 +97,11 @@ def _markers(layout: Layout, store: Store) -> list[dict]:
         path = layout.record(name)
         marker = store.read_record(path, MARKER_FIELDS)
         if (marker["shard"], marker["num_shards"]) != (shard.index, shard.count):
-            raise OutputError(f"Run record '{layout.url(path)}' is damaged: it says shard {marker['shard']} of "
-                              f"{marker['num_shards']}; if no batchscore run is writing this output, delete that "
-                              "file and rerun.")
+            raise OutputError(
+                f"Run record '{layout.url(path)}' is damaged: it says shard {marker['shard']} of "
+                f"{marker['num_shards']}; if no batchscore run is writing this output, delete that "
+                "file and rerun."
+            )
         markers.append(marker)
     return markers
 
@@ -109,12 +111,16 @@ def _finalize_held(layout: Layout, store: Store, lease: Lease) -> Finalized:
     where = layout.url()
     markers = _markers(layout, store)
     if not markers:
-        raise OutputError(f"No shard of '{where}' has finished yet; run every shard "
-                          "(batchscore score ... --num-shards K --shard-index I), then finalize.")
+        raise OutputError(
+            f"No shard of '{where}' has finished yet; run every shard "
+            "(batchscore score ... --num-shards K --shard-index I), then finalize."
+        )
     sizes = sorted({m["num_chunks"] for m in markers})
     if len(sizes) > 1:
-        raise OutputError(f"Shards of '{where}' saw inputs of different sizes ({' vs '.join(map(str, sizes))} "
-                          "chunks): the input changed between shards; rerun every shard with --overwrite.")
+        raise OutputError(
+            f"Shards of '{where}' saw inputs of different sizes ({' vs '.join(map(str, sizes))} "
+            "chunks): the input changed between shards; rerun every shard with --overwrite."
+        )
     # An input with no rows still has one (empty) part, so readers get the schema.
     expected = max(sizes[0], 1)
     run = max(markers, key=lambda m: m["written"])["run"]  # the latest shard's run is the reference
@@ -130,18 +136,26 @@ def _finalize_held(layout: Layout, store: Store, lease: Lease) -> Finalized:
             footers[index] = footer
     foreign = [i for i, f in footers.items() if part_stats(f).get("run") != run or i >= expected]
     if foreign:
-        raise OutputError(f"Output '{where}' holds {len(foreign)} parts of another run (chunks {_listing(foreign)}); "
-                          f"{_rerun_hint(foreign, markers)} with --overwrite, then finalize again.")
+        raise OutputError(
+            f"Output '{where}' holds {len(foreign)} parts of another run (chunks {_listing(foreign)}); "
+            f"{_rerun_hint(foreign, markers)} with --overwrite, then finalize again."
+        )
     missing = [i for i in range(expected) if i not in footers]
     if missing:
-        raise OutputError(f"Output '{where}' is missing {len(missing)} of {expected} chunks "
-                          f"({_listing(missing)}); {_rerun_hint(missing, markers)}, then finalize again.")
+        raise OutputError(
+            f"Output '{where}' is missing {len(missing)} of {expected} chunks "
+            f"({_listing(missing)}); {_rerun_hint(missing, markers)}, then finalize again."
+        )
 
     committed = sorted(footers)
     first = layout.path(part_name(committed[0]))
     schema = output_schema(store, first)
-    manifest = {**json.loads(schema.metadata[b"batchscore"]), **_combine(markers),
-                **sum_stats([part_stats(footers[i]) for i in committed]), "run": part_identity(footers[committed[0]])}
+    manifest = {
+        **json.loads(schema.metadata[b"batchscore"]),
+        **_combine(markers),
+        **sum_stats([part_stats(footers[i]) for i in committed]),
+        "run": part_identity(footers[committed[0]]),
+    }
     # Each commit asks the store whether the output is still ours: a finalize that stalled past its lease
     # writes nothing more.
     if layout.single_file:

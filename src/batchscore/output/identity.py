@@ -35,8 +35,11 @@ def run_hash(identity: dict) -> str:
 def model_fingerprint(model_id: str, revision: str | None) -> dict:
     if not os.path.isdir(model_id):
         return {"hub": model_id, "commit": revision}
-    names = sorted(n for n in os.listdir(model_id)
-                   if n.endswith(_DECISIVE) and n not in _IGNORED and os.path.isfile(os.path.join(model_id, n)))
+    names = sorted(
+        n
+        for n in os.listdir(model_id)
+        if n.endswith(_DECISIVE) and n not in _IGNORED and os.path.isfile(os.path.join(model_id, n))
+    )
     paths = [os.path.join(model_id, n) for n in names]
     full = sum(os.path.getsize(p) for p in paths) <= FULL_HASH_BYTES
     digest = hashlib.sha256()

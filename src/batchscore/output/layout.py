@@ -125,18 +125,18 @@ class Shard:
 
     @classmethod
     def from_marker(cls, name: str) -> Shard | None:
-        return cls._parse(name[:-len(".json")]) if name.endswith(".json") else None
+        return cls._parse(name[: -len(".json")]) if name.endswith(".json") else None
 
     @classmethod
     def from_lease(cls, name: str) -> Shard | None:
         if name.startswith("lease-") and name.endswith(".json"):
-            return cls.from_tag(name[len("lease-"):-len(".json")])
+            return cls.from_tag(name[len("lease-") : -len(".json")])
         return None
 
     @classmethod
     def from_lock(cls, name: str) -> Shard | None:
         """A shard's own lock file (the whole-output `lock` is not one)."""
-        shard = cls._parse(name[:-len(".lock")]) if name.endswith(".lock") else None
+        shard = cls._parse(name[: -len(".lock")]) if name.endswith(".lock") else None
         return shard if shard is not None and not shard.whole else None
 
 
@@ -160,8 +160,15 @@ def _short(text: str, keep: int = 40) -> str:
 
 
 def _backend_hint(protocol: str, exc: BaseException) -> str:
-    packages = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs",
-                "abfss": "adlfs"}
+    packages = {
+        "s3": "s3fs",
+        "s3a": "s3fs",
+        "gs": "gcsfs",
+        "gcs": "gcsfs",
+        "az": "adlfs",
+        "abfs": "adlfs",
+        "abfss": "adlfs",
+    }
     if protocol in packages:
         return f"install {packages[protocol]} (pip install {packages[protocol]})"
     return f"use {SCHEMES_HINT} ({str(exc).splitlines()[0].rstrip('.')})"
@@ -230,9 +237,11 @@ class Layout:
             if self.protocol in OBJECT_KEY_LIMITS:  # buckets: keys up to 1024 bytes (S3, GCS, Azure)
                 key = len(longest.split("/", 1)[-1].encode())
                 if key > OBJECT_KEY_LIMITS[self.protocol]:
-                    raise OutputError(f"Output '{_short(self.url())}' is too long: batchscore's keys under it "
-                                      f"would have {key} bytes, over the store's {OBJECT_KEY_LIMITS[self.protocol]};"
-                                      " pass a shorter --output.")
+                    raise OutputError(
+                        f"Output '{_short(self.url())}' is too long: batchscore's keys under it "
+                        f"would have {key} bytes, over the store's {OBJECT_KEY_LIMITS[self.protocol]};"
+                        " pass a shorter --output."
+                    )
             return
         existing = os.path.dirname(self.final) or "/"
         while not os.path.isdir(existing) and existing != os.path.dirname(existing):
@@ -242,14 +251,21 @@ class Layout:
         for part in [*given, *beside]:
             size = len(os.fsencode(part))
             if size > name_max:
-                made = f"'{_short(name)}' is too long: batchscore makes '{_short(part)}' from it" \
-                    if part not in given else f"'{_short(part)}' is too long"
-                raise OutputError(f"Output name {made}, {size} bytes, over the file system's limit of {name_max}; "
-                                  "pass a shorter --output.")
+                made = (
+                    f"'{_short(name)}' is too long: batchscore makes '{_short(part)}' from it"
+                    if part not in given
+                    else f"'{_short(part)}' is too long"
+                )
+                raise OutputError(
+                    f"Output name {made}, {size} bytes, over the file system's limit of {name_max}; "
+                    "pass a shorter --output."
+                )
         if len(os.fsencode(longest)) >= path_max:
-            raise OutputError(f"Output path '{_short(self.final)}' is too long: batchscore's paths under it would "
-                              f"have {len(os.fsencode(longest))} bytes, over the file system's {path_max - 1}; pass "
-                              "a shorter --output.")
+            raise OutputError(
+                f"Output path '{_short(self.final)}' is too long: batchscore's paths under it would "
+                f"have {len(os.fsencode(longest))} bytes, over the file system's {path_max - 1}; pass "
+                "a shorter --output."
+            )
 
     def path(self, *names: str) -> str:
         return "/".join((self.root, *names))

@@ -72,9 +72,11 @@ def lease_seconds() -> float:
         value = math.nan
     if not (math.isfinite(value) and value >= MIN_LEASE_SECONDS):
         shown = raw if len(raw) <= 40 else raw[:37] + "..."
-        raise ConfigError(f"{LEASE_VARIABLE}={json.dumps(shown)} is not a number of seconds >= "
-                          f"{MIN_LEASE_SECONDS:g} (how long a silent object-store lease stays valid; default "
-                          f"{DEFAULT_LEASE_SECONDS:g}); fix or unset it.")
+        raise ConfigError(
+            f"{LEASE_VARIABLE}={json.dumps(shown)} is not a number of seconds >= "
+            f"{MIN_LEASE_SECONDS:g} (how long a silent object-store lease stays valid; default "
+            f"{DEFAULT_LEASE_SECONDS:g}); fix or unset it."
+        )
     return value
 
 
@@ -104,8 +106,10 @@ class Lease:
                 return
             except _Busy as busy:
                 if not self.wait:
-                    raise OutputError(f"Output '{self.layout.url()}' is being written by another batchscore run "
-                                      f"({busy}); wait for it to finish, or choose another --output.") from None
+                    raise OutputError(
+                        f"Output '{self.layout.url()}' is being written by another batchscore run "
+                        f"({busy}); wait for it to finish, or choose another --output."
+                    ) from None
                 time.sleep(POLL_SECONDS)
 
     def check(self) -> None:
@@ -220,9 +224,11 @@ class KernelLock(Lease):
             except OSError:
                 same = False
             if not same:
-                raise OutputError(f"The lock file '{path}' of this run was removed or replaced while it wrote "
-                                  f"'{self.layout.url()}'; stopped before writing more. Make sure no one else "
-                                  "writes there, then rerun the same command to resume.")
+                raise OutputError(
+                    f"The lock file '{path}' of this run was removed or replaced while it wrote "
+                    f"'{self.layout.url()}'; stopped before writing more. Make sure no one else "
+                    "writes there, then rerun the same command to resume."
+                )
 
     def release(self) -> None:
         while self._fds:
@@ -236,8 +242,7 @@ class LeaseRecord(Lease):
         super().__init__(layout, shard, wait)
         self.path = layout.record(shard.lease)
         self.ttl = lease_seconds()
-        self.me = {"owner": secrets.token_hex(8), "host": socket.gethostname(), "pid": os.getpid(),
-                   "boot": _boot_id()}
+        self.me = {"owner": secrets.token_hex(8), "host": socket.gethostname(), "pid": os.getpid(), "boot": _boot_id()}
         self.beat = 0
         self.lost: str | None = None
         self.held = False
@@ -349,13 +354,18 @@ class LeaseRecord(Lease):
         holder = self._read(path)
         if holder is None:
             return True
-        if holder.get("host") == self.me["host"] and holder.get("boot") == self.me["boot"] \
-                and isinstance(holder.get("pid"), int) and not _alive(holder["pid"]):
+        if (
+            holder.get("host") == self.me["host"]
+            and holder.get("boot") == self.me["boot"]
+            and isinstance(holder.get("pid"), int)
+            and not _alive(holder["pid"])
+        ):
             return True
         if time.time() - holder["time"] > 2 * self.ttl:  # long silent, even allowing for skew
             return True
-        log.debug("Waiting up to %.0f s to see whether the writer holding %s is alive.", self.ttl,
-                  self.layout.url(path))
+        log.debug(
+            "Waiting up to %.0f s to see whether the writer holding %s is alive.", self.ttl, self.layout.url(path)
+        )
         started = time.monotonic()
         while time.monotonic() - started < self.ttl:
             time.sleep(min(1.0, self.ttl / 8))
@@ -399,8 +409,10 @@ class LeaseRecord(Lease):
         if not self.lost and not self._mine(self._read(self.path)):
             self.lost = "another run took it over, or finished the output, while this one stalled"
         if self.lost:
-            raise OutputError(f"Lost the lease on '{self.layout.url()}': {self.lost}; stopped before writing more. "
-                              "Rerun the same command to resume.")
+            raise OutputError(
+                f"Lost the lease on '{self.layout.url()}': {self.lost}; stopped before writing more. "
+                "Rerun the same command to resume."
+            )
 
     def release(self) -> None:
         self._stop.set()

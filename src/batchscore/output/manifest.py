@@ -89,8 +89,10 @@ def our_footer(layout: Layout, store: Store, path: str) -> dict | None:
         what = "it is not a Parquet file"
     else:
         what = "a Parquet file without batchscore's metadata"
-    raise OutputError(f"'{layout.url(path)}' was not written by batchscore ({what}); it is never removed or "
-                      "replaced, even with --overwrite: move it, or choose another --output.")
+    raise OutputError(
+        f"'{layout.url(path)}' was not written by batchscore ({what}); it is never removed or "
+        "replaced, even with --overwrite: move it, or choose another --output."
+    )
 
 
 def listed_parts(store: Store) -> list[int]:
@@ -133,8 +135,10 @@ def read_complete(layout: Layout, store: Store | None = None) -> dict | None:
             return None
         manifest = _load(store.footer(layout.target), MANIFEST_KEY)
         if manifest is None:
-            raise OutputError(f"Output '{layout.url()}' exists but is not a batchscore output (or is damaged); "
-                              "batchscore never replaces it, even with --overwrite: choose another --output.")
+            raise OutputError(
+                f"Output '{layout.url()}' exists but is not a batchscore output (or is damaged); "
+                "batchscore never replaces it, even with --overwrite: choose another --output."
+            )
         return manifest
     if not store.exists(layout.path(SUCCESS)):
         return None
@@ -187,13 +191,18 @@ def rebuild(layout: Layout, store: Store) -> dict | None:
     first = footers[indices[0]]
     if not proves_complete(part_identity(first), [s.get("rows") for s in stats]):
         return None
-    manifest = {**(_load(first, METADATA_KEY) or {}), **sum_stats(stats), "run": part_identity(first),
-                "rebuilt_from_parts": True}
+    manifest = {
+        **(_load(first, METADATA_KEY) or {}),
+        **sum_stats(stats),
+        "run": part_identity(first),
+        "rebuilt_from_parts": True,
+    }
     log.warning("Rebuilt the lost or damaged manifest of %s from its parts' footers.", layout.url())
     try:
         with open_lease(layout) as lease:
-            lease.commit(layout.path(MANIFEST), manifest_bytes(output_schema(store, layout.path(part_name(0))),
-                                                               manifest))
+            lease.commit(
+                layout.path(MANIFEST), manifest_bytes(output_schema(store, layout.path(part_name(0))), manifest)
+            )
     except OutputError:
         pass  # busy or read-only: the rebuilt manifest is still right, just not saved
     return manifest
@@ -226,6 +235,5 @@ def read_manifest(spec: str) -> dict:
     layout = Layout.open(spec)
     manifest = read_complete(layout)
     if manifest is None:
-        raise OutputError(f"Output '{spec}' is not complete (no _SUCCESS, or parts missing); run or finalize it "
-                          "first.")
+        raise OutputError(f"Output '{spec}' is not complete (no _SUCCESS, or parts missing); run or finalize it first.")
     return manifest

@@ -21,10 +21,22 @@ from .layout import RECORDS, TEMP, Layout
 
 # Exception classes, by name, that mean "the store cannot be reached" in the back ends fsspec uses
 # (botocore, aiohttp, requests/urllib3, azure-core, google-auth), none of them imported here.
-_UNREACHABLE_NAMES = ("ConnectionError", "ConnectTimeoutError", "ConnectTimeout", "ReadTimeoutError",
-                      "ServiceRequestError", "TransportError", "ClientConnectorError", "ServerDisconnectedError")
-_NO_CREDENTIALS_NAMES = ("NoCredentialsError", "PartialCredentialsError", "DefaultCredentialsError",
-                         "ClientAuthenticationError")
+_UNREACHABLE_NAMES = (
+    "ConnectionError",
+    "ConnectTimeoutError",
+    "ConnectTimeout",
+    "ReadTimeoutError",
+    "ServiceRequestError",
+    "TransportError",
+    "ClientConnectorError",
+    "ServerDisconnectedError",
+)
+_NO_CREDENTIALS_NAMES = (
+    "NoCredentialsError",
+    "PartialCredentialsError",
+    "DefaultCredentialsError",
+    "ClientAuthenticationError",
+)
 
 
 def _named(exc: BaseException, names: tuple) -> bool:
@@ -37,8 +49,12 @@ def unreachable(exc: BaseException) -> bool:
 
     if isinstance(exc, (ConnectionError, TimeoutError, socket.gaierror, socket.herror)):
         return True
-    if isinstance(exc, OSError) and getattr(exc, "errno", None) in (errno.ENETUNREACH, errno.EHOSTUNREACH,
-                                                                    errno.ETIMEDOUT, errno.ECONNRESET):
+    if isinstance(exc, OSError) and getattr(exc, "errno", None) in (
+        errno.ENETUNREACH,
+        errno.EHOSTUNREACH,
+        errno.ETIMEDOUT,
+        errno.ECONNRESET,
+    ):
         return True
     return _named(exc, _UNREACHABLE_NAMES)
 
@@ -67,11 +83,15 @@ def describe(layout: Layout, path: str, exc: BaseException, doing: str = "write"
     code = getattr(exc, "errno", None)
     resume = "then rerun the same command: committed chunks are kept"
     if unreachable(exc):
-        return (f"Cannot reach the store to {doing} '{where}' ({_reason(exc)}); check the address, the network "
-                f"and the credentials, {resume}.")
+        return (
+            f"Cannot reach the store to {doing} '{where}' ({_reason(exc)}); check the address, the network "
+            f"and the credentials, {resume}."
+        )
     if _named(exc, _NO_CREDENTIALS_NAMES):
-        return (f"Cannot {doing} '{where}': no usable credentials for the store ({_reason(exc)}); set them "
-                "(e.g. AWS_PROFILE, GOOGLE_APPLICATION_CREDENTIALS) and rerun.")
+        return (
+            f"Cannot {doing} '{where}': no usable credentials for the store ({_reason(exc)}); set them "
+            "(e.g. AWS_PROFILE, GOOGLE_APPLICATION_CREDENTIALS) and rerun."
+        )
     if code in (errno.ENOSPC, errno.EDQUOT):
         return f"No space left to {doing} '{where}'; free some space or choose another --output, {resume}."
     if code == errno.EROFS:
@@ -92,8 +112,10 @@ def describe(layout: Layout, path: str, exc: BaseException, doing: str = "write"
 def describe_open(spec: str, exc: BaseException) -> str | None:
     """The line for a store that fails as it is opened (before there is a Layout); None if not a store error."""
     if unreachable(exc):
-        return (f"Cannot reach the output store '{spec}' ({_reason(exc)}); check the address, the network and "
-                "the credentials, then rerun.")
+        return (
+            f"Cannot reach the output store '{spec}' ({_reason(exc)}); check the address, the network and "
+            "the credentials, then rerun."
+        )
     if _named(exc, _NO_CREDENTIALS_NAMES) or isinstance(exc, OSError):
         return f"Cannot open the output store '{spec}' ({_reason(exc)}); check --output and the credentials."
     return None
@@ -136,9 +158,11 @@ class Store:
                 continue
             current = os.path.join(current, name)
             if os.path.islink(current):
-                raise OutputError(f"'{current}' inside the output is a symbolic link (to "
-                                  f"'{os.path.realpath(current)}'); batchscore never follows a link out of its "
-                                  "output: remove the link, or choose another --output.")
+                raise OutputError(
+                    f"'{current}' inside the output is a symbolic link (to "
+                    f"'{os.path.realpath(current)}'); batchscore never follows a link out of its "
+                    "output: remove the link, or choose another --output."
+                )
         return path
 
     # --- reading --------------------------------------------------------------------------------------------
@@ -293,8 +317,10 @@ KINDS = {
     "text": ("text", lambda v: isinstance(v, str)),
     "count": ("a whole number >= 0", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0),
     "positive": ("a whole number >= 1", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1),
-    "time": ("a number of seconds", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
-             and math.isfinite(v)),
+    "time": (
+        "a number of seconds",
+        lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+    ),
 }
 
 
@@ -314,8 +340,10 @@ def check_record(layout: Layout, path: str, record, fields: dict) -> dict:
                 break
     if problem is None:
         return record
-    raise OutputError(f"Run record '{layout.url(path)}' {problem}; if no batchscore run is writing this output, "
-                      "delete that file and rerun.")
+    raise OutputError(
+        f"Run record '{layout.url(path)}' {problem}; if no batchscore run is writing this output, "
+        "delete that file and rerun."
+    )
 
 
 def _fsync_dir(folder: str) -> None:

@@ -52,8 +52,7 @@ def check_output(layout: Layout, overwrite: bool) -> str | None:
     if layout.single_file:
         store.guard(layout.root)  # the hidden parts folder may not be a link out of the output
     if layout.single_file and store.exists(layout.target) and store.isdir(layout.target):
-        raise OutputError(f"Output '{layout.url()}' is a folder; pass a file path ending in .parquet, "
-                          "or another name.")
+        raise OutputError(f"Output '{layout.url()}' is a folder; pass a file path ending in .parquet, or another name.")
     if not layout.single_file and store.exists(layout.root):
         if not store.isdir(layout.root):
             raise OutputError(f"Output '{layout.url()}' is a file; pass a folder path, or a path ending in .parquet.")
@@ -61,8 +60,10 @@ def check_output(layout: Layout, overwrite: bool) -> str | None:
         foreign = [n for n in names if not _our_name(n) and not n.startswith(".")]
         if foreign:
             # Never write into, or --overwrite, a folder that is not a batchscore output.
-            raise OutputError(f"Output '{layout.url()}' holds files batchscore did not write (e.g. {foreign[0]}); "
-                              "choose another --output.")
+            raise OutputError(
+                f"Output '{layout.url()}' holds files batchscore did not write (e.g. {foreign[0]}); "
+                "choose another --output."
+            )
         for name in (SUCCESS, MANIFEST, RECORDS):
             if name in names:
                 store.guard(layout.path(name))  # a link out of the output is refused before anything else
@@ -83,8 +84,10 @@ def check_output(layout: Layout, overwrite: bool) -> str | None:
     else:
         bucket = layout.root.split("/", 1)[0]
         if not store.exists(bucket):
-            raise OutputError(f"Cannot write output '{layout.url()}': the bucket '{bucket}' does not exist or "
-                              "cannot be reached; create it, or check the credentials and endpoint.")
+            raise OutputError(
+                f"Cannot write output '{layout.url()}': the bucket '{bucket}' does not exist or "
+                "cannot be reached; create it, or check the credentials and endpoint."
+            )
     return "started" if exists and not complete else ("complete" if complete else None)
 
 
@@ -107,14 +110,23 @@ class OutputWriter:
     `warnings` says what was repaired.
     """
 
-    def __init__(self, layout: Layout, schema, metadata: dict, identity: dict, overwrite: str | None = None,
-                 shard: int = 0, num_shards: int = 1):
+    def __init__(
+        self,
+        layout: Layout,
+        schema,
+        metadata: dict,
+        identity: dict,
+        overwrite: str | None = None,
+        shard: int = 0,
+        num_shards: int = 1,
+    ):
         self.layout = layout
         self.store = Store(layout)
         self.identity = identity
         self.run = run_hash(identity)
-        self.schema = schema.with_metadata({METADATA_KEY: json.dumps(metadata, sort_keys=True),
-                                            RUN_KEY: json.dumps(identity, sort_keys=True)})
+        self.schema = schema.with_metadata(
+            {METADATA_KEY: json.dumps(metadata, sort_keys=True), RUN_KEY: json.dumps(identity, sort_keys=True)}
+        )
         self.overwrite = overwrite
         self.shard = Shard(shard, num_shards)
         self.lease = open_lease(layout, self.shard)
@@ -179,8 +191,10 @@ class OutputWriter:
         if not self.overwrite and self.store.exists(self.layout.path(SUCCESS)):
             # Marked complete, yet parts are missing (lost since, or never proven): not complete. No reader may
             # take the folder for complete while this run scores what is missing.
-            self.warnings.append(f"{self.layout.url()} was marked complete, but its parts do not prove it (a part "
-                                 "or the manifest was lost); redoing what is missing.")
+            self.warnings.append(
+                f"{self.layout.url()} was marked complete, but its parts do not prove it (a part "
+                "or the manifest was lost); redoing what is missing."
+            )
             self.store.remove(self.layout.path(SUCCESS))
         # Leftovers of a killed writer, removed only once this run may use the output: a refused run
         # changes nothing.
@@ -196,10 +210,13 @@ class OutputWriter:
     def _check_identity(self, before: dict | None, what: str) -> None:
         if before == self.identity:
             return
-        changed = ", ".join(_differences(before, self.identity)) if isinstance(before, dict) \
-            else "unknown: no run identity"
-        raise OutputError(f"Output '{self.layout.url()}' {what} with other settings (differs in: {changed}); "
-                          "pass --overwrite to replace it, or choose another --output.")
+        changed = (
+            ", ".join(_differences(before, self.identity)) if isinstance(before, dict) else "unknown: no run identity"
+        )
+        raise OutputError(
+            f"Output '{self.layout.url()}' {what} with other settings (differs in: {changed}); "
+            "pass --overwrite to replace it, or choose another --output."
+        )
 
     def _clear(self) -> None:
         """--overwrite: remove what batchscore wrote (all of it, or this shard's share); refuse anything else."""
@@ -207,17 +224,23 @@ class OutputWriter:
         if layout.single_file and store.exists(layout.target):
             read_complete(layout, store)  # raises unless batchscore wrote it
             store.remove(layout.target)
-        records = [layout.record(n) for n in store.names(layout.path(RECORDS))
-                   if Shard.from_marker(n) and (self.overwrite != "shard" or n == self.shard.marker)]
-        parts = [layout.path(part_name(i)) for i in listed_parts(store)
-                 if self.overwrite != "shard" or self.shard.owns(i)]
+        records = [
+            layout.record(n)
+            for n in store.names(layout.path(RECORDS))
+            if Shard.from_marker(n) and (self.overwrite != "shard" or n == self.shard.marker)
+        ]
+        parts = [
+            layout.path(part_name(i)) for i in listed_parts(store) if self.overwrite != "shard" or self.shard.owns(i)
+        ]
         for path in parts:  # every one checked before any is removed: a foreign file stops the clearing untouched
             our_footer(layout, store, path)
         manifest = layout.path(MANIFEST)
         footer = store.footer(manifest)
         if footer is not None and not is_ours(footer):
-            raise OutputError(f"'{layout.url(manifest)}' was not written by batchscore; it is never removed or "
-                              "replaced, even with --overwrite: move it, or choose another --output.")
+            raise OutputError(
+                f"'{layout.url(manifest)}' was not written by batchscore; it is never removed or "
+                "replaced, even with --overwrite: move it, or choose another --output."
+            )
         for path in parts:
             store.remove(path)
         for path in [layout.path(SUCCESS), manifest, *records]:
@@ -270,6 +293,12 @@ class OutputWriter:
         if num_chunks == 0 and self.shard.index == 0 and 0 not in self._stats:
             # Zero rows: still leave a schema behind so readers get the columns.
             self._write_part(0, pa.Table.from_batches([], schema=self.schema), empty_stats)
-        marker = {**info, "shard": self.shard.index, "num_shards": self.shard.count, "num_chunks": num_chunks,
-                  "run": self.run, "written": time.time()}
+        marker = {
+            **info,
+            "shard": self.shard.index,
+            "num_shards": self.shard.count,
+            "num_chunks": num_chunks,
+            "run": self.run,
+            "written": time.time(),
+        }
         self.lease.commit(self.layout.record(self.shard.marker), json.dumps(marker, indent=2).encode())

@@ -15,11 +15,13 @@ ARGS   ?=
 # The offline sentiment model that configs/default.yaml points at.
 OFFLINE_MODEL := models/minilm-vader-sentiment
 
-.PHONY: install test test-slow model score bench need-input clean help
+.PHONY: install test test-slow lint typecheck model score bench need-input clean help
 
 help:
 	@echo "make install                         create .venv and install batchscore (+ test extras)"
 	@echo "make test                            run the test suite"
+	@echo "make lint                            ruff check + ruff format --check"
+	@echo "make typecheck                       mypy over src/"
 	@echo "make model                           build the offline sentiment model ($(OFFLINE_MODEL), ~4 min)"
 	@echo "make score INPUT=... [OUTPUT=...] [CONFIG=...] [MODEL=...] [ARGS='--top-k all']"
 	@echo "make test-slow                       also run the slow tests (builds the real model)"
@@ -38,6 +40,13 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
 
 # The slow tests also run batchscore on Ray Data and Spark: their extras (ray, pyspark: ~400 MB) come in here only.
 SLOW_STAMP := $(VENV)/.installed-slow

@@ -11,7 +11,8 @@ From Python::
 `batchscore.spark.score(df, model=...)` scores a Spark DataFrame.
 """
 
-__version__ = "0.1.0"
+from ._version import __version__
+
 __all__ = ["Scorer", "__version__", "score"]
 
 

@@ -15,7 +15,7 @@ import sys
 
 import click
 
-from . import __version__
+from ._version import __version__
 from .config import LOG_OPTIONS, OPTIONS, JobConfig, build_config
 from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, BatchscoreError, ConfigError
 from .logs import configure, fields

@@ -20,6 +20,23 @@ from .errors import ConfigError
 REFERENCE_MODEL = "distilbert/distilbert-base-uncased-finetuned-sst-2-english"
 REFERENCE_REVISION = "af0f99b"
 
+# The offline sentiment model `batchscore build-model` builds, and where it goes by default.
+OFFLINE_MODEL_NAME = "minilm-vader-sentiment"
+
+
+def offline_model_dir() -> str:
+    """Where `batchscore build-model` writes by default: a user cache, so an installed wheel works anywhere.
+
+    $BATCHSCORE_HOME/models/minilm-vader-sentiment, BATCHSCORE_HOME defaulting to
+    ~/.cache/batchscore ($XDG_CACHE_HOME/batchscore when that is set). The repo's
+    `make model` writes models/minilm-vader-sentiment instead.
+    """
+    home = os.environ.get("BATCHSCORE_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "batchscore"
+    )
+    return os.path.join(home, "models", OFFLINE_MODEL_NAME)
+
+
 ENV_PREFIX = "BATCHSCORE_"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 TOP_K = ("1", "all")

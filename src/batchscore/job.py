@@ -13,7 +13,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from . import __version__
+from ._version import __version__
 from .config import CPU_BATCH_TOKENS, GPU_BATCH_TOKENS, JobConfig
 from .errors import BatchscoreError, ConfigError, InputError, OutputError
 

@@ -322,11 +322,11 @@ def _accelerator():
 def _not_found(model_id: str, exc: Exception) -> str:
     text = first_line(exc) if str(exc).strip() else type(exc).__name__
     if any(word in text.lower() for word in ("connect", "offline", "cached files", "network")):
-        from .build_model import default_out
+        from .config import offline_model_dir
 
         return (
             f"Cannot reach the Hugging Face Hub for '{model_id}' and it is not in the local cache; "
-            f"build the offline model with `batchscore build-model` (then pass --model {default_out()}; "
+            f"build the offline model with `batchscore build-model` (then pass --model {offline_model_dir()}; "
             "in the repo, `make model` gives models/minilm-vader-sentiment), or pass another local model "
             "directory."
         )

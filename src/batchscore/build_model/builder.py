@@ -12,24 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import OFFLINE_MODEL_NAME, offline_model_dir
 from .evaluation import evaluation_table, format_table
 from .training import Recipe, train
 from .vader import LABELS, VADER_SDIST, fetch_vader_sdist, read_ground_truth, split_sets
 
-MODEL_NAME = "minilm-vader-sentiment"
-
-
-def default_out() -> str:
-    """Where `batchscore build-model` writes by default: a user cache, so an installed wheel works anywhere.
-
-    $BATCHSCORE_HOME/models/minilm-vader-sentiment, BATCHSCORE_HOME defaulting to
-    ~/.cache/batchscore ($XDG_CACHE_HOME/batchscore when that is set). The repo's
-    `make model` writes models/minilm-vader-sentiment instead.
-    """
-    home = os.environ.get("BATCHSCORE_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "batchscore"
-    )
-    return os.path.join(home, "models", MODEL_NAME)
+# The name and default place live in config.py: the model loader names them in its hints.
+MODEL_NAME = OFFLINE_MODEL_NAME
+default_out = offline_model_dir
 
 
 def base_model_dir() -> str:

@@ -23,7 +23,7 @@ def first_line(exc: BaseException) -> str:
 class BatchscoreError(Exception):
     exit_code = 1
 
-    def __init__(self, message: str):
+    def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
 

@@ -18,6 +18,7 @@ import logging
 import re
 import time
 import warnings
+from typing import Any, TextIO
 
 import click
 
@@ -67,7 +68,7 @@ def _summarize_listing(text: str) -> str:
     return ", ".join([*head, f"… ({hidden:,} more)", *tail])
 
 
-def fields(**values) -> dict:
+def fields(**values: Any) -> dict[str, Any]:
     """`log.info(msg, extra=fields(rows=3))`: structured fields, shown in JSON lines."""
     return {"extra": {"fields": values}}
 
@@ -75,7 +76,7 @@ def fields(**values) -> dict:
 class _TextFormatter(logging.Formatter):
     PREFIX = {logging.DEBUG: "Debug: ", logging.WARNING: "Warning: ", logging.ERROR: "Error: "}
 
-    def format(self, record):
+    def format(self, record: logging.LogRecord) -> str:
         line = self.PREFIX.get(record.levelno, "") + readable(record.getMessage())
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
@@ -83,8 +84,8 @@ class _TextFormatter(logging.Formatter):
 
 
 class _JsonFormatter(logging.Formatter):
-    def format(self, record):
-        entry = {
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "message": readable(record.getMessage()),
@@ -97,7 +98,7 @@ class _JsonFormatter(logging.Formatter):
 
 
 class _StderrHandler(logging.Handler):
-    def emit(self, record):
+    def emit(self, record: logging.LogRecord) -> None:
         line = self.format(record)
         try:
             click.echo(line, err=True)  # today's stderr (CliRunner swaps it), not import-time's
@@ -108,7 +109,14 @@ class _StderrHandler(logging.Handler):
 _warned: set[str] = set()
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None):
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
     """A library's Python warning as one `Warning:` line (or JSON object), once, instead of several raw lines."""
     text = str(message)
     if text not in _warned:

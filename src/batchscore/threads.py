@@ -28,8 +28,8 @@ def cgroup_cpu_quota(root: str = "/sys/fs/cgroup") -> float | None:
     """The CPU quota in CPUs (e.g. 1.5), or None when unlimited or unknown."""
     try:
         with open(os.path.join(root, "cpu.max")) as fh:  # cgroup v2: "<quota|max> <period>"
-            quota, period = fh.read().split()[:2]
-        return None if quota == "max" else int(quota) / int(period)
+            max_quota, max_period = fh.read().split()[:2]
+        return None if max_quota == "max" else int(max_quota) / int(max_period)
     except (OSError, ValueError):
         pass
     for folder in ("cpu", "cpu,cpuacct"):  # cgroup v1

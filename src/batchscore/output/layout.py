@@ -25,6 +25,7 @@ import re
 from dataclasses import dataclass
 
 from ..errors import OutputError
+from ..location import Location
 
 SUCCESS = "_SUCCESS"
 MANIFEST = "_manifest.parquet"
@@ -277,6 +278,11 @@ class Layout:
         """A path as the user would type it: plain on local disk, with its scheme elsewhere."""
         path = self.final if path is None else path
         return path if self.local else f"{self.protocol}://{path}"
+
+    @property
+    def location(self) -> Location:
+        """This output, to compare inputs with: its folder, or its merged file and the parts folder beside it."""
+        return Location(self.fs, self.final, self.spec, beside=self.root if self.single_file else None)
 
     def contains_url(self, url: str) -> bool:
         """Like `contains`, for a path or URL as source.py shows them."""

@@ -9,6 +9,7 @@ import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -16,6 +17,9 @@ from ..config import OFFLINE_MODEL_NAME, offline_model_dir
 from .evaluation import evaluation_table, format_table
 from .training import Recipe, train
 from .vader import LABELS, VADER_SDIST, fetch_vader_sdist, read_ground_truth, split_sets
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 # The name and default place live in config.py: the model loader names them in its hints.
 MODEL_NAME = OFFLINE_MODEL_NAME
@@ -34,8 +38,8 @@ def build(
     recipe: Recipe | None = None,
     base_model: str | None = None,
     progress: bool = True,
-    log=print,
-) -> dict:
+    log: Callable[[str], object] = print,
+) -> dict[str, Any]:
     """Fine-tune, evaluate against VADER, and write a plain transformers model directory.
 
     The directory appears only when complete: it is built in a temp folder beside it and renamed.
@@ -87,7 +91,9 @@ def build(
     return report
 
 
-def save_atomically(out_dir: str, model, tokenizer, report: dict) -> None:
+def save_atomically(
+    out_dir: str, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, report: dict[str, Any]
+) -> None:
     """Write into a hidden temp folder beside out_dir, then rename: never a half-written model."""
     parent = os.path.dirname(os.path.abspath(out_dir))
     os.makedirs(parent, exist_ok=True)
@@ -108,7 +114,7 @@ def save_atomically(out_dir: str, model, tokenizer, report: dict) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def model_card(report: dict) -> str:
+def model_card(report: dict[str, Any]) -> str:
     r = report["recipe"]
     kept = f" with |mean rating| >= {r['min_abs_rating']}" if r["min_abs_rating"] > 0 else ""
     return f"""---

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
 from .vader import Split
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
 def accuracy_and_macro_f1(truth: np.ndarray, predicted: np.ndarray) -> tuple[float, float]:
@@ -17,7 +22,13 @@ def accuracy_and_macro_f1(truth: np.ndarray, predicted: np.ndarray) -> tuple[flo
     return float(np.mean(truth == predicted)), float(np.mean(f1s))
 
 
-def predict(model, tokenizer, texts: list[str], max_length: int = 128, batch_size: int = 64) -> np.ndarray:
+def predict(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: list[str],
+    max_length: int = 128,
+    batch_size: int = 64,
+) -> np.ndarray:
     import torch
 
     encoded = tokenizer(texts, truncation=True, max_length=max_length)
@@ -39,14 +50,14 @@ def vader_predict(texts: list[str]) -> np.ndarray:
     return np.array([int(analyzer.polarity_scores(t)["compound"] > 0) for t in texts])
 
 
-def evaluation_table(model, tokenizer, split: Split) -> list[dict]:
+def evaluation_table(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, split: Split) -> list[dict[str, Any]]:
     rows = []
     for name, sentences in split.test.items():
         texts = [s.text for s in sentences]
         truth = np.array([s.label for s in sentences])
         polar = np.array([abs(s.rating) >= 0.5 for s in sentences])
         ours, vader = predict(model, tokenizer, texts), vader_predict(texts)
-        row = {"set": name, "test_sentences": len(texts)}
+        row: dict[str, Any] = {"set": name, "test_sentences": len(texts)}
         for who, pred in (("model", ours), ("vader", vader)):
             row[f"{who}_accuracy"], row[f"{who}_macro_f1"] = accuracy_and_macro_f1(truth, pred)
             row[f"{who}_accuracy_polar"], _ = accuracy_and_macro_f1(truth[polar], pred[polar])
@@ -54,7 +65,7 @@ def evaluation_table(model, tokenizer, split: Split) -> list[dict]:
     return rows
 
 
-def format_table(rows: list[dict]) -> str:
+def format_table(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| held-out set | sentences | model accuracy | VADER accuracy | model macro-F1 | VADER macro-F1 "
         "| model acc. (abs rating >= 0.5) | VADER acc. (abs rating >= 0.5) |",

@@ -5,8 +5,12 @@ from __future__ import annotations
 import random
 import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
 @dataclass
@@ -35,7 +39,14 @@ def length_batches(lengths: list[int], batch_size: int, rng: random.Random) -> l
     return batches
 
 
-def train(model, tokenizer, texts: list[str], labels: list[int], recipe: Recipe, progress: bool = True) -> list[float]:
+def train(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: list[str],
+    labels: list[int],
+    recipe: Recipe,
+    progress: bool = True,
+) -> list[float]:
     """Fine-tune in place; returns the loss of each step."""
     import torch
     from tqdm.auto import tqdm
@@ -51,7 +62,7 @@ def train(model, tokenizer, texts: list[str], labels: list[int], recipe: Recipe,
     steps = len(batches) * recipe.epochs
     schedule = get_linear_schedule_with_warmup(optimizer, int(steps * recipe.warmup_fraction), steps)
     targets = torch.tensor(labels)
-    losses = []
+    losses: list[float] = []
     model.train()
     with tqdm(total=steps, desc="fine-tuning", unit="step", disable=not progress, file=sys.stderr) as bar:
         for _ in range(recipe.epochs):
@@ -73,7 +84,7 @@ def train(model, tokenizer, texts: list[str], labels: list[int], recipe: Recipe,
     return losses
 
 
-def freeze_lower_layers(model, layers: int) -> None:
+def freeze_lower_layers(model: PreTrainedModel, layers: int) -> None:
     """Freeze the embeddings and the lowest `layers` encoder layers (no gradients, no Adam state)."""
     base = getattr(model, model.base_model_prefix)
     for p in base.embeddings.parameters():

@@ -77,7 +77,10 @@ def read_ground_truth(sdist_path: str) -> dict[str, list[Sentence]]:
     try:
         with tarfile.open(sdist_path) as sdist:
             inner = next(m for m in sdist.getmembers() if m.name.endswith("hutto_ICWSM_2014.tar.gz"))
-            payload = sdist.extractfile(inner).read()
+            handle = sdist.extractfile(inner)
+            if handle is None:  # a folder or link by that name, not the tarball
+                raise tarfile.TarError(inner.name)
+            payload = handle.read()
     except (OSError, tarfile.TarError, StopIteration):
         raise InputError(
             f"'{sdist_path}' is not the {VADER_SDIST} sdist (no hutto_ICWSM_2014.tar.gz in it); "
@@ -89,7 +92,10 @@ def read_ground_truth(sdist_path: str) -> dict[str, list[Sentence]]:
             stem = os.path.basename(member.name).removesuffix("_GroundTruth.txt")
             if not member.name.endswith("_GroundTruth.txt") or stem not in SETS:
                 continue
-            text = corpus.extractfile(member).read().decode("utf-8", errors="replace")
+            handle = corpus.extractfile(member)
+            if handle is None:  # not a regular file: the set counts as missing
+                continue
+            text = handle.read().decode("utf-8", errors="replace")
             rows = []
             for line in text.splitlines():
                 parts = line.split("\t")

@@ -18,6 +18,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from ..config import JobConfig
+    from ..model import LoadedModel
 
 # Files that change what a model computes. Model cards, READMEs and training logs do not.
 _DECISIVE = (".safetensors", ".bin", ".json", ".txt", ".model")
@@ -27,12 +32,22 @@ SAMPLES = 64
 BLOCK = 1 << 20
 
 
-def run_hash(identity: dict) -> str:
+class InputIdentity(Protocol):
+    """What run_identity reads of the input: its content's fingerprint, else its description."""
+
+    @property
+    def fingerprint(self) -> dict[str, Any]: ...
+
+    @property
+    def description(self) -> str: ...
+
+
+def run_hash(identity: dict[str, Any]) -> str:
     """A short fingerprint of a run's identity, stamped on each part it writes."""
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def model_fingerprint(model_id: str, revision: str | None) -> dict:
+def model_fingerprint(model_id: str, revision: str | None) -> dict[str, Any]:
     if not os.path.isdir(model_id):
         return {"hub": model_id, "commit": revision}
     names = sorted(
@@ -69,7 +84,7 @@ def _sampled_digest(path: str) -> bytes:
     return digest.digest()
 
 
-def run_identity(cfg, source, loaded, out_columns: list[str]) -> dict:
+def run_identity(cfg: JobConfig, source: InputIdentity, loaded: LoadedModel, out_columns: list[str]) -> dict[str, Any]:
     """Everything that changes which rows or which scores an output holds.
 
     An output can be resumed only by a run with the same identity. Batch size,

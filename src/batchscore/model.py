@@ -6,11 +6,18 @@ import contextlib
 import functools
 import logging
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from .errors import BatchscoreError, ConfigError, ModelError, first_line
+
+if TYPE_CHECKING:
+    import torch
+    from accelerate import Accelerator
+    from transformers import PreTrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -20,9 +27,9 @@ WEIGHT_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
 
 @dataclass
 class LoadedModel:
-    model: object
-    tokenizer: object
-    accelerator: object
+    model: PreTrainedModel  # placed by accelerate, int8-quantized under --precision int8
+    tokenizer: PreTrainedTokenizerBase
+    accelerator: Accelerator
     model_id: str
     revision: str | None  # resolved commit when the Hub told us, else what was asked
     labels: list[str]  # id2label in id order
@@ -30,8 +37,18 @@ class LoadedModel:
     precision: str  # fp32 | bf16 | fp16, after resolving auto
 
     @property
-    def device(self):
+    def device(self) -> torch.device:
         return self.accelerator.device
+
+
+class TokenBatch(Protocol):
+    """What chunk_logits reads of a batch: its rows' positions in the chunk and their padded token tensors."""
+
+    @property
+    def positions(self) -> np.ndarray: ...
+
+    @property
+    def inputs(self) -> dict[str, torch.Tensor]: ...
 
 
 def resolve_precision(precision: str, device_type: str) -> str:
@@ -44,7 +61,7 @@ def resolve_precision(precision: str, device_type: str) -> str:
     return "fp32"  # on CPUs without bf16 matrix units, bf16 is slower than fp32 for these models
 
 
-def model_max_length(tokenizer, config) -> int:
+def model_max_length(tokenizer: PreTrainedTokenizerBase, config: PreTrainedConfig) -> int:
     # Tokenizers without a recorded limit report a huge sentinel; the position
     # table is the real limit then.
     limits = [
@@ -158,7 +175,7 @@ def load_model(
 
 
 @contextlib.contextmanager
-def _reading(model_id: str, local: bool, files: str, safetensors_only: bool = False):
+def _reading(model_id: str, local: bool, files: str, safetensors_only: bool = False) -> Iterator[None]:
     """Whatever transformers raises while it reads a model's files is a ModelError naming the files and the fix.
 
     Damaged files fail deep inside transformers, safetensors, tokenizers or
@@ -194,7 +211,7 @@ def _reading(model_id: str, local: bool, files: str, safetensors_only: bool = Fa
         ) from None
 
 
-def _check_padding(tokenizer, config, model_id: str) -> None:
+def _check_padding(tokenizer: PreTrainedTokenizerBase, config: PreTrainedConfig, model_id: str) -> None:
     """Batches are padded: a tokenizer without a pad token borrows the model's own `pad_token_id`, or is refused.
 
     The model's id is the one it was trained to ignore (RoBERTa numbers positions
@@ -218,7 +235,7 @@ def _check_padding(tokenizer, config, model_id: str) -> None:
     )
 
 
-def _check_max_length(tokenizer, max_length: int | None, model_id: str) -> None:
+def _check_max_length(tokenizer: PreTrainedTokenizerBase, max_length: int | None, model_id: str) -> None:
     special = tokenizer.num_special_tokens_to_add(pair=False)
     if max_length is not None and max_length <= special:
         # The tokenizer cannot truncate below its special tokens: it would leave long texts whole.
@@ -249,7 +266,7 @@ def _is_safetensors(name: str) -> bool:
     return name.endswith(".safetensors") or name == "model.safetensors.index.json"
 
 
-def quantize_int8(model):
+def quantize_int8(model: PreTrainedModel) -> PreTrainedModel:
     """Dynamic int8 quantization of the Linear layers: int8 weights, activations quantized on the fly.
 
     Approximate (labels agree with fp32 on nearly all rows; scores move in the
@@ -302,7 +319,7 @@ def reuse_large_buffers() -> bool:
         return False
 
 
-def _accelerator():
+def _accelerator() -> Accelerator:
     import torch
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
@@ -336,7 +353,7 @@ def _not_found(model_id: str, exc: Exception) -> str:
     )
 
 
-def run_batch(loaded: LoadedModel, inputs: dict):
+def run_batch(loaded: LoadedModel, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
     """Float32 logits of one padded batch, left on the model's device; halves the batch on GPU out-of-memory.
 
     Nothing here waits for the device: the caller copies a whole chunk's logits
@@ -360,7 +377,7 @@ def run_batch(loaded: LoadedModel, inputs: dict):
         return torch.cat([first, second])
 
 
-def chunk_logits(loaded: LoadedModel, batches, rows: int) -> np.ndarray:
+def chunk_logits(loaded: LoadedModel, batches: Iterable[TokenBatch], rows: int) -> np.ndarray:
     """Logits [rows, labels] of a chunk's batches, scattered back to row order; one copy to the host per chunk."""
     import torch
 

@@ -15,9 +15,15 @@ import json
 import math
 import os
 import secrets
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ..errors import OutputError
 from .layout import RECORDS, TEMP, Layout
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from fsspec import AbstractFileSystem
 
 # Exception classes, by name, that mean "the store cannot be reached" in the back ends fsspec uses
 # (botocore, aiohttp, requests/urllib3, azure-core, google-auth), none of them imported here.
@@ -39,7 +45,7 @@ _NO_CREDENTIALS_NAMES = (
 )
 
 
-def _named(exc: BaseException, names: tuple) -> bool:
+def _named(exc: BaseException, names: tuple[str, ...]) -> bool:
     return any(cls.__name__.endswith(names) for cls in type(exc).__mro__)
 
 
@@ -60,7 +66,7 @@ def unreachable(exc: BaseException) -> bool:
 
 
 @contextlib.contextmanager
-def store_errors(layout: Layout, path: str, doing: str = "write"):
+def store_errors(layout: Layout, path: str, doing: str = "write") -> Iterator[None]:
     """Turn the store's OSErrors, and its back end's connection errors, into one line naming the path and the
     fix (exit 5)."""
     try:
@@ -124,9 +130,10 @@ def describe_open(spec: str, exc: BaseException) -> str | None:
 def bucket_exists(layout: Layout) -> bool:
     """Does the bucket (the first part of an object store path) exist? True when it cannot be told."""
     bucket = layout.root.split("/", 1)[0]
+    fs: AbstractFileSystem = layout.fs
     try:
-        layout.fs.invalidate_cache(bucket)
-        return bool(layout.fs.exists(bucket))
+        fs.invalidate_cache(bucket)
+        return bool(fs.exists(bucket))
     except Exception:  # unreachable or not allowed to look: say nothing false about the bucket
         return True
 
@@ -139,9 +146,9 @@ class Store:
     a link there (a records folder pointing elsewhere) is refused, so nothing outside OUT is ever read as
     ours, written or removed."""
 
-    def __init__(self, layout: Layout):
+    def __init__(self, layout: Layout) -> None:
         self.layout = layout
-        self.fs = layout.fs
+        self.fs: AbstractFileSystem = layout.fs
 
     def guard(self, path: str) -> str:
         """`path`, after checking that no folder or file from the output's root down to it is a symbolic link.
@@ -200,17 +207,17 @@ class Store:
         with store_errors(self.layout, self.guard(path), "read"), self.fs.open(path, "rb") as fh:
             return fh.read(size)
 
-    def read_record(self, path: str, fields: dict) -> dict:
+    def read_record(self, path: str, fields: dict[str, str]) -> dict[str, Any]:
         """A run record (JSON) whose `fields` hold the given kinds (see `check_record`); anything else is
         exit 5 naming the file and the fix, never a traceback."""
         data = self.read_bytes(path)
         try:
-            record = json.loads(data)
+            record: object = json.loads(data)
         except ValueError:
             record = None
         return check_record(self.layout, path, record, fields)
 
-    def footer(self, path: str) -> dict | None:
+    def footer(self, path: str) -> dict[bytes, bytes] | None:
         """A Parquet file's key-value metadata; None if it is missing or not a readable Parquet file. A store
         that cannot be read (unreachable, permission) is an error, never taken for a damaged file."""
         import pyarrow as pa
@@ -227,7 +234,7 @@ class Store:
                     raise
                 return None
 
-    def schema(self, path: str):
+    def schema(self, path: str) -> pa.Schema:
         import pyarrow.parquet as pq
 
         with store_errors(self.layout, self.guard(path), "read"), self.fs.open(path, "rb") as fh:
@@ -241,7 +248,7 @@ class Store:
                 os.makedirs(path, exist_ok=True)
         # Object stores have no folders: a key's prefix exists once the key does.
 
-    def put_bytes(self, path: str, data: bytes) -> dict | None:
+    def put_bytes(self, path: str, data: bytes) -> dict[str, Any] | None:
         """Commit `data` at `path`: whole or not at all. Returns the object store's answer (S3: its ETag)."""
         with store_errors(self.layout, self.guard(path)):
             if not self.layout.local:
@@ -249,7 +256,7 @@ class Store:
             self._replace_local(path, lambda fh: fh.write(data))
         return None
 
-    def put_stream(self, path: str, write) -> None:
+    def put_stream(self, path: str, write: Callable[[BinaryIO], object]) -> None:
         """Commit what `write(file)` writes, streamed (a merged output can be larger than memory)."""
         with store_errors(self.layout, self.guard(path)):
             if self.layout.local:
@@ -265,7 +272,7 @@ class Store:
                 raise
             fh.close()  # completes the upload: the object appears, whole
 
-    def _replace_local(self, path: str, write) -> None:
+    def _replace_local(self, path: str, write: Callable[[BinaryIO], object]) -> None:
         folder, name = os.path.split(path)
         os.makedirs(folder, exist_ok=True)
         tmp = os.path.join(folder, f".{name}.{secrets.token_hex(6)}.tmp")
@@ -294,12 +301,12 @@ class Store:
             except FileNotFoundError:
                 pass
 
-    def remove_temp_files(self, owns=lambda name: True) -> None:
+    def remove_temp_files(self, owns: Callable[[str], bool] = lambda name: True) -> None:
         """Remove what a killed writer had in flight (local disks only: object stores have no temp files)."""
         if not self.layout.local:
             return
         folders = [(self.layout.root, owns), (self.layout.path(RECORDS), owns)]
-        if self.layout.single_file:  # a merge killed before its rename
+        if self.layout.target is not None:  # the single-file form: a merge killed before its rename
             parent, target = os.path.split(self.layout.target)
             folders.append((parent, lambda name: name == target))
         for folder, mine in folders:
@@ -313,7 +320,7 @@ class Store:
 
 
 # What a record field may hold: a name for messages, and a test.
-KINDS = {
+KINDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "text": ("text", lambda v: isinstance(v, str)),
     "count": ("a whole number >= 0", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0),
     "positive": ("a whole number >= 1", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1),
@@ -324,7 +331,7 @@ KINDS = {
 }
 
 
-def check_record(layout: Layout, path: str, record, fields: dict) -> dict:
+def check_record(layout: Layout, path: str, record: object, fields: dict[str, str]) -> dict[str, Any]:
     """`record` (parsed JSON) if it is an object whose `fields` ({name: kind in KINDS}) hold their kind;
     else exit 5 naming the file, what is wrong and the fix."""
     problem = None
@@ -338,7 +345,7 @@ def check_record(layout: Layout, path: str, record, fields: dict) -> dict:
                 shown = shown if len(shown) <= 40 else shown[:37] + "..."
                 problem = f"is damaged: its field '{name}' is {shown}, not {what}"
                 break
-    if problem is None:
+    if problem is None and isinstance(record, dict):
         return record
     raise OutputError(
         f"Run record '{layout.url(path)}' {problem}; if no batchscore run is writing this output, "

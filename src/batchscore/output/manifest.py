@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from ..errors import OutputError
 from .layout import (
@@ -30,12 +32,15 @@ from .layout import (
 )
 from .store import Store
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 log = logging.getLogger(__name__)
 
 
-def sum_stats(stats: list[dict]) -> dict:
-    totals: Counter = Counter()
-    labels: Counter = Counter()
+def sum_stats(stats: list[dict[str, Any]]) -> dict[str, Any]:
+    totals: Counter[str] = Counter()
+    labels: Counter[str] = Counter()
     for s in stats:
         labels.update(s.get("label_counts", {}))
         totals.update({k: v for k, v in s.items() if isinstance(v, int)})
@@ -51,30 +56,33 @@ def sum_stats(stats: list[dict]) -> dict:
     }
 
 
-def _load(footer: dict | None, key: bytes):
+def _load(footer: Mapping[bytes, bytes] | None, key: bytes) -> Any:
+    """The JSON under `key` in a footer; None if it is missing or not JSON."""
+    if footer is None:
+        return None
     try:
         return json.loads(footer[key])
     except (KeyError, TypeError, ValueError):
         return None
 
 
-def part_stats(footer: dict | None) -> dict | None:
+def part_stats(footer: Mapping[bytes, bytes] | None) -> dict[str, Any] | None:
     return _load(footer, CHUNK_KEY)
 
 
-def part_identity(footer: dict | None) -> dict | None:
+def part_identity(footer: Mapping[bytes, bytes] | None) -> dict[str, Any] | None:
     return _load(footer, RUN_KEY)
 
 
-def is_ours(footer: dict | None) -> bool:
+def is_ours(footer: Mapping[bytes, bytes] | None) -> bool:
     """A Parquet file batchscore wrote: its footer carries our metadata."""
-    return bool(footer) and (METADATA_KEY in footer or MANIFEST_KEY in footer)
+    return footer is not None and (METADATA_KEY in footer or MANIFEST_KEY in footer)
 
 
 PARQUET_MAGIC = b"PAR1"
 
 
-def our_footer(layout: Layout, store: Store, path: str) -> dict | None:
+def our_footer(layout: Layout, store: Store, path: str) -> dict[bytes, bytes] | None:
     """The footer of a file named like one of ours (a part, the manifest) that batchscore wrote; None if it is
     damaged the way an interrupted commit can leave one (0 bytes, or Parquet's magic but unreadable: a power
     loss before the data reached the disk), to be redone. Anything else is someone else's file: exit 5 naming
@@ -100,7 +108,7 @@ def listed_parts(store: Store) -> list[int]:
     return sorted(i for i in map(part_index, store.names()) if i is not None)
 
 
-def manifest_bytes(schema, manifest: dict) -> bytes:
+def manifest_bytes(schema: pa.Schema, manifest: dict[str, Any]) -> bytes:
     """A 0-row Parquet file with the output's schema, the manifest in its footer."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -111,17 +119,17 @@ def manifest_bytes(schema, manifest: dict) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-def _plain(metadata) -> dict:
+def _plain(metadata: Mapping[bytes, bytes] | None) -> dict[bytes, bytes]:
     return {k: v for k, v in (metadata or {}).items() if k not in (CHUNK_KEY, MANIFEST_KEY)}
 
 
-def output_schema(store: Store, path: str):
+def output_schema(store: Store, path: str) -> pa.Schema:
     """A part's schema without its own chunk counts: the output's schema."""
     schema = store.schema(path)
     return schema.with_metadata(_plain(schema.metadata))
 
 
-def read_complete(layout: Layout, store: Store | None = None) -> dict | None:
+def read_complete(layout: Layout, store: Store | None = None) -> dict[str, Any] | None:
     """The manifest of a complete output; None if the output is not complete.
 
     Complete means a part exists for every chunk the run expects: the manifest, written only once every
@@ -130,7 +138,7 @@ def read_complete(layout: Layout, store: Store | None = None) -> dict | None:
     if they prove the output complete (see `rebuild`).
     """
     store = store or Store(layout)
-    if layout.single_file:
+    if layout.target is not None:  # the single-file form
         if not store.exists(layout.target):
             return None
         manifest = _load(store.footer(layout.target), MANIFEST_KEY)
@@ -149,11 +157,11 @@ def read_complete(layout: Layout, store: Store | None = None) -> dict | None:
     return manifest if listed_parts(store) == list(range(manifest["chunks"])) else None
 
 
-def _count(value) -> bool:
+def _count(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def proves_complete(identity: dict | None, rows: list) -> bool:
+def proves_complete(identity: dict[str, Any] | None, rows: list[Any]) -> bool:
     """Do parts 0..n-1 of one run, holding `rows` rows each, prove that no chunk after them exists?
 
     Every part but the last holds chunk_rows rows (from the run's identity), and the last one is short (the
@@ -173,7 +181,7 @@ def proves_complete(identity: dict | None, rows: list) -> bool:
     return rows[-1] < chunk_rows or (_count(limit) and sum(rows) == limit)
 
 
-def rebuild(layout: Layout, store: Store) -> dict | None:
+def rebuild(layout: Layout, store: Store) -> dict[str, Any] | None:
     """A complete output lost its manifest (a crash, a hand edit): sum the parts' footers again.
 
     Only if the parts prove the output complete (`proves_complete`): otherwise None, not complete, and a rerun
@@ -185,8 +193,9 @@ def rebuild(layout: Layout, store: Store) -> dict | None:
     if indices != list(range(len(indices))):
         return None
     footers = {i: our_footer(layout, store, layout.path(part_name(i))) for i in indices}
-    stats = [part_stats(footers[i]) for i in indices]
-    if not indices or None in stats or len({s.get("run") for s in stats}) != 1:
+    parsed = [part_stats(footers[i]) for i in indices]
+    stats = [s for s in parsed if s is not None]
+    if not indices or len(stats) < len(parsed) or len({s.get("run") for s in stats}) != 1:
         return None
     first = footers[indices[0]]
     if not proves_complete(part_identity(first), [s.get("rows") for s in stats]):
@@ -230,7 +239,7 @@ def tidy_complete(layout: Layout, store: Store) -> None:
         pass
 
 
-def read_manifest(spec: str) -> dict:
+def read_manifest(spec: str) -> dict[str, Any]:
     """The manifest of a complete output at `spec` (a path or URL)."""
     layout = Layout.open(spec)
     manifest = read_complete(layout)

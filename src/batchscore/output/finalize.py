@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ..errors import OutputError
 from .layout import MANIFEST, MANIFEST_KEY, RECORDS, SUCCESS, Layout, Shard, part_name
@@ -30,12 +32,15 @@ from .manifest import (
 )
 from .store import Store
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 SHOWN = 20  # chunk numbers listed in an error before "..."
 
 
 @dataclass
 class Finalized:
-    manifest: dict
+    manifest: dict[str, Any]
     already_complete: bool = False
     warnings: list[str] = field(default_factory=list)
 
@@ -73,8 +78,8 @@ def _listing(chunks: list[int]) -> str:
     return shown + (", ..." if len(chunks) > SHOWN else "")
 
 
-def _rerun_hint(chunks: list[int], markers: list[dict]) -> str:
-    counts = {m.get("num_shards") for m in markers}
+def _rerun_hint(chunks: list[int], markers: list[dict[str, Any]]) -> str:
+    counts = {m["num_shards"] for m in markers}  # checked: a whole number >= 1
     if len(counts) != 1 or counts == {1}:
         return "rerun the shards that own them"
     k = counts.pop()
@@ -87,9 +92,9 @@ def _rerun_hint(chunks: list[int], markers: list[dict]) -> str:
 MARKER_FIELDS = {"shard": "count", "num_shards": "positive", "num_chunks": "count", "run": "text", "written": "time"}
 
 
-def _markers(layout: Layout, store: Store) -> list[dict]:
+def _markers(layout: Layout, store: Store) -> list[dict[str, Any]]:
     """The shards' markers, each checked: fields of the right kind, and the shard its name says."""
-    markers = []
+    markers: list[dict[str, Any]] = []
     for name in store.names(layout.path(RECORDS)):
         shard = Shard.from_marker(name)
         if shard is None:
@@ -124,17 +129,19 @@ def _finalize_held(layout: Layout, store: Store, lease: Lease) -> Finalized:
     # An input with no rows still has one (empty) part, so readers get the schema.
     expected = max(sizes[0], 1)
     run = max(markers, key=lambda m: m["written"])["run"]  # the latest shard's run is the reference
-    warnings = []
-    footers = {}
+    warnings: list[str] = []
+    footers: dict[int, dict[bytes, bytes] | None] = {}
+    stats: dict[int, dict[str, Any]] = {}
     for index in listed_parts(store):
         path = layout.path(part_name(index))
         footer = our_footer(layout, store, path)  # someone else's file: exit 5, untouched
-        if part_stats(footer) is None:  # damaged (power loss): its shard must redo it
+        part = part_stats(footer)
+        if part is None:  # damaged (power loss): its shard must redo it
             warnings.append(f"{layout.url(path)} is unreadable (damaged); removed it.")
             store.remove(path)
         else:
-            footers[index] = footer
-    foreign = [i for i, f in footers.items() if part_stats(f).get("run") != run or i >= expected]
+            footers[index], stats[index] = footer, part
+    foreign = [i for i, s in stats.items() if s.get("run") != run or i >= expected]
     if foreign:
         raise OutputError(
             f"Output '{where}' holds {len(foreign)} parts of another run (chunks {_listing(foreign)}); "
@@ -153,7 +160,7 @@ def _finalize_held(layout: Layout, store: Store, lease: Lease) -> Finalized:
     manifest = {
         **json.loads(schema.metadata[b"batchscore"]),
         **_combine(markers),
-        **sum_stats([part_stats(footers[i]) for i in committed]),
+        **sum_stats([stats[i] for i in committed]),
         "run": part_identity(footers[committed[0]]),
     }
     # Each commit asks the store whether the output is still ours: a finalize that stalled past its lease
@@ -185,7 +192,7 @@ RUN_FACTS = {
     "rows_checked": "sum",
     "threads": "max",  # per shard; each shard's is in "shards"
 }
-_COMBINE = {
+_COMBINE: dict[str, Callable[[list[Any]], Any]] = {
     "first": lambda values: values[0],
     "max": max,
     "min": min,
@@ -194,13 +201,13 @@ _COMBINE = {
 }
 
 
-def _combine(markers: list[dict]) -> dict:
+def _combine(markers: list[dict[str, Any]]) -> dict[str, Any]:
     """One shard's run facts, or the facts of all shards together."""
     markers = sorted(markers, key=lambda m: (m["num_shards"], m["shard"]))
     facts = [{k: v for k, v in m.items() if k not in ("num_chunks", "run", "written")} for m in markers]
     if len(facts) == 1:
         return {k: v for k, v in facts[0].items() if k not in ("shard", "num_shards")}
-    combined = {}
+    combined: dict[str, Any] = {}
     for name, how in RUN_FACTS.items():
         values = [f[name] for f in facts if f.get(name) is not None]
         if how in ("max", "min", "sum"):  # a hand-edited marker's text is left out, not a crash
@@ -210,18 +217,23 @@ def _combine(markers: list[dict]) -> dict:
     return {**combined, "shards": facts}
 
 
-def _merge(layout: Layout, store: Store, committed: list[int], schema, manifest: dict, lease: Lease) -> None:
+def _merge(
+    layout: Layout, store: Store, committed: list[int], schema: pa.Schema, manifest: dict[str, Any], lease: Lease
+) -> None:
     """Stream the parts into the one file: renamed into place locally, uploaded once on object stores."""
     import pyarrow.parquet as pq
 
+    target = layout.target
+    assert target is not None, "merging is for the single-file form"
+
     schema = schema.with_metadata({**schema.metadata, MANIFEST_KEY: json.dumps(manifest, sort_keys=True)})
 
-    def write(fh):
+    def write(fh: BinaryIO) -> None:
         with pq.ParquetWriter(fh, schema) as writer:
             for index in committed:  # one part in memory at a time
-                with layout.fs.open(layout.path(part_name(index)), "rb") as part:
+                with store.fs.open(layout.path(part_name(index)), "rb") as part:
                     writer.write_table(pq.read_table(part).cast(schema))
         lease.check()  # the merged file appears when the stream closes: only if the output is still ours
 
-    store.put_stream(layout.target, write)
+    store.put_stream(target, write)
     store.remove(layout.root)

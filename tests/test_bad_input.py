@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import (
+from helpers import (
     assert_error,
     assert_ok,
     build_model,

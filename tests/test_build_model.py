@@ -16,7 +16,7 @@ from batchscore.build_model import (
     split_sets,
     train,
 )
-from conftest import build_model, pipeline_oracle
+from helpers import build_model, pipeline_oracle
 
 POSITIVE = [
     "I love this, wonderful",

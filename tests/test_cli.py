@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchscore import __version__
-from conftest import assert_error, invoke
+from helpers import assert_error, invoke
 
 ROWS = [
     {"id": 1, "text": "I've been waiting for a HuggingFace course my whole life."},

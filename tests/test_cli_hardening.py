@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import assert_error, invoke, run_score
+from helpers import assert_error, invoke, run_score
 
 LINE = 1000 + len("Error: ")  # logs.MAX_LINE and the prefix
 
@@ -451,7 +451,7 @@ def test_damaged_model_files_are_a_model_error_naming_the_file_and_the_fix(
 
 
 def test_max_length_beyond_the_model_is_clamped_with_one_warning(small_csv, tiny_model, tmp_path):
-    from conftest import manifest_of
+    from helpers import manifest_of
 
     result = run_score(small_csv, tiny_model, tmp_path / "out", "--max-length", "2048")
     assert result.exit_code == 0, result.output

@@ -10,7 +10,7 @@ import pytest
 
 from batchscore.config import OPTIONS, REFERENCE_MODEL, REFERENCE_REVISION, JobConfig, build_config, load_config_file
 from batchscore.errors import ConfigError
-from conftest import invoke
+from helpers import invoke
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchscore.config import build_config
-from conftest import invoke, pipeline_oracle
+from helpers import invoke, pipeline_oracle
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import invoke
+from helpers import invoke
 
 TEXTS = ["good", "bad", "fine", "awful"]
 

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from conftest import assert_ok, pipeline_oracle, run_score
+from helpers import assert_ok, pipeline_oracle, run_score
 
 # bf16 keeps 8 bits of mantissa: a probability near 0.5 can move by ~1e-2 between two bf16 computations
 # that round differently (ours batches rows by length, the pipeline by position).

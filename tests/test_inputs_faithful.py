@@ -25,7 +25,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import assert_ok, fails_untouched, pipeline_oracle, run_score
+from helpers import assert_ok, fails_untouched, pipeline_oracle, run_score
 
 LABELS = {"NEGATIVE", "POSITIVE"}
 READ_BLOCK = 1 << 22  # pyarrow's (and batchscore's) first read block: 4 MiB

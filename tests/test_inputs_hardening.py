@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchscore.errors import InputError
-from conftest import assert_error, assert_ok, fails_untouched, manifest_of, pipeline_oracle, run_score
+from helpers import assert_error, assert_ok, fails_untouched, manifest_of, pipeline_oracle, run_score
 
 LABELS = {"NEGATIVE", "POSITIVE"}
 

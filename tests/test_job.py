@@ -3,7 +3,7 @@
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from conftest import cpu_only, manifest_of, pipeline_oracle, run_score
+from helpers import cpu_only, manifest_of, pipeline_oracle, run_score
 from test_parity import mixed_texts
 
 

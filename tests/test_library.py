@@ -20,7 +20,7 @@ import pytest
 
 import batchscore
 from batchscore.errors import InputError
-from conftest import assert_error, assert_ok, run_score
+from helpers import assert_error, assert_ok, run_score
 
 REPO = Path(__file__).resolve().parent.parent
 ROWS = 400

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import invoke, manifest_of
+from helpers import invoke, manifest_of
 
 
 @pytest.fixture

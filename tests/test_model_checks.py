@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import assert_error, build_model, invoke, pipeline_oracle, run_score
+from helpers import assert_error, build_model, invoke, pipeline_oracle, run_score
 
 TEXTS = ["I love it", "I hate this so much, " * 300, "fine"]  # the second is far over 512 tokens
 

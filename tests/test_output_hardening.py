@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import assert_error, assert_ok, file_tree, invoke, manifest_of
+from helpers import assert_error, assert_ok, file_tree, invoke, manifest_of
 
 CHUNK = 20
 WORDS = "good bad fine awful great boring loved hated the a plot food service was really not".split()

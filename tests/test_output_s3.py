@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import assert_error, invoke, manifest_of
+from helpers import assert_error, invoke, manifest_of
 from stores import pending_uploads, s3fs_for
 
 ROWS, CHUNK = 600, 10  # 60 chunks: many commit points to land a kill between

@@ -25,7 +25,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import assert_error, assert_ok, file_tree, invoke, manifest_of
+from helpers import assert_error, assert_ok, file_tree, invoke, manifest_of
 
 ROWS, CHUNK = 1200, 20  # 60 chunks: room for a kill, or a full disk, to land mid-run
 NUM_CHUNKS = ROWS // CHUNK

@@ -4,7 +4,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import invoke
+from helpers import invoke
 
 pytestmark = pytest.mark.slow
 

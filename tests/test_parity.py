@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import manifest_of, pipeline_oracle, run_score
+from helpers import manifest_of, pipeline_oracle, run_score
 
 WORDS = (
     "the movie was great awful boring brilliant plot acting I loved hated it this so much not really "

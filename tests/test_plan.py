@@ -19,7 +19,7 @@ import pytest
 from batchscore.config import build_config
 from batchscore.plan import InputEnd, Plan, for_process, launcher_ranks, owner
 from batchscore.source import open_source
-from conftest import assert_ok, invoke, manifest_of, run_score
+from helpers import assert_ok, invoke, manifest_of, run_score
 
 
 def rows_table(n, lang=None):

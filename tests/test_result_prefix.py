@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import assert_error, manifest_of, pipeline_oracle, run_score
+from helpers import assert_error, manifest_of, pipeline_oracle, run_score
 
 TEXTS = ["I've been waiting for a HuggingFace course my whole life.", "I hate this so much!", "", "42 stars, fine"]
 GOLD = [1, 0, 1, 1]  # an HF dataset's own `label` column: must come out untouched

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import invoke, manifest_of, output_names
+from helpers import invoke, manifest_of, output_names
 
 ROWS, CHUNK = 3000, 20  # 150 chunks: many commit points to land a kill between
 

@@ -4,7 +4,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from batchscore.output.finalize import RUN_FACTS
-from conftest import assert_ok, invoke, manifest_of, run_score
+from helpers import assert_ok, invoke, manifest_of, run_score
 
 
 def test_every_run_fact_is_recorded_per_shard_and_combined(tmp_path, tiny_model):

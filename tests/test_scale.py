@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import assert_error, assert_same_table, invoke, manifest_of, output_names
+from helpers import assert_error, assert_same_table, invoke, manifest_of, output_names
 
 ROWS, CHUNK = 2000, 100  # 20 chunks
 

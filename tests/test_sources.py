@@ -17,7 +17,7 @@ import pytest
 
 from batchscore.batches import cut_batches
 from batchscore.plan import iter_chunks
-from conftest import manifest_of, run_score
+from helpers import manifest_of, run_score
 
 LABELS = {"NEGATIVE", "POSITIVE"}
 

@@ -5,7 +5,7 @@ import pyarrow as pa
 
 from batchscore.batches import encode_chunk
 from batchscore.plan import Chunk
-from conftest import COURSE_SENTENCES
+from helpers import COURSE_SENTENCES
 
 COURSE_IDS = [
     [101, 1045, 1005, 2310, 2042, 3403, 2005, 1037, 17662, 12172, 2607, 2026, 2878, 2166, 1012, 102],

@@ -96,7 +96,7 @@ def test_csv_record_count_disagreeing_with_pythons_csv_is_refused(tmp_path):
     # The up-front check's second reader: a file whose records pyarrow counted otherwise is refused.
     import fsspec
 
-    from batchscore.text_reader import TextFormat
+    from batchscore.input.text_format import TextFormat
 
     src = tmp_path / "rows.csv"
     src.write_bytes(b"text\ngood\n\nbad\n")
@@ -164,7 +164,7 @@ def test_bytes_after_the_compressed_stream_are_refused_when_streamed_through_pyt
     # Object-store files are decompressed by Python (memory:// stands in for s3://), local ones by Arrow.
     import fsspec
 
-    from batchscore.source import open_source
+    from batchscore.input import open_source
 
     fs = fsspec.filesystem("memory")
     path = f"/hardening/rows-{codec}.jsonl.{codec}"
@@ -217,7 +217,7 @@ def test_encoding_that_is_not_a_text_encoding_is_a_usage_error(name, how, tmp_pa
 def test_encoding_with_a_nul_is_a_usage_error(tmp_path, tiny_model, outputs):
     # The CLI may refuse the NUL before the reader sees it; a library caller meets the reader's check.
     from batchscore.errors import ConfigError
-    from batchscore.source import open_source
+    from batchscore.input import open_source
 
     src = tmp_path / "in.csv"
     src.write_bytes(b"text\ngood\n")

@@ -1,0 +1,74 @@
+"""CSV, TSV and JSON Lines files, plain or compressed, read as they are written (see text_format.py)."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Iterator
+
+from ..errors import InputError
+from ..location import display
+from .files import FileReader
+from .messages import unreadable
+from .text_format import TextFormat
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from .resolve import FileSet
+
+
+class TextReader(FileReader):
+    def __init__(
+        self,
+        found: FileSet,
+        spec: str,
+        fmt: str,
+        text_column: str,
+        *,
+        encoding: str | None = None,
+        infer_types: bool = False,
+    ) -> None:
+        self.fmt = fmt
+        self.text = TextFormat(fmt, text_column, encoding, infer_types)
+        self.widths: dict[str, int] = {}  # file -> how many columns it has itself
+        self.rows: dict[str, int] = {}  # file -> rows read, once a read of the whole file ends
+        super().__init__(found, spec, encoding=encoding, infer_types=infer_types)
+
+    def file_schemas(self) -> dict[str, pa.Schema]:
+        found = {}
+        for path in self.paths:
+            with self._reading(path):
+                found[path] = self.text.schema(self.fs, path, self._where(path))
+            self.widths[path] = len(found[path])
+        return found
+
+    def read_file(self, path: str, columns: list[str] | None) -> Iterator[pa.RecordBatch]:
+        rows = 0
+        one_column = self.widths.get(path) == 1  # then its empty lines are records
+        with self._reading(path):
+            for batch in self.text.batches(self.fs, path, self.files_schema, columns, self._where(path), one_column):
+                rows += batch.num_rows
+                yield batch
+        self.rows[path] = rows
+
+    def verify(self) -> None:
+        """CSV, local files: Python's strict csv module reads each file again (see TextFormat.verify)."""
+        if self.fmt != "csv":
+            return
+        for path in self.paths:
+            with self._reading(path):
+                self.text.verify(self.fs, path, self._where(path), self.rows.get(path))
+
+    def _where(self, path: str) -> str:
+        return display(self.fs, path)
+
+    @contextlib.contextmanager
+    def _reading(self, path: str) -> Iterator[None]:
+        # Every way a text file can fail to read (bad bytes, bad compression, gone since it was listed) is one
+        # InputError naming it.
+        from pyarrow import ArrowException
+
+        try:
+            yield
+        except (ArrowException, OSError, EOFError, UnicodeError, ValueError) as exc:
+            raise InputError(unreadable(self._where(path), self.fmt, exc, self.fs, path, self.text)) from None

@@ -145,7 +145,7 @@ def test_lost_manifest_of_an_input_without_rows_is_rebuilt(tiny_model, tmp_path)
 
 def test_a_stale_success_is_removed_before_the_rerun_writes_anything(rows_1190, tiny_model, tmp_path):
     """Between the start of the rerun and its manifest, no reader may take the folder for complete."""
-    from batchscore.output import Layout, OutputWriter
+    from batchscore.output import Output, OutputWriter
 
     out = tmp_path / "out"
     assert_ok(score(rows_1190, tiny_model, out))
@@ -154,7 +154,7 @@ def test_a_stale_success_is_removed_before_the_rerun_writes_anything(rows_1190, 
     footer = pq.read_schema(out / "part-000000.parquet").metadata
     identity = json.loads(footer[b"batchscore.run"])
     schema = pq.read_schema(out / "part-000000.parquet").remove_metadata()
-    writer = OutputWriter(Layout.open(str(out)), schema, json.loads(footer[b"batchscore"]), identity)
+    writer = OutputWriter(Output.open(str(out)), schema, json.loads(footer[b"batchscore"]), identity)
     with writer:
         assert not writer.complete
         assert not (out / "_SUCCESS").exists()
@@ -264,20 +264,21 @@ def test_a_part_damaged_the_way_a_commit_can_leave_it_is_redone(
 
 
 def test_part_and_shard_names_scale_and_only_the_canonical_spelling_counts():
-    from batchscore.output.layout import Shard, part_index, part_name
+    from batchscore.output.layout import part_index, part_name
+    from batchscore.plan import Shard
 
     assert part_name(7) == "part-000007.parquet" and part_index("part-000007.parquet") == 7
     assert part_name(1_000_000) == "part-1000000.parquet" and part_index("part-1000000.parquet") == 1_000_000
     for name in ("part-0000007.parquet", "part-00007.parquet", "part-١٢٣٤٥٦.parquet", "part-000007.parquet.tmp"):
         assert part_index(name) is None, name
     shard = Shard(3, 100_000)
-    assert (shard.marker, shard.lease, shard.lock) == (
+    assert (shard.marker_name, shard.lease_name, shard.lock_name) == (
         "shard-00003-of-100000.json",
         "lease-shard-00003-of-100000.json",
         "shard-00003-of-100000.lock",
     )
-    assert Shard.from_marker(shard.marker) == shard and Shard.from_lease(shard.lease) == shard
-    assert Shard.from_lock(shard.lock) == shard and Shard.from_tag(shard.tag) == shard
+    assert Shard.from_marker(shard.marker_name) == shard and Shard.from_lease(shard.lease_name) == shard
+    assert Shard.from_lock(shard.lock_name) == shard and Shard.from_tag(shard.tag) == shard
     assert Shard(0, 1).tag == "all" and Shard.from_lease("lease-all.json") == Shard(0, 1)
     assert Shard.from_marker("shard-00000-of-00001.json") == Shard(0, 1)  # a whole run's marker
     for name in (

@@ -17,8 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchscore.config import build_config
-from batchscore.plan import InputEnd, Plan, for_process, launcher_ranks, owner
-from batchscore.source import open_source
+from batchscore.input import open_source
+from batchscore.plan import InputEnd, Plan, Shard, for_process, launcher_ranks, owner
 from helpers import assert_ok, invoke, manifest_of, run_score
 
 
@@ -57,7 +57,7 @@ def test_owner_is_chunk_modulo_shards():
     for k in range(1, 6):
         for c in range(40):
             assert owner(c, k) == c % k
-            assert [s for s in range(k) if Plan(10, s, k).owns(c)] == [c % k]
+            assert [s for s in range(k) if Plan(10, Shard(s, k)).owns(c)] == [c % k]
 
 
 @pytest.mark.parametrize(
@@ -75,7 +75,7 @@ def test_owner_is_chunk_modulo_shards():
     ],
 )
 def test_todo_chunks_and_rows_to_do(shard, k, committed, num_rows, chunk_rows, todo, rows):
-    plan = Plan(chunk_rows, shard, k, num_rows=num_rows, committed=frozenset(committed))
+    plan = Plan(chunk_rows, Shard(shard, k), num_rows=num_rows, committed=frozenset(committed))
     assert plan.todo_chunks() == todo
     assert plan.rows_to_do() == rows
 
@@ -94,7 +94,7 @@ def test_span_of_last_chunk_is_cut_at_the_end():
 
 
 def test_worker_todo_known_split():
-    plan = Plan(10, 0, 1, num_rows=100, committed=frozenset({1, 2, 5}))
+    plan = Plan(10, Shard(0, 1), num_rows=100, committed=frozenset({1, 2, 5}))
     got = [[c for c in range(10) if plan.worker_todo(w, 2)(c)] for w in range(2)]
     assert got == [[0, 4, 7, 9], [3, 6, 8]]
 
@@ -113,7 +113,7 @@ def test_worker_todo_known_split():
 @pytest.mark.parametrize("workers", [1, 2, 3])
 def test_worker_todo_partitions_and_round_robin_restores_order(shard, k, committed, workers):
     num_rows, chunk_rows = 293, 10  # 30 chunks, the last one 3 rows
-    plan = Plan(chunk_rows, shard, k, num_rows=num_rows).with_committed(committed)
+    plan = Plan(chunk_rows, Shard(shard, k), num_rows=num_rows).with_committed(committed)
     todo = [c for c in range(30) if c % k == shard and c not in committed]
     per_worker = [[c for c in range(30) if plan.worker_todo(w, workers)(c)] for w in range(workers)]
     every = sorted(c for chunks in per_worker for c in chunks)
@@ -124,7 +124,7 @@ def test_worker_todo_partitions_and_round_robin_restores_order(shard, k, committ
 
 
 def test_with_committed_keeps_only_own_chunks():
-    plan = Plan(10, 1, 3, num_rows=120).with_committed([0, 1, 2, 4, 5, 7, 99 * 3])
+    plan = Plan(10, Shard(1, 3), num_rows=120).with_committed([0, 1, 2, 4, 5, 7, 99 * 3])
     assert plan.committed == frozenset({1, 4, 7})
     assert plan.todo_chunks() == [10]
     assert plan.rows_to_do() == 10
@@ -137,27 +137,27 @@ def cfg_of(**values):
 def test_for_process_independent_shard_under_a_launcher():
     cfg = cfg_of(num_shards=3, shard_index=1)
     plans = [for_process(cfg, 100, rank=r, world=2) for r in range(2)]
-    assert [(p.shard, p.num_shards) for p in plans] == [(1, 6), (4, 6)]
+    assert [p.shard for p in plans] == [Shard(1, 6), Shard(4, 6)]
     assert [p.todo_chunks() for p in plans] == [[1, 7], [4]]
     # Together the ranks do exactly shard 1 of 3's chunks.
     assert sorted(plans[0].todo_chunks() + plans[1].todo_chunks()) == [c for c in range(10) if c % 3 == 1]
     assert [p.main for p in plans] == [True, False] and not any(p.finalizes for p in plans)
     alone = for_process(cfg, 100)
-    assert (alone.shard, alone.num_shards, alone.finalizes) == (1, 3, False)
+    assert (alone.shard, alone.finalizes) == (Shard(1, 3), False)
     assert for_process(cfg_of(num_shards=3, shard_index=1, overwrite=True), 100, 1, 2).overwrite == "shard"
 
 
 def test_for_process_ranks_without_shards():
     cfg = cfg_of(overwrite=True)
     plans = [for_process(cfg, 100, rank=r, world=3) for r in range(3)]
-    assert [(p.shard, p.num_shards, p.main, p.finalizes) for p in plans] == [
-        (0, 3, True, True),
-        (1, 3, False, True),
-        (2, 3, False, True),
+    assert [(p.shard, p.main, p.finalizes) for p in plans] == [
+        (Shard(0, 3), True, True),
+        (Shard(1, 3), False, True),
+        (Shard(2, 3), False, True),
     ]
     assert [p.overwrite for p in plans] == ["all", None, None] and all(p.clear_first for p in plans)
     one = for_process(cfg, 100)
-    assert (one.shard, one.num_shards, one.clear_first) == (0, 1, False)
+    assert (one.shard, one.clear_first) == (Shard(0, 1), False)
 
 
 def test_for_process_limit_caps_rows():
@@ -352,7 +352,7 @@ def test_saved_dataset_read_rows_slices(saved_dataset):
 def test_saved_dataset_plan_reads_only_own_chunks(saved_dataset):
     path, full = saved_dataset
     source = open_source(path, text_column="text")
-    plan = Plan(10, 1, 3, num_rows=45)
+    plan = Plan(10, Shard(1, 3), num_rows=45)
     chunks, end = chunks_of(plan, source, ["id", "text"], 0, 1)
     assert [c.index for c in chunks] == [1, 4]
     assert [c.rows_read for c in chunks] == [10, 5]
@@ -400,9 +400,9 @@ def test_shard_reads_only_its_rows_and_finalize_equals_one_run(corpus, tiny_mode
     groups_touched = sum(b - a for a, b in bounds if any(a < y and x < b for x, y in spans[1]))
     assert own == groups_touched == 200
     for key in ("rows_read", "rows_checked"):
-        assert marker[key] <= own + GROUP * 2 * len(spans[1]) and marker[key] < ROWS, (key, marker[key])
-        assert marker[key] == groups_touched, key
-    assert marker["startup_seconds"] >= 0
+        assert marker[key] == groups_touched, (key, marker[key])  # its own 200 rows of 600, none beside
+    # Its start-up (counted from the process start: here pytest's) covers its model load.
+    assert 0 < marker["model_load_seconds"] < marker["startup_seconds"], marker
 
     for s in (0, 2):
         assert_ok(run_score(corpus, tiny_model, out, "--chunk-rows", CHUNK, "--num-shards", 3, "--shard-index", s))

@@ -8,12 +8,16 @@ chunk's worth of padded batches, so chunks come out in order.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 import torch
 
 from .errors import BatchscoreError
 from .plan import Chunk, InputEnd, Plan
+
+if TYPE_CHECKING:
+    from .scoring import Encoder
 
 
 @dataclass
@@ -193,23 +197,32 @@ class ChunkDataset(torch.utils.data.IterableDataset):
     the DataLoader's round-robin over workers then restores chunk order.
     """
 
-    def __init__(self, plan: Plan, open_source, *, read_columns: list[str], source=None, **encode_args):
+    def __init__(
+        self,
+        plan: Plan,
+        open_source: Callable[[], Any],
+        read_columns: list[str],
+        out_columns: list[str],
+        encoder: Encoder,
+        source: Any = None,
+    ):
         self.plan = plan
         self.open_source = open_source  # picklable callable -> Source, for worker processes
         self.source = source  # the job's own open source: reused when there are no worker processes
         self.read_columns = read_columns
-        self.encode_args = encode_args
+        self.out_columns = out_columns
+        self.encoder = encoder
 
-    def __getstate__(self):
+    def __getstate__(self) -> dict:
         return {**self.__dict__, "source": None}  # a Source holds open readers: each worker opens its own
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[ChunkWork | InputEnd | BatchscoreError]:
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         try:
             source = self.source if info is None and self.source is not None else self.open_source()
             for item in self.plan.read(source, self.read_columns, worker, workers):
-                yield item if isinstance(item, InputEnd) else encode_chunk(item, **self.encode_args)
+                yield item if isinstance(item, InputEnd) else self.encoder.encode(item, self.out_columns)
         except BatchscoreError as exc:
             if info is None:
                 raise

@@ -40,6 +40,15 @@ def offline_model_dir() -> str:
     return os.path.join(home, "models", OFFLINE_MODEL_NAME)
 
 
+def model_and_revision(model: str | None, revision: str | None) -> tuple[str, str | None]:
+    """The model to load and its revision: the reference model by default, pinned however it is named
+    (default, --model, env, config file, the library's Scorer); other models at the revision asked, else main."""
+    model = model or REFERENCE_MODEL
+    if revision:
+        return model, revision
+    return model, REFERENCE_REVISION if model == REFERENCE_MODEL else None
+
+
 ENV_PREFIX = "BATCHSCORE_"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 TOP_K = ("1", "all")
@@ -238,14 +247,11 @@ class JobConfig:
 
     @property
     def model_id(self) -> str:
-        return self.model or REFERENCE_MODEL
+        return model_and_revision(self.model, self.revision)[0]
 
     @property
     def model_revision(self) -> str | None:
-        if self.revision:
-            return self.revision
-        # The reference model is pinned however it is named (default, --model, env, config file).
-        return REFERENCE_REVISION if self.model_id == REFERENCE_MODEL else None
+        return model_and_revision(self.model, self.revision)[1]
 
     @property
     def output_path(self) -> str:

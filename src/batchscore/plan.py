@@ -17,8 +17,14 @@ not own are parsed but never built.
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass, field, replace
-from typing import Callable, Generator, Iterable
+import re
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Callable, Generator, Iterable
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from .config import JobConfig
 
 
 def owner(chunk: int, num_shards: int) -> int:
@@ -26,11 +32,107 @@ def owner(chunk: int, num_shards: int) -> int:
     return chunk % num_shards
 
 
+# A shard's records are named shard-00001-of-00003 (zero-padded to 5, wider past 99999); only the canonical
+# spelling of a pair of numbers names a shard.
+_SHARD = re.compile(r"^shard-([0-9]{5,})-of-([0-9]{5,})$")
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard `index` of `count` (a whole-output writer is shard 0 of 1): which chunks it owns, and the names
+    of its records. Names are made and read back here only."""
+
+    index: int = 0
+    count: int = 1
+
+    def __post_init__(self):
+        if not 0 <= self.index < self.count:
+            raise ValueError(f"shard {self.index} of {self.count}")
+
+    @property
+    def label(self) -> str:
+        """For progress bars and logs: ' (shard 1 of 3)', or nothing for a whole run."""
+        return "" if self.whole else f" (shard {self.index} of {self.count})"
+
+    @property
+    def whole(self) -> bool:
+        return self.count == 1
+
+    def owns(self, chunk: int) -> bool:
+        return owner(chunk, self.count) == self.index
+
+    @classmethod
+    def owning(cls, chunk: int, count: int) -> Shard:
+        """The shard of `count` that scores `chunk`."""
+        return cls(owner(chunk, count), count)
+
+    @property
+    def _numbered(self) -> str:
+        return f"shard-{self.index:05d}-of-{self.count:05d}"
+
+    @property
+    def tag(self) -> str:
+        """'all' for a whole-output writer, 'shard-00001-of-00003' for a shard."""
+        return "all" if self.whole else self._numbered
+
+    @property
+    def marker_name(self) -> str:
+        """The record a shard leaves once all its chunks are committed (a whole run is shard 0 of 1)."""
+        return f"{self._numbered}.json"
+
+    @property
+    def lease_name(self) -> str:
+        return f"lease-{self.tag}.json"
+
+    @property
+    def lock_name(self) -> str:
+        return "lock" if self.whole else f"{self.tag}.lock"
+
+    def conflicts(self, other: Shard) -> bool:
+        """Do writers of these shards overlap? Shards of one count never do; a whole-output writer always."""
+        if self == other:
+            return False
+        return self.whole or other.whole or self.count != other.count
+
+    @classmethod
+    def _parse(cls, numbered: str) -> Shard | None:
+        match = _SHARD.match(numbered)
+        if not match:
+            return None
+        index, count = int(match.group(1)), int(match.group(2))
+        shard = cls(index, count) if index < count else None
+        return shard if shard is not None and shard._numbered == numbered else None
+
+    @classmethod
+    def from_tag(cls, tag: str) -> Shard | None:
+        shard = cls() if tag == "all" else cls._parse(tag)
+        return shard if shard is not None and shard.tag == tag else None
+
+    @classmethod
+    def from_marker(cls, name: str) -> Shard | None:
+        return cls._parse(name[: -len(".json")]) if name.endswith(".json") else None
+
+    @classmethod
+    def from_lease(cls, name: str) -> Shard | None:
+        if name.startswith("lease-") and name.endswith(".json"):
+            return cls.from_tag(name[len("lease-") : -len(".json")])
+        return None
+
+    @classmethod
+    def from_lock(cls, name: str) -> Shard | None:
+        """A shard's own lock file (the whole-output `lock` is not one)."""
+        shard = cls._parse(name[: -len(".lock")]) if name.endswith(".lock") else None
+        return shard if shard is not None and not shard.whole else None
+
+
+WHOLE = Shard()  # a whole-output writer: shard 0 of 1
+
+
 @dataclass
 class Chunk:
     index: int
     start: int  # global index of the chunk's first row
-    table: "object"  # pa.Table of the columns the job reads
+    table: pa.Table  # the columns the job reads
     rows_read: int = 0  # input rows parsed to build this chunk since the previous one (skipped rows included)
 
     @property
@@ -56,8 +158,7 @@ class Plan:
     """
 
     chunk_rows: int
-    shard: int = 0
-    num_shards: int = 1
+    shard: Shard = WHOLE
     num_rows: int | None = None  # input rows (after --limit) when known before reading; else None
     limit: int | None = None
     committed: frozenset = frozenset()  # this shard's chunks already written by an earlier run
@@ -65,12 +166,11 @@ class Plan:
     finalizes: bool = True  # False for independent workers: `batchscore finalize` comes later
     overwrite: str | None = None  # None | "all" | "shard", see OutputWriter
     clear_first: bool = False  # distributed --overwrite: rank 0 clears before the others look
-    wait: Callable[[], None] = field(default=lambda: None, repr=False)  # a barrier across ranks
 
     # --- which chunks ------------------------------------------------------------------------------------------
 
     def owns(self, chunk: int) -> bool:
-        return owner(chunk, self.num_shards) == self.shard
+        return self.shard.owns(chunk)
 
     def todo(self, chunk: int) -> bool:
         return self.owns(chunk) and chunk not in self.committed
@@ -88,7 +188,7 @@ class Plan:
     def todo_chunks(self) -> list[int] | None:
         if self.num_chunks is None:
             return None
-        return [c for c in range(self.shard, self.num_chunks, self.num_shards) if c not in self.committed]
+        return [c for c in range(self.shard.index, self.num_chunks, self.shard.count) if c not in self.committed]
 
     def rows_to_do(self) -> int | None:
         chunks = self.todo_chunks()
@@ -104,7 +204,7 @@ class Plan:
         def todo(chunk: int) -> bool:
             if not self.todo(chunk):
                 return False
-            position = chunk // self.num_shards - bisect.bisect_left(skipped, chunk)
+            position = chunk // self.shard.count - bisect.bisect_left(skipped, chunk)
             return position % workers == worker
 
         return todo
@@ -112,9 +212,15 @@ class Plan:
     def with_committed(self, committed: Iterable[int]) -> "Plan":
         return replace(self, committed=frozenset(c for c in committed if self.owns(c)))
 
-    @property
-    def label(self) -> str:
-        return f" (shard {self.shard} of {self.num_shards})" if self.num_shards > 1 else ""
+    def with_rows(self, num_rows: int | None) -> "Plan":
+        """This plan once the input's row count is known (after --limit)."""
+        if num_rows is not None and self.limit is not None:
+            num_rows = min(num_rows, self.limit)
+        return replace(self, num_rows=num_rows)
+
+    def whole(self) -> "Plan":
+        """The same chunks, all of them: what a whole --overwrite clears, whichever rank clears it."""
+        return replace(self, shard=WHOLE, committed=frozenset())
 
     # --- which rows to read ------------------------------------------------------------------------------------
 
@@ -143,9 +249,9 @@ class Plan:
         loads and before --overwrite clears anything. Where the source can
         start at any row, only this process's chunks still to do are read.
         """
-        if source.read_rows is None or self.num_chunks is None:
+        if source.read_rows is None or self.num_rows is None:
             return source.scan(columns, self.limit)
-        for chunk in self.todo_chunks():
+        for chunk in self.todo_chunks() or []:
             for _ in source.read_rows(columns, *self.span(chunk)):
                 pass
         return self.num_rows
@@ -199,33 +305,28 @@ def _concat(parts: list, columns: list[str] | None = None, schema=None):
 
     tables = [p if isinstance(p, pa.Table) else pa.Table.from_batches([p]) for p in parts]
     if not tables:  # a chunk past the end of the input (cannot happen with a true row count): no rows
-        return pa.schema([schema.field(c) for c in columns]).empty_table()
+        return pa.schema([schema.field(c) for c in columns or []]).empty_table()
     return pa.concat_tables(tables).combine_chunks()
 
 
-def for_process(cfg, num_rows: int | None, rank: int = 0, world: int = 1, wait=None) -> Plan:
+def for_process(cfg: JobConfig, num_rows: int | None, rank: int = 0, world: int = 1) -> Plan:
     """The plan of rank `rank` of `world` processes (1 of 1 without a launcher), from the job's options."""
     independent = cfg.num_shards is not None
-    shard, num_shards = (
-        (cfg.shard_index + cfg.num_shards * rank, cfg.num_shards * world) if independent else (rank, world)
-    )
+    shard = Shard(rank, world)
+    if cfg.num_shards is not None:  # config sets --shard-index with it
+        shard = Shard((cfg.shard_index or 0) + cfg.num_shards * rank, cfg.num_shards * world)
     overwrite = None
     if cfg.overwrite:
         overwrite = "shard" if independent else ("all" if rank == 0 else None)
-    if num_rows is not None and cfg.limit is not None:
-        num_rows = min(num_rows, cfg.limit)
     return Plan(
         cfg.chunk_rows,
         shard,
-        num_shards,
-        num_rows=num_rows,
         limit=cfg.limit,
         main=rank == 0,
         finalizes=not independent,
         overwrite=overwrite,
         clear_first=bool(cfg.overwrite) and not independent and world > 1,
-        wait=wait or (lambda: None),
-    )
+    ).with_rows(num_rows)
 
 
 def launcher_ranks() -> tuple[int, int]:

@@ -2,17 +2,17 @@
 
 `Scorer` loads the model once and is then called on batches: a pyarrow Table
 or RecordBatch, a pandas DataFrame, or a dict of numpy arrays (Ray Data's
-"numpy" batch format). It runs the same code as a job's chunk (`encode_chunk`:
-length-sorted token-budget batches; `chunk_logits`; `result_columns`: the
-pipeline's scores), so its labels and scores are the ones the CLI writes.
+"numpy" batch format). A batch is scored as a job scores a chunk, by the same
+`scoring.ChunkScorer` (length-sorted token-budget batches, the model, the
+pipeline's score function), so its labels and scores are the ones the CLI writes.
 """
 
 from __future__ import annotations
 
 import contextlib
 
-from .config import CPU_BATCH_TOKENS, GPU_BATCH_TOKENS, REFERENCE_MODEL, REFERENCE_REVISION
-from .errors import ConfigError, InputError
+from .errors import InputError
+from .scoring import ChunkScorer, ScoringRules, not_text
 
 
 class Scorer:
@@ -54,55 +54,32 @@ class Scorer:
         allow_pickle: bool = False,
         trust_remote_code: bool = False,
     ):
-        from .model import load_model
-        from .postprocess import result_fields, score_function
-
-        top_k = str(top_k).lower()
-        if top_k not in ("1", "all"):
-            raise ConfigError(f"top_k must be 1 or 'all', not {top_k!r}.")
-        model = model or REFERENCE_MODEL
-        if revision is None and model == REFERENCE_MODEL:
-            revision = REFERENCE_REVISION  # pinned, as in the CLI
-        self.text_column, self.top_k, self.result_prefix = text_column, top_k, result_prefix
-        self.loaded = load_model(
-            model, revision, precision, max_length, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code
+        self.rules = ScoringRules(text_column, str(top_k), result_prefix, batch_tokens)  # checked before the load
+        self.core = ChunkScorer.load(
+            self.rules,
+            model,
+            revision,
+            precision=precision,
+            max_length=max_length,
+            allow_pickle=allow_pickle,
+            trust_remote_code=trust_remote_code,
         )
-        on_gpu = self.loaded.device.type == "cuda"
-        self.batch_tokens = batch_tokens or (GPU_BATCH_TOKENS if on_gpu else CPU_BATCH_TOKENS)
-        self.function = score_function(self.loaded.model.config)
-        self.fields = result_fields(top_k, result_prefix)
+        self.text_column, self.fields = text_column, self.rules.fields
 
     @property
     def labels(self) -> list[str]:
-        return self.loaded.labels
+        return self.core.labels
 
     def score_table(self, table):
         """The result columns for a pyarrow Table, as a dict name -> Arrow array, in the table's row order."""
-        check_columns(table.column_names, self.text_column, self.fields)
+        self.rules.check_columns(table.column_names)
         return self._results(table.column(self.text_column))
 
     def _results(self, column):
         """The result columns for the text column, as Arrow values (names already checked)."""
         import pyarrow as pa
 
-        from .batches import encode_chunk
-        from .model import chunk_logits
-        from .plan import Chunk
-        from .postprocess import apply, result_columns
-
-        texts = pa.table({self.text_column: text_values(column, self.text_column)})
-        loaded = self.loaded
-        work = encode_chunk(
-            Chunk(0, 0, texts),
-            text_column=self.text_column,
-            out_columns=[self.text_column],
-            tokenizer=loaded.tokenizer,
-            max_length=loaded.max_length,
-            batch_tokens=self.batch_tokens,
-            pad_multiple=8 if loaded.precision in ("bf16", "fp16") else None,
-        )
-        logits = chunk_logits(loaded, work.batches, texts.num_rows)
-        return result_columns(apply(self.function, logits), work.valid, loaded.labels, self.top_k, self.result_prefix)
+        return self.core.score_texts(pa.table({self.text_column: text_values(column, self.text_column)}))
 
     def __call__(self, batch):
         """`batch` with the result columns appended, as the same type (Table, RecordBatch, DataFrame, dict)."""
@@ -127,7 +104,7 @@ class Scorer:
     def _score_pandas(self, frame):
         import pyarrow as pa
 
-        check_columns(frame.columns, self.text_column, self.fields)
+        self.rules.check_columns(frame.columns)
         with _converting(self.text_column):
             column = pa.Table.from_pandas(frame[[self.text_column]], preserve_index=False).column(0)
         columns = self._results(column)
@@ -138,7 +115,7 @@ class Scorer:
         import numpy as np
         import pyarrow as pa
 
-        check_columns(batch, self.text_column, self.fields)
+        self.rules.check_columns(batch)
         values = np.asarray(batch[self.text_column])
         if values.ndim != 1:
             raise InputError(f"Column '{self.text_column}' must be a 1-d array of texts, not of shape {values.shape}.")
@@ -153,30 +130,6 @@ class Scorer:
             for f in self.fields
         }
         return {**batch, **results}
-
-
-def check_columns(names, text_column: str, fields) -> None:
-    """A batch (or a Spark DataFrame) must have the text column, and no column named like a result column."""
-    names = [str(n) for n in names]
-    if text_column not in names:
-        raise InputError(f"Column '{text_column}' not found; columns are: {', '.join(names)}. Pass text_column=...")
-    clash = [f.name for f in fields if f.name in names]
-    if clash:
-        raise InputError(
-            f"Input column '{clash[0]}' would clash with the result column of that name; "
-            "pass result_prefix=..., e.g. result_prefix='pred_'."
-        )
-
-
-def not_text(kind):
-    """The Arrow type (a dictionary's values) if a text column of this type is refused: bytes of any kind, lists,
-    structs; None if its values are scored (strings, or numbers and the like as their string form)."""
-    import pyarrow.types as t
-
-    if t.is_dictionary(kind):
-        kind = kind.value_type
-    binary = t.is_binary(kind) or t.is_large_binary(kind) or t.is_fixed_size_binary(kind) or t.is_binary_view(kind)
-    return kind if binary or t.is_nested(kind) else None
 
 
 def text_values(column, name: str):

@@ -29,9 +29,9 @@ def result_schema(input_schema, top_k: int | str = 1, result_prefix: str | None 
     from pyspark.sql.pandas.types import from_arrow_type
     from pyspark.sql.types import StructField, StructType
 
-    from .postprocess import result_fields
+    from .scoring import ScoringRules
 
-    results = result_fields(str(top_k).lower(), result_prefix)
+    results = ScoringRules(top_k=str(top_k), result_prefix=result_prefix).fields
     return StructType(
         [*input_schema.fields, *(StructField(f.name, from_arrow_type(f.type), nullable=True) for f in results)]
     )
@@ -43,11 +43,10 @@ def score(df, model: str | None = None, text_column: str = "text", top_k: int | 
     `options` are the other `Scorer` arguments (revision, max_length,
     batch_tokens, precision, result_prefix, allow_pickle, trust_remote_code).
     """
-    from .postprocess import result_fields
-    from .scorer import check_columns
+    from .scoring import ScoringRules
 
     # On the driver, before any executor loads a model: the same checks the Scorer makes.
-    check_columns(df.columns, text_column, result_fields(str(top_k).lower(), options.get("result_prefix")))
+    ScoringRules(text_column, str(top_k), options.get("result_prefix")).check_columns(df.columns)
     settings = tuple(sorted({"model": model, "text_column": text_column, "top_k": top_k, **options}.items()))
     schema = result_schema(df.schema, top_k, options.get("result_prefix"))
 

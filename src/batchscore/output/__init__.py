@@ -7,15 +7,17 @@ from .finalize import Finalized, finalize, wait_for_shards
 from .identity import run_identity
 from .layout import Layout
 from .manifest import read_manifest
-from .writer import OutputWriter, check_output, listed_chunks
+from .store import Output
+from .writer import Existing, OutputWriter, check_output
 
 __all__ = [
+    "Existing",
     "Finalized",
     "Layout",
+    "Output",
     "OutputWriter",
     "check_output",
     "finalize",
-    "listed_chunks",
     "read_manifest",
     "run_identity",
     "wait_for_shards",

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ..errors import OutputError
-from .layout import MANIFEST, MANIFEST_KEY, RECORDS, SUCCESS, Layout, Shard, part_name
+from ..plan import Shard
+from .layout import MANIFEST, MANIFEST_KEY, RECORDS, SUCCESS, Layout, part_name
 from .lease import Lease, open_lease
 from .manifest import (
     listed_parts,
@@ -30,7 +31,7 @@ from .manifest import (
     sum_stats,
     tidy_complete,
 )
-from .store import Store
+from .store import Output, Store
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -45,13 +46,13 @@ class Finalized:
     warnings: list[str] = field(default_factory=list)
 
 
-def finalize(output: str | Layout, wait: bool = False) -> Finalized:
+def finalize(output: str | Output, wait: bool = False) -> Finalized:
     """Check the output holds every chunk of one run; write its manifest and _SUCCESS (or merge the .parquet).
 
     `wait`: for rank 0 of a distributed run, wait for the other ranks to let go of the output.
     """
-    layout = output if isinstance(output, Layout) else Layout.open(output)
-    store = Store(layout)
+    output = Output.of(output)
+    layout, store = output.layout, output.store
     manifest = read_complete(layout, store)
     if manifest is not None:
         tidy_complete(layout, store)
@@ -65,11 +66,10 @@ def finalize(output: str | Layout, wait: bool = False) -> Finalized:
         return _finalize_held(layout, store, lease)
 
 
-def wait_for_shards(layout: Layout, num_shards: int, poll_seconds: float = 0.5) -> None:
+def wait_for_shards(output: Output, num_shards: int, poll_seconds: float = 0.5) -> None:
     """Block until each of the shards has left its marker (their leases are waited for by finalize)."""
-    store = Store(layout)
-    markers = {Shard(i, num_shards).marker for i in range(num_shards)}
-    while not markers <= set(store.names(layout.path(RECORDS))):
+    markers = {Shard(i, num_shards).marker_name for i in range(num_shards)}
+    while not markers <= set(output.store.names(output.layout.path(RECORDS))):
         time.sleep(poll_seconds)
 
 

@@ -23,9 +23,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..errors import OutputError
 from ..location import Location
+from ..plan import Shard
+
+if TYPE_CHECKING:
+    from fsspec import AbstractFileSystem
 
 SUCCESS = "_SUCCESS"
 MANIFEST = "_manifest.parquet"
@@ -34,7 +39,6 @@ RECORDS = "_batchscore"
 # canonical spelling of a number counts, so `part-0000001.parquet` or `part-١٢٣٤٥٦.parquet` is nobody's part.
 PART = re.compile(r"^part-([0-9]{6,})\.parquet$")
 TEMP = re.compile(r"^\.(.+)\.[0-9a-f]{12}\.tmp$")  # `.<final name>.<token>.tmp`, local disks only
-_SHARD = re.compile(r"^shard-([0-9]{5,})-of-([0-9]{5,})$")
 
 # Footer keys: every part carries the run's identity and config, and its own counts.
 METADATA_KEY = b"batchscore"
@@ -53,95 +57,6 @@ def part_index(name: str) -> int | None:
     match = PART.match(name)
     return int(match.group(1)) if match and part_name(int(match.group(1))) == name else None
 
-
-@dataclass(frozen=True)
-class Shard:
-    """Shard `index` of `count` (a whole-output writer is shard 0 of 1): which chunks it owns, and the names
-    of its records. Names are made and read back here only."""
-
-    index: int = 0
-    count: int = 1
-
-    def __post_init__(self):
-        if not 0 <= self.index < self.count:
-            raise ValueError(f"shard {self.index} of {self.count}")
-
-    @property
-    def whole(self) -> bool:
-        return self.count == 1
-
-    def owns(self, chunk: int) -> bool:
-        from ..plan import owner
-
-        return owner(chunk, self.count) == self.index
-
-    @classmethod
-    def owning(cls, chunk: int, count: int) -> Shard:
-        """The shard of `count` that scores `chunk`."""
-        from ..plan import owner
-
-        return cls(owner(chunk, count), count)
-
-    @property
-    def _numbered(self) -> str:
-        return f"shard-{self.index:05d}-of-{self.count:05d}"
-
-    @property
-    def tag(self) -> str:
-        """'all' for a whole-output writer, 'shard-00001-of-00003' for a shard."""
-        return "all" if self.whole else self._numbered
-
-    @property
-    def marker(self) -> str:
-        """The record a shard leaves once all its chunks are committed (a whole run is shard 0 of 1)."""
-        return f"{self._numbered}.json"
-
-    @property
-    def lease(self) -> str:
-        return f"lease-{self.tag}.json"
-
-    @property
-    def lock(self) -> str:
-        return "lock" if self.whole else f"{self.tag}.lock"
-
-    def conflicts(self, other: Shard) -> bool:
-        """Do writers of these shards overlap? Shards of one count never do; a whole-output writer always."""
-        if self == other:
-            return False
-        return self.whole or other.whole or self.count != other.count
-
-    @classmethod
-    def _parse(cls, numbered: str) -> Shard | None:
-        match = _SHARD.match(numbered)
-        if not match:
-            return None
-        index, count = int(match.group(1)), int(match.group(2))
-        shard = cls(index, count) if index < count else None
-        return shard if shard is not None and shard._numbered == numbered else None
-
-    @classmethod
-    def from_tag(cls, tag: str) -> Shard | None:
-        shard = cls() if tag == "all" else cls._parse(tag)
-        return shard if shard is not None and shard.tag == tag else None
-
-    @classmethod
-    def from_marker(cls, name: str) -> Shard | None:
-        return cls._parse(name[: -len(".json")]) if name.endswith(".json") else None
-
-    @classmethod
-    def from_lease(cls, name: str) -> Shard | None:
-        if name.startswith("lease-") and name.endswith(".json"):
-            return cls.from_tag(name[len("lease-") : -len(".json")])
-        return None
-
-    @classmethod
-    def from_lock(cls, name: str) -> Shard | None:
-        """A shard's own lock file (the whole-output `lock` is not one)."""
-        shard = cls._parse(name[: -len(".lock")]) if name.endswith(".lock") else None
-        return shard if shard is not None and not shard.whole else None
-
-
-WHOLE = Shard()  # a whole-output writer: shard 0 of 1
 
 OBJECT_KEY_LIMITS = {"s3": 1024, "s3a": 1024, "gs": 1024, "gcs": 1024, "az": 1024, "abfs": 1024, "abfss": 1024}
 
@@ -180,7 +95,7 @@ class Layout:
     """One output: its file system, its folder of parts, and (single-file form) the merged file."""
 
     spec: str  # as the user wrote it, for messages
-    fs: object  # fsspec file system
+    fs: AbstractFileSystem
     protocol: str
     root: str  # folder of parts and records (fs path)
     target: str | None  # the merged file of the single-file form (fs path), else None
@@ -228,10 +143,10 @@ class Layout:
         from them, are longer than the store allows (exit 5)."""
         import os
 
-        name = self.target.rsplit("/", 1)[-1] if self.single_file else None
+        name = self.target.rsplit("/", 1)[-1] if self.target is not None else None
         # The longest names batchscore makes: a record's temp file (local) or lease (object stores) inside the
         # parts folder; beside a single file, its hidden parts folder and the merged file's temp file.
-        inside = f"{RECORDS}/.{Shard(99999, 99999 + 1).marker}.{'0' * 12}.tmp"
+        inside = f"{RECORDS}/.{Shard(99999, 99999 + 1).marker_name}.{'0' * 12}.tmp"
         beside = [f".{name}.parts", f".{name}.{'0' * 12}.tmp"] if name else []
         longest = f"{self.root}/{inside}"
         if not self.local:
@@ -253,7 +168,7 @@ class Layout:
             size = len(os.fsencode(part))
             if size > name_max:
                 made = (
-                    f"'{_short(name)}' is too long: batchscore makes '{_short(part)}' from it"
+                    f"'{_short(str(name))}' is too long: batchscore makes '{_short(part)}' from it"
                     if part not in given
                     else f"'{_short(part)}' is too long"
                 )
@@ -283,16 +198,6 @@ class Layout:
     def location(self) -> Location:
         """This output, to compare inputs with: its folder, or its merged file and the parts folder beside it."""
         return Location(self.fs, self.final, self.spec, beside=self.root if self.single_file else None)
-
-    def contains_url(self, url: str) -> bool:
-        """Like `contains`, for a path or URL as source.py shows them."""
-        import os
-
-        if "://" in url:
-            protocol, path = url.split("://", 1)
-            protocols = self.fs.protocol if isinstance(self.fs.protocol, (tuple, list)) else (self.fs.protocol,)
-            return not self.local and protocol in protocols and self.contains(path)
-        return self.local and self.contains(os.path.abspath(url))
 
     def contains(self, path: str) -> bool:
         """True if `path` (a path on this output's file system) is part of this output."""

@@ -46,7 +46,8 @@ import threading
 import time
 
 from ..errors import ConfigError, OutputError
-from .layout import RECORDS, WHOLE, Layout, Shard
+from ..plan import WHOLE, Shard
+from .layout import RECORDS, Layout
 from .store import Store, check_record, store_errors
 
 log = logging.getLogger(__name__)
@@ -197,7 +198,7 @@ class KernelLock(Lease):
                 self._lock(self._open("lock"), fcntl.LOCK_EX)
                 return
             self._lock(self._open("lock"), fcntl.LOCK_SH)
-            self._lock(self._open(self.shard.lock), fcntl.LOCK_EX)
+            self._lock(self._open(self.shard.lock_name), fcntl.LOCK_EX)
             for name in os.listdir(self.folder):
                 other = Shard.from_lock(name)
                 if other is not None and self.shard.conflicts(other):
@@ -240,7 +241,7 @@ class KernelLock(Lease):
 class LeaseRecord(Lease):
     def __init__(self, layout: Layout, shard: Shard = WHOLE, wait: bool = False):
         super().__init__(layout, shard, wait)
-        self.path = layout.record(shard.lease)
+        self.path = layout.record(shard.lease_name)
         self.ttl = lease_seconds()
         self.me = {"owner": secrets.token_hex(8), "host": socket.gethostname(), "pid": os.getpid(), "boot": _boot_id()}
         self.beat = 0

@@ -16,6 +16,7 @@ import math
 import os
 import secrets
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ..errors import OutputError
@@ -359,3 +360,21 @@ def _fsync_dir(folder: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@dataclass(frozen=True)
+class Output:
+    """One output as the rest of batchscore holds it: where its files are (layout) and how they are read and
+    written (store). Opened once per job; the writer, finalize and the checks all take it."""
+
+    layout: Layout
+    store: Store
+
+    @classmethod
+    def open(cls, spec: str) -> Output:
+        layout = Layout.open(spec)
+        return cls(layout, Store(layout))
+
+    @classmethod
+    def of(cls, output: str | Output) -> Output:
+        return output if isinstance(output, Output) else cls.open(output)

@@ -14,10 +14,13 @@ import json
 import logging
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..errors import OutputError
+from ..plan import WHOLE, Shard
 from .identity import run_hash
-from .layout import CHUNK_KEY, MANIFEST, METADATA_KEY, RECORDS, RUN_KEY, SUCCESS, Layout, Shard, part_index, part_name
+from .layout import CHUNK_KEY, MANIFEST, METADATA_KEY, RECORDS, RUN_KEY, SUCCESS, part_index, part_name
 from .lease import lease_seconds, open_lease
 from .manifest import (
     is_ours,
@@ -29,7 +32,10 @@ from .manifest import (
     sum_stats,
     tidy_complete,
 )
-from .store import Store
+from .store import Output
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 log = logging.getLogger(__name__)
 MAX_PENDING_WRITES = 2  # bounds memory: at most this many chunks wait for the store
@@ -39,19 +45,25 @@ def _our_name(name: str) -> bool:
     return part_index(name) is not None or name in (SUCCESS, MANIFEST, RECORDS)
 
 
-def check_output(layout: Layout, overwrite: bool) -> str | None:
-    """Fail early, touching nothing, if the output can't be used at all (before the model loads).
+@dataclass(frozen=True)
+class Existing:
+    """What an output holds before a run starts."""
 
-    Returns what the output holds already: "complete", "started" (an unfinished run), or None.
-    """
+    state: str | None  # "complete", "started" (an unfinished run), or None (nothing yet)
+    chunks: frozenset[int] = frozenset()  # parts listed now, footers unread: what a resume will most likely skip
+
+
+def check_output(output: Output, overwrite: bool) -> Existing:
+    """Fail early, touching nothing, if the output can't be used at all (before the model loads); say what it
+    holds already."""
     import os
 
     lease_seconds()  # a bad BATCHSCORE_LEASE_SECONDS is exit 2 now, not a dead heartbeat hours in
+    layout, store = output.layout, output.store
     layout.check_names()
-    store = Store(layout)
     if layout.single_file:
         store.guard(layout.root)  # the hidden parts folder may not be a link out of the output
-    if layout.single_file and store.exists(layout.target) and store.isdir(layout.target):
+    if layout.target is not None and store.exists(layout.target) and store.isdir(layout.target):
         raise OutputError(f"Output '{layout.url()}' is a folder; pass a file path ending in .parquet, or another name.")
     if not layout.single_file and store.exists(layout.root):
         if not store.isdir(layout.root):
@@ -73,7 +85,7 @@ def check_output(layout: Layout, overwrite: bool) -> str | None:
     # Refuses a single file batchscore did not write; a complete output needs no write access.
     complete = read_complete(layout, store) is not None
     if complete and not overwrite:
-        return "complete"
+        return Existing("complete")
     exists = complete or store.exists(layout.final) or (layout.single_file and store.exists(layout.root))
     if layout.local:
         existing = layout.root
@@ -88,12 +100,9 @@ def check_output(layout: Layout, overwrite: bool) -> str | None:
                 f"Cannot write output '{layout.url()}': the bucket '{bucket}' does not exist or "
                 "cannot be reached; create it, or check the credentials and endpoint."
             )
-    return "started" if exists and not complete else ("complete" if complete else None)
-
-
-def listed_chunks(layout: Layout) -> set[int]:
-    """Chunks whose parts are in OUT now, unchecked: what a rerun will most likely skip."""
-    return set(listed_parts(Store(layout)))
+    if complete:
+        return Existing("complete")
+    return Existing("started", frozenset(listed_parts(store))) if exists else Existing(None)
 
 
 def _differences(before: dict, now: dict) -> list[str]:
@@ -112,23 +121,22 @@ class OutputWriter:
 
     def __init__(
         self,
-        layout: Layout,
-        schema,
+        output: Output,
+        schema: pa.Schema,
         metadata: dict,
         identity: dict,
         overwrite: str | None = None,
-        shard: int = 0,
-        num_shards: int = 1,
+        shard: Shard = WHOLE,
     ):
-        self.layout = layout
-        self.store = Store(layout)
+        self.layout = layout = output.layout
+        self.store = output.store
         self.identity = identity
         self.run = run_hash(identity)
         self.schema = schema.with_metadata(
             {METADATA_KEY: json.dumps(metadata, sort_keys=True), RUN_KEY: json.dumps(identity, sort_keys=True)}
         )
         self.overwrite = overwrite
-        self.shard = Shard(shard, num_shards)
+        self.shard = shard
         self.lease = open_lease(layout, self.shard)
         self.committed: set[int] = set()
         self.complete = False
@@ -221,13 +229,13 @@ class OutputWriter:
     def _clear(self) -> None:
         """--overwrite: remove what batchscore wrote (all of it, or this shard's share); refuse anything else."""
         layout, store = self.layout, self.store
-        if layout.single_file and store.exists(layout.target):
+        if layout.target is not None and store.exists(layout.target):
             read_complete(layout, store)  # raises unless batchscore wrote it
             store.remove(layout.target)
         records = [
             layout.record(n)
             for n in store.names(layout.path(RECORDS))
-            if Shard.from_marker(n) and (self.overwrite != "shard" or n == self.shard.marker)
+            if Shard.from_marker(n) and (self.overwrite != "shard" or n == self.shard.marker_name)
         ]
         parts = [
             layout.path(part_name(i)) for i in listed_parts(store) if self.overwrite != "shard" or self.shard.owns(i)
@@ -262,6 +270,7 @@ class OutputWriter:
     def write(self, index: int, table, stats: dict) -> None:
         while len(self._pending) >= MAX_PENDING_WRITES:
             self._pending.pop(0).result()
+        assert self._pool is not None, "write() outside the with block"
         self._pending.append(self._pool.submit(self._write_part, index, table, stats))
 
     def _write_part(self, index: int, table, stats: dict) -> None:
@@ -301,4 +310,4 @@ class OutputWriter:
             "run": self.run,
             "written": time.time(),
         }
-        self.lease.commit(self.layout.record(self.shard.marker), json.dumps(marker, indent=2).encode())
+        self.lease.commit(self.layout.record(self.shard.marker_name), json.dumps(marker, indent=2).encode())

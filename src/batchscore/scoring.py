@@ -1,0 +1,239 @@
+"""The per-chunk scoring steps, wired once: texts -> tokens -> length-sorted batches -> logits -> result columns.
+
+Every caller scores through a `ChunkScorer`: the job (a DataLoader hands it
+chunks already tokenized by `Encoder` in worker processes), `Scorer` (one
+batch in memory) and through it Ray Data and Spark. The rules of a chunk's
+scoring live here once: the token budget, the pad multiple, the result
+columns and their names, which input columns may sit beside them, and the
+counts a part's footer carries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+from .config import CPU_BATCH_TOKENS, GPU_BATCH_TOKENS, TOP_K, model_and_revision
+from .errors import ConfigError, InputError
+from .postprocess import result_fields, result_names, score_function
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from .batches import ChunkWork
+    from .model import LoadedModel
+    from .plan import Chunk
+
+
+def check_top_k(top_k: int | str) -> str:
+    """ "1" or "all" (the library takes 1 as an int too); the CLI's options check it through `OPTIONS`."""
+    text = str(top_k).lower()
+    if text not in TOP_K:
+        raise ConfigError(f"top_k must be 1 or 'all', not {text!r}.")
+    return text
+
+
+def pad_multiple(precision: str) -> int | None:
+    # Multiples of 8 let fp16/bf16 matmuls use tensor cores; fp32 gains nothing.
+    return 8 if precision in ("bf16", "fp16") else None
+
+
+@dataclass(frozen=True)
+class Encoder:
+    """A chunk's texts -> padded, length-sorted token-budget batches. Holds no model: DataLoader workers get one."""
+
+    tokenizer: Any
+    text_column: str
+    max_length: int
+    batch_tokens: int
+    pad_multiple: int | None
+
+    def encode(self, chunk: Chunk, out_columns: Sequence[str]) -> ChunkWork:
+        from .batches import encode_chunk
+
+        return encode_chunk(
+            chunk,
+            text_column=self.text_column,
+            out_columns=list(out_columns),
+            tokenizer=self.tokenizer,
+            max_length=self.max_length,
+            batch_tokens=self.batch_tokens,
+            pad_multiple=self.pad_multiple,
+        )
+
+
+@dataclass(frozen=True)
+class ColumnHints:
+    """How a message about columns names its fix: the CLI's options, or the library's arguments."""
+
+    text_column: str
+    result_prefix: str
+
+
+CLI_HINTS = ColumnHints(text_column="Pass --text-column.", result_prefix="--result-prefix")
+LIBRARY_HINTS = ColumnHints(text_column="Pass text_column=...", result_prefix="result_prefix=...")
+
+
+@dataclass(frozen=True)
+class ScoringRules:
+    """What is scored and how the results are named: known before the model loads, so columns are checked first."""
+
+    text_column: str = "text"
+    top_k: str = "1"
+    result_prefix: str | None = None
+    batch_tokens: int | None = None  # None: CPU_BATCH_TOKENS or GPU_BATCH_TOKENS by the device
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "top_k", check_top_k(self.top_k))
+
+    @property
+    def fields(self) -> list[pa.Field]:
+        return result_fields(self.top_k, self.result_prefix)
+
+    @property
+    def result_names(self) -> list[str]:
+        return result_names(self.top_k, self.result_prefix)
+
+    def check_columns(
+        self,
+        names: Iterable[Any],
+        keep: Sequence[str] | None = None,
+        id_column: str | None = None,
+        hints: ColumnHints = LIBRARY_HINTS,
+        text_type: pa.DataType | None = None,
+    ) -> list[str]:
+        """The input columns kept beside the results, in order: the id column, then `keep` (every column when
+        None). Refuses a missing text, id or kept column, a text column of `text_type` that holds no text, and a
+        kept column named like a result column."""
+        names = [str(n) for n in names]
+        listing = ", ".join(names)
+        if self.text_column not in names:
+            raise InputError(f"Column '{self.text_column}' not found; columns are: {listing}. {hints.text_column}")
+        refused = not_text(text_type) if text_type is not None else None
+        if refused is not None:
+            raise InputError(
+                f"Column '{self.text_column}' holds {refused}, not text; pass --text-column naming a string column."
+            )
+        if id_column is not None and id_column not in names:
+            raise InputError(f"Column '{id_column}' not found; columns are: {listing}. Pass --id-column.")
+        kept = list(names) if keep is None else list(keep)
+        missing = [c for c in kept if c not in names]
+        if missing:
+            raise InputError(f"Column '{missing[0]}' not found; columns are: {listing}. Fix --keep-columns.")
+        out = list(dict.fromkeys(([id_column] if id_column else []) + kept))
+        clash = [c for c in out if c in self.result_names]
+        if clash:
+            raise InputError(self._clash_message(clash[0], out, id_column, hints))
+        return out
+
+    def _clash_message(self, column: str, out: list[str], id_column: str | None, hints: ColumnHints) -> str:
+        if hints is LIBRARY_HINTS:
+            return (
+                f"Input column '{column}' would clash with the result column of that name; "
+                "pass result_prefix=..., e.g. result_prefix='pred_'."
+            )
+        # HF datasets nearly always have a `label` column: a prefix keeps it beside the prediction.
+        import itertools
+
+        prefix = self.result_prefix or ""
+        candidates = itertools.chain(("pred_", "batchscore_"), (f"pred{i}_" for i in itertools.count(2)))
+        names = result_names("all")
+        free = next(p for p in candidates if not any(p + name in out for name in names))
+        fix = f"pass another --result-prefix, e.g. {free}" if prefix else f"pass --result-prefix {free}"
+        if column != id_column:  # the id column is always kept
+            others = ",".join(c for c in out if c not in self.result_names) or "none"
+            fix += f" (or leave it out with --keep-columns {others})"
+        given = f" (--result-prefix {prefix})" if prefix else ""
+        return f"Input column '{column}' would clash with batchscore's output column of that name{given}; {fix}."
+
+
+def not_text(kind: pa.DataType) -> pa.DataType | None:
+    """The Arrow type (a dictionary's values) if a text column of this type is refused: bytes of any kind, lists,
+    structs; None if its values are scored (strings, or numbers and the like as their string form)."""
+    import pyarrow.types as t
+
+    if t.is_dictionary(kind):
+        kind = kind.value_type
+    binary = t.is_binary(kind) or t.is_large_binary(kind) or t.is_fixed_size_binary(kind) or t.is_binary_view(kind)
+    return kind if binary or t.is_nested(kind) else None
+
+
+class ChunkScorer:
+    """A loaded classifier and the rules for scoring one chunk of rows with it."""
+
+    def __init__(self, loaded: LoadedModel, rules: ScoringRules):
+        self.loaded = loaded
+        self.rules = rules
+        self.on_gpu = loaded.device.type == "cuda"
+        self.batch_tokens = rules.batch_tokens or (GPU_BATCH_TOKENS if self.on_gpu else CPU_BATCH_TOKENS)
+        self.function = score_function(loaded.model.config)
+        self.fields = rules.fields
+        self.encoder = Encoder(
+            loaded.tokenizer, rules.text_column, loaded.max_length, self.batch_tokens, pad_multiple(loaded.precision)
+        )
+
+    @classmethod
+    def load(
+        cls,
+        rules: ScoringRules,
+        model: str | None,
+        revision: str | None = None,
+        *,
+        precision: str = "auto",
+        max_length: int | None = None,
+        allow_pickle: bool = False,
+        trust_remote_code: bool = False,
+    ) -> ChunkScorer:
+        """Load `model` (the pinned reference model by default) to score by `rules`."""
+        from .model import load_model
+
+        model_id, revision = model_and_revision(model, revision)
+        loaded = load_model(
+            model_id, revision, precision, max_length, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code
+        )
+        return cls(loaded, rules)
+
+    @property
+    def labels(self) -> list[str]:
+        return self.loaded.labels
+
+    # --- scoring ------------------------------------------------------------------------------------------------
+
+    def score(self, work: ChunkWork) -> dict[str, pa.Array]:
+        """The result columns of an encoded chunk, keyed by name, in the chunk's row order (null: no text)."""
+        from .model import chunk_logits
+        from .postprocess import apply, result_columns
+
+        logits = chunk_logits(self.loaded, work.batches, len(work.valid))
+        rules = self.rules
+        return result_columns(apply(self.function, logits), work.valid, self.labels, rules.top_k, rules.result_prefix)
+
+    def score_texts(self, texts: pa.Table) -> dict[str, pa.Array]:
+        """Encode and score a table holding the text column, in this process."""
+        from .plan import Chunk
+
+        return self.score(self.encoder.encode(Chunk(0, 0, texts), [self.rules.text_column]))
+
+    def chunk_stats(self, work: ChunkWork | None = None, results: dict | None = None) -> dict:
+        """Counts stored in each part's footer (the manifest sums them over parts); no work: an empty chunk's."""
+        import pyarrow.compute as pc
+
+        if work is None or results is None:
+            return {
+                "rows": 0,
+                "empty_text_rows": 0,
+                "truncated_rows": 0,
+                "real_tokens": 0,
+                "padded_tokens": 0,
+                "label_counts": {},
+            }
+        labels = results[self.fields[0].name]
+        return {
+            "rows": work.chunk.num_rows,
+            "empty_text_rows": int((~work.valid).sum()),
+            "truncated_rows": work.truncated_rows,
+            "real_tokens": work.real_tokens,
+            "padded_tokens": work.padded_tokens,
+            # Counted in Arrow, not row by row in Python.
+            "label_counts": {str(v["values"]): v["counts"] for v in pc.value_counts(labels.drop_null()).to_pylist()},
+        }

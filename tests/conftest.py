@@ -57,3 +57,11 @@ def outputs(tmp_path):
     folder = tmp_path / "outputs"
     folder.mkdir()
     return folder
+
+
+@pytest.fixture
+def three_row_csv(tmp_path):
+    """`in.csv`: id,text with "good film", "awful" and an empty text (row 3)."""
+    path = tmp_path / "in.csv"
+    path.write_text("id,text\n1,good film\n2,awful\n3,\n", encoding="utf-8")
+    return path

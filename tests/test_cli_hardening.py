@@ -25,13 +25,6 @@ from helpers import assert_error, invoke, run_score
 LINE = 1000 + len("Error: ")  # logs.MAX_LINE and the prefix
 
 
-@pytest.fixture
-def small_csv(tmp_path):
-    path = tmp_path / "in.csv"
-    path.write_text("id,text\n1,good film\n2,awful\n3,\n", encoding="utf-8")
-    return path
-
-
 def config_file(tmp_path, text: str | bytes, name="job.yaml") -> Path:
     path = tmp_path / name
     path.write_bytes(text if isinstance(text, bytes) else text.encode())
@@ -46,7 +39,7 @@ def json_lines(text: str) -> list[dict]:
 
 
 @pytest.mark.parametrize("how", ["option", "env", "config"])
-def test_threads_beyond_4096_is_a_usage_error_naming_the_bound(how, small_csv, tiny_model, tmp_path):
+def test_threads_beyond_4096_is_a_usage_error_naming_the_bound(how, three_row_csv, tiny_model, tmp_path):
     extra, env = [], {}
     if how == "option":
         extra = ["--threads", "3000000000", "--log-format", "json"]  # Click's own check: one JSON line
@@ -54,7 +47,7 @@ def test_threads_beyond_4096_is_a_usage_error_naming_the_bound(how, small_csv, t
         env = {"BATCHSCORE_THREADS": "3000000000"}
     else:
         extra = ["--config", config_file(tmp_path, "threads: 3000000000\n")]
-    result = run_score(small_csv, tiny_model, tmp_path / "out", *extra, env=env)
+    result = run_score(three_row_csv, tiny_model, tmp_path / "out", *extra, env=env)
     if how == "option":
         (entry,) = json_lines(result.stderr)
         assert result.exit_code == 2 and entry["exit_code"] == 2 and "4096" in entry["message"]
@@ -72,36 +65,36 @@ def test_threads_beyond_4096_is_a_usage_error_naming_the_bound(how, small_csv, t
         ("-5", "at least 1"),
     ],
 )
-def test_whole_number_options_take_ascii_digits_within_int64(value, fragment, small_csv, tiny_model, tmp_path):
-    result = run_score(small_csv, tiny_model, tmp_path / "out", env={"BATCHSCORE_CHUNK_ROWS": value})
+def test_whole_number_options_take_ascii_digits_within_int64(value, fragment, three_row_csv, tiny_model, tmp_path):
+    result = run_score(three_row_csv, tiny_model, tmp_path / "out", env={"BATCHSCORE_CHUNK_ROWS": value})
     assert_error(result, 2, "chunk_rows (from environment)", fragment)
 
 
-def test_num_workers_from_a_config_file_is_bounded(small_csv, tiny_model, tmp_path):
+def test_num_workers_from_a_config_file_is_bounded(three_row_csv, tiny_model, tmp_path):
     from batchscore.config import build_config
     from batchscore.errors import ConfigError
 
     cfg = config_file(tmp_path, "num_workers: -1\n")
-    result = run_score(small_csv, tiny_model, tmp_path / "out", "--config", cfg)
+    result = run_score(three_row_csv, tiny_model, tmp_path / "out", "--config", cfg)
     assert_error(result, 2, "num_workers (from config file", "at least 0")
     # Checked on the config alone: a job would fork them (100,000 processes, before the bound).
     with pytest.raises(ConfigError, match="at most 256, got 100000"):
         build_config(env={}, config_file=str(config_file(tmp_path, "num_workers: 100000\n")))
 
 
-def test_a_config_path_that_is_a_folder_is_a_usage_error(small_csv, tiny_model, tmp_path):
+def test_a_config_path_that_is_a_folder_is_a_usage_error(three_row_csv, tiny_model, tmp_path):
     folder = tmp_path / "configs"
     folder.mkdir()
-    result = run_score(small_csv, tiny_model, tmp_path / "out", env={"BATCHSCORE_CONFIG": str(folder)})
+    result = run_score(three_row_csv, tiny_model, tmp_path / "out", env={"BATCHSCORE_CONFIG": str(folder)})
     assert_error(result, 2, "is a folder", "--config")
-    cli = run_score(small_csv, tiny_model, tmp_path / "out", "--config", folder, "--log-format", "json")
+    cli = run_score(three_row_csv, tiny_model, tmp_path / "out", "--config", folder, "--log-format", "json")
     (entry,) = json_lines(cli.stderr)  # Click's own check, as one JSON line
     assert cli.exit_code == 2 and entry["exit_code"] == 2 and "directory" in entry["message"]
 
 
-def test_a_config_file_that_is_not_utf8_is_a_usage_error(small_csv, tiny_model, tmp_path):
+def test_a_config_file_that_is_not_utf8_is_a_usage_error(three_row_csv, tiny_model, tmp_path):
     cfg = config_file(tmp_path, b"\xff\xfe\x00t\x00h\x00r\x00e\x00a\x00d\x00s\x00:\x00 \x002\x00\n")
-    result = run_score(small_csv, tiny_model, tmp_path / "out", "--config", cfg)
+    result = run_score(three_row_csv, tiny_model, tmp_path / "out", "--config", cfg)
     assert_error(result, 2, "not UTF-8 text", "0xff", "save it as UTF-8")
 
 
@@ -111,24 +104,24 @@ BOMB = "keep_columns:\n- &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
 )
 
 
-def test_a_yaml_alias_bomb_is_refused_at_once(small_csv, tiny_model, tmp_path):
+def test_a_yaml_alias_bomb_is_refused_at_once(three_row_csv, tiny_model, tmp_path):
     """354 bytes of nested aliases stand for 9**8 values: refused before anything walks them (was 37 s, 3.4 GB)."""
     cfg = config_file(tmp_path, BOMB)
     assert len(BOMB) < 400
     started = time.time()
-    result = run_score(small_csv, tiny_model, tmp_path / "out", "--config", cfg)
+    result = run_score(three_row_csv, tiny_model, tmp_path / "out", "--config", cfg)
     assert_error(result, 2, "YAML alias (*a, line 3)", "write the value out")
     assert time.time() - started < 10
 
 
-def test_any_yaml_alias_is_refused_and_deep_nesting_too(small_csv, tiny_model, tmp_path):
+def test_any_yaml_alias_is_refused_and_deep_nesting_too(three_row_csv, tiny_model, tmp_path):
     aliased = config_file(tmp_path, "text_column: &t text\nid_column: *t\n", "alias.yaml")
-    assert_error(run_score(small_csv, tiny_model, tmp_path / "out", "--config", aliased), 2, "YAML alias (*t")
+    assert_error(run_score(three_row_csv, tiny_model, tmp_path / "out", "--config", aliased), 2, "YAML alias (*t")
     deep = config_file(tmp_path, "limit: " + "[" * 50_000 + "\n", "deep.yaml")
-    assert_error(run_score(small_csv, tiny_model, tmp_path / "out", "--config", deep), 2, "nests too deeply")
+    assert_error(run_score(three_row_csv, tiny_model, tmp_path / "out", "--config", deep), 2, "nests too deeply")
 
 
-def test_a_nul_character_in_a_config_value_is_a_usage_error(small_csv, tiny_model, tmp_path):
+def test_a_nul_character_in_a_config_value_is_a_usage_error(three_row_csv, tiny_model, tmp_path):
     cfg = config_file(tmp_path, 'input: "in\\0.csv"\n')
     result = invoke(["score", "--config", cfg, "--model", tiny_model, "-o", tmp_path / "out"])
     assert_error(result, 2, "input (from config file", "NUL character", "in\\x00.csv")
@@ -137,8 +130,8 @@ def test_a_nul_character_in_a_config_value_is_a_usage_error(small_csv, tiny_mode
 # ------------------------------------------------------------------ 2. one readable line, whatever the values
 
 
-def test_a_newline_in_an_env_value_stays_on_one_line(small_csv, tiny_model, tmp_path):
-    result = run_score(small_csv, tiny_model, tmp_path / "out", env={"BATCHSCORE_TEXT_COLUMN": "a\nb\x1b[31m"})
+def test_a_newline_in_an_env_value_stays_on_one_line(three_row_csv, tiny_model, tmp_path):
+    result = run_score(three_row_csv, tiny_model, tmp_path / "out", env={"BATCHSCORE_TEXT_COLUMN": "a\nb\x1b[31m"})
     assert_error(result, 3, "Column 'a\\nb\\x1b[31m' not found", "Pass --text-column.")
 
 
@@ -433,10 +426,10 @@ def _edit_config(**changes):
     ],
 )
 def test_damaged_model_files_are_a_model_error_naming_the_file_and_the_fix(
-    damage, extra, fragments, small_csv, tiny_model, tmp_path, outputs
+    damage, extra, fragments, three_row_csv, tiny_model, tmp_path, outputs
 ):
     model = _damaged_model(tiny_model, tmp_path, damage)
-    result = run_score(small_csv, model, outputs / "out", *extra)
+    result = run_score(three_row_csv, model, outputs / "out", *extra)
     assert_error(
         result,
         4,
@@ -450,10 +443,10 @@ def test_damaged_model_files_are_a_model_error_naming_the_file_and_the_fix(
 # ------------------------------------------------------------------ 6. --max-length beyond the model's limit
 
 
-def test_max_length_beyond_the_model_is_clamped_with_one_warning(small_csv, tiny_model, tmp_path):
+def test_max_length_beyond_the_model_is_clamped_with_one_warning(three_row_csv, tiny_model, tmp_path):
     from helpers import manifest_of
 
-    result = run_score(small_csv, tiny_model, tmp_path / "out", "--max-length", "2048")
+    result = run_score(three_row_csv, tiny_model, tmp_path / "out", "--max-length", "2048")
     assert result.exit_code == 0, result.output
     warnings = [line for line in result.stderr.splitlines() if line.startswith("Warning: ")]
     assert warnings == [
@@ -461,7 +454,7 @@ def test_max_length_beyond_the_model_is_clamped_with_one_warning(small_csv, tiny
         "to its limit of 512 tokens (pass --max-length 512 or less to silence this)."
     ]
     assert manifest_of(tmp_path / "out")["config"]["max_length"] == 512
-    within = run_score(small_csv, tiny_model, tmp_path / "out2", "--max-length", "128")
+    within = run_score(three_row_csv, tiny_model, tmp_path / "out2", "--max-length", "128")
     assert within.exit_code == 0 and "Warning" not in within.stderr
 
 
@@ -469,27 +462,29 @@ def test_max_length_beyond_the_model_is_clamped_with_one_warning(small_csv, tiny
 
 
 @pytest.mark.parametrize("how", ["option", "env", "chained"])
-def test_memory_output_from_the_cli_is_refused(how, small_csv, tiny_model, tmp_path):
+def test_memory_output_from_the_cli_is_refused(how, three_row_csv, tiny_model, tmp_path):
     import fsspec
 
     memory = fsspec.filesystem("memory")
     if how == "option":
-        result = run_score(small_csv, tiny_model, "memory://cli-refused/out")
+        result = run_score(three_row_csv, tiny_model, "memory://cli-refused/out")
     else:
         url = "memory://cli-refused/out" if how == "env" else "simplecache::memory://cli-refused/out"
-        result = invoke(["score", small_csv, "--model", tiny_model, "--no-progress"], env={"BATCHSCORE_OUTPUT": url})
+        result = invoke(
+            ["score", three_row_csv, "--model", tiny_model, "--no-progress"], env={"BATCHSCORE_OUTPUT": url}
+        )
     assert_error(result, 2, "memory://", "only inside one Python process", "batchscore.score")
     assert not memory.exists("/cli-refused")
 
 
-def test_memory_output_from_the_library_still_works(small_csv, tiny_model):
+def test_memory_output_from_the_library_still_works(three_row_csv, tiny_model):
     import fsspec
 
     from batchscore import score
 
     memory = fsspec.filesystem("memory")
     try:
-        assert score(str(small_csv), "memory://library-ok/out", model=tiny_model)["rows"] == 3
+        assert score(str(three_row_csv), "memory://library-ok/out", model=tiny_model)["rows"] == 3
         assert memory.exists("/library-ok/out/_SUCCESS")
     finally:
         if memory.exists("/library-ok"):
@@ -521,8 +516,8 @@ SWEEP = [  # (extra args, env, config file text or None, exit code)
 
 
 @pytest.mark.parametrize("extra, env, config, code", SWEEP)
-def test_option_env_and_config_errors_are_never_exit_1(extra, env, config, code, small_csv, tiny_model, tmp_path):
-    args = ["score", small_csv, "--model", tiny_model, "--no-progress", "--log-format", "json", *extra]
+def test_option_env_and_config_errors_are_never_exit_1(extra, env, config, code, three_row_csv, tiny_model, tmp_path):
+    args = ["score", three_row_csv, "--model", tiny_model, "--no-progress", "--log-format", "json", *extra]
     if "--output" not in extra:
         args += ["-o", tmp_path / "out"]
     if config is not None:

@@ -304,16 +304,29 @@ def test_given_revision_wins():
 # ------------------------------------------------------------------ shipped configs
 
 
-@pytest.mark.parametrize("name", ["default.yaml", "sst2.yaml"])
-def test_shipped_config_loads(name):
-    path = REPO / "configs" / name
-    if not path.exists():
-        pytest.skip(f"configs/{name} not written yet")
-    assert isinstance(load_config_file(str(path)), dict)
-    cfg = build_config({}, env={}, config_file=str(path))
-    if cfg.model_id == REFERENCE_MODEL:
-        # The reference model must stay pinned, whether or not the file names it.
-        assert cfg.model_revision == REFERENCE_REVISION
+@pytest.mark.parametrize(
+    "name, model, revision",
+    [
+        # the offline model `make model` builds: relative to the file's folder (configs/../models), not pinned
+        ("default.yaml", str(REPO / "models" / "minilm-vader-sentiment"), None),
+        ("sst2.yaml", REFERENCE_MODEL, REFERENCE_REVISION),  # the reference model, pinned
+    ],
+)
+def test_shipped_config_loads(name, model, revision):
+    path = str(REPO / "configs" / name)
+    raw = load_config_file(path)
+    known = {opt.name for opt in OPTIONS}
+    assert set(raw) <= known
+    if name == "default.yaml":
+        assert set(raw) == known  # "every job option with its built-in default"
+    cfg = build_config({}, env={}, config_file=path)
+    model_id = str(Path(cfg.model_id).resolve()) if model.startswith("/") else cfg.model_id
+    assert (model_id, cfg.model_revision) == (model, revision)
+    # Every other option is the built-in default: the files say so, and a changed default must change them too.
+    shipped, builtin = cfg.to_dict(), build_config({}, env={}).to_dict()
+    for key in ("model", "revision", "config_file"):
+        del shipped[key], builtin[key]
+    assert shipped == builtin
 
 
 # ------------------------------------------------------------------ through the CLI

@@ -33,9 +33,11 @@ def test_bf16_on_cpu_runs_and_mostly_agrees_with_fp32(tiny_model, tmp_path):
         out = tmp_path / precision
         result = run_score(src, tiny_model, out, "--precision", precision)
         assert result.exit_code == 0, result.output
-        labels[precision] = pq.read_table(out).column("label").to_pylist()
-    same = sum(a == b for a, b in zip(labels["fp32"], labels["bf16"]))
+        labels[precision] = pq.read_table(out).select(["label", "score"]).to_pylist()
+    same = sum(a["label"] == b["label"] for a, b in zip(labels["fp32"], labels["bf16"]))
     assert same >= 0.9 * len(texts)
+    # ... and it did run in bf16: fp32's scores bit for bit would pass the line above too
+    assert any(a["score"] != b["score"] for a, b in zip(labels["fp32"], labels["bf16"]))
 
 
 @cpu_only
@@ -58,6 +60,11 @@ def test_max_length_truncates_and_changes_scores(tiny_model, tmp_path):
     for (row, _), expected in zip(scored, oracle, strict=True):
         assert row["label"] == expected["label"]
         assert abs(row["score"] - expected["score"]) < 1e-5
+    # The option changed the scores: untruncated (the model's limit, 512 tokens), the 29 texts of more than
+    # 8 tokens score otherwise. Without this, an option (and an oracle) that truncated nothing would pass.
+    whole = pipeline_oracle(tiny_model, [text for _, text in scored])
+    changed = sum(abs(row["score"] - w["score"]) > 1e-4 for (row, _), w in zip(scored, whole, strict=True))
+    assert changed >= 20, changed
 
 
 @cpu_only
@@ -73,7 +80,7 @@ def test_int8_runs_and_agrees_with_fp32(tiny_model, tmp_path):
     assert sum(a == b for a, b in zip(fp32, int8)) >= 0.9 * len(texts)
     scored = [i for i, label in enumerate(fp32) if label is not None]
     gaps = [abs(tables["fp32"].column("score")[i].as_py() - tables["int8"].column("score")[i].as_py()) for i in scored]
-    assert max(gaps) < 0.1  # approximate, not different
+    assert 0 < max(gaps) < 0.1  # approximate, not different; and quantized: fp32's scores would pass `< 0.1`
     assert manifest_of(tmp_path / "int8")["config"]["precision"] == "int8"
 
 

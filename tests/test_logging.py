@@ -11,19 +11,12 @@ import pytest
 from helpers import invoke, manifest_of
 
 
-@pytest.fixture
-def small_csv(tmp_path):
-    path = tmp_path / "in.csv"
-    path.write_text("id,text\n1,good film\n2,awful\n3,\n", encoding="utf-8")
-    return path
-
-
 def score_args(src, model, out, *extra):
     return ["score", src, "-o", out, "--model", model, "--no-progress", *extra]
 
 
-def test_quiet_prints_nothing_on_success(small_csv, tiny_model, tmp_path):
-    result = invoke(score_args(small_csv, tiny_model, tmp_path / "out", "--quiet"))
+def test_quiet_prints_nothing_on_success(three_row_csv, tiny_model, tmp_path):
+    result = invoke(score_args(three_row_csv, tiny_model, tmp_path / "out", "--quiet"))
     assert result.exit_code == 0, result.output
     assert result.stderr == "" and result.stdout == ""
     assert (tmp_path / "out" / "_SUCCESS").exists()
@@ -40,16 +33,16 @@ def json_lines(text: str) -> list[dict]:
     return [json.loads(line) for line in lines]  # every line must be a JSON object
 
 
-def test_json_log_lines(small_csv, tiny_model, tmp_path):
+def test_json_log_lines(three_row_csv, tiny_model, tmp_path):
     out = tmp_path / "out"
-    first = invoke(score_args(small_csv, tiny_model, out, "--log-format", "json", "--chunk-rows", "2"))
+    first = invoke(score_args(three_row_csv, tiny_model, out, "--log-format", "json", "--chunk-rows", "2"))
     assert first.exit_code == 0, first.output
     entries = json_lines(first.stderr)
     summary = entries[-1]
     assert {"time", "level", "message"} <= set(summary) and summary["level"] == "info"
     assert (summary["rows"], summary["scored_rows"], summary["chunks"]) == (3, 2, 2)
     assert summary["message"].startswith("Scored 2 of 3 rows")
-    rerun = invoke(score_args(small_csv, tiny_model, out, "--log-format", "json", "--chunk-rows", "2"))
+    rerun = invoke(score_args(three_row_csv, tiny_model, out, "--log-format", "json", "--chunk-rows", "2"))
     again = json_lines(rerun.stderr)
     assert again[-1]["already_complete"] is True
 
@@ -72,17 +65,19 @@ def test_finalize_and_manifest_take_the_log_options(tmp_path):
     assert invoke(["manifest", tmp_path / "nothing", "--quiet"]).exit_code == 5
 
 
-def test_internal_error_is_one_line_exit_1_traceback_only_when_verbose(small_csv, tiny_model, tmp_path, monkeypatch):
+def test_internal_error_is_one_line_exit_1_traceback_only_when_verbose(
+    three_row_csv, tiny_model, tmp_path, monkeypatch
+):
     import batchscore.job
 
     def broken(cfg, *args):
         raise RuntimeError("boom\nsecond line")
 
     monkeypatch.setattr(batchscore.job, "run_job", broken)
-    plain = invoke(score_args(small_csv, tiny_model, tmp_path / "out"))
+    plain = invoke(score_args(three_row_csv, tiny_model, tmp_path / "out"))
     assert plain.exit_code == 1
     assert plain.stderr.strip() == ("Error: internal error: RuntimeError: boom; rerun with --verbose and report it")
-    verbose = invoke(score_args(small_csv, tiny_model, tmp_path / "out", "--verbose"))
+    verbose = invoke(score_args(three_row_csv, tiny_model, tmp_path / "out", "--verbose"))
     assert verbose.exit_code == 1
     assert "Traceback (most recent call last)" in verbose.stderr and "RuntimeError: boom" in verbose.stderr
 
@@ -120,7 +115,7 @@ def test_threads_split_among_local_ranks_and_the_option_wins(monkeypatch):
 
 
 @pytest.mark.skipif(shutil.which("taskset") is None, reason="needs taskset (util-linux)")
-def test_one_cpu_under_taskset_means_one_thread(small_csv, tiny_model, tmp_path):
+def test_one_cpu_under_taskset_means_one_thread(three_row_csv, tiny_model, tmp_path):
     out = tmp_path / "out"
     done = subprocess.run(
         [
@@ -130,7 +125,7 @@ def test_one_cpu_under_taskset_means_one_thread(small_csv, tiny_model, tmp_path)
             sys.executable,
             "-m",
             "batchscore",
-            *map(str, score_args(small_csv, tiny_model, out, "--quiet")),
+            *map(str, score_args(three_row_csv, tiny_model, out, "--quiet")),
         ],
         capture_output=True,
         text=True,

@@ -11,12 +11,18 @@ From Python::
 `batchscore.spark.score(df, model=...)` scores a Spark DataFrame.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__
+
+if TYPE_CHECKING:  # for type checkers; at run time __getattr__ imports them on first use
+    from .job import score
+    from .scorer import Scorer
 
 __all__ = ["Scorer", "__version__", "score"]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:  # Any: a class or a function, whichever `name` is
     # Imported on first use: `import batchscore` (and `batchscore --help`) stays instant.
     if name == "Scorer":
         from .scorer import Scorer

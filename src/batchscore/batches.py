@@ -8,7 +8,7 @@ chunk's worth of padded batches, so chunks come out in order.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, NoReturn
 
 import numpy as np
 import torch
@@ -17,6 +17,11 @@ from .errors import BatchscoreError
 from .plan import Chunk, InputEnd, Plan
 
 if TYPE_CHECKING:
+    from types import FrameType
+
+    import pyarrow as pa
+    from transformers import PreTrainedTokenizerBase
+
     from .scoring import Encoder
 
 
@@ -39,7 +44,7 @@ class ChunkWork:
     real_tokens: int = 0
     padded_tokens: int = 0
 
-    def pin_memory(self):
+    def pin_memory(self) -> ChunkWork:
         # DataLoader(pin_memory=True) calls this: page-locked host memory makes
         # the host-to-GPU copies asynchronous.
         for batch in self.batches:
@@ -47,7 +52,7 @@ class ChunkWork:
         return self
 
 
-def text_mask(texts) -> np.ndarray:
+def text_mask(texts: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """True where a row has text worth scoring: not null, not empty, not all whitespace."""
     import pyarrow.compute as pc
 
@@ -90,7 +95,7 @@ def encode_chunk(
     *,
     text_column: str,
     out_columns: list[str],
-    tokenizer,
+    tokenizer: PreTrainedTokenizerBase,
     max_length: int,
     batch_tokens: int,
     pad_multiple: int | None,
@@ -131,7 +136,7 @@ def _flatten(rows: list[list[int]], total: int) -> np.ndarray:
     return np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=total)
 
 
-def _pad_value(tokenizer, name: str) -> int:
+def _pad_value(tokenizer: PreTrainedTokenizerBase, name: str) -> int:
     # What tokenizer.pad fills in: the pad token's id, type id 0 (or the tokenizer's), mask 0.
     if name == "input_ids":
         return tokenizer.pad_token_id
@@ -183,7 +188,7 @@ def quiet_worker(worker_id: int) -> None:
             signal.signal(number, _exit_quietly)
 
 
-def _exit_quietly(signum, frame):
+def _exit_quietly(signum: int, frame: FrameType | None) -> NoReturn:
     import os
 
     os._exit(0)

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from .config import JobConfig
+    from .input.base import Reader
 
 
 def owner(chunk: int, num_shards: int) -> int:
@@ -45,7 +46,7 @@ class Shard:
     index: int = 0
     count: int = 1
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not 0 <= self.index < self.count:
             raise ValueError(f"shard {self.index} of {self.count}")
 
@@ -224,7 +225,9 @@ class Plan:
 
     # --- which rows to read ------------------------------------------------------------------------------------
 
-    def read(self, source, columns: list[str], worker: int = 0, workers: int = 1) -> Generator:
+    def read(
+        self, source: Reader, columns: list[str], worker: int = 0, workers: int = 1
+    ) -> Generator[Chunk | InputEnd, None, None]:
         """Yield this reader's chunks in order, then an InputEnd.
 
         Reads only their rows where the source can start at any row;
@@ -242,7 +245,7 @@ class Plan:
         num_chunks, tail = yield from iter_chunks(source.batches(columns), self.chunk_rows, self.limit, todo)
         yield InputEnd(num_chunks, tail)
 
-    def check(self, source, columns: list[str]) -> int:
+    def check(self, source: Reader, columns: list[str]) -> int:
         """Parse, before any output, the rows this process will score; return how many rows the input has.
 
         Catches ragged rows, bad UTF-8 and broken JSON lines before the model
@@ -258,7 +261,10 @@ class Plan:
 
 
 def iter_chunks(
-    batches: Iterable, chunk_rows: int, limit: int | None = None, owns=lambda index: True
+    batches: Iterable[pa.RecordBatch | pa.Table],
+    chunk_rows: int,
+    limit: int | None = None,
+    owns: Callable[[int], bool] = lambda index: True,
 ) -> Generator[Chunk, None, tuple[int, int]]:
     """Regroup `batches` into chunks; only chunks with `owns(index)` are built.
 
@@ -267,7 +273,7 @@ def iter_chunks(
     generator's return value) how many chunks the input has, and how many rows
     were parsed after the last chunk built.
     """
-    pending: list = []
+    pending: list[pa.RecordBatch | pa.Table] = []
     pending_rows = 0
     index = 0
     seen = 0
@@ -300,11 +306,14 @@ def iter_chunks(
     return index, since
 
 
-def _concat(parts: list, columns: list[str] | None = None, schema=None):
+def _concat(
+    parts: list[pa.RecordBatch | pa.Table], columns: list[str] | None = None, schema: pa.Schema | None = None
+) -> pa.Table:
     import pyarrow as pa
 
     tables = [p if isinstance(p, pa.Table) else pa.Table.from_batches([p]) for p in parts]
     if not tables:  # a chunk past the end of the input (cannot happen with a true row count): no rows
+        assert schema is not None  # sources that read by row (Parquet, saved datasets) know their schema
         return pa.schema([schema.field(c) for c in columns or []]).empty_table()
     return pa.concat_tables(tables).combine_chunks()
 

@@ -4,12 +4,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 SIGMOID, SOFTMAX, NONE = "sigmoid", "softmax", "none"
 
 
-def score_function(config) -> str:
+def score_function(config: PretrainedConfig) -> str:
     """The pipeline's default choice, in the pipeline's order of checks."""
     problem = getattr(config, "problem_type", None)
     if problem == "regression":

@@ -10,9 +10,19 @@ pipeline's score function), so its labels and scores are the ones the CLI writes
 from __future__ import annotations
 
 import contextlib
+from typing import TYPE_CHECKING, Any, Iterator, TypeAlias
 
 from .errors import InputError
 from .scoring import ChunkScorer, ScoringRules, not_text
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+
+    # What a Scorer is called on, and gives back as the same type: a pyarrow Table or RecordBatch, a pandas
+    # DataFrame, or a dict of numpy arrays (Ray Data's "numpy" batch format).
+    ScorerBatch: TypeAlias = pa.Table | pa.RecordBatch | pd.DataFrame | dict[str, np.ndarray]
 
 
 class Scorer:
@@ -70,18 +80,18 @@ class Scorer:
     def labels(self) -> list[str]:
         return self.core.labels
 
-    def score_table(self, table):
+    def score_table(self, table: pa.Table) -> dict[str, pa.Array]:
         """The result columns for a pyarrow Table, as a dict name -> Arrow array, in the table's row order."""
         self.rules.check_columns(table.column_names)
         return self._results(table.column(self.text_column))
 
-    def _results(self, column):
+    def _results(self, column: pa.Array | pa.ChunkedArray) -> dict[str, pa.Array]:
         """The result columns for the text column, as Arrow values (names already checked)."""
         import pyarrow as pa
 
         return self.core.score_texts(pa.table({self.text_column: text_values(column, self.text_column)}))
 
-    def __call__(self, batch):
+    def __call__(self, batch: ScorerBatch) -> ScorerBatch:
         """`batch` with the result columns appended, as the same type (Table, RecordBatch, DataFrame, dict)."""
         import pyarrow as pa
 
@@ -101,7 +111,7 @@ class Scorer:
             f"arrays, not {type(batch).__name__}."
         )
 
-    def _score_pandas(self, frame):
+    def _score_pandas(self, frame: pd.DataFrame) -> pd.DataFrame:
         import pyarrow as pa
 
         self.rules.check_columns(frame.columns)
@@ -111,7 +121,7 @@ class Scorer:
         # The input frame is kept as it is (index, dtypes); only the results are converted.
         return frame.assign(**{f.name: columns[f.name].to_pandas().to_numpy() for f in self.fields})
 
-    def _score_numpy(self, batch: dict):
+    def _score_numpy(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import numpy as np
         import pyarrow as pa
 
@@ -132,7 +142,7 @@ class Scorer:
         return {**batch, **results}
 
 
-def text_values(column, name: str):
+def text_values(column: pa.Array | pa.ChunkedArray, name: str) -> pa.Array | pa.ChunkedArray:
     """`column` (Arrow) as valid UTF-8 strings, by the CLI's rule: numbers, booleans, dates and the like are
     scored as their string form (5 -> "5"); lists, structs and bytes are refused, as is invalid UTF-8."""
     import pyarrow as pa
@@ -156,7 +166,7 @@ def text_values(column, name: str):
 
 
 @contextlib.contextmanager
-def _converting(name: str):
+def _converting(name: str) -> Iterator[None]:
     """Arrow's conversion errors (values of mixed types, a cast it has not) as one InputError naming the column."""
     import pyarrow as pa
 
@@ -171,7 +181,7 @@ def _converting(name: str):
         ) from None
 
 
-def _object_array(values: list):
+def _object_array(values: list[Any]) -> np.ndarray:
     """A 1-d object array (numpy would make a list of equal-length lists 2-d)."""
     import numpy as np
 
@@ -181,7 +191,7 @@ def _object_array(values: list):
     return array
 
 
-def _as_batch(table, schema, fields):
+def _as_batch(table: pa.Table, schema: pa.Schema, fields: list[pa.Field]) -> pa.RecordBatch:
     import pyarrow as pa
 
     out = pa.schema(list(schema) + list(fields))

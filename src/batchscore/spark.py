@@ -13,10 +13,21 @@ readable on every executor (a shared path, or the same path on each node).
 
 from __future__ import annotations
 
-_SCORERS: dict = {}  # one loaded model per Python worker process and settings: Spark reuses its workers
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from pyspark.sql import DataFrame
+    from pyspark.sql.types import StructType
+
+    from .scorer import Scorer
+
+_SCORERS: dict[
+    tuple[tuple[str, Any], ...], Scorer
+] = {}  # one loaded model per Python worker process and settings: Spark reuses its workers
 
 
-def _scorer(settings: tuple):
+def _scorer(settings: tuple[tuple[str, Any], ...]) -> Scorer:
     from .scorer import Scorer
 
     if settings not in _SCORERS:
@@ -24,7 +35,7 @@ def _scorer(settings: tuple):
     return _SCORERS[settings]
 
 
-def result_schema(input_schema, top_k: int | str = 1, result_prefix: str | None = None):
+def result_schema(input_schema: StructType, top_k: int | str = 1, result_prefix: str | None = None) -> StructType:
     """The output's Spark schema: the input's fields, then the result columns."""
     from pyspark.sql.pandas.types import from_arrow_type
     from pyspark.sql.types import StructField, StructType
@@ -37,7 +48,9 @@ def result_schema(input_schema, top_k: int | str = 1, result_prefix: str | None 
     )
 
 
-def score(df, model: str | None = None, text_column: str = "text", top_k: int | str = 1, **options):
+def score(
+    df: DataFrame, model: str | None = None, text_column: str = "text", top_k: int | str = 1, **options: Any
+) -> DataFrame:
     """`df` with label and score columns appended, computed on the executors; lazy, like any transformation.
 
     `options` are the other `Scorer` arguments (revision, max_length,
@@ -50,7 +63,7 @@ def score(df, model: str | None = None, text_column: str = "text", top_k: int | 
     settings = tuple(sorted({"model": model, "text_column": text_column, "top_k": top_k, **options}.items()))
     schema = result_schema(df.schema, top_k, options.get("result_prefix"))
 
-    def score_partition(batches):
+    def score_partition(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         scorer = _scorer(settings)  # loaded once per worker process, reused by every partition it runs
         for batch in batches:
             yield scorer(batch)

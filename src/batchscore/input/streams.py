@@ -7,7 +7,7 @@ byte after the last whole stream is an error, for every codec.
 from __future__ import annotations
 
 import io
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 from ..location import is_local
 
@@ -43,7 +43,9 @@ class TrailingData(OSError):
     """Bytes after the last whole compressed stream."""
 
 
-def _decompressor(codec: str, first: bool = True):
+# Any: a zlib, bz2 or lzma decompressor; they share decompress, eof and unused_data, and differ in the rest
+# (zlib's unconsumed_tail, the others' needs_input), which _Streams tells apart with hasattr.
+def _decompressor(codec: str, first: bool = True) -> Any:
     if codec == "gzip":
         import zlib
 
@@ -77,7 +79,9 @@ class _Streams(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:
+    # typeshed says any writable buffer, which has no slice assignment; io passes a bytearray (RawIOBase.read)
+    # or a memoryview (BufferedReader).
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         data = self._read(len(buffer)) if len(buffer) else b""
         buffer[: len(data)] = data
         return len(data)
@@ -223,7 +227,9 @@ class _QuoteCounter(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:
+    # typeshed says any writable buffer, which has no slice assignment; io passes a bytearray (RawIOBase.read)
+    # or a memoryview (BufferedReader).
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         data = self.raw.read(len(buffer))
         self.quotes += data.count(b'"')
         buffer[: len(data)] = data

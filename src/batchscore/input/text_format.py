@@ -43,7 +43,11 @@ class TextFormat:
     # --- options --------------------------------------------------------------------------------------------
 
     def _csv_options(
-        self, block_size: int, column_types: dict | None = None, columns: list[str] | None = None, one_column=False
+        self,
+        block_size: int,
+        column_types: dict | None = None,
+        columns: list[str] | None = None,
+        one_column: bool = False,
     ) -> tuple:
         import pyarrow.csv as pacsv
 

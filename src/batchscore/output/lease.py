@@ -44,6 +44,7 @@ import secrets
 import socket
 import threading
 import time
+from typing import Any, Literal
 
 from ..errors import ConfigError, OutputError
 from ..plan import WHOLE, Shard
@@ -92,11 +93,11 @@ class Lease:
         self.layout, self.shard, self.wait = layout, shard, wait
         self.store = Store(layout)
 
-    def __enter__(self):
+    def __enter__(self) -> Lease:
         self.acquire()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> Literal[False]:
         self.release()
         return False
 
@@ -128,7 +129,7 @@ class Lease:
             self._take_back(path, answer)
             raise
 
-    def _take_back(self, path: str, answer) -> None:
+    def _take_back(self, path: str, answer: dict[str, Any] | None) -> None:
         """Best effort: remove what this writer just wrote at `path`, if the store can tell it is still that
         (its ETag); otherwise leave it (see the README on stalled writers)."""
         etag = answer.get("ETag") if isinstance(answer, dict) else None
@@ -278,7 +279,7 @@ class LeaseRecord(Lease):
         """Does this store take If-Match / If-None-Match on a PUT? (S3 does; fsspec's others do not say.)"""
         return self.layout.protocol in ("s3", "s3a")
 
-    def _put(self, **conditions) -> None:
+    def _put(self, **conditions: str) -> None:
         """Write our record; keep its ETag for the next conditional rewrite."""
         answer = self.layout.fs.pipe_file(self.path, self._record(), **conditions)
         self.etag = answer.get("ETag") if isinstance(answer, dict) else None

@@ -15,7 +15,7 @@ import logging
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from ..errors import OutputError
 from ..plan import WHOLE, Shard
@@ -35,6 +35,8 @@ from .manifest import (
 from .store import Output
 
 if TYPE_CHECKING:
+    from types import TracebackType
+
     import pyarrow as pa
 
 log = logging.getLogger(__name__)
@@ -148,7 +150,7 @@ class OutputWriter:
 
     # --- set-up ---------------------------------------------------------------------------------------------
 
-    def __enter__(self):
+    def __enter__(self) -> OutputWriter:
         if not self.overwrite and self._already_complete():
             return self  # needs no lease: a finished output may sit on read-only storage
         self.lease.acquire()
@@ -256,7 +258,9 @@ class OutputWriter:
 
     # --- writing --------------------------------------------------------------------------------------------
 
-    def __exit__(self, exc_type, exc, tb):
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> Literal[False]:
         if self._pool is None:
             return False
         try:
@@ -267,13 +271,13 @@ class OutputWriter:
             self.lease.release()
         return False
 
-    def write(self, index: int, table, stats: dict) -> None:
+    def write(self, index: int, table: pa.Table, stats: dict) -> None:
         while len(self._pending) >= MAX_PENDING_WRITES:
             self._pending.pop(0).result()
         assert self._pool is not None, "write() outside the with block"
         self._pending.append(self._pool.submit(self._write_part, index, table, stats))
 
-    def _write_part(self, index: int, table, stats: dict) -> None:
+    def _write_part(self, index: int, table: pa.Table, stats: dict) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 

@@ -15,7 +15,7 @@ ARGS   ?=
 # The offline sentiment model that configs/default.yaml points at.
 OFFLINE_MODEL := models/minilm-vader-sentiment
 
-.PHONY: install test test-slow lint typecheck model score bench need-input clean help
+.PHONY: install test test-slow lint typecheck model score bench docs need-input clean help
 
 help:
 	@echo "make install                         create .venv and install batchscore (+ test extras)"
@@ -26,6 +26,7 @@ help:
 	@echo "make score INPUT=... [OUTPUT=...] [CONFIG=...] [MODEL=...] [ARGS='--top-k all']"
 	@echo "make test-slow                       also run the slow tests (builds the real model)"
 	@echo "make bench                           batchscore vs transformers.pipeline, table in benchmarks/results/"
+	@echo "make docs                            regenerate docs/options.md from OPTIONS (src/batchscore/config.py)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -71,6 +72,10 @@ score: need-input $(STAMP) $(if $(MODEL),,$(if $(filter configs/default.yaml,$(C
 # batchscore vs transformers.pipeline on the same model, texts and machine (~10 min on 2 cores).
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py $(ARGS)
+
+# docs/options.md is generated from OPTIONS; tests/test_docs.py fails when it drifts. (docs/performance.md: make bench.)
+docs: $(STAMP)
+	$(BIN)/python -m batchscore.options_doc docs/options.md
 
 need-input:
 	@test -n "$(INPUT)" || { echo "usage: make score INPUT=path/or/url [OUTPUT=...] [CONFIG=...] [MODEL=...]"; exit 2; }

@@ -209,7 +209,7 @@ def test_readme_snippets_run_as_written(section, tiny_model, tmp_path):
         pytest.importorskip("ray")
     if section == "Spark":
         pytest.importorskip("pyspark")
-    text = (REPO / "README.md").read_text()
+    text = (REPO / "docs" / "python.md").read_text()
     start = text.index(f"#{'#' if section == 'Use it from Python' else '##'} {section}\n")
     code = re.search(r"```python\n(.*?)```", text[start:], re.S).group(1)
     (tmp_path / "models").mkdir()

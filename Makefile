@@ -25,7 +25,7 @@ help:
 	@echo "make model                           build the offline sentiment model ($(OFFLINE_MODEL), ~4 min)"
 	@echo "make score INPUT=... [OUTPUT=...] [CONFIG=...] [MODEL=...] [ARGS='--top-k all']"
 	@echo "make test-slow                       also run the slow tests (builds the real model)"
-	@echo "make bench                           batchscore vs transformers.pipeline, table in benchmarks/results/"
+	@echo "make bench                           batchscore vs transformers.pipeline: benchmarks/results/ and docs/performance.md"
 	@echo "make docs                            regenerate docs/options.md from OPTIONS (src/batchscore/config.py)"
 
 $(BIN)/python:

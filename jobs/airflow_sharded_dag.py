@@ -44,7 +44,7 @@ revision af0f99b), and ``num_shards`` (default 8). The commands run
 ``$BATCHSCORE_BIN`` on the worker (default ``batchscore`` on its PATH). Any other
 batchscore option: ``BATCHSCORE_<NAME>`` in the workers' environment. Params
 reach the shell quoted (``shquote``), never as shell code. To split one shard
-among several GPUs of a worker, see README "Scaling out" (``accelerate launch
+among several GPUs of a worker, see docs/operations.md, "Scaling out" (``accelerate launch
 ... --num-shards K --shard-index I``).
 """
 

@@ -35,7 +35,7 @@
 #   BATCHSCORE_NUM_SHARDS  K; the array must be 0-(K-1)        [8]
 # batchscore reads every other option from BATCHSCORE_<NAME> (BATCHSCORE_CONFIG,
 # BATCHSCORE_MODEL, BATCHSCORE_CHUNK_ROWS, ...). With more than one GPU per task,
-# accelerate launch splits shard I among them (README "Scaling out"); with one or
+# accelerate launch splits shard I among them (docs/operations.md, "Scaling out"); with one or
 # none, the task runs one process.
 #SBATCH --job-name=batchscore
 #SBATCH --array=0-7

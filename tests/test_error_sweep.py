@@ -3,7 +3,7 @@
 Exit 1 means "a bug in batchscore". Whatever a user, a scheduler or a damaged
 store hands the job must end in one `Error:` line with the documented code
 (2 usage/config, 3 input, 4 model, 5 output), or succeed. Each case below was
-found by trying it (issue 19 and the README's "Bad input" table); a new one
+found by trying it (issue 19 and the "Bad input" table in docs/errors.md); a new one
 goes here as well as into its own module's tests.
 """
 

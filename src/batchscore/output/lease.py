@@ -29,7 +29,7 @@ stalls longer than ttl between the check before a PUT and the store completing
 that PUT lands that one object; the check after it takes it back when the
 store shows it is still the one written (S3: same ETag), and leaves it
 elsewhere. On NFS a client cut off longer than the server's lock lease can lose
-its flock unseen. See the README.
+its flock unseen. See docs/output.md, "Reruns, crashes and concurrent runs".
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ class Lease:
 
     def _take_back(self, path: str, answer: dict[str, Any] | None) -> None:
         """Best effort: remove what this writer just wrote at `path`, if the store can tell it is still that
-        (its ETag); otherwise leave it (see the README on stalled writers)."""
+        (its ETag); otherwise leave it (see docs/output.md on stalled writers)."""
         etag = answer.get("ETag") if isinstance(answer, dict) else None
         if not etag:
             return

@@ -224,3 +224,15 @@ def pipeline_oracle(model_dir, texts, device="cpu", dtype=None, **call):
     kwargs = {"dtype": dtype} if dtype is not None else {}
     pipe = pipeline("text-classification", model=str(model_dir), device=device, **kwargs)
     return pipe(list(texts), truncation=True, **call)
+
+
+def default_stop_signals() -> None:
+    """`preexec_fn` for a child that a test stops with a signal: SIGTERM, SIGHUP and SIGINT at their defaults.
+
+    A test run under `nohup`, or as a shell's background job, inherits SIGHUP or SIGINT ignored, and batchscore
+    keeps an ignored signal ignored (as `nohup batchscore` wants): the child would never see the test's signal.
+    """
+    import signal
+
+    for number in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(number, signal.SIG_DFL)

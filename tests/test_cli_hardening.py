@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from helpers import assert_error, invoke, run_score
+from helpers import assert_error, default_stop_signals, invoke, run_score
 
 LINE = 1000 + len("Error: ")  # logs.MAX_LINE and the prefix
 
@@ -281,6 +281,7 @@ def _sharded_single_file(tmp_path, model) -> Path:
 
 
 def _paused_finalize(out: Path, ready: Path, pause: float, **popen):
+    popen.setdefault("preexec_fn", default_stop_signals)
     return subprocess.Popen(
         [sys.executable, "-c", PAUSED_FINALIZE, str(ready), str(pause), "finalize", str(out)],
         stdout=subprocess.PIPE,
@@ -310,7 +311,12 @@ def test_a_signal_the_process_was_started_ignoring_stays_ignored(tiny_model, tmp
     """`nohup batchscore ...`: SIGHUP is ignored from the start, and a closed terminal must not stop the run."""
     out = _sharded_single_file(tmp_path, tiny_model)
     ready = tmp_path / "merging"
-    proc = _paused_finalize(out, ready, 2, preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+
+    def nohup() -> None:
+        default_stop_signals()
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    proc = _paused_finalize(out, ready, 2, preexec_fn=nohup)
     _wait_for(ready.exists, proc)
     os.killpg(proc.pid, signal.SIGHUP)
     _, stderr = proc.communicate(timeout=60)
@@ -344,6 +350,7 @@ def test_a_stop_signal_to_the_group_of_a_run_with_dataloader_workers(sig, tiny_m
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        preexec_fn=default_stop_signals,
     )
     _wait_for(lambda: out.is_dir() and any(n.startswith("part-") for n in os.listdir(out)), proc)
     os.killpg(proc.pid, getattr(signal, sig))
@@ -357,8 +364,6 @@ def test_a_stop_signal_to_the_group_of_a_run_with_dataloader_workers(sig, tiny_m
 
 def test_dataloader_workers_end_quietly_on_a_stop_signal():
     """quiet_worker, the DataLoader's worker_init_fn: SIGTERM from anyone (not only the parent) is exit 0."""
-    from batchscore.batches import quiet_worker
-
     code = (
         "import os, signal, sys, time\n"
         "from batchscore.batches import quiet_worker\n"
@@ -367,12 +372,17 @@ def test_dataloader_workers_end_quietly_on_a_stop_signal():
         "time.sleep(60)\n"
     )
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=default_stop_signals,
+        )
         assert proc.stdout.readline() == "ready\n"
         proc.send_signal(sig)
         _, stderr = proc.communicate(timeout=30)
         assert proc.returncode == 0 and stderr == "", (sig, proc.returncode, stderr)
-    assert callable(quiet_worker)
 
 
 # ------------------------------------------------------------------ 5. damaged model files: exit 4

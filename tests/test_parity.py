@@ -96,15 +96,22 @@ def test_all_scores_match_pipeline(model_fixture, texts, tmp_path, request):
     assert all(got[i] is None for i, t in enumerate(texts) if not scoreable(t))
 
 
-def test_truncated_rows_are_counted(tiny_model, texts, tmp_path):
-
-    score_with_batchscore(tmp_path, tiny_model, texts, "1")
-    manifest = manifest_of(tmp_path / "out-1")
+def test_truncated_rows_and_their_dropped_tokens_are_counted(tiny_model, texts, tmp_path):
+    src = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"text": pa.array(texts, pa.string())}), src)
+    result = run_score(src, tiny_model, tmp_path / "out", "--chunk-rows", "64")
+    assert result.exit_code == 0, result.output
+    manifest = manifest_of(tmp_path / "out")
     from transformers import AutoTokenizer
 
+    # Independently: each long text's tokens without truncation, less the 510 text tokens a 512-token window holds.
     tok = AutoTokenizer.from_pretrained(tiny_model)
-    over = sum(1 for t in texts if scoreable(t) and len(tok(t)["input_ids"]) > 512)
-    assert over > 0
-    assert manifest["truncated_rows"] == over
+    text_tokens = [len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts if scoreable(t)]
+    over = [n for n in text_tokens if n > 512 - 2]
+    assert len(over) > 0
+    assert manifest["truncated_rows"] == len(over)
+    assert manifest["truncated_tokens"] == sum(n - (512 - 2) for n in over) > 0
+    dropped = f"{len(over)} truncated: {manifest['truncated_tokens']:,} tokens past --max-length not scored"
+    assert dropped in result.stderr, result.stderr
     assert manifest["empty_text_rows"] == sum(1 for t in texts if not scoreable(t))
     assert manifest["rows"] == len(texts)

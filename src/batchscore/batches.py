@@ -41,6 +41,7 @@ class ChunkWork:
     valid: np.ndarray  # bool per row: has text to score
     batches: list[Batch] = field(default_factory=list)
     truncated_rows: int = 0
+    truncated_tokens: int = 0  # text tokens past --max-length: never scored
     real_tokens: int = 0
     padded_tokens: int = 0
 
@@ -114,7 +115,13 @@ def encode_chunk(
     encoded = tokenizer(texts.filter(pa.array(valid)).to_pylist(), truncation=True, max_length=max_length)
     ids = encoded["input_ids"]
     lengths = np.fromiter((len(row) for row in ids), dtype=np.int64, count=len(ids))
-    work.truncated_rows = sum(1 for e in encoded.encodings if e.overflowing)
+    truncated = [e for e in encoded.encodings if e.overflowing]
+    work.truncated_rows = len(truncated)
+    # The tokenizer cuts what does not fit into overflowing pieces (no overlap: stride 0), each with its own
+    # special tokens: their text tokens are what truncation dropped.
+    work.truncated_tokens = sum(
+        sum(1 for special in piece.special_tokens_mask if not special) for e in truncated for piece in e.overflowing
+    )
     work.real_tokens = int(lengths.sum())
     names = [n for n in tokenizer.model_input_names if n in encoded]
     flat = {n: _flatten(encoded[n], work.real_tokens) for n in names}

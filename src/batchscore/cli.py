@@ -286,6 +286,7 @@ def score(config_file: str | None, **cli_values: Any) -> None:
         scored_rows=m.get("scored_rows"),
         empty_text_rows=m.get("empty_text_rows"),
         truncated_rows=m.get("truncated_rows"),
+        truncated_tokens=m.get("truncated_tokens"),
         chunks=m.get("chunks"),
         seconds=m.get("seconds"),
         already_complete=result.already_complete,
@@ -297,9 +298,10 @@ def score(config_file: str | None, **cli_values: Any) -> None:
             **summary,
         )
         return
-    counts = (
-        f"{m['scored_rows']} of {m['rows']} rows ({m['empty_text_rows']} without text, {m['truncated_rows']} truncated)"
-    )
+    truncated = f"{m['truncated_rows']} truncated"
+    if m["truncated_rows"]:
+        truncated += f": {m.get('truncated_tokens', 0):,} tokens past --max-length not scored"
+    counts = f"{m['scored_rows']} of {m['rows']} rows ({m['empty_text_rows']} without text, {truncated})"
     if result.shard is None:
         log.info(f"Scored {counts} in {m['seconds']:.1f}s -> {result.output}", **summary)
         return

@@ -223,6 +223,7 @@ class ChunkScorer:
                 "rows": 0,
                 "empty_text_rows": 0,
                 "truncated_rows": 0,
+                "truncated_tokens": 0,
                 "real_tokens": 0,
                 "padded_tokens": 0,
                 "label_counts": {},
@@ -232,6 +233,7 @@ class ChunkScorer:
             "rows": work.chunk.num_rows,
             "empty_text_rows": int((~work.valid).sum()),
             "truncated_rows": work.truncated_rows,
+            "truncated_tokens": work.truncated_tokens,
             "real_tokens": work.real_tokens,
             "padded_tokens": work.padded_tokens,
             # Counted in Arrow, not row by row in Python.

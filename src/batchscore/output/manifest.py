@@ -49,6 +49,7 @@ def sum_stats(stats: list[dict[str, Any]]) -> dict[str, Any]:
         "scored_rows": totals["rows"] - totals["empty_text_rows"],
         "empty_text_rows": totals["empty_text_rows"],
         "truncated_rows": totals["truncated_rows"],
+        "truncated_tokens": totals["truncated_tokens"],
         "chunks": len(stats),
         "label_counts": dict(sorted(labels.items())),
         "real_tokens": totals["real_tokens"],

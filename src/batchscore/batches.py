@@ -119,9 +119,7 @@ def encode_chunk(
     work.truncated_rows = len(truncated)
     # The tokenizer cuts what does not fit into overflowing pieces (no overlap: stride 0), each with its own
     # special tokens: their text tokens are what truncation dropped.
-    work.truncated_tokens = sum(
-        sum(1 for special in piece.special_tokens_mask if not special) for e in truncated for piece in e.overflowing
-    )
+    work.truncated_tokens = sum(piece.special_tokens_mask.count(0) for e in truncated for piece in e.overflowing)
     work.real_tokens = int(lengths.sum())
     names = [n for n in tokenizer.model_input_names if n in encoded]
     flat = {n: _flatten(encoded[n], work.real_tokens) for n in names}

@@ -213,6 +213,23 @@ def test_usage_errors_are_one_json_object_in_json_mode(args, fragment, how):
     assert result.stdout == ""
 
 
+@pytest.mark.parametrize("args, fragment", USAGE_ERRORS[:2])  # the errors of `score`, which takes --config
+@pytest.mark.parametrize("how", ["option", "env"])
+def test_usage_errors_follow_a_log_format_set_only_in_the_config_file(args, fragment, how, tmp_path):
+    config = tmp_path / "job.yaml"
+    config.write_text("log_format: JSON\n")
+    if how == "option":
+        result = invoke([*args, "--config", str(config)])
+    else:
+        result = invoke(args, env={"BATCHSCORE_CONFIG": str(config)})
+    assert result.exit_code == 2, result.output
+    (entry,) = json_lines(result.stderr)
+    assert entry["exit_code"] == 2 and fragment in entry["message"]
+    # Env vars come before the file, as for every option.
+    text = invoke([*args, "--config", str(config)], env={"BATCHSCORE_LOG_FORMAT": "text"})
+    assert text.exit_code == 2 and text.stderr.startswith("Usage: "), text.stderr
+
+
 @pytest.mark.parametrize("args, fragment", USAGE_ERRORS)
 def test_usage_errors_in_text_mode_keep_the_usage_and_end_in_one_error_line(args, fragment):
     result = invoke(args)

@@ -65,7 +65,7 @@ class _Group(click.Group):
         args = sys.argv[1:] if args is None else list(args)
         # Before Click parses anything: its errors, and a signal, are logged in the format asked for.
         # Each command configures again once it knows its options (a config file may set them).
-        settings = _log_settings(_log_values(args))
+        settings = _log_settings(_log_values(args), _config_file_log_values(args))
         configure(**settings)
         with _stop_signals_interrupt():
             try:
@@ -114,6 +114,31 @@ def _log_values(args: list[str]) -> dict[str, str]:
         elif arg.startswith("--log-format="):
             found["log_format"] = arg.split("=", 1)[1].strip().lower()
     return found
+
+
+def _config_file_log_values(args: list[str]) -> dict[str, Any]:
+    """The logging options a --config file (or BATCHSCORE_CONFIG) sets, for errors found while Click parses.
+
+    The lowest precedence, below the command line and env vars. A file that cannot be read gives nothing
+    here: the command reports it, in whatever format the rest asks for.
+    """
+    path = os.environ.get("BATCHSCORE_CONFIG") or None
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        if arg == "--config" and i + 1 < len(args):
+            path = args[i + 1]
+        elif arg.startswith("--config="):
+            path = arg.split("=", 1)[1]
+    if not path:
+        return {}
+    from .config import load_config_file
+
+    try:
+        values = load_config_file(path)
+    except BatchscoreError:
+        return {}
+    return {name: values[name] for name in LOG_OPTIONS if values.get(name) is not None}
 
 
 @contextlib.contextmanager
@@ -196,14 +221,18 @@ def log_options(func: _F) -> _F:
     return func
 
 
-def _log_settings(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Logging options from the command line, else env vars: known before the config file is read."""
+def _log_settings(values: Mapping[str, Any], config_file: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Logging options from the command line, else env vars, else `config_file`'s values (when already read)."""
     found: dict[str, Any] = {}
     for opt in OPTIONS:
         if opt.name in LOG_OPTIONS:
             value = values.get(opt.name)
             if value is None and os.environ.get(opt.envvar):
-                value = os.environ[opt.envvar].strip().lower()
+                value = os.environ[opt.envvar]
+            if value is None and config_file:
+                value = config_file.get(opt.name)
+            if isinstance(value, str):
+                value = value.strip().lower()
                 value = value in ("1", "true", "yes", "on") if opt.kind == "bool" else value
             found[opt.name] = value
     return {

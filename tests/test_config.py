@@ -146,6 +146,11 @@ def test_every_option_reads_its_env_var():
         "quiet": "1",
         "verbose": "0",
         "log_format": "json",
+        "long_text": "window",
+        "window_overlap": "32",
+        "aggregate": "max",
+        "max_windows": "7",
+        "window_scores": "true",
     }
     assert set(values) == {o.name for o in OPTIONS}
     cfg = build_config({}, env={f"BATCHSCORE_{k.upper()}": v for k, v in values.items()})
@@ -157,6 +162,13 @@ def test_every_option_reads_its_env_var():
     assert (cfg.encoding, cfg.allow_pickle, cfg.trust_remote_code, cfg.csv_infer_types) == ("latin-1", True, True, True)
     assert (cfg.num_shards, cfg.shard_index) == (4, 3)
     assert cfg.result_prefix == "pred_"
+    assert (cfg.long_text, cfg.window_overlap, cfg.aggregate, cfg.max_windows, cfg.window_scores) == (
+        "window",
+        32,
+        "max",
+        7,
+        True,
+    )
 
 
 def test_config_env_var_names_the_file(config_file):

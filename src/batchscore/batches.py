@@ -25,9 +25,27 @@ if TYPE_CHECKING:
     from .scoring import Encoder
 
 
+@dataclass(frozen=True)
+class WindowSpec:
+    """--long-text window: how a long text is cut into the tokenizer's overflowing windows."""
+
+    overlap: int  # tokens two consecutive windows share (the tokenizer's stride)
+    max_windows: int  # windows kept per text; the rest is not scored (counted as truncated)
+    spans: bool = False  # keep each window's character span (for --window-scores)
+
+
+@dataclass
+class Windows:
+    """The windows of a chunk's texts, in order: the units its batches score instead of rows."""
+
+    row: np.ndarray  # the chunk row of each window
+    text_tokens: np.ndarray  # each window's tokens, special tokens excluded: its weight in a mean
+    spans: np.ndarray | None = None  # [windows, 2] character offsets (start, end) into the row's text
+
+
 @dataclass
 class Batch:
-    positions: np.ndarray  # row positions inside the chunk, one per batch row
+    positions: np.ndarray  # row positions inside the chunk (window positions with --long-text window)
     inputs: dict  # name -> LongTensor [rows, padded_length]
 
     @property
@@ -41,7 +59,8 @@ class ChunkWork:
     valid: np.ndarray  # bool per row: has text to score
     batches: list[Batch] = field(default_factory=list)
     truncated_rows: int = 0
-    truncated_tokens: int = 0  # text tokens past --max-length: never scored
+    truncated_tokens: int = 0  # text tokens past --max-length (or past --max-windows): never scored
+    windows: Windows | None = None  # --long-text window: what the batches' positions index
     real_tokens: int = 0
     padded_tokens: int = 0
 
@@ -100,6 +119,7 @@ def encode_chunk(
     max_length: int,
     batch_tokens: int,
     pad_multiple: int | None,
+    windows: WindowSpec | None = None,
 ) -> ChunkWork:
     import pyarrow as pa
 
@@ -112,17 +132,23 @@ def encode_chunk(
     if len(positions) == 0:
         return work
 
-    encoded = tokenizer(texts.filter(pa.array(valid)).to_pylist(), truncation=True, max_length=max_length)
-    ids = encoded["input_ids"]
+    strings = texts.filter(pa.array(valid)).to_pylist()
+    if windows is None:
+        encoded = tokenizer(strings, truncation=True, max_length=max_length)
+        truncated = [e for e in encoded.encodings if e.overflowing]
+        work.truncated_rows = len(truncated)
+        # The tokenizer cuts what does not fit into overflowing pieces (no overlap: stride 0), each with its own
+        # special tokens: their text tokens are what truncation dropped.
+        work.truncated_tokens = sum(piece.special_tokens_mask.count(0) for e in truncated for piece in e.overflowing)
+        units = {n: encoded[n] for n in tokenizer.model_input_names if n in encoded}
+    else:
+        units, work.windows = _windows(tokenizer, strings, positions, max_length, windows, work)
+        positions = np.arange(len(work.windows.row))  # batches score windows; the scorer folds them into rows
+    ids = units["input_ids"]
     lengths = np.fromiter((len(row) for row in ids), dtype=np.int64, count=len(ids))
-    truncated = [e for e in encoded.encodings if e.overflowing]
-    work.truncated_rows = len(truncated)
-    # The tokenizer cuts what does not fit into overflowing pieces (no overlap: stride 0), each with its own
-    # special tokens: their text tokens are what truncation dropped.
-    work.truncated_tokens = sum(piece.special_tokens_mask.count(0) for e in truncated for piece in e.overflowing)
     work.real_tokens = int(lengths.sum())
-    names = [n for n in tokenizer.model_input_names if n in encoded]
-    flat = {n: _flatten(encoded[n], work.real_tokens) for n in names}
+    names = list(units)
+    flat = {n: _flatten(units[n], work.real_tokens) for n in names}
     pad_values = {n: _pad_value(tokenizer, n) for n in names}
     offsets = np.cumsum(lengths) - lengths  # where each row starts in the flat arrays
     for group in cut_batches(lengths, batch_tokens, pad_multiple):
@@ -133,6 +159,44 @@ def encode_chunk(
         work.padded_tokens += int(inputs["input_ids"].numel())
         work.batches.append(Batch(positions[group], inputs))
     return work
+
+
+def _windows(
+    tokenizer: PreTrainedTokenizerBase,
+    strings: list[str],
+    positions: np.ndarray,
+    max_length: int,
+    spec: WindowSpec,
+    work: ChunkWork,
+) -> tuple[dict[str, list[list[int]]], Windows]:
+    """The tokenizer's own overflowing windows of each text (each with the model's special tokens), at most
+    `spec.max_windows` per text; a text that fits is one window, exactly its truncate-mode tokens."""
+    encoded = tokenizer(
+        strings,
+        truncation=True,
+        max_length=max_length,
+        stride=spec.overlap,
+        return_overflowing_tokens=True,
+        return_offsets_mapping=spec.spans,
+    )
+    text_of = np.asarray(encoded["overflow_to_sample_mapping"], dtype=np.int64)  # windows come text by text
+    rank = np.arange(len(text_of)) - np.searchsorted(text_of, text_of)  # a window's place in its text
+    kept = np.flatnonzero(rank < spec.max_windows)
+    text_tokens = np.fromiter((e.special_tokens_mask.count(0) for e in encoded.encodings), np.int64, len(text_of))
+    dropped = rank >= spec.max_windows
+    work.truncated_rows = len(np.unique(text_of[dropped]))
+    # Each window after a text's first repeats `overlap` tokens of the one before: the rest is new text.
+    work.truncated_tokens = int((text_tokens[dropped] - spec.overlap).sum())
+    names = [n for n in tokenizer.model_input_names if n in encoded]
+    units = {n: [encoded[n][i] for i in kept] for n in names}
+    spans = None
+    if spec.spans:
+        spans = np.zeros((len(kept), 2), dtype=np.int64)
+        for j, i in enumerate(kept):
+            mask, offsets = encoded.encodings[i].special_tokens_mask, encoded["offset_mapping"][i]
+            text = [span for span, special in zip(offsets, mask) if not special]
+            spans[j] = (text[0][0], text[-1][1]) if text else (0, 0)
+    return units, Windows(positions[text_of[kept]], text_tokens[kept], spans)
 
 
 def _flatten(rows: list[list[int]], total: int) -> np.ndarray:

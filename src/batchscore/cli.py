@@ -329,7 +329,10 @@ def score(config_file: str | None, **cli_values: Any) -> None:
         return
     truncated = f"{m['truncated_rows']} truncated"
     if m["truncated_rows"]:
-        truncated += f": {m.get('truncated_tokens', 0):,} tokens past --max-length not scored"
+        limit = "--max-windows" if cfg.long_text == "window" else "--max-length"
+        truncated += f": {m.get('truncated_tokens', 0):,} tokens past {limit} not scored"
+    if m.get("windowed_rows"):
+        truncated += f", {m['windowed_rows']} long texts scored in {m['windows']:,} windows"
     counts = f"{m['scored_rows']} of {m['rows']} rows ({m['empty_text_rows']} without text, {truncated})"
     if result.shard is None:
         log.info(f"Scored {counts} in {m['seconds']:.1f}s -> {result.output}", **summary)

@@ -52,6 +52,8 @@ def model_and_revision(model: str | None, revision: str | None) -> tuple[str, st
 ENV_PREFIX = "BATCHSCORE_"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 TOP_K = ("1", "all")
+LONG_TEXT = ("truncate", "window")
+AGGREGATES = ("mean", "max")
 # Default token budgets, measured by `make bench`: on CPU a batch whose
 # activations stay in cache runs ~10% faster than a 16k-token one (a 25 x 512
 # batch ran at 69% of matmul peak, 2 x 512 batches at 87%); a GPU wants big batches.
@@ -135,6 +137,37 @@ OPTIONS: tuple[Option, ...] = (
         "Token budget of a batch: rows x padded length stays under it. "
         f"Default: {CPU_BATCH_TOKENS} on CPU, {GPU_BATCH_TOKENS} on GPU.",
         metavar="N",
+    ),
+    Option(
+        "long_text",
+        "choice",
+        "A text longer than --max-length: truncate scores its first --max-length tokens (the pipeline's way); "
+        "window scores every window of it and aggregates them (--aggregate).",
+        choices=LONG_TEXT,
+    ),
+    Option(
+        "window_overlap",
+        "int",
+        "With --long-text window: tokens two consecutive windows share. Default: 64.",
+        metavar="N",
+    ),
+    Option(
+        "aggregate",
+        "choice",
+        "With --long-text window: mean = the window scores' mean, weighted by each window's text tokens; "
+        "max = per label, the highest window score.",
+        choices=AGGREGATES,
+    ),
+    Option(
+        "max_windows",
+        "count",
+        "With --long-text window: at most N windows per text; the rest is not scored, and counted. Default: 256.",
+        metavar="N",
+    ),
+    Option(
+        "window_scores",
+        "bool",
+        "With --long-text window: also a window_scores column, each window's character span, label and score.",
     ),
     Option("chunk_rows", "count", "Rows per chunk: the unit of sorting, writing and resuming.", metavar="N"),
     Option(
@@ -223,6 +256,11 @@ class JobConfig:
     top_k: str = "1"
     result_prefix: str | None = None  # None: label, score, scores
     max_length: int | None = None
+    long_text: str = "truncate"
+    window_overlap: int = 64
+    aggregate: str = "mean"
+    max_windows: int = 256
+    window_scores: bool = False
     batch_tokens: int | None = None  # None: CPU_BATCH_TOKENS or GPU_BATCH_TOKENS
     chunk_rows: int = 10000
     precision: str = "auto"

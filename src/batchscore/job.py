@@ -104,7 +104,17 @@ class Job:
         self.cfg = cfg
         self.started = time.time()
         self.process_started = process_started or self.started
-        self.rules: ScoringRules = ScoringRules(cfg.text_column, cfg.top_k, cfg.result_prefix, cfg.batch_tokens)
+        self.rules: ScoringRules = ScoringRules(
+            cfg.text_column,
+            cfg.top_k,
+            cfg.result_prefix,
+            cfg.batch_tokens,
+            cfg.long_text,
+            cfg.window_overlap,
+            cfg.aggregate,
+            cfg.max_windows,
+            cfg.window_scores,
+        )
         self.warnings: list[str] = []
 
     def run(self) -> JobResult:

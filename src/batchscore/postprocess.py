@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from transformers import PretrainedConfig
 
 SIGMOID, SOFTMAX, NONE = "sigmoid", "softmax", "none"
@@ -92,3 +93,82 @@ def result_fields(top_k: str, prefix: str | None = None) -> list:
         entry = pa.struct([pa.field("label", pa.string()), pa.field("score", pa.float32())])
         fields.append(pa.field(listing, pa.list_(entry)))
     return fields
+
+
+# --- long texts: window scores folded into one row ------------------------------------------------------------
+
+MEAN, MAX = "mean", "max"
+WINDOW_NAMES = ("windows", "window_scores")
+
+
+def aggregate(scores: np.ndarray, row: np.ndarray, weights: np.ndarray, rows: int, how: str) -> np.ndarray:
+    """Per-row scores [rows, labels] from per-window scores (after the score function), float32.
+
+    mean: weighted by each window's text tokens (a window of none counts as one); max: per label, the highest.
+    Summed in float64, so a row of one window gets exactly that window's scores (its truncate-mode result).
+    """
+    width = scores.shape[1]
+    if how == MAX:
+        out = np.full((rows, width), -np.inf)
+        np.maximum.at(out, row, scores.astype(np.float64))
+        out[~np.isfinite(out)] = 0.0  # rows without windows: no text, null results
+        return out.astype(np.float32)
+    weight = np.maximum(weights, 1).astype(np.float64)
+    out = np.zeros((rows, width))
+    np.add.at(out, row, scores.astype(np.float64) * weight[:, None])
+    totals = np.bincount(row, weights=weight, minlength=rows)
+    return (out / np.where(totals > 0, totals, 1.0)[:, None]).astype(np.float32)
+
+
+def window_columns(
+    scores: np.ndarray,
+    row: np.ndarray,
+    spans: np.ndarray | None,
+    valid: np.ndarray,
+    labels: list[str],
+    prefix: str | None,
+) -> dict[str, pa.Array]:
+    """`windows` (how many windows each row's text had, null without text) and, given the spans,
+    `window_scores`: each window's character span in the text, its best label and that label's score."""
+    import pyarrow as pa
+
+    counts = np.bincount(row, minlength=len(valid)).astype(np.int32)
+    windows, listing = ((prefix or "") + name for name in WINDOW_NAMES)
+    columns = {windows: pa.array(counts, type=pa.int32(), mask=~valid)}
+    if spans is not None:
+        names = np.asarray(labels, dtype=object)
+        best = scores.argmax(axis=-1) if len(scores) else np.zeros(0, dtype=np.int64)
+        entries = pa.StructArray.from_arrays(
+            [
+                pa.array(spans[:, 0], pa.int32()),
+                pa.array(spans[:, 1], pa.int32()),
+                pa.array(names[best], pa.string()),
+                pa.array(scores.max(axis=-1) if len(scores) else np.zeros(0, np.float32), pa.float32()),
+            ],
+            fields=_window_entry(),
+        )
+        offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
+        columns[listing] = pa.ListArray.from_arrays(offsets, entries, mask=pa.array(~valid))
+    return columns
+
+
+def window_fields(prefix: str | None, spans: bool) -> list[pa.Field]:
+    import pyarrow as pa
+
+    windows, listing = ((prefix or "") + name for name in WINDOW_NAMES)
+    fields = [pa.field(windows, pa.int32())]
+    if spans:
+        fields.append(pa.field(listing, pa.list_(pa.struct(_window_entry()))))
+    return fields
+
+
+def _window_entry() -> list[pa.Field]:
+    """One window of `window_scores`: its character span in the text, its best label and that label's score."""
+    import pyarrow as pa
+
+    return [
+        pa.field("start", pa.int32()),
+        pa.field("end", pa.int32()),
+        pa.field("label", pa.string()),
+        pa.field("score", pa.float32()),
+    ]

@@ -44,7 +44,9 @@ class Scorer:
     Arguments mean what the CLI options of the same names mean (`batchscore score --help`):
     `top_k` is 1 (label and score) or "all" (also `scores`, every label's score,
     best first); `result_prefix` names the result columns (`pred_label`, ...);
-    `precision` is "auto" (fp32 on CPU, bf16 on GPU), "fp32", "bf16", "fp16" or "int8".
+    `precision` is "auto" (fp32 on CPU, bf16 on GPU), "fp32", "bf16", "fp16" or "int8";
+    `long_text="window"` scores every window of a long text (`window_overlap`,
+    `aggregate` "mean" or "max", `max_windows`, `window_scores`) and adds `windows`.
 
     Text values as in the CLI: numbers (and other scalars) are scored as their
     string form; bytes, lists, structs, invalid UTF-8 or a column of mixed
@@ -63,8 +65,23 @@ class Scorer:
         result_prefix: str | None = None,
         allow_pickle: bool = False,
         trust_remote_code: bool = False,
+        long_text: str = "truncate",
+        window_overlap: int = 64,
+        aggregate: str = "mean",
+        max_windows: int = 256,
+        window_scores: bool = False,
     ):
-        self.rules = ScoringRules(text_column, str(top_k), result_prefix, batch_tokens)  # checked before the load
+        self.rules = ScoringRules(  # checked before the load
+            text_column,
+            str(top_k),
+            result_prefix,
+            batch_tokens,
+            long_text,
+            window_overlap,
+            aggregate,
+            max_windows,
+            window_scores,
+        )
         self.core = ChunkScorer.load(
             self.rules,
             model,

@@ -13,14 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-from .config import CPU_BATCH_TOKENS, GPU_BATCH_TOKENS, TOP_K, model_and_revision
+from .config import AGGREGATES, CPU_BATCH_TOKENS, GPU_BATCH_TOKENS, LONG_TEXT, TOP_K, model_and_revision
 from .errors import ConfigError, InputError
-from .postprocess import result_fields, result_names, score_function
+from .postprocess import result_fields, result_names, score_function, window_fields
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from .batches import ChunkWork
+    from .batches import ChunkWork, WindowSpec
     from .model import LoadedModel
     from .plan import Chunk
 
@@ -47,6 +47,7 @@ class Encoder:
     max_length: int
     batch_tokens: int
     pad_multiple: int | None
+    windows: WindowSpec | None = None  # --long-text window
 
     def encode(self, chunk: Chunk, out_columns: Sequence[str]) -> ChunkWork:
         from .batches import encode_chunk
@@ -59,6 +60,7 @@ class Encoder:
             max_length=self.max_length,
             batch_tokens=self.batch_tokens,
             pad_multiple=self.pad_multiple,
+            windows=self.windows,
         )
 
 
@@ -82,17 +84,32 @@ class ScoringRules:
     top_k: str = "1"
     result_prefix: str | None = None
     batch_tokens: int | None = None  # None: CPU_BATCH_TOKENS or GPU_BATCH_TOKENS by the device
+    long_text: str = "truncate"  # or "window": every window of a long text scored, then aggregated
+    window_overlap: int = 64
+    aggregate: str = "mean"
+    max_windows: int = 256
+    window_scores: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "top_k", check_top_k(self.top_k))
+        for name, allowed in (("long_text", LONG_TEXT), ("aggregate", AGGREGATES)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}.")
+        if self.window_overlap < 0 or self.max_windows < 1:
+            raise ConfigError("window_overlap must be at least 0 and max_windows at least 1.")
+
+    @property
+    def windowed(self) -> bool:
+        return self.long_text == "window"
 
     @property
     def fields(self) -> list[pa.Field]:
-        return result_fields(self.top_k, self.result_prefix)
+        fields = result_fields(self.top_k, self.result_prefix)
+        return fields + window_fields(self.result_prefix, self.window_scores) if self.windowed else fields
 
     @property
     def result_names(self) -> list[str]:
-        return result_names(self.top_k, self.result_prefix)
+        return [f.name for f in self.fields]
 
     def check_columns(
         self,
@@ -169,8 +186,25 @@ class ChunkScorer:
         self.function = score_function(loaded.model.config)
         self.fields = rules.fields
         self.encoder = Encoder(
-            loaded.tokenizer, rules.text_column, loaded.max_length, self.batch_tokens, pad_multiple(loaded.precision)
+            loaded.tokenizer,
+            rules.text_column,
+            loaded.max_length,
+            self.batch_tokens,
+            pad_multiple(loaded.precision),
+            self._window_spec() if rules.windowed else None,
         )
+
+    def _window_spec(self) -> WindowSpec:
+        from .batches import WindowSpec
+
+        rules, loaded = self.rules, self.loaded
+        room = loaded.max_length - loaded.tokenizer.num_special_tokens_to_add()  # a window's text tokens
+        if rules.window_overlap >= room:
+            raise ConfigError(
+                f"--window-overlap {rules.window_overlap} leaves no new text in a window: a window holds {room} "
+                f"text tokens (--max-length {loaded.max_length}, less the special tokens); pass a smaller overlap."
+            )
+        return WindowSpec(rules.window_overlap, rules.max_windows, rules.window_scores)
 
     @classmethod
     def load(
@@ -204,9 +238,20 @@ class ChunkScorer:
         from .model import chunk_logits
         from .postprocess import apply, result_columns
 
-        logits = chunk_logits(self.loaded, work.batches, len(work.valid))
-        rules = self.rules
-        return result_columns(apply(self.function, logits), work.valid, self.labels, rules.top_k, rules.result_prefix)
+        rules, windows = self.rules, work.windows
+        if windows is None:
+            logits = chunk_logits(self.loaded, work.batches, len(work.valid))
+            return result_columns(
+                apply(self.function, logits), work.valid, self.labels, rules.top_k, rules.result_prefix
+            )
+        from .postprocess import aggregate, window_columns
+
+        scores = apply(self.function, chunk_logits(self.loaded, work.batches, len(windows.row)))
+        rows = aggregate(scores, windows.row, windows.text_tokens, len(work.valid), rules.aggregate)
+        columns = result_columns(rows, work.valid, self.labels, rules.top_k, rules.result_prefix)
+        return columns | window_columns(
+            scores, windows.row, windows.spans, work.valid, self.labels, rules.result_prefix
+        )
 
     def score_texts(self, texts: pa.Table) -> dict[str, pa.Array]:
         """Encode and score a table holding the text column, in this process."""
@@ -216,6 +261,7 @@ class ChunkScorer:
 
     def chunk_stats(self, work: ChunkWork | None = None, results: dict | None = None) -> dict:
         """Counts stored in each part's footer (the manifest sums them over parts); no work: an empty chunk's."""
+        import numpy as np
         import pyarrow.compute as pc
 
         if work is None or results is None:
@@ -224,6 +270,8 @@ class ChunkScorer:
                 "empty_text_rows": 0,
                 "truncated_rows": 0,
                 "truncated_tokens": 0,
+                "windows": 0,
+                "windowed_rows": 0,
                 "real_tokens": 0,
                 "padded_tokens": 0,
                 "label_counts": {},
@@ -234,6 +282,9 @@ class ChunkScorer:
             "empty_text_rows": int((~work.valid).sum()),
             "truncated_rows": work.truncated_rows,
             "truncated_tokens": work.truncated_tokens,
+            # --long-text window: windows scored, and rows of more than one.
+            "windows": 0 if work.windows is None else len(work.windows.row),
+            "windowed_rows": 0 if work.windows is None else int((np.bincount(work.windows.row) > 1).sum()),
             "real_tokens": work.real_tokens,
             "padded_tokens": work.padded_tokens,
             # Counted in Arrow, not row by row in Python.

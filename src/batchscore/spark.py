@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from pyspark.sql.types import StructType
 
     from .scorer import Scorer
+    from .scoring import ScoringRules
 
 _SCORERS: dict[
     tuple[tuple[str, Any], ...], Scorer
@@ -35,14 +36,25 @@ def _scorer(settings: tuple[tuple[str, Any], ...]) -> Scorer:
     return _SCORERS[settings]
 
 
-def result_schema(input_schema: StructType, top_k: int | str = 1, result_prefix: str | None = None) -> StructType:
-    """The output's Spark schema: the input's fields, then the result columns."""
+# The Scorer arguments that decide the result columns (and their names).
+RESULT_OPTIONS = ("result_prefix", "long_text", "window_overlap", "aggregate", "max_windows", "window_scores")
+
+
+def _rules(text_column: str, top_k: int | str, options: dict[str, Any]) -> ScoringRules:
+    from .scoring import ScoringRules
+
+    return ScoringRules(text_column, str(top_k), **{k: options[k] for k in RESULT_OPTIONS if k in options})
+
+
+def result_schema(
+    input_schema: StructType, top_k: int | str = 1, result_prefix: str | None = None, **options: Any
+) -> StructType:
+    """The output's Spark schema: the input's fields, then the result columns (`options`: the Scorer's
+    long-text arguments, which add `windows` and `window_scores`)."""
     from pyspark.sql.pandas.types import from_arrow_type
     from pyspark.sql.types import StructField, StructType
 
-    from .scoring import ScoringRules
-
-    results = ScoringRules(top_k=str(top_k), result_prefix=result_prefix).fields
+    results = _rules("text", top_k, {**options, "result_prefix": result_prefix}).fields
     return StructType(
         [*input_schema.fields, *(StructField(f.name, from_arrow_type(f.type), nullable=True) for f in results)]
     )
@@ -54,14 +66,13 @@ def score(
     """`df` with label and score columns appended, computed on the executors; lazy, like any transformation.
 
     `options` are the other `Scorer` arguments (revision, max_length,
-    batch_tokens, precision, result_prefix, allow_pickle, trust_remote_code).
+    batch_tokens, precision, result_prefix, allow_pickle, trust_remote_code,
+    and long_text="window" with its window_overlap, aggregate, max_windows, window_scores).
     """
-    from .scoring import ScoringRules
-
     # On the driver, before any executor loads a model: the same checks the Scorer makes.
-    ScoringRules(text_column, str(top_k), options.get("result_prefix")).check_columns(df.columns)
+    _rules(text_column, top_k, options).check_columns(df.columns)
     settings = tuple(sorted({"model": model, "text_column": text_column, "top_k": top_k, **options}.items()))
-    schema = result_schema(df.schema, top_k, options.get("result_prefix"))
+    schema = result_schema(df.schema, top_k, **options)
 
     def score_partition(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         scorer = _scorer(settings)  # loaded once per worker process, reused by every partition it runs

@@ -90,7 +90,7 @@ def run_identity(cfg: JobConfig, source: InputIdentity, loaded: LoadedModel, out
     An output can be resumed only by a run with the same identity. Batch size,
     workers and progress are left out: they change speed, not results.
     """
-    return {
+    identity = {
         "input": source.fingerprint or source.description,
         "limit": cfg.limit,
         "chunk_rows": cfg.chunk_rows,
@@ -103,3 +103,11 @@ def run_identity(cfg: JobConfig, source: InputIdentity, loaded: LoadedModel, out
         "max_length": loaded.max_length,
         "precision": loaded.precision,
     }
+    if cfg.long_text == "window":  # truncate runs keep the identity they had before windows existed
+        identity["long_text"] = {
+            "window_overlap": cfg.window_overlap,
+            "aggregate": cfg.aggregate,
+            "max_windows": cfg.max_windows,
+            "window_scores": cfg.window_scores,
+        }
+    return identity

@@ -50,6 +50,8 @@ def sum_stats(stats: list[dict[str, Any]]) -> dict[str, Any]:
         "empty_text_rows": totals["empty_text_rows"],
         "truncated_rows": totals["truncated_rows"],
         "truncated_tokens": totals["truncated_tokens"],
+        "windows": totals["windows"],
+        "windowed_rows": totals["windowed_rows"],
         "chunks": len(stats),
         "label_counts": dict(sorted(labels.items())),
         "real_tokens": totals["real_tokens"],

@@ -54,6 +54,10 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 TOP_K = ("1", "all")
 LONG_TEXT = ("truncate", "window")
 AGGREGATES = ("mean", "max")
+# --long-text window defaults: an overlap that gives a sentence cut at a window's edge its context again, and a
+# cap of about 110,000 tokens per text at 512-token windows.
+WINDOW_OVERLAP = 64
+MAX_WINDOWS = 256
 # Default token budgets, measured by `make bench`: on CPU a batch whose
 # activations stay in cache runs ~10% faster than a 16k-token one (a 25 x 512
 # batch ran at 69% of matmul peak, 2 x 512 batches at 87%); a GPU wants big batches.
@@ -148,7 +152,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "window_overlap",
         "int",
-        "With --long-text window: tokens two consecutive windows share. Default: 64.",
+        f"With --long-text window: tokens two consecutive windows share. Default: {WINDOW_OVERLAP}.",
         metavar="N",
     ),
     Option(
@@ -161,7 +165,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "max_windows",
         "count",
-        "With --long-text window: at most N windows per text; the rest is not scored, and counted. Default: 256.",
+        "With --long-text window: at most N windows per text; the rest is not scored, and counted. "
+        f"Default: {MAX_WINDOWS}.",
         metavar="N",
     ),
     Option(
@@ -257,9 +262,9 @@ class JobConfig:
     result_prefix: str | None = None  # None: label, score, scores
     max_length: int | None = None
     long_text: str = "truncate"
-    window_overlap: int = 64
+    window_overlap: int = WINDOW_OVERLAP
     aggregate: str = "mean"
-    max_windows: int = 256
+    max_windows: int = MAX_WINDOWS
     window_scores: bool = False
     batch_tokens: int | None = None  # None: CPU_BATCH_TOKENS or GPU_BATCH_TOKENS
     chunk_rows: int = 10000

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING, Any, Iterator, TypeAlias
 
+from .config import MAX_WINDOWS, WINDOW_OVERLAP
 from .errors import InputError
 from .scoring import ChunkScorer, ScoringRules, not_text
 
@@ -66,9 +67,9 @@ class Scorer:
         allow_pickle: bool = False,
         trust_remote_code: bool = False,
         long_text: str = "truncate",
-        window_overlap: int = 64,
+        window_overlap: int = WINDOW_OVERLAP,
         aggregate: str = "mean",
-        max_windows: int = 256,
+        max_windows: int = MAX_WINDOWS,
         window_scores: bool = False,
     ):
         self.rules = ScoringRules(  # checked before the load

@@ -13,7 +13,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-from .config import AGGREGATES, CPU_BATCH_TOKENS, GPU_BATCH_TOKENS, LONG_TEXT, TOP_K, model_and_revision
+from .config import (
+    AGGREGATES,
+    CPU_BATCH_TOKENS,
+    GPU_BATCH_TOKENS,
+    LONG_TEXT,
+    MAX_WINDOWS,
+    TOP_K,
+    WINDOW_OVERLAP,
+    model_and_revision,
+)
 from .errors import ConfigError, InputError
 from .postprocess import result_fields, result_names, score_function, window_fields
 
@@ -68,12 +77,12 @@ class Encoder:
 class ColumnHints:
     """How a message about columns names its fix: the CLI's options, or the library's arguments."""
 
-    text_column: str
-    result_prefix: str
+    text_column: str  # the fix for a missing text column
+    cli: bool  # a clash names --result-prefix and --keep-columns (the CLI), or result_prefix=... (the library)
 
 
-CLI_HINTS = ColumnHints(text_column="Pass --text-column.", result_prefix="--result-prefix")
-LIBRARY_HINTS = ColumnHints(text_column="Pass text_column=...", result_prefix="result_prefix=...")
+CLI_HINTS = ColumnHints(text_column="Pass --text-column.", cli=True)
+LIBRARY_HINTS = ColumnHints(text_column="Pass text_column=...", cli=False)
 
 
 @dataclass(frozen=True)
@@ -85,9 +94,9 @@ class ScoringRules:
     result_prefix: str | None = None
     batch_tokens: int | None = None  # None: CPU_BATCH_TOKENS or GPU_BATCH_TOKENS by the device
     long_text: str = "truncate"  # or "window": every window of a long text scored, then aggregated
-    window_overlap: int = 64
+    window_overlap: int = WINDOW_OVERLAP
     aggregate: str = "mean"
-    max_windows: int = 256
+    max_windows: int = MAX_WINDOWS
     window_scores: bool = False
 
     def __post_init__(self) -> None:
@@ -138,13 +147,16 @@ class ScoringRules:
         if missing:
             raise InputError(f"Column '{missing[0]}' not found; columns are: {listing}. Fix --keep-columns.")
         out = list(dict.fromkeys(([id_column] if id_column else []) + kept))
-        clash = [c for c in out if c in self.result_names]
+        results = self.result_names  # built once: a table may have a hundred thousand columns
+        clash = [c for c in out if c in results]
         if clash:
-            raise InputError(self._clash_message(clash[0], out, id_column, hints))
+            raise InputError(self._clash_message(clash[0], out, id_column, hints, results))
         return out
 
-    def _clash_message(self, column: str, out: list[str], id_column: str | None, hints: ColumnHints) -> str:
-        if hints is LIBRARY_HINTS:
+    def _clash_message(
+        self, column: str, out: list[str], id_column: str | None, hints: ColumnHints, results: list[str]
+    ) -> str:
+        if not hints.cli:
             return (
                 f"Input column '{column}' would clash with the result column of that name; "
                 "pass result_prefix=..., e.g. result_prefix='pred_'."
@@ -158,7 +170,7 @@ class ScoringRules:
         free = next(p for p in candidates if not any(p + name in out for name in names))
         fix = f"pass another --result-prefix, e.g. {free}" if prefix else f"pass --result-prefix {free}"
         if column != id_column:  # the id column is always kept
-            others = ",".join(c for c in out if c not in self.result_names) or "none"
+            others = ",".join(c for c in out if c not in results) or "none"
             fix += f" (or leave it out with --keep-columns {others})"
         given = f" (--result-prefix {prefix})" if prefix else ""
         return f"Input column '{column}' would clash with batchscore's output column of that name{given}; {fix}."

@@ -88,6 +88,30 @@ def bench_texts(rows: int, seed: int = 0) -> list[str]:
     return texts
 
 
+def long_documents(model_dir: Path, count: int, seed: int = 0) -> tuple[list[str], list[int]]:
+    """`count` documents of 2,000 to 4,000 tokens: pydoc passages joined one after another (real English prose
+    and code), each cut after its own number of tokens."""
+    import pydoc_data.topics
+
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    topics = list(pydoc_data.topics.topics.values())
+    rng = random.Random(seed)
+    docs, lengths = [], []
+    for _ in range(count):
+        want, parts = rng.randint(2_000, 4_000), []
+        while True:
+            parts.append(rng.choice(topics))
+            ids = tokenizer("\n\n".join(parts), add_special_tokens=False, return_offsets_mapping=True)
+            if len(ids["input_ids"]) >= want:
+                break
+        doc = "\n\n".join(parts)[: ids["offset_mapping"][want - 1][1]]
+        docs.append(doc)
+        lengths.append(len(tokenizer(doc, add_special_tokens=False)["input_ids"]))
+    return docs, lengths
+
+
 def token_lengths(model_dir: Path, texts: list[str]) -> list[int]:
     from transformers import AutoTokenizer
 
@@ -159,7 +183,7 @@ def worker(args) -> dict:
         results = pipe(texts, batch_size=args.pipeline_batch, truncation=True)
         seconds = time.perf_counter() - start
         labels = [r["label"] for r in results]
-        first = None
+        first, scored = None, {}
     else:
         from batchscore.config import build_config
         from batchscore.job import run_job
@@ -174,6 +198,7 @@ def worker(args) -> dict:
                 "precision": args.precision,
                 "batch_tokens": args.batch_tokens,
                 "chunk_rows": args.chunk_rows,
+                "long_text": args.long_text,
             },
             env={},
         )
@@ -184,8 +209,16 @@ def worker(args) -> dict:
         seconds = time.perf_counter() - start - manifest["model_load_seconds"]
         labels = pq.read_table(out).column("label").to_pylist()
         first = manifest["seconds_to_first_chunk"]
+        scored = {k: manifest[k] for k in ("real_tokens", "truncated_tokens", "windows", "windowed_rows")}
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"seconds": seconds, "rows": len(labels), "peak_rss_mb": rss_mb, "first_chunk_s": first, "labels": labels}
+    return {
+        "seconds": seconds,
+        "rows": len(labels),
+        "peak_rss_mb": rss_mb,
+        "first_chunk_s": first,
+        "labels": labels,
+        **scored,
+    }
 
 
 def trial(
@@ -196,6 +229,7 @@ def trial(
     chunk_rows: int,
     precision: str = "auto",
     batch_tokens: int | None = None,
+    long_text: str = "truncate",
 ) -> dict:
     cmd = [
         sys.executable,
@@ -214,6 +248,8 @@ def trial(
         str(PIPELINE_BATCH),
         "--chunk-rows",
         str(chunk_rows),
+        "--long-text",
+        long_text,
     ]
     if batch_tokens:
         cmd += ["--batch-tokens", str(batch_tokens)]
@@ -393,6 +429,69 @@ def plan_markdown(plan: dict) -> str:
     )
 
 
+# --- long documents: --long-text window against truncate ----------------------------------------------------------
+
+
+def long_document_bench(model_dir: Path, count: int, repeats: int) -> dict:
+    """The same long documents scored in truncate mode (the first 512 tokens of each) and in window mode (every
+    window), alternating: model tokens per second should hold, since windows are batched like rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    docs, lengths = long_documents(model_dir, count)
+    data = ROOT / "build" / "bench" / f"long-docs-{count}.parquet"
+    pq.write_table(pa.table({"text": docs}), data)
+    runs: dict[str, list[dict]] = {"truncate": [], "window": []}
+    with tempfile.TemporaryDirectory(prefix="bench-long-") as scratch:
+        for rep in range(repeats):
+            for mode in runs:
+                runs[mode].append(trial("batchscore", model_dir, data, scratch, count, long_text=mode))
+                print(f"  trial {rep + 1} --long-text {mode}: {runs[mode][-1]['seconds']:.2f}s", flush=True)
+    modes = {}
+    for mode, trials in runs.items():
+        seconds = statistics.median(r["seconds"] for r in trials)
+        tokens = trials[0]["real_tokens"]
+        modes[mode] = {
+            "median_seconds": round(seconds, 3),
+            "real_tokens": tokens,
+            "real_tokens_per_s": round(tokens / seconds),
+            "truncated_tokens": trials[0]["truncated_tokens"],
+            "windows": trials[0]["windows"],
+        }
+    return {
+        "documents": count,
+        "document_tokens": sum(lengths),
+        "min_tokens": min(lengths),
+        "max_tokens": max(lengths),
+        "modes": modes,
+        "window_vs_truncate_tokens_per_s": round(
+            modes["window"]["real_tokens_per_s"] / modes["truncate"]["real_tokens_per_s"], 3
+        ),
+    }
+
+
+def long_markdown(long: dict) -> str:
+    lines = [
+        f"Long documents ({long['documents']} pydoc documents of {long['min_tokens']:,} to {long['max_tokens']:,} "
+        f"tokens, {long['document_tokens']:,} in all; reference-shaped DistilBERT, --max-length 512):",
+        "",
+        "| --long-text | seconds | tokens scored | tokens/s | tokens never scored | windows |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for mode, m in long["modes"].items():
+        windows = f"{m['windows']:,}" if mode == "window" else ""
+        lines.append(
+            f"| {mode} | {m['median_seconds']:.2f} | {m['real_tokens']:,} | {m['real_tokens_per_s']:,} "
+            f"| {m['truncated_tokens']:,} | {windows} |"
+        )
+    lines.append("")
+    lines.append(
+        f"Window mode scores every token (the overlaps twice) at {long['window_vs_truncate_tokens_per_s']:.2f}x "
+        "truncate mode's tokens per second."
+    )
+    return "\n".join(lines)
+
+
 # --- the report ---------------------------------------------------------------------------------------------------
 
 
@@ -461,6 +560,7 @@ def report_markdown(report: dict) -> str:
         + "\n".join(extra)
         + "\n"
         + (f"\n{plan_markdown(report['plan'])}\n" if "plan" in report else "")
+        + (f"\n{long_markdown(report['long_documents'])}\n" if "long_documents" in report else "")
     )
 
 
@@ -508,6 +608,13 @@ TARGETS = (
     ("peak RSS at 10x rows / at 1x", lambda r: r["memory"]["ratio"], "<=", 1.15, "{:.2f}"),
     ("4 shards + finalize vs one run", lambda r: r["plan"]["shards_vs_one"], "<=", 1.3, "{:.2f}x"),
     ("redo 10% of the parts vs one run", lambda r: r["plan"]["redo_vs_one"], "<=", 0.15, "{:.2f}x"),
+    (
+        "window tokens/s vs truncate, documents ≥ 2,000 tokens",
+        lambda r: r["long_documents"]["window_vs_truncate_tokens_per_s"],
+        ">=",
+        0.9,
+        "{:.2f}x",
+    ),
 )
 
 
@@ -573,6 +680,9 @@ def main() -> None:
     )
     parser.add_argument("--plan-chunk-rows", type=int, default=3_000)
     parser.add_argument("--plan-repeats", type=int, default=2)
+    parser.add_argument(
+        "--long-docs", type=int, default=12, help="long documents for --long-text window vs truncate; 0 skips them"
+    )
     # worker mode (internal)
     parser.add_argument("--worker", choices=["pipeline", "batchscore"])
     parser.add_argument("--model-dir")
@@ -581,6 +691,7 @@ def main() -> None:
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--batch-tokens", type=int, default=None)
     parser.add_argument("--pipeline-batch", type=int, default=PIPELINE_BATCH)
+    parser.add_argument("--long-text", default="truncate")
     parser.add_argument(
         "--chunk-rows",
         type=int,
@@ -695,6 +806,9 @@ def main() -> None:
     if args.plan_rows:
         print(f"near-free model: one run, 4 shards, a resume ({args.plan_rows:,} rows)", flush=True)
         report["plan"] = plan_bench(args.plan_rows, args.plan_repeats, args.plan_chunk_rows)
+    if args.long_docs:
+        print(f"long documents: --long-text truncate vs window ({args.long_docs} documents)", flush=True)
+        report["long_documents"] = long_document_bench(model_dir, args.long_docs, args.repeats)
     report["repeats"] = args.repeats
     report["chunk_rows"] = chunk_rows
     text = report_markdown(report)

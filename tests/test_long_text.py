@@ -51,15 +51,16 @@ def test_texts_that_fit_one_window_score_exactly_as_truncate(tiny_model, tmp_pat
     assert window.column("windows").to_pylist() == [1] * 150 + [None, None]
 
 
-def oracle(model, texts, how):
-    """Per text: the pipeline's score of each window, then the token-weighted mean or the per-label max."""
+def oracle(model, texts, how, max_windows=None):
+    """Per text: the pipeline's score of each window (the first `max_windows`), then the token-weighted mean
+    or the per-label max."""
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(model))
     expected = []
     for text in texts:
         ids = tok(text, truncation=True, max_length=MAX_LENGTH, stride=OVERLAP, return_overflowing_tokens=True)
-        windows = ids["input_ids"]
+        windows = ids["input_ids"][:max_windows]
         decoded = [tok.decode(w, skip_special_tokens=True) for w in windows]
         assert [tok(d)["input_ids"] for d in decoded] == windows  # the decoded window is the window
         results = pipeline_oracle(model, decoded, max_length=MAX_LENGTH, top_k=None)
@@ -136,3 +137,125 @@ def test_an_overlap_that_leaves_no_new_text_is_a_usage_error(tiny_model, tmp_pat
     assert result.exit_code == 2
     assert_error(result, 2, "--window-overlap 64", "62 text tokens", "smaller overlap")
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").glob("part-*"))
+
+
+def messy_text(rng: random.Random, n: int) -> str:
+    """Words with the whitespace, accents, CJK and punctuation a scraped document has."""
+    gaps = [" ", " ", " ", "  ", "\n", "\n\n", "\t", " \u00a0"]
+    extra = ["café", "naïve", "東京", "(plot)", "end.", "u.s.", "don't"]
+    return "".join(rng.choice(WORDS + extra) + rng.choice(gaps) for _ in range(n))
+
+
+def test_a_very_long_text_is_cut_to_a_prefix_that_scores_as_the_whole_text(tiny_model, tmp_path):
+    """Texts far past what is scored are tokenized only as far as needed (prefixes.py): the windows, their
+    scores and spans, and the count of tokens never scored are those of the whole text."""
+    from transformers import AutoTokenizer
+
+    rng = random.Random(5)
+    texts = [messy_text(rng, 30_000), words(rng, 40), messy_text(rng, 12_000)]  # ~170k and ~70k characters
+    assert min(len(texts[0]), len(texts[2])) > 4 * 16_384  # more than a few of the segments it is counted in
+    max_windows = 4
+    table, _ = score_windows(
+        tmp_path, tiny_model, texts, "--long-text", "window", "--max-windows", str(max_windows), "--window-scores"
+    )
+    tok = AutoTokenizer.from_pretrained(str(tiny_model))
+    expected = oracle(tiny_model, texts, "mean", max_windows=max_windows)
+    for text, row, (scores, windows) in zip(texts, table.to_pylist(), expected):
+        assert row["windows"] == windows
+        got = {entry["label"]: entry["score"] for entry in row["scores"]}
+        assert all(abs(got[label] - score) <= 1e-5 for label, score in scores.items()), (got, scores)
+        whole = tok(text, truncation=True, max_length=MAX_LENGTH, stride=OVERLAP, return_overflowing_tokens=True)
+        for entry, ids in zip(row["window_scores"], whole["input_ids"]):
+            assert tok(text[entry["start"] : entry["end"]])["input_ids"] == ids
+    seen = (MAX_LENGTH - 2) + (max_windows - 1) * (MAX_LENGTH - 2 - OVERLAP)
+    unseen = sum(len(tok(t, add_special_tokens=False)["input_ids"]) - seen for t in (texts[0], texts[2]))
+    manifest = manifest_of(tmp_path / "out")
+    assert manifest["truncated_rows"] == 2 and manifest["truncated_tokens"] == unseen
+
+
+def test_a_very_long_text_truncated_scores_as_the_pipeline(tiny_model, tmp_path):
+    from transformers import AutoTokenizer
+
+    rng = random.Random(6)
+    texts = [messy_text(rng, 20_000), words(rng, 10)]
+    table, _ = score_windows(tmp_path, tiny_model, texts)
+    expected = pipeline_oracle(tiny_model, texts, max_length=MAX_LENGTH, top_k=None)
+    for row, results in zip(table.to_pylist(), expected):
+        got = {entry["label"]: entry["score"] for entry in row["scores"]}
+        assert all(abs(got[r["label"]] - r["score"]) <= 1e-5 for r in results), (got, results)
+    tok = AutoTokenizer.from_pretrained(str(tiny_model))
+    manifest = manifest_of(tmp_path / "out")
+    assert manifest["truncated_rows"] == 1
+    assert manifest["truncated_tokens"] == len(tok(texts[0], add_special_tokens=False)["input_ids"]) - (MAX_LENGTH - 2)
+
+
+# Prints the process's own high-water mark (VmHWM) as it exits. Not ru_maxrss: that counts the test process's
+# memory too, which the child held for a moment between fork and exec.
+REPORT_PEAK = """
+import atexit, re, runpy, sys
+atexit.register(lambda: print("VmHWM", re.search(r"VmHWM:\\s*(\\d+)", open("/proc/self/status").read())[1]))
+sys.argv = ["batchscore", *sys.argv[1:]]
+runpy.run_module("batchscore", run_name="__main__")
+"""
+
+
+def peak_rss_mb(args) -> float:
+    """Run batchscore in a process of its own; its peak resident memory, in MB."""
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-c", REPORT_PEAK, "score", *map(str, args), "--no-progress"]
+    done = subprocess.run(args, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return int(done.stdout.split("VmHWM")[-1]) / 1024
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["window", "truncate"])
+def test_a_50_mb_text_takes_the_memory_of_50_mb_of_short_texts(tiny_model, tmp_path, mode):
+    """One 50 MB text is read, cut and written in about the memory that the same 50 MB in short texts takes:
+    it is never tokenized whole (which took 7 GB)."""
+    from transformers import AutoTokenizer
+
+    rng = random.Random(7)
+    tok = AutoTokenizer.from_pretrained(str(tiny_model))
+    assert all(len(tok(w, add_special_tokens=False)["input_ids"]) == 1 for w in WORDS)  # one token a word
+    size = 50_000_000
+    long_words = words(rng, size // 6).split(" ")
+    while sum(map(len, long_words)) + len(long_words) < size:
+        long_words += words(rng, 100_000).split(" ")
+    pq.write_table(pa.table({"text": [" ".join(long_words)]}), tmp_path / "long.parquet")
+    short, total = [], 0
+    while total < size:
+        short.append(words(rng, rng.randint(5, 60)))
+        total += len(short[-1])
+    pq.write_table(pa.table({"text": short}), tmp_path / "short.parquet")
+    options = ["--model", tiny_model, "--long-text", mode]
+    long_peak = peak_rss_mb([tmp_path / "long.parquet", "-o", tmp_path / "long", *options])
+    short_peak = peak_rss_mb([tmp_path / "short.parquet", "-o", tmp_path / "short", *options])
+    print(f"{mode}: peak RSS {long_peak:.0f} MB for one 50 MB text, {short_peak:.0f} MB for 50 MB of short texts")
+    assert long_peak <= 1.2 * short_peak
+    manifest = manifest_of(tmp_path / "long")
+    room = 512 - 2
+    seen = room + (255 * (room - 64) if mode == "window" else 0)
+    assert manifest["truncated_rows"] == 1 and manifest["truncated_tokens"] == len(long_words) - seen
+    assert pq.read_table(tmp_path / "long").column("text")[0].as_py() == " ".join(long_words)  # the text, whole
+
+
+def test_a_part_with_a_long_text_keeps_the_statistics_of_its_other_columns(tiny_model, tmp_path):
+    """A column holding a value over 4 KiB is written without min/max (pyarrow would drop them anyway, after
+    copying the value several times to compute them); every other column keeps its statistics."""
+    rng = random.Random(8)
+    texts = [words(rng, 2_000), words(rng, 5), words(rng, 9)]
+    score_windows(tmp_path, tiny_model, texts, "--long-text", "window", "--window-scores")
+    part = next((tmp_path / "out").glob("part-*.parquet"))
+    group = pq.ParquetFile(part).metadata.row_group(0)
+    kept = {
+        group.column(i).path_in_schema
+        for i in range(group.num_columns)
+        if group.column(i).statistics is not None and group.column(i).statistics.has_min_max
+    }
+    leaves = {group.column(i).path_in_schema for i in range(group.num_columns)}
+    assert "text" not in kept
+    assert kept == leaves - {"text"}, leaves - kept
+    assert {"label", "score", "windows", "window_scores.list.element.start"} <= kept

@@ -15,6 +15,8 @@ import torch
 
 from .errors import BatchscoreError
 from .plan import Chunk, InputEnd, Plan
+from .prefixes import return_freed_memory, seen_prefixes
+from .windows import Windows, WindowSpec, cut_windows
 
 if TYPE_CHECKING:
     from types import FrameType
@@ -23,24 +25,6 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
     from .scoring import Encoder
-
-
-@dataclass(frozen=True)
-class WindowSpec:
-    """--long-text window: how a long text is cut into the tokenizer's overflowing windows."""
-
-    overlap: int  # tokens two consecutive windows share (the tokenizer's stride)
-    max_windows: int  # windows kept per text; the rest is not scored (counted as truncated)
-    spans: bool = False  # keep each window's character span (for --window-scores)
-
-
-@dataclass
-class Windows:
-    """The windows of a chunk's texts, in order: the units its batches score instead of rows."""
-
-    row: np.ndarray  # the chunk row of each window
-    text_tokens: np.ndarray  # each window's tokens, special tokens excluded: its weight in a mean
-    spans: np.ndarray | None = None  # [windows, 2] character offsets (start, end) into the row's text
 
 
 @dataclass
@@ -76,7 +60,8 @@ def text_mask(texts: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """True where a row has text worth scoring: not null, not empty, not all whitespace."""
     import pyarrow.compute as pc
 
-    has_text = pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(texts)), 0)
+    # Not empty and not all whitespace, asked without copying the text (a trim would copy a 50 MB text).
+    has_text = pc.and_(pc.greater(pc.binary_length(texts), 0), pc.invert(pc.utf8_is_space(texts)))
     return pc.fill_null(has_text, False).to_numpy(zero_copy_only=False)
 
 
@@ -132,17 +117,14 @@ def encode_chunk(
     if len(positions) == 0:
         return work
 
-    strings = texts.filter(pa.array(valid)).to_pylist()
-    if windows is None:
-        encoded = tokenizer(strings, truncation=True, max_length=max_length)
-        truncated = [e for e in encoded.encodings if e.overflowing]
-        work.truncated_rows = len(truncated)
-        # The tokenizer cuts what does not fit into overflowing pieces (no overlap: stride 0), each with its own
-        # special tokens: their text tokens are what truncation dropped.
-        work.truncated_tokens = sum(piece.special_tokens_mask.count(0) for e in truncated for piece in e.overflowing)
-        units = {n: encoded[n] for n in tokenizer.model_input_names if n in encoded}
-    else:
-        units, work.windows = _windows(tokenizer, strings, positions, max_length, windows, work)
+    # Picked in Python, not by an Arrow filter: a filter would copy the texts (50 MB for a 50 MB text).
+    every = texts.to_pylist()
+    strings = [every[i] for i in positions]
+    del every
+    units, cut = _tokenize(tokenizer, strings, positions, max_length, windows, work)
+    if cut:
+        return_freed_memory()  # now that the tokenizer's work on the cut texts is freed
+    if work.windows is not None:
         positions = np.arange(len(work.windows.row))  # batches score windows; the scorer folds them into rows
     ids = units["input_ids"]
     lengths = np.fromiter((len(row) for row in ids), dtype=np.int64, count=len(ids))
@@ -161,42 +143,32 @@ def encode_chunk(
     return work
 
 
-def _windows(
+def _tokenize(
     tokenizer: PreTrainedTokenizerBase,
     strings: list[str],
     positions: np.ndarray,
     max_length: int,
-    spec: WindowSpec,
+    windows: WindowSpec | None,
     work: ChunkWork,
-) -> tuple[dict[str, list[list[int]]], Windows]:
-    """The tokenizer's own overflowing windows of each text (each with the model's special tokens), at most
-    `spec.max_windows` per text; a text that fits is one window, exactly its truncate-mode tokens."""
-    encoded = tokenizer(
-        strings,
-        truncation=True,
-        max_length=max_length,
-        stride=spec.overlap,
-        return_overflowing_tokens=True,
-        return_offsets_mapping=spec.spans,
-    )
-    text_of = np.asarray(encoded["overflow_to_sample_mapping"], dtype=np.int64)  # windows come text by text
-    rank = np.arange(len(text_of)) - np.searchsorted(text_of, text_of)  # a window's place in its text
-    kept = np.flatnonzero(rank < spec.max_windows)
-    text_tokens = np.fromiter((e.special_tokens_mask.count(0) for e in encoded.encodings), np.int64, len(text_of))
-    dropped = rank >= spec.max_windows
-    work.truncated_rows = len(np.unique(text_of[dropped]))
-    # Each window after a text's first repeats `overlap` tokens of the one before: the rest is new text.
-    work.truncated_tokens = int((text_tokens[dropped] - spec.overlap).sum())
-    names = [n for n in tokenizer.model_input_names if n in encoded]
-    units = {n: [encoded[n][i] for i in kept] for n in names}
-    spans = None
-    if spec.spans:
-        spans = np.zeros((len(kept), 2), dtype=np.int64)
-        for j, i in enumerate(kept):
-            mask, offsets = encoded.encodings[i].special_tokens_mask, encoded["offset_mapping"][i]
-            text = [span for span, special in zip(offsets, mask) if not special]
-            spans[j] = (text[0][0], text[-1][1]) if text else (0, 0)
-    return units, Windows(positions[text_of[kept]], text_tokens[kept], spans)
+) -> tuple[dict[str, list[list[int]]], int]:
+    """The model inputs of each text (or of each window), and how many very long texts were cut to a prefix;
+    counts what was truncated, and the windows, in `work`."""
+    # A text far longer than the model sees is cut to a prefix first; the tokens cut off count as truncated.
+    reach = windows.reach if windows else max_length - tokenizer.num_special_tokens_to_add()
+    strings, work.truncated_tokens, cut = seen_prefixes(tokenizer, strings, reach)
+    if windows is not None:
+        windowed = cut_windows(tokenizer, strings, max_length, windows)
+        work.windows = Windows(positions[windowed.text], windowed.text_tokens, windowed.spans)
+        work.truncated_rows = windowed.truncated_rows
+        work.truncated_tokens += windowed.truncated_tokens
+        return windowed.units, cut
+    encoded = tokenizer(strings, truncation=True, max_length=max_length)
+    truncated = [e for e in encoded.encodings if e.overflowing]
+    work.truncated_rows = len(truncated)
+    # The tokenizer cuts what does not fit into overflowing pieces (no overlap: stride 0), each with its own
+    # special tokens: their text tokens are what truncation dropped.
+    work.truncated_tokens += sum(piece.special_tokens_mask.count(0) for e in truncated for piece in e.overflowing)
+    return {n: encoded[n] for n in tokenizer.model_input_names if n in encoded}, cut
 
 
 def _flatten(rows: list[list[int]], total: int) -> np.ndarray:

@@ -29,9 +29,10 @@ from .postprocess import result_fields, result_names, score_function, window_fie
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from .batches import ChunkWork, WindowSpec
+    from .batches import ChunkWork
     from .model import LoadedModel
     from .plan import Chunk
+    from .windows import WindowSpec
 
 
 def check_top_k(top_k: int | str) -> str:
@@ -207,7 +208,7 @@ class ChunkScorer:
         )
 
     def _window_spec(self) -> WindowSpec:
-        from .batches import WindowSpec
+        from .windows import WindowSpec
 
         rules, loaded = self.rules, self.loaded
         room = loaded.max_length - loaded.tokenizer.num_special_tokens_to_add()  # a window's text tokens
@@ -216,7 +217,7 @@ class ChunkScorer:
                 f"--window-overlap {rules.window_overlap} leaves no new text in a window: a window holds {room} "
                 f"text tokens (--max-length {loaded.max_length}, less the special tokens); pass a smaller overlap."
             )
-        return WindowSpec(rules.window_overlap, rules.max_windows, rules.window_scores)
+        return WindowSpec(rules.window_overlap, rules.max_windows, room, rules.window_scores)
 
     @classmethod
     def load(

@@ -1,0 +1,98 @@
+"""A text far longer than the model will ever see (a 50 MB log, a whole book) is cut to the prefix it can see.
+
+Tokenizing a 50 MB text whole takes gigabytes: the tokenizer keeps every
+token's offsets and, truncating, every overflowing piece. Such a text is
+counted in small segments instead, so the run can still say how many of its
+tokens were never scored, and only a prefix that reaches past what the model
+sees (its --max-length, or its --max-windows windows) is tokenized for real.
+The prefix is cut at a space, past a margin of tokens, so the tokens the
+model sees are the whole text's tokens: the results are those of the whole text.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterator, NamedTuple
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+# A text longer than `reach` tokens at this many characters per token is cut (English runs about 4-6).
+CHARS_PER_TOKEN = 4
+# A prefix runs this many tokens past the reach, so that where it is cut cannot change the tokens seen.
+MARGIN_TOKENS = 64
+SEGMENT_CHARS = 1 << 14  # a long text is counted this many characters at a time...
+SEGMENTS_PER_CALL = 8  # ...a few segments per tokenizer call (which tokenizes them in parallel)
+SPACE_SEARCH = 4096  # how far back a cut looks for whitespace
+
+
+class Seen(NamedTuple):
+    texts: list[str]  # each very long text cut to a prefix that holds its first `reach` tokens and a margin
+    left_out: int  # text tokens the cuts left out: never scored, they count as truncated
+    cut: int  # how many texts were cut
+
+
+def seen_prefixes(tokenizer: PreTrainedTokenizerBase, texts: list[str], reach: int) -> Seen:
+    longest = (reach + MARGIN_TOKENS) * CHARS_PER_TOKEN
+    long = [i for i, text in enumerate(texts) if len(text) > longest]
+    if not long:
+        return Seen(texts, 0, 0)
+    texts, left_out = list(texts), 0
+    for i in long:
+        end, after = _prefix(tokenizer, texts[i], reach + MARGIN_TOKENS)
+        texts[i] = texts[i][:end]
+        left_out += after
+    return Seen(texts, left_out, len(long))
+
+
+def _prefix(tokenizer: PreTrainedTokenizerBase, text: str, need: int) -> tuple[int, int]:
+    """Where the first segments of `text` hold `need` tokens, and how many tokens come after that."""
+    total, end, before = 0, len(text), None
+    for segment_end, tokens in _segment_tokens(tokenizer, text):
+        total += tokens
+        if before is None and total >= need:
+            end, before = segment_end, total
+    return end, total - before if before is not None else 0
+
+
+def _segment_tokens(tokenizer: PreTrainedTokenizerBase, text: str) -> Iterator[tuple[int, int]]:
+    """(where a segment ends, its text tokens) for segments of `text` cut at spaces, tokenized a few at a time:
+    memory follows the segment size, not the text's."""
+    start = 0
+    while start < len(text):
+        segments: list[tuple[int, int]] = []
+        while start < len(text) and len(segments) < SEGMENTS_PER_CALL:
+            end = _cut_at_space(text, start + SEGMENT_CHARS)
+            end = end if end > start else min(start + SEGMENT_CHARS, len(text))
+            segments.append((start, end))
+            start = end
+        ids = tokenizer(
+            [text[a:b] for a, b in segments],
+            add_special_tokens=False,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+            verbose=False,  # a segment is no model input: no warning that it is longer than the model takes
+        )["input_ids"]
+        yield from zip((b for _, b in segments), (len(row) for row in ids))
+
+
+def _cut_at_space(text: str, end: int) -> int:
+    """Where to cut `text` near `end`: before a whitespace character, so no word is split and the tokens before
+    the cut are the whole text's tokens (a text with no space nearby is cut where it is; the margin covers it)."""
+    if end >= len(text):
+        return len(text)
+    for at in range(end, max(end - SPACE_SEARCH, 0), -1):
+        if text[at].isspace():
+            return at
+    return end
+
+
+def return_freed_memory() -> None:
+    """Hand what tokenizing a huge text freed back to the system: glibc keeps it in per-thread arenas that
+    the Arrow reader and writer cannot use, so a 50 MB text would raise the process's peak when it is written."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0)
+    except (OSError, AttributeError, TypeError):  # not glibc (macOS, musl): nothing to do
+        pass

@@ -7,6 +7,7 @@ maxed here, in the test, by hand.
 """
 
 import random
+import sys
 
 import numpy as np
 import pyarrow as pa
@@ -259,3 +260,70 @@ def test_a_part_with_a_long_text_keeps_the_statistics_of_its_other_columns(tiny_
     assert "text" not in kept
     assert kept == leaves - {"text"}, leaves - kept
     assert {"label", "score", "windows", "window_scores.list.element.start"} <= kept
+
+
+WINDOW_OPTIONS = dict(
+    long_text="window", window_overlap=OVERLAP, aggregate="max", max_windows=3, window_scores=True, top_k="all"
+)
+
+
+def window_corpus(tmp_path):
+    rng = random.Random(9)
+    texts = [words(rng, n) for n in (5, 150, 40, 400, 70)] + [None, " "]
+    src = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"id": list(range(len(texts))), "text": pa.array(texts, pa.string())}), src)
+    return src, texts
+
+
+def test_the_library_takes_the_window_options(tiny_model, tmp_path):
+    """Scorer and batchscore.score() with the long-text options give the CLI's output, column by column."""
+    import batchscore
+
+    src, _ = window_corpus(tmp_path)
+    cli_args = ["--max-length", str(MAX_LENGTH), "--long-text", "window", "--window-overlap", str(OVERLAP)]
+    cli_args += ["--aggregate", "max", "--max-windows", "3", "--window-scores", "--top-k", "all"]
+    result = run_score(src, tiny_model, tmp_path / "cli", *cli_args)
+    assert result.exit_code == 0, result.output
+    cli = pq.read_table(tmp_path / "cli")
+    results = ["label", "score", "scores", "windows", "window_scores"]
+    assert cli.column("windows").to_pylist() == [1, 3, 1, 3, 2, None, None]
+
+    scorer = batchscore.Scorer(model=tiny_model, max_length=MAX_LENGTH, **WINDOW_OPTIONS)
+    got = scorer.score_table(pq.read_table(src))
+    for name in results:
+        assert got[name].to_pylist() == cli.column(name).to_pylist(), name
+    batchscore.score(str(src), str(tmp_path / "lib"), model=tiny_model, max_length=MAX_LENGTH, **WINDOW_OPTIONS)
+    assert pq.read_table(tmp_path / "lib").select(results).equals(cli.select(results))
+
+
+@pytest.mark.slow  # starts a JVM
+def test_spark_takes_the_window_options(tiny_model, tmp_path, monkeypatch):
+    pyspark = pytest.importorskip("pyspark")
+    monkeypatch.setenv("PYSPARK_PYTHON", sys.executable)
+    import batchscore
+    from batchscore.spark import score
+
+    src, _ = window_corpus(tmp_path)
+    expected = batchscore.Scorer(model=tiny_model, max_length=MAX_LENGTH, **WINDOW_OPTIONS).score_table(
+        pq.read_table(src)
+    )
+    spark = (
+        pyspark.sql.SparkSession.builder.master("local[2]")
+        .appName("batchscore-test")
+        .config("spark.ui.enabled", "false")
+        .getOrCreate()
+    )
+    try:
+        df = spark.read.parquet(str(src)).repartition(2)
+        scored = score(df, model=tiny_model, max_length=MAX_LENGTH, **WINDOW_OPTIONS)
+        assert scored.columns == ["id", "text", "label", "score", "scores", "windows", "window_scores"]
+        scored.write.parquet(str(tmp_path / "spark"))
+    finally:
+        spark.stop()
+    table = pq.read_table(tmp_path / "spark").sort_by("id")
+    for name in ("label", "windows"):
+        assert table.column(name).to_pylist() == expected[name].to_pylist(), name
+    for got, want in zip(table.column("score").to_pylist(), expected["score"].to_pylist()):
+        assert (got is None and want is None) or abs(got - want) <= 1e-5
+    spans = [[(w["start"], w["end"]) for w in row or []] for row in table.column("window_scores").to_pylist()]
+    assert spans == [[(w["start"], w["end"]) for w in row or []] for row in expected["window_scores"].to_pylist()]

@@ -142,6 +142,7 @@ def test_every_option_reads_its_env_var():
         "num_shards": "4",
         "shard_index": "3",
         "result_prefix": "pred_",
+        "threshold": "0.25",
         "threads": "3",
         "quiet": "1",
         "verbose": "0",
@@ -161,7 +162,7 @@ def test_every_option_reads_its_env_var():
     assert (cfg.num_workers, cfg.progress, cfg.overwrite) == (0, True, True)
     assert (cfg.encoding, cfg.allow_pickle, cfg.trust_remote_code, cfg.csv_infer_types) == ("latin-1", True, True, True)
     assert (cfg.num_shards, cfg.shard_index) == (4, 3)
-    assert cfg.result_prefix == "pred_"
+    assert (cfg.result_prefix, cfg.threshold) == ("pred_", 0.25)
     assert (cfg.long_text, cfg.window_overlap, cfg.aggregate, cfg.max_windows, cfg.window_scores) == (
         "window",
         32,

@@ -58,6 +58,8 @@ AGGREGATES = ("mean", "max")
 # cap of about 110,000 tokens per text at 512-token windows.
 WINDOW_OVERLAP = 64
 MAX_WINDOWS = 256
+# A multi-label head lists every label scoring at least this (the sigmoid's midpoint: logit 0).
+DEFAULT_THRESHOLD = 0.5
 # Default token budgets, measured by `make bench`: on CPU a batch whose
 # activations stay in cache runs ~10% faster than a 16k-token one (a 25 x 512
 # batch ran at 69% of matmul peak, 2 x 512 batches at 87%); a GPU wants big batches.
@@ -77,7 +79,7 @@ MAX_CONFIG_BYTES = 1 << 20
 @dataclass(frozen=True)
 class Option:
     name: str  # python / YAML name; CLI flag is --name-with-dashes
-    kind: str  # str | int | count | bool | choice | columns | prefix
+    kind: str  # str | int | count | bool | choice | columns | prefix | fraction
     help: str
     choices: tuple[str, ...] = ()
     short: str | None = None
@@ -133,6 +135,13 @@ OPTIONS: tuple[Option, ...] = (
         "Prefix of the output columns: pred_ gives pred_label, pred_score "
         "(and pred_scores), so an input 'label' column can be kept beside them. Default: no prefix.",
         metavar="PREFIX",
+    ),
+    Option(
+        "threshold",
+        "fraction",
+        "Multi-label heads (sigmoid: multi_label_classification, or one label): a 'labels' column lists "
+        "every label scoring at least this, in the model's label order; other heads ignore it.",
+        metavar="X",
     ),
     Option("max_length", "count", "Truncate texts to this many tokens. Default: the model's limit.", metavar="N"),
     Option(
@@ -260,6 +269,7 @@ class JobConfig:
     keep_columns: tuple[str, ...] | None = None  # None = every input column
     top_k: str = "1"
     result_prefix: str | None = None  # None: label, score, scores
+    threshold: float = DEFAULT_THRESHOLD  # multi-label heads: the `labels` column
     max_length: int | None = None
     long_text: str = "truncate"
     window_overlap: int = WINDOW_OVERLAP
@@ -318,6 +328,8 @@ class JobConfig:
 
 
 _WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")  # ASCII digits only: int() would also take '١٢' and '1_0'
+# Decimal notation, ASCII only: float() would also take 'nan', 'inf', '1_0' and '٠.٥'.
+_DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
 
 
 def _shown(value: Any) -> str:
@@ -352,6 +364,11 @@ def _coerce(opt: Option, value: Any, origin: str) -> Any:
         if number > opt.maximum:
             raise ConfigError(f"{where} must be at most {opt.maximum}, got {number}.")
         return number
+    if opt.kind == "fraction":
+        text = str(value).strip()
+        if isinstance(value, bool) or not _DECIMAL.fullmatch(text) or not 0 <= float(text) <= 1:
+            raise ConfigError(f"{where} must be a number from 0 to 1, got {_shown(value)}.")
+        return float(text) + 0.0  # -0 is 0: one threshold, one run identity
     if opt.kind == "bool":
         if isinstance(value, bool):
             return value

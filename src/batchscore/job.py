@@ -114,6 +114,7 @@ class Job:
             cfg.aggregate,
             cfg.max_windows,
             cfg.window_scores,
+            cfg.threshold,
         )
         self.warnings: list[str] = []
 
@@ -211,7 +212,9 @@ class Job:
             max_length=cfg.max_length,
             allow_pickle=cfg.allow_pickle,
             trust_remote_code=cfg.trust_remote_code,
+            check=self._check_head_columns,
         )
+        self.rules = self.scorer.rules
         self.load_seconds = time.time() - load_started
         accelerator = self.scorer.loaded.accelerator
         if (accelerator.process_index, accelerator.num_processes) != self.ranks:
@@ -220,6 +223,14 @@ class Job:
                 f"but RANK/WORLD_SIZE say {self.ranks[0]} of {self.ranks[1]}; launch with torchrun or "
                 "accelerate launch (they set both)."
             )
+
+    def _check_head_columns(self, rules: ScoringRules) -> None:
+        """The columns the model's head adds (a multi-label head's `labels`), checked against the kept input
+        columns once the model's config is read: before its weights load, and before anything is written."""
+        from .scoring import CLI_HINTS
+
+        if rules.result_names != self.rules.result_names:
+            rules.check_columns(self.input.schema.names, self.cfg.keep_columns, self.cfg.id_column, CLI_HINTS)
 
     # --- 4. write: take the output, resume, score every chunk still to do ---------------------------------------
 

@@ -6,7 +6,7 @@ import contextlib
 import functools
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -79,8 +79,12 @@ def load_model(
     max_length: int | None = None,
     allow_pickle: bool = False,
     trust_remote_code: bool = False,
+    on_config: Callable[[PreTrainedConfig], None] | None = None,
 ) -> LoadedModel:
-    """Load once; safetensors only and no repo code unless the caller says it trusts the model."""
+    """Load once; safetensors only and no repo code unless the caller says it trusts the model.
+
+    `on_config` sees the model's config once it is read and checked, before the tokenizer and weights load.
+    """
     import torch
     from huggingface_hub.utils import logging as hub_logging
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
@@ -102,6 +106,8 @@ def load_model(
             f"Model '{model_id}' is not a sequence classifier (architectures: "
             f"{', '.join(map(str, architectures or ['none']))}); pass a model fine-tuned for text classification."
         )
+    if on_config is not None:
+        on_config(config)
     weights = _weight_files(model_id) if local else []
     if local and not weights:
         raise ModelError(
@@ -172,6 +178,20 @@ def load_model(
         max_length=min(max_length, limit) if max_length else limit,
         precision=precision,
     )
+
+
+def model_head(model: str | None, revision: str | None = None, trust_remote_code: bool = False) -> str:
+    """The score function of a model's head (postprocess.score_function), from its config.json alone: for a
+    caller that names the result columns before any process loads the weights (Spark's driver)."""
+    from transformers import AutoConfig
+
+    from .config import model_and_revision
+    from .postprocess import score_function
+
+    model_id, revision = model_and_revision(model, revision)
+    with _reading(model_id, os.path.isdir(model_id), "config.json"):
+        config = AutoConfig.from_pretrained(model_id, revision=revision, trust_remote_code=trust_remote_code)
+    return score_function(config)
 
 
 @contextlib.contextmanager

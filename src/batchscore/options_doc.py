@@ -51,6 +51,7 @@ KINDS = {
     "bool": "flag",
     "columns": "column names, comma-separated (a list in YAML), or `all` / `none`",
     "prefix": "text without commas, spaces or control characters",
+    "fraction": "number from 0 to 1 (decimal, e.g. `0.3` or `3e-1`)",
 }
 
 

@@ -39,17 +39,26 @@ def apply(function: str, logits: np.ndarray) -> np.ndarray:
 
 
 RESULT_NAMES = ("label", "score", "scores")
+LABELS = "labels"  # a multi-label (sigmoid) head's column: every label scoring at least the threshold
 
 
-def result_names(top_k: str, prefix: str | None = None) -> list[str]:
-    """The output's result columns, in order: `prefix` + label, score (and scores for top_k=all)."""
-    return [(prefix or "") + name for name in RESULT_NAMES[: 3 if top_k == "all" else 2]]
+def result_names(top_k: str, prefix: str | None = None, multi_label: bool = False) -> list[str]:
+    """The output's result columns, in order: `prefix` + label, score, labels (a multi-label head), scores
+    (top_k=all)."""
+    names = ["label", "score", *([LABELS] if multi_label else []), *(["scores"] if top_k == "all" else [])]
+    return [(prefix or "") + name for name in names]
 
 
 def result_columns(
-    scores: np.ndarray, valid: np.ndarray, labels: list[str], top_k: str, prefix: str | None = None
+    scores: np.ndarray,
+    valid: np.ndarray,
+    labels: list[str],
+    top_k: str,
+    prefix: str | None = None,
+    threshold: float | None = None,
 ) -> dict:
-    """Arrow columns for one chunk, keyed by `result_names`: label, score and, for top_k=all, scores.
+    """Arrow columns for one chunk, keyed by `result_names`: label, score, for top_k=all scores, and given a
+    `threshold` (a multi-label head) labels.
 
     `scores` has a row for every row of the chunk; rows where `valid` is False
     (no text) get nulls. `scores` lists every label, best first, like
@@ -81,14 +90,33 @@ def result_columns(
         )
         offsets = pa.array(np.arange(rows + 1, dtype=np.int32) * width)
         columns[listing] = pa.ListArray.from_arrays(offsets, entries, mask=pa.array(invalid))
+    if threshold is not None:
+        columns[(prefix or "") + LABELS] = labels_at_least(scores, valid, names, threshold)
     return columns
 
 
-def result_fields(top_k: str, prefix: str | None = None) -> list:
+def labels_at_least(scores: np.ndarray, valid: np.ndarray, names: np.ndarray, threshold: float) -> pa.Array:
+    """list<string>: each row's labels scoring at least `threshold`, in label order; null for rows without text.
+
+    Compared in float64, where every float32 score is exact: a reader comparing the written score with the
+    threshold (a Python float) finds the same labels.
+    """
+    import pyarrow as pa
+
+    over = (scores.astype(np.float64) >= threshold).reshape(len(valid), len(names)) & valid[:, None]
+    offsets = np.zeros(len(valid) + 1, dtype=np.int32)
+    np.cumsum(over.sum(axis=1), out=offsets[1:])
+    values = pa.array(np.broadcast_to(names, over.shape)[over], pa.string())  # row by row, label order within
+    return pa.ListArray.from_arrays(pa.array(offsets), values, mask=pa.array(~valid))
+
+
+def result_fields(top_k: str, prefix: str | None = None, multi_label: bool = False) -> list:
     import pyarrow as pa
 
     label, score, listing = result_names("all", prefix)
     fields = [pa.field(label, pa.string()), pa.field(score, pa.float32())]
+    if multi_label:
+        fields.append(pa.field((prefix or "") + LABELS, pa.list_(pa.string())))
     if top_k == "all":
         entry = pa.struct([pa.field("label", pa.string()), pa.field("score", pa.float32())])
         fields.append(pa.field(listing, pa.list_(entry)))

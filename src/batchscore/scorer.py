@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING, Any, Iterator, TypeAlias
 
-from .config import MAX_WINDOWS, WINDOW_OVERLAP
+from .config import DEFAULT_THRESHOLD, MAX_WINDOWS, WINDOW_OVERLAP
 from .errors import InputError
 from .scoring import ChunkScorer, ScoringRules, not_text
 
@@ -48,6 +48,8 @@ class Scorer:
     `precision` is "auto" (fp32 on CPU, bf16 on GPU), "fp32", "bf16", "fp16" or "int8";
     `long_text="window"` scores every window of a long text (`window_overlap`,
     `aggregate` "mean" or "max", `max_windows`, `window_scores`) and adds `windows`.
+    A multi-label head (sigmoid: multi_label_classification, or one label) also
+    gets `labels`: every label scoring at least `threshold`, in label order.
 
     Text values as in the CLI: numbers (and other scalars) are scored as their
     string form; bytes, lists, structs, invalid UTF-8 or a column of mixed
@@ -71,8 +73,9 @@ class Scorer:
         aggregate: str = "mean",
         max_windows: int = MAX_WINDOWS,
         window_scores: bool = False,
+        threshold: float = DEFAULT_THRESHOLD,
     ):
-        self.rules = ScoringRules(  # checked before the load
+        rules = ScoringRules(  # checked before the load
             text_column,
             str(top_k),
             result_prefix,
@@ -82,9 +85,10 @@ class Scorer:
             aggregate,
             max_windows,
             window_scores,
+            threshold,
         )
         self.core = ChunkScorer.load(
-            self.rules,
+            rules,
             model,
             revision,
             precision=precision,
@@ -92,7 +96,9 @@ class Scorer:
             allow_pickle=allow_pickle,
             trust_remote_code=trust_remote_code,
         )
-        self.text_column, self.fields = text_column, self.rules.fields
+        # The loaded head completes the rules: a multi-label head adds `labels`, checked against every batch.
+        self.rules, self.fields = self.core.rules, self.core.fields
+        self.text_column = text_column
 
     @property
     def labels(self) -> list[str]:

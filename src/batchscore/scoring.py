@@ -10,12 +10,14 @@ counts a part's footer carries.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from .config import (
     AGGREGATES,
     CPU_BATCH_TOKENS,
+    DEFAULT_THRESHOLD,
     GPU_BATCH_TOKENS,
     LONG_TEXT,
     MAX_WINDOWS,
@@ -24,7 +26,7 @@ from .config import (
     model_and_revision,
 )
 from .errors import ConfigError, InputError
-from .postprocess import result_fields, result_names, score_function, window_fields
+from .postprocess import LABELS, NONE, SIGMOID, result_fields, result_names, score_function, window_fields
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -88,7 +90,8 @@ LIBRARY_HINTS = ColumnHints(text_column="Pass text_column=...", cli=False)
 
 @dataclass(frozen=True)
 class ScoringRules:
-    """What is scored and how the results are named: known before the model loads, so columns are checked first."""
+    """What is scored and how the results are named: known before the model loads, so columns are checked first;
+    all but what the model's head adds (a multi-label head's `labels`), known once its config is read."""
 
     text_column: str = "text"
     top_k: str = "1"
@@ -99,6 +102,8 @@ class ScoringRules:
     aggregate: str = "mean"
     max_windows: int = MAX_WINDOWS
     window_scores: bool = False
+    threshold: float = DEFAULT_THRESHOLD  # a multi-label head's `labels`: every label scoring at least this
+    head: str | None = None  # the head's score function (postprocess.score_function); None: not known yet
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "top_k", check_top_k(self.top_k))
@@ -107,14 +112,25 @@ class ScoringRules:
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}.")
         if self.window_overlap < 0 or self.max_windows < 1:
             raise ConfigError("window_overlap must be at least 0 and max_windows at least 1.")
+        if not 0 <= self.threshold <= 1:  # NaN too
+            raise ConfigError(f"threshold must be a number from 0 to 1, not {self.threshold!r}.")
 
     @property
     def windowed(self) -> bool:
         return self.long_text == "window"
 
     @property
+    def multi_label(self) -> bool:
+        """A sigmoid head (multi_label_classification, or one label): each label is a yes/no of its own."""
+        return self.head == SIGMOID
+
+    def for_head(self, head: str) -> ScoringRules:
+        """These rules for a model whose head applies `head` (postprocess.score_function of its config)."""
+        return dataclasses.replace(self, head=head)
+
+    @property
     def fields(self) -> list[pa.Field]:
-        fields = result_fields(self.top_k, self.result_prefix)
+        fields = result_fields(self.top_k, self.result_prefix, self.multi_label)
         return fields + window_fields(self.result_prefix, self.window_scores) if self.windowed else fields
 
     @property
@@ -167,7 +183,7 @@ class ScoringRules:
 
         prefix = self.result_prefix or ""
         candidates = itertools.chain(("pred_", "batchscore_"), (f"pred{i}_" for i in itertools.count(2)))
-        names = result_names("all")
+        names = result_names("all", multi_label=True)
         free = next(p for p in candidates if not any(p + name in out for name in names))
         fix = f"pass another --result-prefix, e.g. {free}" if prefix else f"pass --result-prefix {free}"
         if column != id_column:  # the id column is always kept
@@ -193,10 +209,10 @@ class ChunkScorer:
 
     def __init__(self, loaded: LoadedModel, rules: ScoringRules):
         self.loaded = loaded
-        self.rules = rules
+        self.function = score_function(loaded.model.config)
+        self.rules = rules = rules.for_head(self.function)
         self.on_gpu = loaded.device.type == "cuda"
         self.batch_tokens = rules.batch_tokens or (GPU_BATCH_TOKENS if self.on_gpu else CPU_BATCH_TOKENS)
-        self.function = score_function(loaded.model.config)
         self.fields = rules.fields
         self.encoder = Encoder(
             loaded.tokenizer,
@@ -230,13 +246,24 @@ class ChunkScorer:
         max_length: int | None = None,
         allow_pickle: bool = False,
         trust_remote_code: bool = False,
+        check: Callable[[ScoringRules], None] | None = None,
     ) -> ChunkScorer:
-        """Load `model` (the pinned reference model by default) to score by `rules`."""
+        """Load `model` (the pinned reference model by default) to score by `rules`.
+
+        `check` gets the rules completed by the model's head as soon as its config is read, before the weights
+        load: the columns a head adds are refused in seconds, not after minutes of loading.
+        """
         from .model import load_model
 
         model_id, revision = model_and_revision(model, revision)
         loaded = load_model(
-            model_id, revision, precision, max_length, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code
+            model_id,
+            revision,
+            precision,
+            max_length,
+            allow_pickle=allow_pickle,
+            trust_remote_code=trust_remote_code,
+            on_config=None if check is None else lambda config: check(rules.for_head(score_function(config))),
         )
         return cls(loaded, rules)
 
@@ -252,16 +279,18 @@ class ChunkScorer:
         from .postprocess import apply, result_columns
 
         rules, windows = self.rules, work.windows
+        threshold = rules.threshold if rules.multi_label else None  # `labels`: multi-label heads only
         if windows is None:
             logits = chunk_logits(self.loaded, work.batches, len(work.valid))
             return result_columns(
-                apply(self.function, logits), work.valid, self.labels, rules.top_k, rules.result_prefix
+                apply(self.function, logits), work.valid, self.labels, rules.top_k, rules.result_prefix, threshold
             )
         from .postprocess import aggregate, window_columns
 
         scores = apply(self.function, chunk_logits(self.loaded, work.batches, len(windows.row)))
         rows = aggregate(scores, windows.row, windows.text_tokens, len(work.valid), rules.aggregate)
-        columns = result_columns(rows, work.valid, self.labels, rules.top_k, rules.result_prefix)
+        # The aggregated scores decide `labels`, as they decide label and score.
+        columns = result_columns(rows, work.valid, self.labels, rules.top_k, rules.result_prefix, threshold)
         return columns | window_columns(
             scores, windows.row, windows.spans, work.valid, self.labels, rules.result_prefix
         )
@@ -275,7 +304,6 @@ class ChunkScorer:
     def chunk_stats(self, work: ChunkWork | None = None, results: dict | None = None) -> dict:
         """Counts stored in each part's footer (the manifest sums them over parts); no work: an empty chunk's."""
         import numpy as np
-        import pyarrow.compute as pc
 
         if work is None or results is None:
             return {
@@ -288,6 +316,7 @@ class ChunkScorer:
                 "real_tokens": 0,
                 "padded_tokens": 0,
                 "label_counts": {},
+                **self._head_stats(None),
             }
         labels = results[self.fields[0].name]
         return {
@@ -300,6 +329,39 @@ class ChunkScorer:
             "windowed_rows": 0 if work.windows is None else int((np.bincount(work.windows.row) > 1).sum()),
             "real_tokens": work.real_tokens,
             "padded_tokens": work.padded_tokens,
-            # Counted in Arrow, not row by row in Python.
-            "label_counts": {str(v["values"]): v["counts"] for v in pc.value_counts(labels.drop_null()).to_pylist()},
+            "label_counts": _value_counts(labels.drop_null()),
+            **self._head_stats(results),
         }
+
+    def _head_stats(self, results: dict | None) -> dict:
+        """What a head's results add to a part's counts: a multi-label head counts every label over the threshold
+        (`labels_counts`); a regression head's scores are values, summarized by count, min, max and sum (their
+        quantiles cannot be summed over parts: the manifest computes them from the parts' score column)."""
+        import numpy as np
+        import pyarrow.compute as pc
+
+        prefix = self.rules.result_prefix or ""
+        if self.rules.multi_label:
+            listed = {} if results is None else _value_counts(pc.list_flatten(results[prefix + LABELS]))
+            return {"labels_counts": listed}
+        if self.function != NONE:
+            return {}
+        score = prefix + "score"
+        values = np.zeros(0, np.float32) if results is None else results[score].drop_null().to_numpy()
+        found = len(values) > 0
+        return {
+            "values": {
+                "column": score,
+                "count": len(values),
+                "min": float(values.min()) if found else None,
+                "max": float(values.max()) if found else None,
+                "sum": float(values.sum(dtype=np.float64)),
+            }
+        }
+
+
+def _value_counts(values: pa.Array) -> dict[str, int]:
+    """How often each string occurs, counted in Arrow, not row by row in Python."""
+    import pyarrow.compute as pc
+
+    return {str(v["values"]): v["counts"] for v in pc.value_counts(values).to_pylist()}

@@ -6,9 +6,11 @@
     scored.write.parquet("s3://bucket/scored/")
 
 Every row comes back once, with the input's columns unchanged and the result
-columns appended (`label`, `score`, and `scores` for top_k="all"); the labels
-and scores are those `batchscore score` writes. The model directory must be
-readable on every executor (a shared path, or the same path on each node).
+columns appended (`label`, `score`, `labels` for a multi-label head, and
+`scores` for top_k="all"); the labels and scores are those `batchscore score`
+writes. The model directory must be readable on every executor (a shared path,
+or the same path on each node), and its config.json on the driver, which names
+the result columns.
 """
 
 from __future__ import annotations
@@ -37,7 +39,16 @@ def _scorer(settings: tuple[tuple[str, Any], ...]) -> Scorer:
 
 
 # The Scorer arguments that decide the result columns (and their names).
-RESULT_OPTIONS = ("result_prefix", "long_text", "window_overlap", "aggregate", "max_windows", "window_scores")
+RESULT_OPTIONS = (
+    "result_prefix",
+    "long_text",
+    "window_overlap",
+    "aggregate",
+    "max_windows",
+    "window_scores",
+    "threshold",
+    "head",
+)
 
 
 def _rules(text_column: str, top_k: int | str, options: dict[str, Any]) -> ScoringRules:
@@ -50,7 +61,8 @@ def result_schema(
     input_schema: StructType, top_k: int | str = 1, result_prefix: str | None = None, **options: Any
 ) -> StructType:
     """The output's Spark schema: the input's fields, then the result columns (`options`: the Scorer's
-    long-text arguments, which add `windows` and `window_scores`)."""
+    long-text arguments, which add `windows` and `window_scores`; `head`, the model's score function
+    (model.model_head), "sigmoid" adding a multi-label head's `labels`)."""
     from pyspark.sql.pandas.types import from_arrow_type
     from pyspark.sql.types import StructField, StructType
 
@@ -67,12 +79,16 @@ def score(
 
     `options` are the other `Scorer` arguments (revision, max_length,
     batch_tokens, precision, result_prefix, allow_pickle, trust_remote_code,
-    and long_text="window" with its window_overlap, aggregate, max_windows, window_scores).
+    threshold, and long_text="window" with its window_overlap, aggregate, max_windows, window_scores).
     """
-    # On the driver, before any executor loads a model: the same checks the Scorer makes.
-    _rules(text_column, top_k, options).check_columns(df.columns)
+    from .model import model_head
+
+    # On the driver, before any executor loads a model: the same checks the Scorer makes. The head's columns
+    # (a multi-label head's `labels`) come from the model's config.json, read here: the schema must name them.
+    head = model_head(model, options.get("revision"), options.get("trust_remote_code", False))
+    _rules(text_column, top_k, {**options, "head": head}).check_columns(df.columns)
     settings = tuple(sorted({"model": model, "text_column": text_column, "top_k": top_k, **options}.items()))
-    schema = result_schema(df.schema, top_k, **options)
+    schema = result_schema(df.schema, top_k, **options, head=head)
 
     def score_partition(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         scorer = _scorer(settings)  # loaded once per worker process, reused by every partition it runs

@@ -30,6 +30,7 @@ from .manifest import (
     read_complete,
     sum_stats,
     tidy_complete,
+    with_quantiles,
 )
 from .store import Output, Store
 
@@ -157,10 +158,11 @@ def _finalize_held(layout: Layout, store: Store, lease: Lease) -> Finalized:
     committed = sorted(footers)
     first = layout.path(part_name(committed[0]))
     schema = output_schema(store, first)
+    paths = [layout.path(part_name(i)) for i in committed]
     manifest = {
         **json.loads(schema.metadata[b"batchscore"]),
         **_combine(markers),
-        **sum_stats([stats[i] for i in committed]),
+        **with_quantiles(sum_stats([stats[i] for i in committed]), store, paths),
         "run": part_identity(footers[committed[0]]),
     }
     # Each commit asks the store whether the output is still ours: a finalize that stalled past its lease

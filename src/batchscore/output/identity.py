@@ -90,7 +90,9 @@ def run_identity(cfg: JobConfig, source: InputIdentity, loaded: LoadedModel, out
     An output can be resumed only by a run with the same identity. Batch size,
     workers and progress are left out: they change speed, not results.
     """
-    identity = {
+    from ..postprocess import SIGMOID, score_function
+
+    identity: dict[str, Any] = {
         "input": source.fingerprint or source.description,
         "limit": cfg.limit,
         "chunk_rows": cfg.chunk_rows,
@@ -110,4 +112,6 @@ def run_identity(cfg: JobConfig, source: InputIdentity, loaded: LoadedModel, out
             "max_windows": cfg.max_windows,
             "window_scores": cfg.window_scores,
         }
+    if score_function(loaded.model.config) == SIGMOID:  # only its `labels` column depends on the threshold
+        identity["threshold"] = cfg.threshold
     return identity

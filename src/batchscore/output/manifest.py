@@ -39,11 +39,20 @@ log = logging.getLogger(__name__)
 
 
 def sum_stats(stats: list[dict[str, Any]]) -> dict[str, Any]:
+    """The parts' counts added up; a regression head's `value_summary` gets its quantiles from `with_quantiles`."""
     totals: Counter[str] = Counter()
     labels: Counter[str] = Counter()
+    listed: Counter[str] = Counter()
     for s in stats:
         labels.update(s.get("label_counts", {}))
+        listed.update(s.get("labels_counts", {}))
         totals.update({k: v for k, v in s.items() if isinstance(v, int)})
+    head: dict[str, Any] = {}
+    if any("labels_counts" in s for s in stats):  # a multi-label head: every label over the threshold
+        head["labels_counts"] = dict(sorted(listed.items()))
+    values = [s["values"] for s in stats if isinstance(s.get("values"), dict)]
+    if values:  # a regression head
+        head["value_summary"] = _value_summary(values)
     return {
         "rows": totals["rows"],
         "scored_rows": totals["rows"] - totals["empty_text_rows"],
@@ -56,7 +65,52 @@ def sum_stats(stats: list[dict[str, Any]]) -> dict[str, Any]:
         "label_counts": dict(sorted(labels.items())),
         "real_tokens": totals["real_tokens"],
         "padded_tokens": totals["padded_tokens"],
+        **head,
     }
+
+
+def _value_summary(values: list[dict[str, Any]]) -> dict[str, Any]:
+    """Count, min, max and mean of a regression head's values over parts, from each part's exact count, min, max
+    and sum (added with math.fsum: one rounding, whatever the number of parts)."""
+    import math
+
+    count = sum(v["count"] for v in values)
+    found = [v for v in values if v["count"]]
+    return {
+        "column": values[0]["column"],
+        "count": count,
+        "min": min(v["min"] for v in found) if found else None,
+        "max": max(v["max"] for v in found) if found else None,
+        "mean": math.fsum(v["sum"] for v in found) / count if count else None,
+    }
+
+
+# The quantiles a regression head's value_summary holds, by name.
+QUANTILES = {"p01": 0.01, "p05": 0.05, "p25": 0.25, "p50": 0.5, "p75": 0.75, "p95": 0.95, "p99": 0.99}
+
+
+def with_quantiles(summed: dict[str, Any], store: Store, paths: list[str]) -> dict[str, Any]:
+    """`summed` (sum_stats of the parts at `paths`) with a regression head's quantiles, which no sum of per-part
+    numbers gives: exact, numpy's (linear interpolation) over the parts' score column, read alone, every value
+    in memory at once as float32 (4 bytes a row)."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    summary = summed.get("value_summary")
+    if summary is None:
+        return summed
+    values = np.empty(summary["count"], dtype=np.float32)
+    filled = 0
+    for path in paths:
+        with store.fs.open(path, "rb") as fh:
+            column = pq.read_table(fh, columns=[summary["column"]]).column(0).drop_null().to_numpy()
+        assert filled + len(column) <= len(values), "each part's footer counts the values its score column holds"
+        values[filled : filled + len(column)] = column
+        filled += len(column)
+    values = values[:filled]
+    found = np.quantile(values, list(QUANTILES.values()), overwrite_input=True) if filled else [None] * len(QUANTILES)
+    quantiles = {name: None if q is None else float(q) for name, q in zip(QUANTILES, found)}
+    return {**summed, "value_summary": {**summary, "quantiles": quantiles}}
 
 
 def _load(footer: Mapping[bytes, bytes] | None, key: bytes) -> Any:
@@ -205,7 +259,7 @@ def rebuild(layout: Layout, store: Store) -> dict[str, Any] | None:
         return None
     manifest = {
         **(_load(first, METADATA_KEY) or {}),
-        **sum_stats(stats),
+        **with_quantiles(sum_stats(stats), store, [layout.path(part_name(i)) for i in indices]),
         "run": part_identity(first),
         "rebuilt_from_parts": True,
     }

@@ -205,11 +205,14 @@ def _click_option(opt: Option) -> Callable[[_F], _F]:
         "int": click.IntRange(min=0, max=opt.maximum),
         "count": click.IntRange(min=1, max=opt.maximum),
     }.get(opt.kind, click.STRING)
-    return click.option(*decls, opt.name, type=kind, default=None, metavar=opt.metavar, help=help_text)
+    return click.option(
+        *decls, opt.name, type=kind, default=None, metavar=opt.metavar, help=help_text, multiple=opt.repeatable
+    )
 
 
 def job_options(func: _F) -> _F:
-    for opt in reversed([o for o in OPTIONS if o.name != "input"]):
+    # INPUT is an argument; a models list lives in a config file (or --model given several times).
+    for opt in reversed([o for o in OPTIONS if o.name != "input" and o.kind != "models"]):
         func = _click_option(opt)(func)
     return func
 

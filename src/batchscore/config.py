@@ -85,6 +85,7 @@ class Option:
     short: str | None = None
     metavar: str | None = None
     maximum: int = INT64_MAX  # int and count kinds
+    repeatable: bool = False  # the CLI takes it several times: --model A --model B (one model each)
 
     @property
     def flag(self) -> str:
@@ -108,8 +109,10 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "model",
         "str",
-        f"Model id on the Hub or local model directory. Default: {REFERENCE_MODEL}.",
+        f"Model id on the Hub or local model directory. Default: {REFERENCE_MODEL}. Give it several times to "
+        "score with several models in one pass, each paired in order with its own --result-prefix.",
         metavar="ID_OR_PATH",
+        repeatable=True,
     ),
     Option(
         "revision",
@@ -135,6 +138,7 @@ OPTIONS: tuple[Option, ...] = (
         "Prefix of the output columns: pred_ gives pred_label, pred_score "
         "(and pred_scores), so an input 'label' column can be kept beside them. Default: no prefix.",
         metavar="PREFIX",
+        repeatable=True,
     ),
     Option(
         "threshold",
@@ -253,9 +257,54 @@ OPTIONS: tuple[Option, ...] = (
         "level, message, fields such as rows and seconds), for a scheduler's log store.",
         choices=LOG_FORMATS,
     ),
+    Option(
+        "models",
+        "models",
+        "Config file (or YAML in the env var) only: several models in one pass, a list of mappings with model, "
+        "prefix (each its own), and any of revision, top_k, max_length, precision, long_text, window_overlap, "
+        "aggregate, max_windows, window_scores, threshold (default: the option of that name).",
+        metavar="LIST",
+    ),
 )
 LOG_OPTIONS = ("quiet", "verbose", "log_format")  # every command takes these
 OPTION_NAMES = tuple(o.name for o in OPTIONS)
+# What each model of a run may set for itself (`models:`); "prefix" is its --result-prefix.
+MODEL_KEYS = (
+    "model",
+    "revision",
+    "prefix",
+    "top_k",
+    "max_length",
+    "precision",
+    "long_text",
+    "window_overlap",
+    "aggregate",
+    "max_windows",
+    "window_scores",
+    "threshold",
+)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model of a run and the options that are its own; None: the run's option of that name."""
+
+    model: str | None = None
+    revision: str | None = None
+    prefix: str | None = None
+    top_k: str | None = None
+    max_length: int | None = None
+    precision: str | None = None
+    long_text: str | None = None
+    window_overlap: int | None = None
+    aggregate: str | None = None
+    max_windows: int | None = None
+    window_scores: bool | None = None
+    threshold: float | None = None
+
+    def with_defaults(self, own: ModelSpec) -> ModelSpec:
+        """`own`'s settings, the rest from this one."""
+        return dataclasses.replace(self, **{k: getattr(own, k) for k in MODEL_KEYS if getattr(own, k) is not None})
 
 
 @dataclass(frozen=True)
@@ -295,8 +344,15 @@ class JobConfig:
     verbose: bool = False
     log_format: str = "text"
     overwrite: bool = False
+    models: tuple[ModelSpec, ...] = ()  # several models in one pass; () = the one model of the options above
     # Not an option: where the config file came from, for the manifest.
     config_file: str | None = field(default=None, compare=False)
+
+    @property
+    def model_specs(self) -> list[ModelSpec]:
+        """Every model of the run, each with all its options filled in (its own, else the run's)."""
+        run = ModelSpec(**{k: getattr(self, "result_prefix" if k == "prefix" else k) for k in MODEL_KEYS})
+        return [run.with_defaults(own) for own in self.models or (ModelSpec(),)]
 
     @property
     def model_id(self) -> str:
@@ -408,7 +464,63 @@ def _coerce(opt: Option, value: Any, origin: str) -> Any:
                 f"(pred_ gives pred_label, pred_score); got {_shown(value)}."
             )
         return text or None
+    if opt.kind == "models":
+        return models_from(value, origin)
     raise AssertionError(opt.kind)
+
+
+def models_from(value: Any, origin: str) -> tuple[ModelSpec, ...]:
+    """`models:` of a config file: a list of mappings, each a model and its own options, checked as options."""
+    import yaml
+
+    if isinstance(value, str):  # from the env var: YAML text
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"models (from {origin}) is not YAML: a list like [{{model: m, prefix: a_}}].") from None
+    if not isinstance(value, (list, tuple)) or not value or not all(isinstance(m, dict) for m in value):
+        raise ConfigError(
+            f"models (from {origin}) must be a list of mappings, each with model and prefix; got {_shown(value)}."
+        )
+    by_name = {o.name: o for o in OPTIONS}
+    specs = []
+    for number, entry in enumerate(value, 1):
+        unknown = [str(k) for k in entry if k not in MODEL_KEYS]
+        if unknown:
+            raise ConfigError(
+                f"models entry {number} (from {origin}) has unknown key '{unknown[0]}'; "
+                f"a model's keys are: {', '.join(MODEL_KEYS)}."
+            )
+        if not entry.get("model"):
+            raise ConfigError(f"models entry {number} (from {origin}) names no model; add model: <id or path>.")
+        where = f"models entry {number}, from {origin}"
+        typed = {
+            k: _coerce(by_name["result_prefix" if k == "prefix" else k], v, where)
+            for k, v in entry.items()
+            if v is not None
+        }
+        specs.append(ModelSpec(**typed))
+    return tuple(specs)
+
+
+def _given(value: Any) -> tuple[Any, ...]:
+    return () if value is None or value == () else tuple(value) if isinstance(value, (list, tuple)) else (value,)
+
+
+def _repeated(cli: dict[str, Any]) -> dict[str, Any]:
+    """--model and --result-prefix given several times: one model each, paired in order, as `models`."""
+    models, prefixes = (_given(cli.get(k)) for k in ("model", "result_prefix"))
+    cli = {k: v for k, v in cli.items() if k not in ("model", "result_prefix")}
+    if len(models) <= 1 and len(prefixes) <= 1:
+        return cli | {k: v[0] for k, v in (("model", models), ("result_prefix", prefixes)) if v}
+    if not prefixes:  # several models, no prefix: their columns clash (refused, naming the clash, in scoring)
+        return cli | {"models": [{"model": m} for m in models]}
+    if len(models) != len(prefixes):
+        raise ConfigError(
+            f"{len(models)} --model but {len(prefixes)} --result-prefix: give one --result-prefix per --model, "
+            "in the same order (--model A --result-prefix a_ --model B --result-prefix b_)."
+        )
+    return cli | {"models": [{"model": m, "prefix": p} for m, p in zip(models, prefixes)]}
 
 
 def load_config_file(path: str) -> dict[str, Any]:
@@ -517,6 +629,13 @@ def _resolve_paths(values: dict[str, Any], config_file: str) -> dict[str, Any]:
         explicit = value in (".", "..") or value.startswith(("./", "../"))
         if key == "output" or explicit or _exists(there):
             resolved[key] = there
+    if isinstance(values.get("models"), list):  # each model's path, like `model`
+        resolved["models"] = [
+            {**m, **_resolve_paths({"model": m["model"]}, config_file)}
+            if isinstance(m, dict) and isinstance(m.get("model"), str)
+            else m
+            for m in values["models"]
+        ]
     return resolved
 
 
@@ -542,7 +661,7 @@ def build_config(
     `cli` holds only values the user typed (None = not given). `env` defaults to
     os.environ; the config file path may itself come from BATCHSCORE_CONFIG.
     """
-    cli = {k: v for k, v in (cli or {}).items() if v is not None}
+    cli = _repeated({k: v for k, v in (cli or {}).items() if v is not None})
     environ = os.environ if env is None else env
     config_file = config_file or environ.get(ENV_PREFIX + "CONFIG") or None
     layers = [
@@ -560,6 +679,17 @@ def build_config(
                 values[opt.name] = _coerce(opt, layer[opt.name], origin)
                 break
     _check_shards(values.get("num_shards"), values.get("shard_index"))
+    # model and models are one setting: the first layer that sets either decides (a --model on the command
+    # line replaces a config file's models list, and --model given twice replaces its model).
+    for origin, layer in layers:
+        given = [k for k in ("model", "models") if layer.get(k) is not None]
+        if len(given) == 2:
+            raise ConfigError(
+                f"Both model and models are set (from {origin}); list every model under models, or give one."
+            )
+        if given:
+            values.pop("models" if given == ["model"] else "model", None)
+            break
     return JobConfig(**values, config_file=config_file)
 
 

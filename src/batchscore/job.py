@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from .input.base import Reader as Source
     from .output import Existing, Output, OutputWriter
     from .plan import Plan
-    from .scoring import ChunkScorer, ScoringRules
+    from .scoring import ScoringRules
 
 
 @dataclass
@@ -99,23 +99,15 @@ class Job:
     model loads (open, check); nothing is written before the writer holds the output (write)."""
 
     def __init__(self, cfg: JobConfig, process_started: float | None = None):
-        from .scoring import ScoringRules
+        from .scoring import model_rules
 
         self.cfg = cfg
         self.started = time.time()
         self.process_started = process_started or self.started
-        self.rules: ScoringRules = ScoringRules(
-            cfg.text_column,
-            cfg.top_k,
-            cfg.result_prefix,
-            cfg.batch_tokens,
-            cfg.long_text,
-            cfg.window_overlap,
-            cfg.aggregate,
-            cfg.max_windows,
-            cfg.window_scores,
-            cfg.threshold,
-        )
+        self.specs = cfg.model_specs
+        # Each model's rules (one for a run of one model); known before any loads, so columns are checked first.
+        self.all_rules: list[ScoringRules] = model_rules(cfg)
+        self.rules = self.all_rules[0]
         self.warnings: list[str] = []
 
     def run(self) -> JobResult:
@@ -162,6 +154,8 @@ class Job:
         schema = source.schema
         assert schema is not None  # every reader knows its schema once open
         text_type = schema.field(cfg.text_column).type if cfg.text_column in schema.names else None
+        for rules in self.all_rules[1:]:
+            rules.check_columns(schema.names, cfg.keep_columns, cfg.id_column, CLI_HINTS, text_type)
         out_columns = self.rules.check_columns(schema.names, cfg.keep_columns, cfg.id_column, CLI_HINTS, text_type)
         read_columns = list(dict.fromkeys([*out_columns, cfg.text_column]))
         source.require(read_columns, cfg.text_column)  # in every file of a folder, not just the first
@@ -197,26 +191,34 @@ class Job:
     def load(self) -> None:
         import torch
 
-        from .scoring import ChunkScorer
+        from .model import check_free_memory
+        from .scoring import ChunkScorer, ChunkScorers
         from .threads import model_threads
 
         cfg = self.cfg
         self.threads = model_threads(cfg.threads)
         torch.set_num_threads(self.threads)
         load_started = time.time()
-        self.scorer: ChunkScorer = ChunkScorer.load(
-            self.rules,
-            cfg.model,
-            cfg.revision,
-            precision=cfg.precision,
-            max_length=cfg.max_length,
-            allow_pickle=cfg.allow_pickle,
-            trust_remote_code=cfg.trust_remote_code,
-            check=self._check_head_columns,
-        )
-        self.rules = self.scorer.rules
+        if len(self.specs) > 1:
+            check_free_memory([(spec.model, spec.revision) for spec in self.specs])
+        scorers = [
+            ChunkScorer.load(
+                rules,
+                spec.model,
+                spec.revision,
+                precision=str(spec.precision),
+                max_length=spec.max_length,
+                allow_pickle=cfg.allow_pickle,
+                trust_remote_code=cfg.trust_remote_code,
+                check=self._check_head_columns,
+            )
+            for rules, spec in zip(self.all_rules, self.specs)
+        ]
+        self.all_rules = [scorer.rules for scorer in scorers]
+        self.rules = self.all_rules[0]
+        self.scorer = ChunkScorers(scorers)
         self.load_seconds = time.time() - load_started
-        accelerator = self.scorer.loaded.accelerator
+        accelerator = self.scorer.first.loaded.accelerator
         if (accelerator.process_index, accelerator.num_processes) != self.ranks:
             raise ConfigError(
                 f"accelerate runs this as process {accelerator.process_index} of {accelerator.num_processes}, "
@@ -229,7 +231,7 @@ class Job:
         columns once the model's config is read: before its weights load, and before anything is written."""
         from .scoring import CLI_HINTS
 
-        if rules.result_names != self.rules.result_names:
+        if rules.result_names != rules.for_head("").result_names:
             rules.check_columns(self.input.schema.names, self.cfg.keep_columns, self.cfg.id_column, CLI_HINTS)
 
     # --- 4. write: take the output, resume, score every chunk still to do ---------------------------------------
@@ -238,7 +240,7 @@ class Job:
         from .output import OutputWriter
 
         cfg, plan, scorer = self.cfg, self.plan, self.scorer
-        loaded = scorer.loaded
+        loaded = scorer.first.loaded
         # A few forked workers read and tokenize ahead of a GPU; on CPU they would take the model's cores.
         self.workers = cfg.num_workers
         if self.workers is None:
@@ -253,6 +255,7 @@ class Job:
             "batchscore_version": __version__,
             "model": loaded.model_id,
             "revision": loaded.revision,
+            **({"models": self._models()} if len(scorer.scorers) > 1 else {}),
             "config": effective,
         }
         self.schema = self._schema()
@@ -289,10 +292,24 @@ class Job:
     def _identity(self) -> dict:
         from .output import run_identity
 
-        return run_identity(self.cfg, self.input.source, self.scorer.loaded, self.input.out_columns)
+        scorers = self.scorer.scorers
+        return run_identity(self.cfg, self.input.source, [s.loaded for s in scorers], self.input.out_columns)
+
+    def _models(self) -> list[dict]:
+        """Each model of a run of several, as it was loaded, for the parts' metadata."""
+        return [
+            {
+                "model": s.loaded.model_id,
+                "revision": s.loaded.revision,
+                "prefix": s.rules.result_prefix,
+                "max_length": s.loaded.max_length,
+                "precision": s.loaded.precision,
+            }
+            for s in self.scorer.scorers
+        ]
 
     def _run_facts(self, sink: OutputWriter, scored: _Scored, startup: float) -> dict:
-        loaded, source = self.scorer.loaded, self.input.source
+        loaded, source = self.scorer.first.loaded, self.input.source
         return {
             "input": source.description,
             "input_files": source.files,

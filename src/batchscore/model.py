@@ -282,6 +282,49 @@ def _weight_files(path: str) -> list[str]:
     return sorted(n for n in names if _is_safetensors(n) or n.endswith((".bin", ".pt", ".pth", ".ckpt")))
 
 
+def weights_bytes(model_id: str) -> int:
+    """What a local model's weight files take on disk (safetensors when there are any); 0 for a Hub model,
+    whose files are not known before they are fetched."""
+    if not os.path.isdir(model_id):
+        return 0
+    names = _weight_files(model_id)
+    chosen = [n for n in names if n.endswith(".safetensors")] or names
+    return sum(os.path.getsize(os.path.join(model_id, n)) for n in chosen)
+
+
+def free_memory_bytes(device: str) -> int | None:
+    """Free memory where the weights will live: the GPU's, else the host's available memory; None if unknown."""
+    if device == "cuda":
+        import torch
+
+        return int(torch.cuda.mem_get_info()[0])
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_free_memory(models: list[tuple[str | None, str | None]]) -> None:
+    """Several models in one run are all held at once: refuse up front, before any loads, when their weights
+    together (as stored; bf16 on a GPU takes half of fp32 files) would not fit the device's free memory."""
+    import torch
+
+    from .config import model_and_revision
+
+    total = sum(weights_bytes(model_and_revision(model, revision)[0]) for model, revision in models)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    free = free_memory_bytes(device)
+    if free is not None and total > free:
+        raise ModelError(
+            f"The {len(models)} models' weights take {total / 2**30:.2f} GiB, more than the {free / 2**30:.2f} GiB "
+            f"of free memory on {device}; score them in separate runs, or on a machine with more memory."
+        )
+
+
 def _is_safetensors(name: str) -> bool:
     return name.endswith(".safetensors") or name == "model.safetensors.index.json"
 

@@ -52,6 +52,7 @@ KINDS = {
     "columns": "column names, comma-separated (a list in YAML), or `all` / `none`",
     "prefix": "text without commas, spaces or control characters",
     "fraction": "number from 0 to 1 (decimal, e.g. `0.3` or `3e-1`)",
+    "models": "a list of mappings (YAML; the env var: YAML text): `model`, `prefix`, and that model's own options",
 }
 
 
@@ -63,6 +64,8 @@ def _cell(text: str) -> str:
 def _flag(opt: Option) -> str:
     if opt.name == "input":
         return "`INPUT` (argument)"
+    if opt.kind == "models":
+        return "(config file or env; on the command line, `--model` several times)"
     if opt.kind == "bool":
         return f"`{opt.flag}` / `--no-{opt.flag[2:]}`"
     value = "|".join(opt.choices) if opt.kind == "choice" else opt.metavar
@@ -74,6 +77,8 @@ def _default(opt: Option) -> str:
     value: Any = JobConfig.__dataclass_fields__[opt.name].default
     if opt.name == "input":
         return "required"
+    if opt.kind == "models":
+        return "none: one model (`model`)"
     if value is None and opt.kind == "columns":
         return "`all`"  # None: every input column
     if value is None:

@@ -10,7 +10,7 @@ pipeline's score function), so its labels and scores are the ones the CLI writes
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any, Iterator, TypeAlias
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence, TypeAlias
 
 from .config import DEFAULT_THRESHOLD, MAX_WINDOWS, WINDOW_OVERLAP
 from .errors import InputError
@@ -74,12 +74,18 @@ class Scorer:
         max_windows: int = MAX_WINDOWS,
         window_scores: bool = False,
         threshold: float = DEFAULT_THRESHOLD,
+        models: Sequence[Mapping[str, Any]] | None = None,
     ):
-        rules = ScoringRules(  # checked before the load
-            text_column,
-            str(top_k),
+        from .config import ModelSpec, models_from
+        from .scoring import ChunkScorers, check_result_names
+
+        run = ModelSpec(
+            model,
+            revision,
             result_prefix,
-            batch_tokens,
+            str(top_k),
+            max_length,
+            precision,
             long_text,
             window_overlap,
             aggregate,
@@ -87,26 +93,55 @@ class Scorer:
             window_scores,
             threshold,
         )
-        self.core = ChunkScorer.load(
-            rules,
-            model,
-            revision,
-            precision=precision,
-            max_length=max_length,
-            allow_pickle=allow_pickle,
-            trust_remote_code=trust_remote_code,
+        # Several models: each entry's own settings, the others from the arguments above.
+        specs = [run] if models is None else [run.with_defaults(m) for m in models_from(models, "models=")]
+        rules = [  # checked before any load
+            ScoringRules(
+                text_column,
+                str(spec.top_k),
+                spec.prefix,
+                batch_tokens,
+                str(spec.long_text),
+                int(spec.window_overlap or 0),
+                str(spec.aggregate),
+                int(spec.max_windows or 1),
+                bool(spec.window_scores),
+                float(spec.threshold if spec.threshold is not None else DEFAULT_THRESHOLD),
+            )
+            for spec in specs
+        ]
+        check_result_names(rules)
+        self.core = ChunkScorers(
+            [
+                ChunkScorer.load(
+                    each,
+                    spec.model,
+                    spec.revision,
+                    precision=str(spec.precision),
+                    max_length=spec.max_length,
+                    allow_pickle=allow_pickle,
+                    trust_remote_code=trust_remote_code,
+                )
+                for each, spec in zip(rules, specs)
+            ]
         )
-        # The loaded head completes the rules: a multi-label head adds `labels`, checked against every batch.
-        self.rules, self.fields = self.core.rules, self.core.fields
+        # The loaded heads complete the rules: a multi-label head adds `labels`, checked against every batch.
+        self.all_rules = [scorer.rules for scorer in self.core.scorers]
+        self.rules, self.fields = self.all_rules[0], self.core.fields
         self.text_column = text_column
 
     @property
     def labels(self) -> list[str]:
-        return self.core.labels
+        """The (first) model's labels, in id2label order."""
+        return self.core.first.labels
+
+    def _check_columns(self, names: Iterable[Any]) -> None:
+        for rules in self.all_rules:
+            rules.check_columns(names)
 
     def score_table(self, table: pa.Table) -> dict[str, pa.Array]:
         """The result columns for a pyarrow Table, as a dict name -> Arrow array, in the table's row order."""
-        self.rules.check_columns(table.column_names)
+        self._check_columns(table.column_names)
         return self._results(table.column(self.text_column))
 
     def _results(self, column: pa.Array | pa.ChunkedArray) -> dict[str, pa.Array]:
@@ -138,7 +173,7 @@ class Scorer:
     def _score_pandas(self, frame: pd.DataFrame) -> pd.DataFrame:
         import pyarrow as pa
 
-        self.rules.check_columns(frame.columns)
+        self._check_columns(frame.columns)
         with _converting(self.text_column):
             column = pa.Table.from_pandas(frame[[self.text_column]], preserve_index=False).column(0)
         columns = self._results(column)
@@ -149,7 +184,7 @@ class Scorer:
         import numpy as np
         import pyarrow as pa
 
-        self.rules.check_columns(batch)
+        self._check_columns(batch)
         values = np.asarray(batch[self.text_column])
         if values.ndim != 1:
             raise InputError(f"Column '{self.text_column}' must be a 1-d array of texts, not of shape {values.shape}.")

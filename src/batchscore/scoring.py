@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from .batches import ChunkWork
+    from .config import JobConfig
     from .model import LoadedModel
     from .plan import Chunk
     from .windows import WindowSpec
@@ -60,6 +61,17 @@ class Encoder:
     batch_tokens: int
     pad_multiple: int | None
     windows: WindowSpec | None = None  # --long-text window
+
+    def sharing_key(self) -> tuple:
+        """Two models whose encoders have equal keys get the same batches from a chunk: one tokenization serves
+        both. The tokenizer counts by content (its whole tokenizer.json, padding side and inputs), not by name."""
+        import hashlib
+
+        tokenizer = self.tokenizer
+        content = hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()
+        inputs = tuple(tokenizer.model_input_names)
+        settings = (self.text_column, self.max_length, self.batch_tokens, self.pad_multiple, self.windows)
+        return (content, tokenizer.padding_side, inputs, tokenizer.pad_token_id, *settings)
 
     def encode(self, chunk: Chunk, out_columns: Sequence[str]) -> ChunkWork:
         from .batches import encode_chunk
@@ -191,6 +203,44 @@ class ScoringRules:
             fix += f" (or leave it out with --keep-columns {others})"
         given = f" (--result-prefix {prefix})" if prefix else ""
         return f"Input column '{column}' would clash with batchscore's output column of that name{given}; {fix}."
+
+
+def model_rules(cfg: JobConfig) -> list[ScoringRules]:
+    """The rules of each model of a run, in order; refuses two models whose result columns share a name."""
+    rules = [
+        ScoringRules(
+            cfg.text_column,
+            str(spec.top_k),
+            spec.prefix,
+            cfg.batch_tokens,
+            str(spec.long_text),
+            int(spec.window_overlap or 0),
+            str(spec.aggregate),
+            int(spec.max_windows or MAX_WINDOWS),
+            bool(spec.window_scores),
+            DEFAULT_THRESHOLD if spec.threshold is None else spec.threshold,
+        )
+        for spec in cfg.model_specs
+    ]
+    check_result_names(rules)
+    return rules
+
+
+def check_result_names(rules: Sequence[ScoringRules]) -> None:
+    """Several models write side by side: no two may write a column of the same name (each needs its prefix)."""
+    owner: dict[str, int] = {}
+    for number, each in enumerate(rules, 1):
+        # A head is not known before the load: the names any head may add are checked alike.
+        for name in each.for_head(SIGMOID).result_names:
+            if name in owner:
+                prefix = each.result_prefix
+                given = f"both have --result-prefix {prefix}" if prefix else "neither has a --result-prefix"
+                raise ConfigError(
+                    f"The results of model {owner[name]} and model {number} would both be named '{name}' ({given}); "
+                    "give each model its own --result-prefix, in the order of --model (or prefix: in a config "
+                    "file's models list)."
+                )
+            owner[name] = number
 
 
 def not_text(kind: pa.DataType) -> pa.DataType | None:
@@ -365,3 +415,110 @@ def _value_counts(values: pa.Array) -> dict[str, int]:
     import pyarrow.compute as pc
 
     return {str(v["values"]): v["counts"] for v in pc.value_counts(values).to_pylist()}
+
+
+class ChunkScorers:
+    """The models of a run, in order, each scoring every chunk. Models whose encoders are alike (the same
+    tokenizer by content, max length, token budget, windows) share one tokenization of each chunk.
+
+    One model is the common case, and then this is that model's `ChunkScorer` and nothing more: its part footers
+    and manifest are as they always were, plus `tokenizations`.
+    """
+
+    def __init__(self, scorers: list[ChunkScorer]):
+        self.scorers = scorers
+        self.names = [scorer.loaded.model_id for scorer in scorers]
+        keys: dict[tuple, int] = {}
+        self.encoders: list[Encoder] = []
+        self.group: list[int] = []  # each model's encoder
+        self.tokens_from: list[int] = []  # each model's first model of the same encoder
+        for number, scorer in enumerate(scorers):
+            key = scorer.encoder.sharing_key()
+            if key not in keys:
+                keys[key] = len(self.encoders)
+                self.encoders.append(scorer.encoder)
+                self.tokens_from.append(number)
+            else:
+                self.tokens_from.append(self.group.index(keys[key]))
+            self.group.append(keys[key])
+        self.fields = [f for scorer in scorers for f in scorer.fields]
+        self.encoder = Encoders(tuple(self.encoders))  # what DataLoader workers get: no model
+        self.first = scorers[0]
+        self.seconds = [0.0] * len(scorers)  # each model's time in this chunk (set by score)
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.first.on_gpu
+
+    @property
+    def batch_tokens(self) -> int:
+        return self.first.batch_tokens
+
+    def score_texts(self, texts: pa.Table) -> dict[str, pa.Array]:
+        """Encode and score a table holding the text column, in this process."""
+        from .plan import Chunk
+
+        return self.score(self.encoder.encode(Chunk(0, 0, texts), [self.first.rules.text_column]))
+
+    def score(self, works: ChunkWorks) -> dict[str, pa.Array]:
+        """Every model's result columns, in model order."""
+        import time
+
+        results: dict[str, pa.Array] = {}
+        for number, scorer in enumerate(self.scorers):
+            started = time.perf_counter()
+            results |= scorer.score(works.items[self.group[number]])
+            self.seconds[number] = time.perf_counter() - started
+        return {f.name: results[f.name] for f in self.fields}  # in the output's column order
+
+    def chunk_stats(self, works: ChunkWorks | None = None, results: dict | None = None) -> dict:
+        """A part's counts: the first model's, as for one model, plus per model (several) and the tokenizations."""
+        items = None if works is None else works.items
+        first = self.first.chunk_stats(None if items is None else items[0], results)
+        stats = {**first, "tokenizations": 0 if items is None else len(items)}
+        if len(self.scorers) == 1:
+            return stats
+        shared = ("rows", "empty_text_rows")
+        stats["models"] = [
+            {
+                "model": name,
+                "prefix": scorer.rules.result_prefix,
+                "tokens_from": self.tokens_from[number],
+                "seconds": round(self.seconds[number], 3) if items is not None else 0.0,
+                **{
+                    k: v
+                    for k, v in scorer.chunk_stats(
+                        None if items is None else items[self.group[number]], results
+                    ).items()
+                    if k not in shared
+                },
+            }
+            for number, (name, scorer) in enumerate(zip(self.names, self.scorers))
+        ]
+        return stats
+
+
+@dataclass(frozen=True)
+class Encoders:
+    """The distinct encoders of a run's models: a chunk is tokenized once by each (in a DataLoader worker)."""
+
+    encoders: tuple[Encoder, ...]
+
+    def encode(self, chunk: Chunk, out_columns: Sequence[str]) -> ChunkWorks:
+        return ChunkWorks([encoder.encode(chunk, out_columns) for encoder in self.encoders])
+
+
+class ChunkWorks:
+    """One chunk, tokenized by each distinct encoder of a run (they share the chunk's table)."""
+
+    def __init__(self, items: list[ChunkWork]):
+        self.items = items
+
+    @property
+    def chunk(self) -> Chunk:
+        return self.items[0].chunk
+
+    def pin_memory(self) -> ChunkWorks:
+        for item in self.items:
+            item.pin_memory()
+        return self

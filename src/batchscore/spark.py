@@ -34,7 +34,10 @@ def _scorer(settings: tuple[tuple[str, Any], ...]) -> Scorer:
     from .scorer import Scorer
 
     if settings not in _SCORERS:
-        _SCORERS[settings] = Scorer(**dict(settings))
+        arguments = dict(settings)
+        if arguments.get("models") is not None:  # kept hashable in `settings`: tuples of (key, value) pairs
+            arguments["models"] = [dict(m) for m in arguments["models"]]
+        _SCORERS[settings] = Scorer(**arguments)
     return _SCORERS[settings]
 
 
@@ -79,16 +82,35 @@ def score(
 
     `options` are the other `Scorer` arguments (revision, max_length,
     batch_tokens, precision, result_prefix, allow_pickle, trust_remote_code,
-    threshold, and long_text="window" with its window_overlap, aggregate, max_windows, window_scores).
+    threshold, and long_text="window" with its window_overlap, aggregate, max_windows, window_scores),
+    or `models=[{"model": ..., "prefix": ...}, ...]`: several models in one pass, as `Scorer(models=...)`.
     """
+    from pyspark.sql.pandas.types import from_arrow_type
+    from pyspark.sql.types import StructField, StructType
+
     from .model import model_head
+    from .scoring import check_result_names
 
     # On the driver, before any executor loads a model: the same checks the Scorer makes. The head's columns
     # (a multi-label head's `labels`) come from the model's config.json, read here: the schema must name them.
-    head = model_head(model, options.get("revision"), options.get("trust_remote_code", False))
-    _rules(text_column, top_k, {**options, "head": head}).check_columns(df.columns)
-    settings = tuple(sorted({"model": model, "text_column": text_column, "top_k": top_k, **options}.items()))
-    schema = result_schema(df.schema, top_k, **options, head=head)
+    models = options.pop("models", None)
+    entries = [{"model": model}] if models is None else [dict(m) for m in models]
+    rules = []
+    for entry in entries:  # several models: each entry's own settings, the rest from the arguments
+        own = {**options, **{("result_prefix" if k == "prefix" else k): v for k, v in entry.items()}}
+        trust = own.get("trust_remote_code", False)
+        head = model_head(own.get("model"), own.get("revision"), trust)
+        rules.append(_rules(text_column, own.pop("top_k", top_k), {**own, "head": head}))
+    check_result_names(rules)
+    for each in rules:
+        each.check_columns(df.columns)
+    listed = None if models is None else tuple(tuple(sorted(e.items())) for e in entries)
+    given = {"model": model, "text_column": text_column, "top_k": top_k, **options, "models": listed}
+    settings = tuple(sorted(given.items()))
+    results = [f for each in rules for f in each.fields]
+    schema = StructType(
+        [*df.schema.fields, *(StructField(f.name, from_arrow_type(f.type), nullable=True) for f in results)]
+    )
 
     def score_partition(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         scorer = _scorer(settings)  # loaded once per worker process, reused by every partition it runs

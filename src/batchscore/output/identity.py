@@ -21,7 +21,7 @@ import os
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from ..config import JobConfig
+    from ..config import JobConfig, ModelSpec
     from ..model import LoadedModel
 
 # Files that change what a model computes. Model cards, READMEs and training logs do not.
@@ -84,34 +84,48 @@ def _sampled_digest(path: str) -> bytes:
     return digest.digest()
 
 
-def run_identity(cfg: JobConfig, source: InputIdentity, loaded: LoadedModel, out_columns: list[str]) -> dict[str, Any]:
+def run_identity(
+    cfg: JobConfig, source: InputIdentity, models: list[LoadedModel], out_columns: list[str]
+) -> dict[str, Any]:
     """Everything that changes which rows or which scores an output holds.
 
     An output can be resumed only by a run with the same identity. Batch size,
-    workers and progress are left out: they change speed, not results.
+    workers and progress are left out: they change speed, not results. A run of
+    several models lists each model's part under `models`, in order (adding,
+    removing or reordering a model is another run); a run of one keeps the
+    identity it had before several models were possible.
     """
-    from ..postprocess import SIGMOID, score_function
-
     identity: dict[str, Any] = {
         "input": source.fingerprint or source.description,
         "limit": cfg.limit,
         "chunk_rows": cfg.chunk_rows,
         "text_column": cfg.text_column,
         "columns": out_columns,
+    }
+    parts = [_model_identity(spec, loaded) for spec, loaded in zip(cfg.model_specs, models)]
+    if len(parts) == 1:
+        return identity | parts[0]
+    return identity | {"models": parts}
+
+
+def _model_identity(spec: ModelSpec, loaded: LoadedModel) -> dict[str, Any]:
+    from ..postprocess import SIGMOID, score_function
+
+    identity: dict[str, Any] = {
         "model": model_fingerprint(loaded.model_id, loaded.revision),
-        "top_k": cfg.top_k,
+        "top_k": spec.top_k,
         # Only when set, so that outputs written before the option existed keep their identity.
-        **({"result_prefix": cfg.result_prefix} if cfg.result_prefix else {}),
+        **({"result_prefix": spec.prefix} if spec.prefix else {}),
         "max_length": loaded.max_length,
         "precision": loaded.precision,
     }
-    if cfg.long_text == "window":  # truncate runs keep the identity they had before windows existed
+    if spec.long_text == "window":  # truncate runs keep the identity they had before windows existed
         identity["long_text"] = {
-            "window_overlap": cfg.window_overlap,
-            "aggregate": cfg.aggregate,
-            "max_windows": cfg.max_windows,
-            "window_scores": cfg.window_scores,
+            "window_overlap": spec.window_overlap,
+            "aggregate": spec.aggregate,
+            "max_windows": spec.max_windows,
+            "window_scores": spec.window_scores,
         }
     if score_function(loaded.model.config) == SIGMOID:  # only its `labels` column depends on the threshold
-        identity["threshold"] = cfg.threshold
+        identity["threshold"] = spec.threshold
     return identity

@@ -65,8 +65,34 @@ def sum_stats(stats: list[dict[str, Any]]) -> dict[str, Any]:
         "label_counts": dict(sorted(labels.items())),
         "real_tokens": totals["real_tokens"],
         "padded_tokens": totals["padded_tokens"],
+        # Tokenization passes over the chunks: one a chunk per distinct tokenizer of the run's models.
+        **({"tokenizations": totals["tokenizations"]} if any("tokenizations" in s for s in stats) else {}),
         **head,
+        **_models(stats),
     }
+
+
+def _models(stats: list[dict[str, Any]]) -> dict[str, Any]:
+    """A run of several models: each model's counts over the parts (its footers' `models` entries, in order)."""
+    listed = [s["models"] for s in stats if isinstance(s.get("models"), list)]
+    if not listed:
+        return {}
+    models = []
+    for number, first in enumerate(listed[0]):
+        mine = [entries[number] for entries in listed if number < len(entries)]
+        summed = sum_stats([{**m, "rows": 0, "empty_text_rows": 0} for m in mine])
+        for shared in ("rows", "scored_rows", "empty_text_rows", "chunks"):
+            summed.pop(shared)
+        models.append(
+            {
+                "model": first.get("model"),
+                "prefix": first.get("prefix"),
+                "tokens_from": first.get("tokens_from"),
+                "seconds": round(sum(m.get("seconds", 0.0) for m in mine), 3),
+                **summed,
+            }
+        )
+    return {"models": models}
 
 
 def _value_summary(values: list[dict[str, Any]]) -> dict[str, Any]:
@@ -96,6 +122,8 @@ def with_quantiles(summed: dict[str, Any], store: Store, paths: list[str]) -> di
     import numpy as np
     import pyarrow.parquet as pq
 
+    if "models" in summed:  # several models: each regression head's own
+        summed = {**summed, "models": [with_quantiles(m, store, paths) for m in summed["models"]]}
     summary = summed.get("value_summary")
     if summary is None:
         return summed

@@ -108,7 +108,23 @@ def check_output(output: Output, overwrite: bool) -> Existing:
 
 
 def _differences(before: dict, now: dict) -> list[str]:
-    return [k for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)]
+    found = []
+    for key in sorted(set(before) | set(now)):
+        if before.get(key) == now.get(key):
+            continue
+        was, now_models = before.get(key), now.get(key)
+        if key == "models" and isinstance(was, list) and isinstance(now_models, list) and len(was) == len(now_models):
+            # Several models: say which of them changed, and in what.
+            count = len(now_models)
+            for number, (a, b) in enumerate(zip(was, now_models), 1):
+                if a != b:
+                    changed = _differences(a, b) if isinstance(a, dict) and isinstance(b, dict) else ["all"]
+                    found.append(f"model {number} of {count} ({', '.join(changed)})")
+        elif key == "models" or (key in ("model",) and ("models" in before) != ("models" in now)):
+            found.append("the list of models")
+        else:
+            found.append(key)
+    return list(dict.fromkeys(found))
 
 
 class OutputWriter:

@@ -492,6 +492,69 @@ def long_markdown(long: dict) -> str:
     return "\n".join(lines)
 
 
+# --- several models in one pass against one run per model ---------------------------------------------------------
+
+
+def copy_model(model: Path, name: str) -> Path:
+    """A second model directory with the same files: another model to batchscore, with the same tokenizer."""
+    import shutil
+
+    other = model.parent / name
+    if not (other / "model.safetensors").exists():
+        shutil.copytree(model, other, dirs_exist_ok=True)
+    return other
+
+
+def several_models_trial(data: Path, pair: tuple[Path, Path], repeats: int) -> dict:
+    """Whole processes, start-up included: one pass with both models (they share a tokenizer) against the two
+    single-model runs a user would otherwise make, alternating."""
+    a, b = (str(m) for m in pair)
+    one, two = [], []
+    with tempfile.TemporaryDirectory(prefix="bench-several-") as scratch:
+        for rep in range(repeats):
+            both = ["--model", a, "--result-prefix", "a_", "--model", b, "--result-prefix", "b_"]
+            one.append(timed_cli("score", str(data), "-o", f"{scratch}/one-{rep}", *both, "--no-progress"))
+            two.append(
+                sum(
+                    timed_cli("score", str(data), "-o", f"{scratch}/{name}-{rep}", "--model", m, "--no-progress")
+                    for name, m in (("a", a), ("b", b))
+                )
+            )
+            print(f"  trial {rep + 1}: one pass {one[-1]:.2f}s, two runs {two[-1]:.2f}s", flush=True)
+    one_s, two_s = statistics.median(one), statistics.median(two)
+    return {"one_pass_s": round(one_s, 2), "two_runs_s": round(two_s, 2), "ratio": round(one_s / two_s, 3)}
+
+
+def several_models_bench(model_dir: Path, texts_path: Path, rows: int, repeats: int) -> dict:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    build = ROOT / "build" / "bench"
+    near_free = near_free_model(build / "near-free")
+    data = build / f"several-{rows}.parquet"
+    if not data.exists():
+        pq.write_table(pa.table({"text": bench_texts(rows, seed=2)}), data)
+    print("two models in one pass vs two runs: reference-shaped pair", flush=True)
+    reference = several_models_trial(texts_path, (model_dir, copy_model(model_dir, model_dir.name + "-b")), repeats)
+    print(f"two models in one pass vs two runs: near-free pair, {rows:,} rows", flush=True)
+    free = several_models_trial(data, (near_free, copy_model(near_free, "near-free-b")), repeats)
+    return {"reference_pair": reference, "near_free_pair": free, "near_free_rows": rows}
+
+
+def several_markdown(several: dict) -> str:
+    lines = [
+        "Two models sharing a tokenizer, whole processes (start-up included): one pass with both against one run "
+        "per model:",
+        "",
+        "| pair | one pass s | two runs s | one pass / two runs |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for name, key in (("reference-shaped DistilBERT x2", "reference_pair"), ("near-free x2", "near_free_pair")):
+        r = several[key]
+        lines.append(f"| {name} | {r['one_pass_s']:.2f} | {r['two_runs_s']:.2f} | {r['ratio']:.2f}x |")
+    return "\n".join(lines)
+
+
 # --- the report ---------------------------------------------------------------------------------------------------
 
 
@@ -561,6 +624,7 @@ def report_markdown(report: dict) -> str:
         + "\n"
         + (f"\n{plan_markdown(report['plan'])}\n" if "plan" in report else "")
         + (f"\n{long_markdown(report['long_documents'])}\n" if "long_documents" in report else "")
+        + (f"\n{several_markdown(report['several_models'])}\n" if "several_models" in report else "")
     )
 
 
@@ -613,6 +677,20 @@ TARGETS = (
         lambda r: r["long_documents"]["window_vs_truncate_tokens_per_s"],
         ">=",
         0.9,
+        "{:.2f}x",
+    ),
+    (
+        "two models in one pass vs two runs, reference-shaped pair",
+        lambda r: r["several_models"]["reference_pair"]["ratio"],
+        "<=",
+        0.8,
+        "{:.2f}x",
+    ),
+    (
+        "two models in one pass vs two runs, near-free pair",
+        lambda r: r["several_models"]["near_free_pair"]["ratio"],
+        "<=",
+        0.6,
         "{:.2f}x",
     ),
 )
@@ -680,6 +758,9 @@ def main() -> None:
     )
     parser.add_argument("--plan-chunk-rows", type=int, default=3_000)
     parser.add_argument("--plan-repeats", type=int, default=2)
+    parser.add_argument(
+        "--several-rows", type=int, default=20_000, help="rows for the near-free model pair; 0 skips the pair runs"
+    )
     parser.add_argument(
         "--long-docs", type=int, default=12, help="long documents for --long-text window vs truncate; 0 skips them"
     )
@@ -809,6 +890,8 @@ def main() -> None:
     if args.long_docs:
         print(f"long documents: --long-text truncate vs window ({args.long_docs} documents)", flush=True)
         report["long_documents"] = long_document_bench(model_dir, args.long_docs, args.repeats)
+    if args.several_rows:
+        report["several_models"] = several_models_bench(model_dir, one_x, args.several_rows, args.repeats)
     report["repeats"] = args.repeats
     report["chunk_rows"] = chunk_rows
     text = report_markdown(report)

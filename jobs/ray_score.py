@@ -15,9 +15,12 @@ from __future__ import annotations
 import argparse
 
 
-def score_dataset(ds, model: str, actors: int = 2, gpus_per_actor: float = 0, cpus_per_actor: float = 1,
-                  batch_size: int = 4096, **scorer):
+def score_dataset(ds, model: str | None = None, actors: int = 2, gpus_per_actor: float = 0,
+                  cpus_per_actor: float = 1, batch_size: int = 4096, **scorer):
     """`ds` with the result columns appended (lazy, like any Ray Data transformation).
+
+    `scorer` holds the other `Scorer` arguments, `models=[{"model": ..., "prefix": ...}, ...]` among them:
+    several models in one pass.
 
     Each actor holds `cpus_per_actor` CPUs for as long as it lives: leave some
     for the read tasks that feed it (on a 2-CPU machine, 2 actors of 0.5).

@@ -236,3 +236,11 @@ def default_stop_signals() -> None:
 
     for number in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(number, signal.SIG_DFL)
+
+
+def spark_session():
+    """A local Spark session of 2 cores, without its web UI (the slow Spark tests)."""
+    import pyspark
+
+    builder = pyspark.sql.SparkSession.builder.master("local[2]").appName("batchscore-test")
+    return builder.config("spark.ui.enabled", "false").getOrCreate()

@@ -15,7 +15,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from helpers import assert_error, build_model, fails_untouched, invoke, manifest_of, pipeline_oracle, run_score
+from helpers import (
+    assert_error,
+    build_model,
+    fails_untouched,
+    invoke,
+    manifest_of,
+    pipeline_oracle,
+    run_score,
+    spark_session,
+)
 
 WORDS = "good bad movie plot actor great awful slow fun boring story music scene ending love hate".split()
 MULTI_LABELS = ["joy", "anger", "fear", "surprise"]  # the multilabel_model fixture's id2label order
@@ -189,18 +198,13 @@ def test_the_scorer_lists_labels(multilabel_model):
 
 @pytest.mark.slow  # starts a JVM
 def test_spark_names_the_labels_column(multilabel_model, tmp_path, monkeypatch):
-    pyspark = pytest.importorskip("pyspark")
+    pytest.importorskip("pyspark")
     monkeypatch.setenv("PYSPARK_PYTHON", sys.executable)
     from batchscore.spark import score as spark_score
 
     texts = corpus(30)
     src = write_input(tmp_path, texts)
-    spark = (
-        pyspark.sql.SparkSession.builder.master("local[2]")
-        .appName("batchscore-test")
-        .config("spark.ui.enabled", "false")
-        .getOrCreate()
-    )
+    spark = spark_session()
     try:
         scored = spark_score(spark.read.parquet(str(src)).repartition(2), model=multilabel_model, threshold=0.4)
         assert scored.columns == ["id", "text", "label", "score", "labels"]  # named on the driver, from config.json

@@ -20,7 +20,7 @@ import pytest
 
 import batchscore
 from batchscore.errors import InputError
-from helpers import assert_error, assert_ok, run_score
+from helpers import assert_error, assert_ok, run_score, spark_session
 
 REPO = Path(__file__).resolve().parent.parent
 ROWS = 400
@@ -171,16 +171,11 @@ def test_ray_data_map_batches_with_two_actors(corpus, tiny_model, cli_output, tm
 
 @pytest.mark.slow  # starts a JVM
 def test_spark_score_in_local_mode(corpus, tiny_model, cli_output, tmp_path, monkeypatch):
-    pyspark = pytest.importorskip("pyspark")
+    pytest.importorskip("pyspark")
     monkeypatch.setenv("PYSPARK_PYTHON", sys.executable)  # Spark's Python workers: this environment
     from batchscore.spark import score
 
-    spark = (
-        pyspark.sql.SparkSession.builder.master("local[2]")
-        .appName("batchscore-test")
-        .config("spark.ui.enabled", "false")
-        .getOrCreate()
-    )
+    spark = spark_session()
     try:
         df = spark.read.parquet(str(corpus[0])).repartition(3)  # rows spread over partitions, out of order
         scored = score(df, model=tiny_model, top_k="all")

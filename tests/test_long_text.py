@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from helpers import assert_error, build_model, manifest_of, pipeline_oracle, run_score
+from helpers import assert_error, build_model, manifest_of, pipeline_oracle, run_score, spark_session
 
 MAX_LENGTH, OVERLAP = 64, 16
 WORDS = "good bad movie plot actor great awful slow fun boring story music scene ending love hate".split()
@@ -298,7 +298,7 @@ def test_the_library_takes_the_window_options(tiny_model, tmp_path):
 
 @pytest.mark.slow  # starts a JVM
 def test_spark_takes_the_window_options(tiny_model, tmp_path, monkeypatch):
-    pyspark = pytest.importorskip("pyspark")
+    pytest.importorskip("pyspark")
     monkeypatch.setenv("PYSPARK_PYTHON", sys.executable)
     import batchscore
     from batchscore.spark import score
@@ -307,12 +307,7 @@ def test_spark_takes_the_window_options(tiny_model, tmp_path, monkeypatch):
     expected = batchscore.Scorer(model=tiny_model, max_length=MAX_LENGTH, **WINDOW_OPTIONS).score_table(
         pq.read_table(src)
     )
-    spark = (
-        pyspark.sql.SparkSession.builder.master("local[2]")
-        .appName("batchscore-test")
-        .config("spark.ui.enabled", "false")
-        .getOrCreate()
-    )
+    spark = spark_session()
     try:
         df = spark.read.parquet(str(src)).repartition(2)
         scored = score(df, model=tiny_model, max_length=MAX_LENGTH, **WINDOW_OPTIONS)

@@ -4,13 +4,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from helpers import invoke
+from helpers import invoke, spark_session
 
 pytestmark = pytest.mark.slow
 
 
 def test_spark_reads_the_output_folder_as_one_table(tiny_model, tmp_path):
-    pyspark = pytest.importorskip("pyspark")
+    pytest.importorskip("pyspark")
     source, out = tmp_path / "in.parquet", tmp_path / "out"
     texts = [f"review number {i}: {'great' if i % 3 else 'awful'} product" for i in range(250)]
     pq.write_table(pa.table({"id": list(range(250)), "text": texts}), source)
@@ -34,12 +34,7 @@ def test_spark_reads_the_output_folder_as_one_table(tiny_model, tmp_path):
         assert result.exit_code == 0, result.output
     assert invoke(["finalize", out]).exit_code == 0
 
-    spark = (
-        pyspark.sql.SparkSession.builder.master("local[2]")
-        .appName("batchscore-test")
-        .config("spark.ui.enabled", "false")
-        .getOrCreate()
-    )
+    spark = spark_session()
     try:
         rows = spark.read.parquet(str(out)).orderBy("id").collect()
     finally:

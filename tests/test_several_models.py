@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from helpers import assert_error, build_model, file_tree, invoke, manifest_of, pipeline_oracle, run_score
+from helpers import assert_error, build_model, file_tree, invoke, manifest_of, pipeline_oracle, run_score, spark_session
 
 ROWS, CHUNK = 300, 64
 WORDS = "good bad movie plot actor great awful slow fun boring story music scene ending love hate".split()
@@ -240,7 +240,7 @@ def test_the_library_takes_a_list_of_models(corpus, tiny_model, multilabel_model
 def test_spark_takes_a_list_of_models(corpus, tiny_model, multilabel_model, tmp_path, monkeypatch):
     import sys
 
-    pyspark = pytest.importorskip("pyspark")
+    pytest.importorskip("pyspark")
     monkeypatch.setenv("PYSPARK_PYTHON", sys.executable)
     import batchscore
     from batchscore.spark import score
@@ -248,12 +248,7 @@ def test_spark_takes_a_list_of_models(corpus, tiny_model, multilabel_model, tmp_
     src, _ = corpus
     models = [{"model": tiny_model, "prefix": "a_"}, {"model": multilabel_model, "prefix": "b_", "top_k": "all"}]
     expected = batchscore.Scorer(models=models).score_table(pq.read_table(src))
-    spark = (
-        pyspark.sql.SparkSession.builder.master("local[2]")
-        .appName("batchscore-test")
-        .config("spark.ui.enabled", "false")
-        .getOrCreate()
-    )
+    spark = spark_session()
     try:
         scored = score(spark.read.parquet(str(src)).repartition(2), models=models)
         assert scored.columns == ["id", "text", "a_label", "a_score", "b_label", "b_score", "b_labels", "b_scores"]

@@ -106,7 +106,7 @@ class Job:
         self.process_started = process_started or self.started
         self.specs = cfg.model_specs
         # Each model's rules (one for a run of one model); known before any loads, so columns are checked first.
-        self.all_rules: list[ScoringRules] = model_rules(cfg)
+        self.all_rules: list[ScoringRules] = model_rules(self.specs, cfg.text_column, cfg.batch_tokens)
         self.rules = self.all_rules[0]
         self.warnings: list[str] = []
 
@@ -191,32 +191,22 @@ class Job:
     def load(self) -> None:
         import torch
 
-        from .model import check_free_memory
-        from .scoring import ChunkScorer, ChunkScorers
+        from .scoring import load_scorers
         from .threads import model_threads
 
         cfg = self.cfg
         self.threads = model_threads(cfg.threads)
         torch.set_num_threads(self.threads)
         load_started = time.time()
-        if len(self.specs) > 1:
-            check_free_memory([(spec.model, spec.revision) for spec in self.specs])
-        scorers = [
-            ChunkScorer.load(
-                rules,
-                spec.model,
-                spec.revision,
-                precision=str(spec.precision),
-                max_length=spec.max_length,
-                allow_pickle=cfg.allow_pickle,
-                trust_remote_code=cfg.trust_remote_code,
-                check=self._check_head_columns,
-            )
-            for rules, spec in zip(self.all_rules, self.specs)
-        ]
-        self.all_rules = [scorer.rules for scorer in scorers]
+        self.scorer = load_scorers(
+            self.specs,
+            self.all_rules,
+            allow_pickle=cfg.allow_pickle,
+            trust_remote_code=cfg.trust_remote_code,
+            check=self._check_head_columns,
+        )
+        self.all_rules = [scorer.rules for scorer in self.scorer.scorers]  # completed by each model's head
         self.rules = self.all_rules[0]
-        self.scorer = ChunkScorers(scorers)
         self.load_seconds = time.time() - load_started
         accelerator = self.scorer.first.loaded.accelerator
         if (accelerator.process_index, accelerator.num_processes) != self.ranks:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence, Ty
 
 from .config import DEFAULT_THRESHOLD, MAX_WINDOWS, WINDOW_OVERLAP
 from .errors import InputError
-from .scoring import ChunkScorer, ScoringRules, not_text
+from .scoring import not_text
 
 if TYPE_CHECKING:
     import numpy as np
@@ -77,7 +77,7 @@ class Scorer:
         models: Sequence[Mapping[str, Any]] | None = None,
     ):
         from .config import ModelSpec, models_from
-        from .scoring import ChunkScorers, check_result_names
+        from .scoring import load_scorers, model_rules
 
         run = ModelSpec(
             model,
@@ -95,35 +95,11 @@ class Scorer:
         )
         # Several models: each entry's own settings, the others from the arguments above.
         specs = [run] if models is None else [run.with_defaults(m) for m in models_from(models, "models=")]
-        rules = [  # checked before any load
-            ScoringRules(
-                text_column,
-                str(spec.top_k),
-                spec.prefix,
-                batch_tokens,
-                str(spec.long_text),
-                int(spec.window_overlap or 0),
-                str(spec.aggregate),
-                int(spec.max_windows or 1),
-                bool(spec.window_scores),
-                float(spec.threshold if spec.threshold is not None else DEFAULT_THRESHOLD),
-            )
-            for spec in specs
-        ]
-        check_result_names(rules)
-        self.core = ChunkScorers(
-            [
-                ChunkScorer.load(
-                    each,
-                    spec.model,
-                    spec.revision,
-                    precision=str(spec.precision),
-                    max_length=spec.max_length,
-                    allow_pickle=allow_pickle,
-                    trust_remote_code=trust_remote_code,
-                )
-                for each, spec in zip(rules, specs)
-            ]
+        self.core = load_scorers(
+            specs,
+            model_rules(specs, text_column, batch_tokens),  # checked before any load
+            allow_pickle=allow_pickle,
+            trust_remote_code=trust_remote_code,
         )
         # The loaded heads complete the rules: a multi-label head adds `labels`, checked against every batch.
         self.all_rules = [scorer.rules for scorer in self.core.scorers]

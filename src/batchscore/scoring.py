@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from .batches import ChunkWork
-    from .config import JobConfig
+    from .config import ModelSpec
     from .model import LoadedModel
     from .plan import Chunk
     from .windows import WindowSpec
@@ -205,14 +205,15 @@ class ScoringRules:
         return f"Input column '{column}' would clash with batchscore's output column of that name{given}; {fix}."
 
 
-def model_rules(cfg: JobConfig) -> list[ScoringRules]:
-    """The rules of each model of a run, in order; refuses two models whose result columns share a name."""
+def model_rules(specs: Sequence[ModelSpec], text_column: str, batch_tokens: int | None) -> list[ScoringRules]:
+    """The rules of each model of a run (its spec filled in), in order; refuses two models whose result columns
+    share a name."""
     rules = [
         ScoringRules(
-            cfg.text_column,
+            text_column,
             str(spec.top_k),
             spec.prefix,
-            cfg.batch_tokens,
+            batch_tokens,
             str(spec.long_text),
             int(spec.window_overlap or 0),
             str(spec.aggregate),
@@ -220,10 +221,40 @@ def model_rules(cfg: JobConfig) -> list[ScoringRules]:
             bool(spec.window_scores),
             DEFAULT_THRESHOLD if spec.threshold is None else spec.threshold,
         )
-        for spec in cfg.model_specs
+        for spec in specs
     ]
     check_result_names(rules)
     return rules
+
+
+def load_scorers(
+    specs: Sequence[ModelSpec],
+    rules: Sequence[ScoringRules],
+    *,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
+    check: Callable[[ScoringRules], None] | None = None,
+) -> ChunkScorers:
+    """Every model of a run loaded, in order (several: their weights checked against free memory first)."""
+    from .model import check_free_memory
+
+    if len(specs) > 1:
+        check_free_memory([(spec.model, spec.revision) for spec in specs])
+    return ChunkScorers(
+        [
+            ChunkScorer.load(
+                each,
+                spec.model,
+                spec.revision,
+                precision=str(spec.precision),
+                max_length=spec.max_length,
+                allow_pickle=allow_pickle,
+                trust_remote_code=trust_remote_code,
+                check=check,
+            )
+            for each, spec in zip(rules, specs)
+        ]
+    )
 
 
 def check_result_names(rules: Sequence[ScoringRules]) -> None:

@@ -268,21 +268,6 @@ OPTIONS: tuple[Option, ...] = (
 )
 LOG_OPTIONS = ("quiet", "verbose", "log_format")  # every command takes these
 OPTION_NAMES = tuple(o.name for o in OPTIONS)
-# What each model of a run may set for itself (`models:`); "prefix" is its --result-prefix.
-MODEL_KEYS = (
-    "model",
-    "revision",
-    "prefix",
-    "top_k",
-    "max_length",
-    "precision",
-    "long_text",
-    "window_overlap",
-    "aggregate",
-    "max_windows",
-    "window_scores",
-    "threshold",
-)
 
 
 @dataclass(frozen=True)
@@ -305,6 +290,19 @@ class ModelSpec:
     def with_defaults(self, own: ModelSpec) -> ModelSpec:
         """`own`'s settings, the rest from this one."""
         return dataclasses.replace(self, **{k: getattr(own, k) for k in MODEL_KEYS if getattr(own, k) is not None})
+
+
+# What each model of a run may set for itself (`models:`); "prefix" is its --result-prefix.
+MODEL_KEYS = tuple(f.name for f in dataclasses.fields(ModelSpec))
+
+
+def library_specs(arguments: Mapping[str, Any], models: Any = None) -> list[ModelSpec]:
+    """The models of a library call (`Scorer`, `spark.score`): `arguments` (keyword arguments named like the
+    options, result_prefix for prefix) over the options' defaults, and each `models=` entry over those."""
+    given = {("prefix" if k == "result_prefix" else k): v for k, v in arguments.items() if v is not None}
+    own: dict[str, Any] = {k: str(v) if k == "top_k" else v for k, v in given.items() if k in MODEL_KEYS}
+    run = JobConfig().model_specs[0].with_defaults(ModelSpec(**own))
+    return [run] if models is None else [run.with_defaults(m) for m in models_from(models, "models=")]
 
 
 @dataclass(frozen=True)

@@ -76,25 +76,14 @@ class Scorer:
         threshold: float = DEFAULT_THRESHOLD,
         models: Sequence[Mapping[str, Any]] | None = None,
     ):
-        from .config import ModelSpec, models_from
+        from .config import library_specs
         from .scoring import load_scorers, model_rules
 
-        run = ModelSpec(
-            model,
-            revision,
-            result_prefix,
-            str(top_k),
-            max_length,
-            precision,
-            long_text,
-            window_overlap,
-            aggregate,
-            max_windows,
-            window_scores,
-            threshold,
-        )
+        arguments: dict[str, Any] = dict(model=model, revision=revision, result_prefix=result_prefix, top_k=top_k)
+        arguments |= dict(max_length=max_length, precision=precision, long_text=long_text, threshold=threshold)
+        arguments |= dict(window_overlap=window_overlap, aggregate=aggregate, max_windows=max_windows)
         # Several models: each entry's own settings, the others from the arguments above.
-        specs = [run] if models is None else [run.with_defaults(m) for m in models_from(models, "models=")]
+        specs = library_specs(arguments | {"window_scores": window_scores}, models)
         self.core = load_scorers(
             specs,
             model_rules(specs, text_column, batch_tokens),  # checked before any load

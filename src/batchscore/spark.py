@@ -41,23 +41,28 @@ def _scorer(settings: tuple[tuple[str, Any], ...]) -> Scorer:
     return _SCORERS[settings]
 
 
-# The Scorer arguments that decide the result columns (and their names).
-RESULT_OPTIONS = (
-    "result_prefix",
-    "long_text",
-    "window_overlap",
-    "aggregate",
-    "max_windows",
-    "window_scores",
-    "threshold",
-    "head",
-)
+def _rules(text_column: str, arguments: dict[str, Any], models: Any = None) -> list[ScoringRules]:
+    """Each model's result rules, as the Scorer's: `arguments` are the Scorer's; `head` (model.model_head), when
+    given, completes a single model's rules; else each model's head is read from its config.json, here."""
+    from .config import library_specs
+    from .model import model_head
+    from .scoring import model_rules
+
+    specs = library_specs(arguments, models)
+    rules = model_rules(specs, text_column, arguments.get("batch_tokens"))
+    trust = arguments.get("trust_remote_code", False)
+    heads = [arguments.get("head") or model_head(spec.model, spec.revision, trust) for spec in specs]
+    return [each.for_head(head) for each, head in zip(rules, heads)]
 
 
-def _rules(text_column: str, top_k: int | str, options: dict[str, Any]) -> ScoringRules:
-    from .scoring import ScoringRules
+def _schema(input_schema: StructType, rules: list[ScoringRules]) -> StructType:
+    from pyspark.sql.pandas.types import from_arrow_type
+    from pyspark.sql.types import StructField, StructType
 
-    return ScoringRules(text_column, str(top_k), **{k: options[k] for k in RESULT_OPTIONS if k in options})
+    results = [f for each in rules for f in each.fields]
+    return StructType(
+        [*input_schema.fields, *(StructField(f.name, from_arrow_type(f.type), nullable=True) for f in results)]
+    )
 
 
 def result_schema(
@@ -66,12 +71,9 @@ def result_schema(
     """The output's Spark schema: the input's fields, then the result columns (`options`: the Scorer's
     long-text arguments, which add `windows` and `window_scores`; `head`, the model's score function
     (model.model_head), "sigmoid" adding a multi-label head's `labels`)."""
-    from pyspark.sql.pandas.types import from_arrow_type
-    from pyspark.sql.types import StructField, StructType
-
-    results = _rules("text", top_k, {**options, "result_prefix": result_prefix}).fields
-    return StructType(
-        [*input_schema.fields, *(StructField(f.name, from_arrow_type(f.type), nullable=True) for f in results)]
+    head = options.pop("head", None) or "none"  # no head named: no column a head adds
+    return _schema(
+        input_schema, _rules("text", {**options, "top_k": top_k, "result_prefix": result_prefix, "head": head})
     )
 
 
@@ -85,32 +87,16 @@ def score(
     threshold, and long_text="window" with its window_overlap, aggregate, max_windows, window_scores),
     or `models=[{"model": ..., "prefix": ...}, ...]`: several models in one pass, as `Scorer(models=...)`.
     """
-    from pyspark.sql.pandas.types import from_arrow_type
-    from pyspark.sql.types import StructField, StructType
-
-    from .model import model_head
-    from .scoring import check_result_names
-
-    # On the driver, before any executor loads a model: the same checks the Scorer makes. The head's columns
-    # (a multi-label head's `labels`) come from the model's config.json, read here: the schema must name them.
+    # On the driver, before any executor loads a model: the same checks the Scorer makes. The heads' columns
+    # (a multi-label head's `labels`) come from each model's config.json, read here: the schema must name them.
     models = options.pop("models", None)
-    entries = [{"model": model}] if models is None else [dict(m) for m in models]
-    rules = []
-    for entry in entries:  # several models: each entry's own settings, the rest from the arguments
-        own = {**options, **{("result_prefix" if k == "prefix" else k): v for k, v in entry.items()}}
-        trust = own.get("trust_remote_code", False)
-        head = model_head(own.get("model"), own.get("revision"), trust)
-        rules.append(_rules(text_column, own.pop("top_k", top_k), {**own, "head": head}))
-    check_result_names(rules)
+    rules = _rules(text_column, {"model": model, "top_k": top_k, **options}, models)
     for each in rules:
         each.check_columns(df.columns)
-    listed = None if models is None else tuple(tuple(sorted(e.items())) for e in entries)
+    listed = None if models is None else tuple(tuple(sorted(dict(m).items())) for m in models)
     given = {"model": model, "text_column": text_column, "top_k": top_k, **options, "models": listed}
     settings = tuple(sorted(given.items()))
-    results = [f for each in rules for f in each.fields]
-    schema = StructType(
-        [*df.schema.fields, *(StructField(f.name, from_arrow_type(f.type), nullable=True) for f in results)]
-    )
+    schema = _schema(df.schema, rules)
 
     def score_partition(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         scorer = _scorer(settings)  # loaded once per worker process, reused by every partition it runs

@@ -495,11 +495,26 @@ class ChunkScorers:
         """Every model's result columns, in model order."""
         import time
 
-        results: dict[str, pa.Array] = {}
-        for number, scorer in enumerate(self.scorers):
-            started = time.perf_counter()
-            results |= scorer.score(works.items[self.group[number]])
-            self.seconds[number] = time.perf_counter() - started
+        import torch
+
+        from .threads import side_by_side
+
+        def model_task(number: int) -> Callable[[], dict[str, pa.Array]]:
+            def task() -> dict[str, pa.Array]:
+                started = time.perf_counter()
+                columns = self.scorers[number].score(works.items[self.group[number]])
+                self.seconds[number] = time.perf_counter() - started
+                return columns
+
+            return task
+
+        tasks = [model_task(number) for number in range(len(self.scorers))]
+        threads = 1 if self.on_gpu else torch.get_num_threads()
+        if len(tasks) > 1 and threads > 1:  # CPU: each model on its share of the cores (threads.side_by_side)
+            parts = side_by_side(tasks, threads)
+        else:  # one model, one core, or one GPU: one model after the other, each with all of it
+            parts = [task() for task in tasks]
+        results = {name: column for part in parts for name, column in part.items()}
         return {f.name: results[f.name] for f in self.fields}  # in the output's column order
 
     def chunk_stats(self, works: ChunkWorks | None = None, results: dict | None = None) -> dict:

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def allowed_cpus() -> int:
@@ -50,3 +54,38 @@ def model_threads(requested: int | None) -> int:
         return requested
     local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE") or 1)
     return max(1, allowed_cpus() // max(1, local_ranks))
+
+
+def side_by_side(tasks: Sequence[Callable[[], T]], threads: int) -> list[T]:
+    """Run the tasks at once, each on its own thread with an equal share of the torch threads; their results in order.
+
+    Why: a narrow model's ops are too small to spread over cores (measured here: a 1-layer, 64-wide BERT ran
+    only 1.23x faster on 2 threads than on 1), so two such models, one core each, finish ~30% sooner than one
+    after the other on both cores; wide models come out even. Daemon threads: a signal that ends the job does
+    not wait for a chunk's scoring to finish.
+    """
+    import threading
+
+    import torch
+
+    share = max(1, threads // len(tasks))
+    results: list = [None] * len(tasks)
+    failures: list[BaseException] = []
+
+    def run(number: int, task: Callable[[], T]) -> None:
+        try:
+            # torch reads the count once per thread, when the thread first runs a parallel op.
+            torch.set_num_threads(share)
+            results[number] = task()
+        except BaseException as exc:  # re-raised in the caller's thread
+            failures.append(exc)
+
+    workers = [threading.Thread(target=run, args=item, daemon=True) for item in enumerate(tasks)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    torch.set_num_threads(threads)  # the workers' setting is partly process-wide (MKL): give the caller its own back
+    if failures:
+        raise failures[0]
+    return results

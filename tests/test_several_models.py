@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from batchscore.threads import model_threads
+from batchscore.threads import model_threads, thread_share
 from helpers import assert_error, build_model, file_tree, invoke, manifest_of, pipeline_oracle, run_score, spark_session
 
 ROWS, CHUNK = 300, 64
@@ -84,7 +84,7 @@ def test_three_models_in_one_pass_equal_each_model_alone(
         assert_columns_match(table, prefix, pipeline_scores(model, texts))
         alone = tmp_path / f"alone-{prefix}"
         # On CPU the models ran side by side, each on its share of the threads: with that share, bit for bit.
-        threads = str(max(1, model_threads(None) // len(models)))
+        threads = str(thread_share(model_threads(None), len(models)))
         run = run_score(src, model, alone, "--chunk-rows", CHUNK, "--result-prefix", prefix, "--threads", threads)
         assert run.exit_code == 0
         single = pq.read_table(alone)
@@ -122,7 +122,7 @@ def test_a_config_file_lists_the_models_with_their_own_settings(corpus, tiny_mod
     alone = tmp_path / "alone"
     single = ["--top-k", "all", "--long-text", "window", "--aggregate", "max", "--max-length", "32"]
     single += ["--window-overlap", "8", "--result-prefix", "topic_", "--chunk-rows", "100"]
-    single += ["--threads", str(max(1, model_threads(None) // 2))]  # the share each of the two models ran with
+    single += ["--threads", str(thread_share(model_threads(None), 2))]  # the share each of the two models ran with
     assert run_score(src, multilabel_model, alone, *single).exit_code == 0
     expected = pq.read_table(alone)
     for column in ("topic_label", "topic_score", "topic_scores", "topic_windows"):

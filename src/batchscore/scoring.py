@@ -493,22 +493,13 @@ class ChunkScorers:
 
     def score(self, works: ChunkWorks) -> dict[str, pa.Array]:
         """Every model's result columns, in model order."""
-        import time
+        import functools
 
         import torch
 
         from .threads import side_by_side
 
-        def model_task(number: int) -> Callable[[], dict[str, pa.Array]]:
-            def task() -> dict[str, pa.Array]:
-                started = time.perf_counter()
-                columns = self.scorers[number].score(works.items[self.group[number]])
-                self.seconds[number] = time.perf_counter() - started
-                return columns
-
-            return task
-
-        tasks = [model_task(number) for number in range(len(self.scorers))]
+        tasks = [functools.partial(self._timed_score, number, works) for number in range(len(self.scorers))]
         threads = 1 if self.on_gpu else torch.get_num_threads()
         if len(tasks) > 1 and threads > 1:  # CPU: each model on its share of the cores (threads.side_by_side)
             parts = side_by_side(tasks, threads)
@@ -516,6 +507,15 @@ class ChunkScorers:
             parts = [task() for task in tasks]
         results = {name: column for part in parts for name, column in part.items()}
         return {f.name: results[f.name] for f in self.fields}  # in the output's column order
+
+    def _timed_score(self, number: int, works: ChunkWorks) -> dict[str, pa.Array]:
+        """One model's result columns; its seconds in this chunk go to `seconds` (read by chunk_stats)."""
+        import time
+
+        started = time.perf_counter()
+        columns = self.scorers[number].score(works.items[self.group[number]])
+        self.seconds[number] = time.perf_counter() - started
+        return columns
 
     def chunk_stats(self, works: ChunkWorks | None = None, results: dict | None = None) -> dict:
         """A part's counts: the first model's, as for one model, plus per model (several) and the tokenizations."""

@@ -56,6 +56,11 @@ def model_threads(requested: int | None) -> int:
     return max(1, allowed_cpus() // max(1, local_ranks))
 
 
+def thread_share(threads: int, tasks: int) -> int:
+    """The torch threads each of `tasks` side-by-side tasks gets out of `threads` (at least one)."""
+    return max(1, threads // tasks)
+
+
 def side_by_side(tasks: Sequence[Callable[[], T]], threads: int) -> list[T]:
     """Run the tasks at once, each on its own thread with an equal share of the torch threads; their results in order.
 
@@ -68,7 +73,7 @@ def side_by_side(tasks: Sequence[Callable[[], T]], threads: int) -> list[T]:
 
     import torch
 
-    share = max(1, threads // len(tasks))
+    share = thread_share(threads, len(tasks))
     results: list = [None] * len(tasks)
     failures: list[BaseException] = []
 

@@ -425,19 +425,22 @@ def run_batch(loaded: LoadedModel, inputs: dict[str, torch.Tensor]) -> torch.Ten
     import torch
 
     device = loaded.device
+    rows = next(iter(inputs.values())).shape[0]
     try:
         with torch.inference_mode():
             moved = {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
             return loaded.model(**moved).logits.float()
     except torch.cuda.OutOfMemoryError:
-        rows = next(iter(inputs.values())).shape[0]
         if rows == 1:
             raise
-        torch.cuda.empty_cache()
-        half = rows // 2
-        first = run_batch(loaded, {k: v[:half] for k, v in inputs.items()})
-        second = run_batch(loaded, {k: v[half:] for k, v in inputs.items()})
-        return torch.cat([first, second])
+    # Halved outside the except block: while the error is being handled, its traceback keeps the failed
+    # forward pass's frames, and with them its activations, alive; empty_cache could free none of them.
+    moved = {}
+    torch.cuda.empty_cache()
+    half = rows // 2
+    first = run_batch(loaded, {k: v[:half] for k, v in inputs.items()})
+    second = run_batch(loaded, {k: v[half:] for k, v in inputs.items()})
+    return torch.cat([first, second])
 
 
 def chunk_logits(loaded: LoadedModel, batches: Iterable[TokenBatch], rows: int) -> np.ndarray:

@@ -15,7 +15,7 @@ ARGS   ?=
 # The offline sentiment model that configs/default.yaml points at.
 OFFLINE_MODEL := models/minilm-vader-sentiment
 
-.PHONY: install test test-slow lint typecheck model score bench docs need-input clean help
+.PHONY: install test test-slow lint typecheck model score bench gpu-pack gpu-check docs need-input clean help
 
 help:
 	@echo "make install                         create .venv and install batchscore (+ test extras)"
@@ -26,6 +26,8 @@ help:
 	@echo "make score INPUT=... [OUTPUT=...] [CONFIG=...] [MODEL=...] [ARGS='--top-k all']"
 	@echo "make test-slow                       also run the slow tests (builds the real model)"
 	@echo "make bench                           batchscore vs transformers.pipeline: benchmarks/results/ and docs/performance.md"
+	@echo "make gpu-pack                        .gpu/: what a GPU machine without network needs for make gpu-check"
+	@echo "make gpu-check [DEVICE=cpu]          on the GPU machine: gpu tests + GPU bench, gpu-check.md/json into \$$OUT (<= 8 min)"
 	@echo "make docs                            regenerate docs/options.md from OPTIONS (src/batchscore/config.py)"
 
 $(BIN)/python:
@@ -72,6 +74,19 @@ score: need-input $(STAMP) $(if $(MODEL),,$(if $(filter configs/default.yaml,$(C
 # batchscore vs transformers.pipeline on the same model, texts and machine (~10 min on 2 cores).
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py $(ARGS)
+
+# The GPU check (docs/gpu.md): gpu-pack here, then gpu-check on the GPU machine, which has no venv and no
+# network: there it runs the system python3 on the source tree. DEVICE=cpu is its dry run (tiny sizes), which
+# `make test` runs too. Results go to $OUT when set (the device tool's folder), else build/gpu-check.
+GPU_PACK   ?= .gpu
+DEVICE     ?=
+GPU_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
+
+gpu-pack: $(STAMP)
+	$(BIN)/python benchmarks/gpu_pack.py --out "$(GPU_PACK)"
+
+gpu-check:
+	$(GPU_PYTHON) benchmarks/gpu_check.py --pack "$(GPU_PACK)"$(if $(DEVICE), --device $(DEVICE))
 
 # docs/options.md is generated from OPTIONS; tests/test_docs.py fails when it drifts. (docs/performance.md: make bench.)
 docs: $(STAMP)

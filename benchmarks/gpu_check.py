@@ -106,6 +106,7 @@ def part_tests(ctx: dict) -> dict:
     junit = Path(ctx["scratch"]) / "tests.xml"
     marks = "gpu" if ctx["device"] == "cuda" else "not slow and not gpu"
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", marks, f"--junitxml={junit}"]
+    cmd += ["-o", "junit_family=xunit1"]  # xunit1 keeps what tests record (record_property)
     cmd += ["tests/test_gpu_path.py", "tests/test_gpu_real.py"]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=os.environ.copy())
     results = junit_results(junit) if junit.exists() else []
@@ -351,11 +352,14 @@ def junit_results(path: Path) -> list[dict]:
     results = []
     for case in ET.parse(path).iter("testcase"):
         outcome, message = "passed", ""
+        # What a test recorded (record_property): e.g. how many times the GPU was waited on.
+        facts = [f"{p.get('name')}={p.get('value')}" for p in case.iter("property")]
         for child in case:
             if child.tag in ("failure", "error"):
                 outcome, message = "failed", (child.get("message") or "")[:300]
             elif child.tag == "skipped":
                 outcome, message = "skipped", (child.get("message") or "")[:300]
+        message = "; ".join([*facts, message] if message else facts)
         results.append({"test": f"{case.get('classname')}::{case.get('name')}", "outcome": outcome, "message": message})
     return results
 

@@ -37,7 +37,6 @@ EXIT_CODES_HELP = """\b
 Exit codes: 0 success, 1 internal error (a bug), 2 usage or config error,
 3 input error, 4 model error, 5 output error, 130 interrupted."""
 
-
 INTERRUPTED = "Interrupted; committed chunks are kept. Rerun the same command to finish."
 # SIGTERM: Airflow, Kubernetes, systemd, Slurm. SIGHUP: the terminal closed. SIGINT: Ctrl-C.
 STOP_SIGNALS = ("SIGTERM", "SIGHUP", "SIGINT")
@@ -417,6 +416,77 @@ def manifest(output: str, **log_values: Any) -> None:
     configure(**settings)
     found = _guarded(lambda: read_manifest(output), settings["verbose"])
     click.echo(json.dumps(found, indent=2, sort_keys=True))  # the command's result, on stdout
+
+
+@main.command(context_settings=CONTEXT, epilog=EXIT_CODES_HELP)
+@click.argument("output")
+@click.option(
+    "-o",
+    "--output",
+    "path",
+    default=None,
+    metavar="PATH",
+    help="Where to write the page (a path or URL). [default: beside OUTPUT: OUT.report.html, x.report.html for "
+    "x.parquet; never inside it]",
+)
+@click.option("--png", "png_dir", default=None, metavar="DIR", help="Also write each chart as a PNG file in DIR.")
+@click.option(
+    "--by",
+    multiple=True,
+    metavar="COLUMN[:month]",
+    help="Label mix per value of this output column (the 30 largest groups and 'other'); :year, :month or :day "
+    "truncate a date. Repeatable.",
+)
+@click.option(
+    "--low-confidence",
+    type=click.FloatRange(0, 1),
+    default=0.6,
+    show_default=True,
+    metavar="SCORE",
+    help="Rows scoring below this count as low-confidence.",
+)
+@click.option(
+    "--samples",
+    type=click.IntRange(0, 1000),
+    default=10,
+    show_default=True,
+    metavar="N",
+    help="The N lowest-confidence rows, and N random rows per label.",
+)
+@log_options
+def report(
+    output: str,
+    path: str | None,
+    png_dir: str | None,
+    by: tuple[str, ...],
+    low_confidence: float,
+    samples: int,
+    **log_values: Any,
+) -> None:
+    """Write a self-contained HTML report of OUTPUT (complete or still running): the run, label and score
+    distributions, low-confidence rows, label mix per column, long texts, time per chunk, samples.
+
+    Streams the output's parts (memory stays flat whatever its size) and loads no model.
+
+    \b
+    Examples:
+      batchscore report reviews.scored                     # writes reviews.scored.report.html
+      batchscore report s3://bucket/scored/day --by source --by date:month --png charts/
+    """
+    from .report import write_report
+
+    settings = _log_settings(log_values)
+    configure(**settings)
+    done = _guarded(
+        lambda: write_report(output, path, by=by, low_confidence=low_confidence, samples=samples, png_dir=png_dir),
+        settings["verbose"],
+    )
+    facts = done.facts
+    log.info(
+        f"Report of {output} ({facts.rows_read:,} rows, {len(done.charts)} charts) in {facts.seconds:.1f}s -> "
+        f"{done.path}",
+        **fields(output=output, report=done.path, rows=facts.rows_read, charts=len(done.charts)),
+    )
 
 
 def _missing_build_extras(exc: ImportError) -> NoReturn:

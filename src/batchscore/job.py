@@ -341,6 +341,7 @@ class Job:
             worker_init_fn=quiet_worker,
         )
         scored = _Scored()
+        last = time.time()  # when this process's previous chunk was scored (or its loop began)
         progress = plan.main and (self.cfg.progress if self.cfg.progress is not None else sys.stderr.isatty())
         # Under a launcher every rank shares the terminal: rank 0's bar stands for all.
         with tqdm(
@@ -360,17 +361,39 @@ class Job:
                     scored.rows_read += work.rows_read
                     continue
                 scored.rows_read += work.chunk.rows_read
+                scoring_started = time.time()
                 results = scorer.score(work)
                 table = pa.Table.from_arrays(
                     [work.chunk.table.column(c) for c in given.out_columns] + [results[f.name] for f in scorer.fields],
                     schema=self.schema,
                 )
-                sink.write(work.chunk.index, table, scorer.chunk_stats(work, results))
+                now = time.time()
+                stats = {
+                    **scorer.chunk_stats(work, results),
+                    "progress": self._chunk_progress(last, scoring_started, now),
+                }
+                last = now
+                sink.write(work.chunk.index, table, stats)
                 if scored.first_commit is None:
                     sink.flush()
                     scored.first_commit = time.time()
                 bar.update(work.chunk.num_rows)
         return scored
+
+    def _chunk_progress(self, last: float, scoring_started: float, now: float) -> dict:
+        """Where and when a chunk was scored, for its part's footer: `batchscore status` and the report's time
+        plot read them (stragglers show per shard). Not summed into the manifest (not whole numbers)."""
+        plan = self.plan
+        return {
+            "shard": [plan.shard.index, plan.shard.count],
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started": round(self.started, 3),  # this process's start: rows/s so far and the ETA count from it
+            "finished": round(now, 3),
+            "seconds": round(now - last, 3),  # since this process's previous chunk: reading and waiting included
+            "scoring_seconds": round(now - scoring_started, 3),
+            "input_chunks": plan.num_chunks,  # the plan's total when known before reading (else None)
+        }
 
     # --- 5. finish: the manifest and _SUCCESS -------------------------------------------------------------------
 

@@ -47,10 +47,11 @@ class Finalized:
     warnings: list[str] = field(default_factory=list)
 
 
-def finalize(output: str | Output, wait: bool = False) -> Finalized:
+def finalize(output: str | Output, wait: bool = False, report: str | None = None) -> Finalized:
     """Check the output holds every chunk of one run; write its manifest and _SUCCESS (or merge the .parquet).
 
-    `wait`: for rank 0 of a distributed run, wait for the other ranks to let go of the output.
+    `wait`: for rank 0 of a distributed run, wait for the other ranks to let go of the output. `report`: where
+    the report page will be written (`score --report`), recorded in the manifest.
     """
     output = Output.of(output)
     layout, store = output.layout, output.store
@@ -64,7 +65,7 @@ def finalize(output: str | Output, wait: bool = False) -> Finalized:
         manifest = read_complete(layout, store)
         if manifest is not None:  # finished by another finalize while we waited
             return Finalized(manifest, already_complete=True)
-        return _finalize_held(layout, store, lease)
+        return _finalize_held(layout, store, lease, report)
 
 
 def wait_for_shards(output: Output, num_shards: int, poll_seconds: float = 0.5) -> None:
@@ -112,7 +113,7 @@ def _markers(layout: Layout, store: Store) -> list[dict[str, Any]]:
     return markers
 
 
-def _finalize_held(layout: Layout, store: Store, lease: Lease) -> Finalized:
+def _finalize_held(layout: Layout, store: Store, lease: Lease, report: str | None = None) -> Finalized:
     store.remove_temp_files()  # leftovers of killed shards; the lease keeps every writer out
     where = layout.url()
     markers = _markers(layout, store)
@@ -164,10 +165,13 @@ def _finalize_held(layout: Layout, store: Store, lease: Lease) -> Finalized:
         **_combine(markers),
         **with_quantiles(sum_stats([stats[i] for i in committed]), store, paths),
         "run": part_identity(footers[committed[0]]),
+        **({"report": report} if report else {}),
     }
     # Each commit asks the store whether the output is still ours: a finalize that stalled past its lease
     # writes nothing more.
     if layout.single_file:
+        # The parts' footers go with the parts: the merged file keeps when and where each chunk was scored.
+        manifest["chunk_times"] = chunk_times([(i, stats[i]) for i in committed])
         _merge(layout, store, committed, schema, manifest, lease)
     else:
         lease.commit(layout.path(MANIFEST), manifest_bytes(schema, manifest))
@@ -176,6 +180,17 @@ def _finalize_held(layout: Layout, store: Store, lease: Lease) -> Finalized:
             if Shard.from_marker(name):  # their content is in the manifest now
                 store.remove(layout.record(name))
     return Finalized(manifest, warnings=warnings)
+
+
+def chunk_times(parts: list[tuple[int, dict[str, Any]]]) -> dict[str, list[Any]]:
+    """Each chunk's `progress` footer entry (shard, seconds, finish time), as columns, for the report's time plot."""
+    timed = [(i, s["progress"]) for i, s in parts if isinstance(s.get("progress"), dict)]
+    return {
+        "chunk": [i for i, _ in timed],
+        "shard": [(p.get("shard") or [0, 1])[0] for _, p in timed],
+        "seconds": [p.get("seconds") for _, p in timed],
+        "finished": [p.get("finished") for _, p in timed],
+    }
 
 
 # The run facts a shard records in its marker (job.py), and how the manifest of a sharded output combines

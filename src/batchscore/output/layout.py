@@ -49,6 +49,13 @@ MANIFEST_KEY = b"batchscore.manifest"
 SCHEMES_HINT = "a local path, or an fsspec URL such as s3://, gs://, az://, memory://"
 
 
+def report_path(output: str) -> str:
+    """Where `batchscore report` writes by default: beside the output, never inside it (polars reads every
+    non-empty file under an output folder). OUT.report.html for a folder, x.report.html for x.parquet."""
+    base = output.rstrip("/") or output
+    return base.removesuffix(".parquet") + ".report.html"
+
+
 def part_name(index: int) -> str:
     return f"part-{index:06d}.parquet"
 

@@ -120,3 +120,104 @@ def test_a_single_row_that_runs_out_of_memory_is_an_error(tiny_model):
     )
     with pytest.raises(torch.cuda.OutOfMemoryError):
         chunk_logits(dataclasses.replace(loaded, model=_RunsOutOfMemory(loaded.model, max_rows=0)), work.batches, 1)
+
+
+def _chunk_with_and_without_padding(loaded, texts):
+    from batchscore.batches import encode_chunk
+    from batchscore.plan import Chunk
+
+    work = encode_chunk(
+        Chunk(0, 0, pa.table({"text": texts})),
+        text_column="text",
+        out_columns=["text"],
+        tokenizer=loaded.tokenizer,
+        max_length=512,
+        batch_tokens=400,
+        pad_multiple=None,
+    )
+    padded = [bool((b.inputs["attention_mask"] == 0).any()) for b in work.batches]
+    assert any(padded) and not all(padded)  # both kinds of batch
+    return work
+
+
+def _roberta_family(path, config_class, model_class):
+    """A tiny RoBERTa-style classifier on the bert tokenizer (padding id 0, as its positions count from it)."""
+    from transformers import AutoTokenizer
+
+    from helpers import tokenizer_dir
+
+    torch.manual_seed(0)
+    config = config_class(
+        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        pad_token_id=0, num_labels=2, max_position_embeddings=514,
+    )  # fmt: skip
+    model_class(config).save_pretrained(path)
+    AutoTokenizer.from_pretrained(tokenizer_dir()).save_pretrained(path)
+    return str(path)
+
+
+def _asked_by_transformers(work, *args):
+    """What `work(*args)` returns, and how many truth values code in transformers read from tensors meanwhile."""
+    import traceback
+
+    asked = []
+    real_bool = torch.Tensor.__bool__
+
+    def recording_bool(tensor):
+        if "transformers" in traceback.extract_stack(limit=2)[0].filename:
+            asked.append(1)
+        return real_bool(tensor)
+
+    torch.Tensor.__bool__ = recording_bool
+    try:
+        return work(*args), len(asked)
+    finally:
+        torch.Tensor.__bool__ = real_bool
+
+
+def test_masks_decided_on_the_host_give_the_same_logits_and_ask_the_device_nothing(
+    tmp_path, tiny_model, multilabel_model
+):
+    """The GPU path's host-side mask (mask_decided_on_host), run on the CPU: the same logits as transformers' own
+    mask, and no truth value read from a tensor inside transformers (on a GPU, each is a wait for the device)."""
+    import dataclasses
+
+    from transformers import (
+        RobertaConfig,
+        RobertaForSequenceClassification,
+        XLMRobertaConfig,
+        XLMRobertaForSequenceClassification,
+    )
+
+    from batchscore.model import chunk_logits, load_model, takes_prepared_masks
+
+    texts = ["good"] * 8 + [" ".join(["fine film"] * n) for n in range(1, 60)] + ["", "bad"]
+    roberta = _roberta_family(tmp_path / "roberta", RobertaConfig, RobertaForSequenceClassification)
+    xlmr = _roberta_family(tmp_path / "xlmr", XLMRobertaConfig, XLMRobertaForSequenceClassification)
+    for model in (tiny_model, multilabel_model, roberta, xlmr):  # each of PREPARED_MASK_MODELS
+        loaded = load_model(model, None, "fp32")
+        assert takes_prepared_masks(loaded.model)
+        work = _chunk_with_and_without_padding(loaded, texts)
+        expected = chunk_logits(loaded, work.batches, len(texts))
+        host_masks = dataclasses.replace(loaded, mask_on_host=True)
+        got, asked = _asked_by_transformers(chunk_logits, host_masks, work.batches, len(texts))
+        assert asked == 0
+        _, asked = _asked_by_transformers(chunk_logits, loaded, work.batches, len(texts))
+        assert asked == len(work.batches)  # transformers' own mask: one question per batch
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_models_with_their_own_mask_code_keep_the_2d_mask(tiny_model):
+    from batchscore.model import load_model, takes_prepared_masks
+
+    loaded = load_model(tiny_model, None, "fp32")
+    assert not loaded.mask_on_host  # the CPU path is the pipeline's, unchanged
+    assert not takes_prepared_masks(_RunsOutOfMemory(loaded.model, 1))  # its module builds no masks
+    config = loaded.model.config
+    for name, value, usual in (("_attn_implementation", "eager", "sdpa"), ("is_decoder", True, False)):
+        setattr(config, name, value)
+        try:
+            assert not takes_prepared_masks(loaded.model), name
+        finally:
+            setattr(config, name, usual)
+    assert takes_prepared_masks(loaded.model)

@@ -37,6 +37,10 @@ EXIT_CODES_HELP = """\b
 Exit codes: 0 success, 1 internal error (a bug), 2 usage or config error,
 3 input error, 4 model error, 5 output error, 130 interrupted."""
 
+STATUS_EXIT_CODES_HELP = """\b
+Exit codes: 0 complete, 10 in progress (a live writer holds it), 11 stopped unfinished (rerun, run the
+missing shards, or finalize), 5 no batchscore output there, 1 internal error, 130 interrupted."""
+
 INTERRUPTED = "Interrupted; committed chunks are kept. Rerun the same command to finish."
 # SIGTERM: Airflow, Kubernetes, systemd, Slurm. SIGHUP: the terminal closed. SIGINT: Ctrl-C.
 STOP_SIGNALS = ("SIGTERM", "SIGHUP", "SIGINT")
@@ -487,6 +491,36 @@ def report(
         f"{done.path}",
         **fields(output=output, report=done.path, rows=facts.rows_read, charts=len(done.charts)),
     )
+
+
+@main.command(context_settings=CONTEXT, epilog=STATUS_EXIT_CODES_HELP)
+@click.argument("output")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout, for machines.")
+@log_options
+def status(output: str, as_json: bool, **log_values: Any) -> int:
+    """How far the run writing OUTPUT is (or was): chunks committed per shard out of the plan's total, rows,
+    the writers and their last heartbeat, rows/s and an ETA, damaged or foreign files.
+
+    Reads the output only: writes nothing, takes no lock, loads no model; local or on an object store.
+
+    \b
+    Examples:
+      batchscore status out/big
+      batchscore status s3://bucket/scored/day --json   # exit 0 complete, 10 in progress, 11 stopped
+    """
+    import json
+
+    from .status import describe
+    from .status import status as read_status
+
+    settings = _log_settings(log_values)
+    configure(**settings)
+    found = _guarded(lambda: read_status(output), settings["verbose"])
+    if as_json:
+        click.echo(json.dumps(found.to_json(), sort_keys=True))  # the command's result, on stdout
+    else:
+        click.echo("\n".join(describe(found)))
+    return found.exit_code
 
 
 def _missing_build_extras(exc: ImportError) -> NoReturn:

@@ -12,6 +12,9 @@ EXIT_INPUT = 3
 EXIT_MODEL = 4
 EXIT_OUTPUT = 5
 EXIT_INTERRUPTED = 130
+# `batchscore status` only: not errors, states a scheduler's sensor polls for.
+EXIT_IN_PROGRESS = 10  # a live writer holds the output
+EXIT_STOPPED = 11  # unfinished and nobody writes it: rerun, run the missing shards, or finalize
 
 
 def first_line(exc: BaseException) -> str:

@@ -68,6 +68,16 @@ def _summarize_listing(text: str) -> str:
     return ", ".join([*head, f"… ({hidden:,} more)", *tail])
 
 
+def duration(seconds: float) -> str:
+    """A duration for people: 42s, 3m05s, 1h02m."""
+    seconds = max(seconds, 0.0)
+    if seconds < 90:
+        return f"{seconds:.0f}s"
+    if seconds < 5400:
+        return f"{seconds // 60:.0f}m{seconds % 60:02.0f}s"
+    return f"{seconds // 3600:.0f}h{seconds % 3600 // 60:02.0f}m"
+
+
 def fields(**values: Any) -> dict[str, Any]:
     """`log.info(msg, extra=fields(rows=3))`: structured fields, shown in JSON lines."""
     return {"extra": {"fields": values}}

@@ -35,6 +35,9 @@ class LoadedModel:
     labels: list[str]  # id2label in id order
     max_length: int
     precision: str  # fp32 | bf16 | fp16, after resolving auto
+    # On a GPU, for models that build their masks through transformers.masking_utils: run_batch settles on the
+    # host what that code would ask the GPU (whether a batch has padding), one wait per batch fewer.
+    mask_on_host: bool = False
 
     @property
     def device(self) -> torch.device:
@@ -177,7 +180,48 @@ def load_model(
         labels=labels,
         max_length=min(max_length, limit) if max_length else limit,
         precision=precision,
+        mask_on_host=device_type == "cuda" and takes_prepared_masks(model),
     )
+
+
+# Encoders whose transformers code builds the attention mask with masking_utils.create_bidirectional_mask and
+# nothing more (no sliding window as ModernBERT has, no relative-position bias in the mask as MPNet's), so a 4-D
+# mask handed over is used exactly as the one transformers would build. Each is checked in tests/test_gpu_path.py.
+PREPARED_MASK_MODELS = frozenset({"distilbert", "bert", "roberta", "xlm-roberta"})
+
+
+def takes_prepared_masks(model: PreTrainedModel) -> bool:
+    """True for the encoders above under SDPA, as transformers' own classes: their mask code passes a mask that
+    is already 4-D through unchecked. Every other model (decoders, custom code, other mask rules) gets the 2-D
+    padding mask, as the pipeline gives it."""
+    import sys
+
+    config = model.config
+    module = sys.modules.get(type(model).__module__)
+    return (
+        getattr(config, "model_type", None) in PREPARED_MASK_MODELS
+        and getattr(config, "_attn_implementation", None) == "sdpa"
+        and not getattr(config, "is_decoder", False)
+        and not getattr(config, "is_encoder_decoder", False)
+        and hasattr(module, "create_bidirectional_mask")
+    )
+
+
+def mask_decided_on_host(host: dict[str, torch.Tensor], moved: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The device inputs with the attention mask transformers' SDPA path would build, decided from the host copy.
+
+    transformers asks every batch's mask `mask.all()` on the device (no padding: no mask, so SDPA may take its
+    flash kernel): a truth value read from the GPU, so the host waits for all queued work once per batch. The
+    host copy answers the same question for free: no padding, no mask; padding, the mask as [rows, 1, 1, length]
+    booleans (True: attend), which broadcast over heads and queries as transformers' own 4-D mask does.
+    """
+    mask = host.get("attention_mask")
+    if mask is None:
+        return moved
+    decided = {k: v for k, v in moved.items() if k != "attention_mask"}
+    if not bool(mask.all()):
+        decided["attention_mask"] = moved["attention_mask"][:, None, None, :].bool()
+    return decided
 
 
 def model_head(model: str | None, revision: str | None = None, trust_remote_code: bool = False) -> str:
@@ -429,6 +473,8 @@ def run_batch(loaded: LoadedModel, inputs: dict[str, torch.Tensor]) -> torch.Ten
     try:
         with torch.inference_mode():
             moved = {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
+            if loaded.mask_on_host:
+                moved = mask_decided_on_host(inputs, moved)
             return loaded.model(**moved).logits.float()
     except torch.cuda.OutOfMemoryError:
         if rows == 1:
@@ -448,14 +494,24 @@ def chunk_logits(loaded: LoadedModel, batches: Iterable[TokenBatch], rows: int) 
     import torch
 
     device = loaded.device
+    logits = np.zeros((rows, len(loaded.labels)), dtype=np.float32)
     with torch.inference_mode():
-        logits = torch.zeros((rows, len(loaded.labels)), dtype=torch.float32, device=device)
+        outs, positions = [], []
         for batch in batches:
-            positions = torch.from_numpy(batch.positions).to(device, non_blocking=True)
-            logits[positions] = run_batch(loaded, batch.inputs)
+            outs.append(run_batch(loaded, batch.inputs))
+            positions.append(batch.positions)
+        if not outs:
+            return logits
+        # The batches' logits stay on the device in batch order and come back in one copy; the rows are put in
+        # place on the host (a row position copied to the GPU per batch would be one more copy, from pageable
+        # memory, per batch).
+        stacked = torch.cat(outs)
         if device.type == "cpu":
-            return logits.numpy()
-        host = torch.empty(logits.shape, dtype=logits.dtype, pin_memory=True)
-        host.copy_(logits, non_blocking=True)
-        torch.cuda.current_stream(device).synchronize()  # the one wait per chunk
-        return host.numpy()
+            back = stacked.numpy()
+        else:
+            pinned = torch.empty(stacked.shape, dtype=stacked.dtype, pin_memory=True)
+            pinned.copy_(stacked, non_blocking=True)
+            torch.cuda.current_stream(device).synchronize()  # the one wait per chunk
+            back = pinned.numpy()
+    logits[np.concatenate(positions)] = back
+    return logits

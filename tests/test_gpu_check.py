@@ -86,7 +86,7 @@ def test_a_part_over_its_time_is_reported_and_the_check_goes_on(pack, tmp_path):
     out = tmp_path / "out"
     done = subprocess.run(
         [sys.executable, "benchmarks/gpu_check.py", "--device", "cpu", "--pack", str(pack), "--out", str(out)]
-        + ["--budget", "30"],
+        + ["--budget", "20"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -94,8 +94,8 @@ def test_a_part_over_its_time_is_reported_and_the_check_goes_on(pack, tmp_path):
     assert done.returncode == 1
     report = json.loads((out / "gpu-check.json").read_text())
     statuses = [part["status"] for part in report["parts"].values()]
-    assert len(statuses) == 7 and "timeout" in statuses
-    assert set(statuses) <= {"ok", "timeout", "skipped"}
+    # 20 s: the first parts get their share and run out of it; the rest are skipped, each one reported.
+    assert statuses[:2] == ["timeout", "timeout"] and statuses[2:] == ["skipped"] * 5
     assert "| env |" in (out / "gpu-check.md").read_text()
 
 

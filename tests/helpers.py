@@ -244,3 +244,21 @@ def spark_session():
 
     builder = pyspark.sql.SparkSession.builder.master("local[2]").appName("batchscore-test")
     return builder.config("spark.ui.enabled", "false").getOrCreate()
+
+
+def encode_texts(tokenizer, texts, batch_tokens, pad_multiple=None, max_length=512):
+    """One chunk (chunk 0) of `texts`, tokenized and cut into padded batches as the job does: a ChunkWork."""
+    import pyarrow as pa
+
+    from batchscore.batches import encode_chunk
+    from batchscore.plan import Chunk
+
+    return encode_chunk(
+        Chunk(0, 0, pa.table({"text": texts})),
+        text_column="text",
+        out_columns=["text"],
+        tokenizer=tokenizer,
+        max_length=max_length,
+        batch_tokens=batch_tokens,
+        pad_multiple=pad_multiple,
+    )

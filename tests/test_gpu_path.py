@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from helpers import assert_ok, pipeline_oracle, run_score
+from helpers import assert_ok, encode_texts, pipeline_oracle, run_score
 
 # bf16 keeps 8 bits of mantissa: a probability near 0.5 can move by ~1e-2 between two bf16 computations
 # that round differently (ours batches rows by length, the pipeline by position).
@@ -72,23 +72,13 @@ class _RunsOutOfMemory(torch.nn.Module):
 def test_out_of_memory_halves_the_batch_and_keeps_every_row(tiny_model, device):
     import dataclasses
 
-    from batchscore.batches import encode_chunk
     from batchscore.model import chunk_logits, load_model
-    from batchscore.plan import Chunk
 
     loaded = load_model(tiny_model, None, "fp32")
     if device == "cuda":
         loaded.model.to("cuda")
     texts = _texts(40)
-    work = encode_chunk(
-        Chunk(0, 0, pa.table({"text": texts})),
-        text_column="text",
-        out_columns=["text"],
-        tokenizer=loaded.tokenizer,
-        max_length=512,
-        batch_tokens=100_000,
-        pad_multiple=None,
-    )
+    work = encode_texts(loaded.tokenizer, texts, batch_tokens=100_000)
     assert max(b.num_rows for b in work.batches) > 3  # there is something to halve
     expected = chunk_logits(loaded, work.batches, len(texts))
     flaky = _RunsOutOfMemory(loaded.model, max_rows=3)
@@ -104,37 +94,16 @@ def test_out_of_memory_halves_the_batch_and_keeps_every_row(tiny_model, device):
 def test_a_single_row_that_runs_out_of_memory_is_an_error(tiny_model):
     import dataclasses
 
-    from batchscore.batches import encode_chunk
     from batchscore.model import chunk_logits, load_model
-    from batchscore.plan import Chunk
 
     loaded = load_model(tiny_model, None, "fp32")
-    work = encode_chunk(
-        Chunk(0, 0, pa.table({"text": ["one row"]})),
-        text_column="text",
-        out_columns=["text"],
-        tokenizer=loaded.tokenizer,
-        max_length=512,
-        batch_tokens=1000,
-        pad_multiple=None,
-    )
+    work = encode_texts(loaded.tokenizer, ["one row"], batch_tokens=1000)
     with pytest.raises(torch.cuda.OutOfMemoryError):
         chunk_logits(dataclasses.replace(loaded, model=_RunsOutOfMemory(loaded.model, max_rows=0)), work.batches, 1)
 
 
 def _chunk_with_and_without_padding(loaded, texts):
-    from batchscore.batches import encode_chunk
-    from batchscore.plan import Chunk
-
-    work = encode_chunk(
-        Chunk(0, 0, pa.table({"text": texts})),
-        text_column="text",
-        out_columns=["text"],
-        tokenizer=loaded.tokenizer,
-        max_length=512,
-        batch_tokens=400,
-        pad_multiple=None,
-    )
+    work = encode_texts(loaded.tokenizer, texts, batch_tokens=400)
     padded = [bool((b.inputs["attention_mask"] == 0).any()) for b in work.batches]
     assert any(padded) and not all(padded)  # both kinds of batch
     return work

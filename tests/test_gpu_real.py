@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from helpers import assert_ok, run_score, tokenizer_dir
+from helpers import assert_ok, encode_texts, run_score, tokenizer_dir
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
@@ -57,17 +57,14 @@ class _Counting(torch.nn.Module):
 def test_a_real_out_of_memory_error_halves_the_batch_and_keeps_every_row(tmp_path):
     import dataclasses
 
-    from batchscore.batches import encode_chunk
     from batchscore.model import chunk_logits, load_model
-    from batchscore.plan import Chunk
 
     loaded = load_model(str(_reference_shaped(tmp_path / "model")), None, "fp32")
     assert loaded.device.type == "cuda"
     texts = _long_texts(1024)
-    encode = dict(text_column="text", out_columns=["text"], tokenizer=loaded.tokenizer, max_length=512)
-    one_batch = encode_chunk(Chunk(0, 0, pa.table({"text": texts})), **encode, batch_tokens=10**7, pad_multiple=None)
+    one_batch = encode_texts(loaded.tokenizer, texts, batch_tokens=10**7)
     assert [b.num_rows for b in one_batch.batches] == [1024]
-    small = encode_chunk(Chunk(0, 0, pa.table({"text": texts})), **encode, batch_tokens=32 * 512, pad_multiple=None)
+    small = encode_texts(loaded.tokenizer, texts, batch_tokens=32 * 512)
     expected = chunk_logits(loaded, small.batches, len(texts))
 
     counting = _Counting(loaded.model)
@@ -106,22 +103,12 @@ def _device_to_host(copies):
 
 
 def test_logits_come_back_to_the_host_once_per_chunk(tmp_path, tiny_model, record_property):
-    from batchscore.batches import encode_chunk
     from batchscore.model import chunk_logits, load_model
-    from batchscore.plan import Chunk
 
     loaded = load_model(tiny_model, None, "bf16")
     assert loaded.device.type == "cuda" and loaded.mask_on_host
-    texts = _long_texts(200, seed=1)
-    work = encode_chunk(
-        Chunk(0, 0, pa.table({"text": [t[: 10 + 7 * i] for i, t in enumerate(texts)]})),
-        text_column="text",
-        out_columns=["text"],
-        tokenizer=loaded.tokenizer,
-        max_length=512,
-        batch_tokens=4096,
-        pad_multiple=8,
-    )
+    texts = [t[: 10 + 7 * i] for i, t in enumerate(_long_texts(200, seed=1))]
+    work = encode_texts(loaded.tokenizer, texts, batch_tokens=4096, pad_multiple=8)
     assert len(work.batches) > 5
     copies = _copies(lambda: chunk_logits(loaded, work.batches, len(texts)))
     record_property("batches", len(work.batches))

@@ -52,13 +52,16 @@ PIPELINE_BATCH = 64
 # (part, its own hard timeout in seconds on a GPU): the shares of BUDGET_S, most to what we know least.
 PARTS = (
     ("env", 45),
-    ("tests", 100),
+    ("tests", 90),
     ("bench-distilbert", 80),
     ("bench-bert-base", 80),
     ("feed", 50),
     ("long", 40),
-    ("several", 55),
+    ("several", 50),
+    ("tune", 45),
 )
+# What `tune` tries on the DistilBERT shape, beside the defaults: a larger token budget, more DataLoader workers.
+TUNE_VARIANTS = ({}, {"batch_tokens": 65_536}, {"num_workers": 8})
 # Sizes: on the GPU, enough work for each timed pass to last seconds; on the CPU dry run, a few rows.
 SIZES = {
     "cuda": {"rows": 20_000, "warmup_rows": 1_000, "feed_copies": 3, "long_docs": 12, "several_rows": 20_000},
@@ -105,10 +108,12 @@ def part_env(ctx: dict) -> dict:
 
 
 def part_tests(ctx: dict) -> dict:
-    """The gpu-marked tests on a GPU; on the CPU dry run, the CPU variants of the same test files."""
+    """The gpu-marked tests on a GPU."""
     junit = Path(ctx["scratch"]) / "tests.xml"
-    marks = "gpu" if ctx["device"] == "cuda" else "not slow and not gpu"
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", marks, f"--junitxml={junit}"]
+    # On the dry run: the gpu tests (skipped there, so their collection is checked) and one CPU test, enough to
+    # prove the runner and its report; `make test` runs the CPU variants themselves.
+    select = ["-m", "gpu"] if ctx["device"] == "cuda" else ["-m", "not slow", "-k", "gpu_real or cuda or single_row"]
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *select, f"--junitxml={junit}"]
     cmd += ["-o", "junit_family=xunit1"]  # xunit1 keeps what tests record (record_property)
     cmd += ["tests/test_gpu_path.py", "tests/test_gpu_real.py"]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=os.environ.copy())
@@ -181,6 +186,26 @@ def part_several(ctx: dict) -> dict:
     return several_models_bench(shaped_model(ctx, "distilbert"), texts_file(ctx), ctx["sizes"]["several_rows"], 1)
 
 
+def part_tune(ctx: dict) -> dict:
+    """batchscore alone on the DistilBERT shape, with the defaults and with each of TUNE_VARIANTS: which knob the
+    GPU numbers point at, measured in the same lease."""
+    model, texts = shaped_model(ctx, "distilbert"), texts_file(ctx)
+    tokens = sum(token_lengths_of(model, texts))
+    runs = []
+    for variant in TUNE_VARIANTS:
+        got = run_worker(ctx, "batchscore", model, texts, profile=False, **variant)
+        runs.append(
+            {"variant": variant or "defaults", "seconds": got["seconds"], "real_tokens_per_s": tokens / got["seconds"]}
+        )
+    return {"runs": runs}
+
+
+def token_lengths_of(model: Path, texts: Path) -> list[int]:
+    from bench import token_lengths
+
+    return token_lengths(model, read_texts(texts))
+
+
 PART_FUNCTIONS = {
     "env": part_env,
     "tests": part_tests,
@@ -189,6 +214,7 @@ PART_FUNCTIONS = {
     "feed": part_feed,
     "long": part_long,
     "several": part_several,
+    "tune": part_tune,
 }
 
 
@@ -247,14 +273,20 @@ def read_texts(path: Path) -> list[str]:
 
 
 def run_batchscore(
-    ctx: dict, model: Path, data: Path, out: Path, precision: str, workers: int | None = None
+    ctx: dict,
+    model: Path,
+    data: Path,
+    out: Path,
+    precision: str,
+    workers: int | None = None,
+    batch_tokens: int | None = None,
 ) -> tuple[dict, float]:
     """One batchscore job in this process: its manifest, and its seconds without loading the model."""
     from batchscore.config import build_config
     from batchscore.job import run_job
 
     options = {"input": str(data), "model": str(model), "output": str(out), "progress": False}
-    options.update(precision=precision, overwrite=True)
+    options.update(precision=precision, overwrite=True, batch_tokens=batch_tokens)
     if workers is not None:
         options["num_workers"] = workers
     start = time.perf_counter()
@@ -262,10 +294,22 @@ def run_batchscore(
     return manifest, time.perf_counter() - start - manifest["model_load_seconds"]
 
 
-def run_worker(ctx: dict, system: str, model: Path, texts: Path) -> dict:
+def run_worker(
+    ctx: dict,
+    system: str,
+    model: Path,
+    texts: Path,
+    profile: bool = True,
+    batch_tokens: int | None = None,
+    num_workers: int | None = None,
+) -> dict:
+    knobs = [] if profile else ["--no-profile"]
+    knobs += ["--batch-tokens", str(batch_tokens)] if batch_tokens else []
+    knobs += ["--num-workers", str(num_workers)] if num_workers is not None else []
     done = subprocess.run(
         [sys.executable, __file__, "--worker", system, "--model-dir", str(model), "--texts", str(texts)]
-        + ["--device", ctx["device"], "--scratch", ctx["scratch"], "--warmup-rows", str(ctx["sizes"]["warmup_rows"])],
+        + ["--device", ctx["device"], "--scratch", ctx["scratch"], "--warmup-rows", str(ctx["sizes"]["warmup_rows"])]
+        + knobs,
         capture_output=True,
         text=True,
         env=os.environ.copy(),
@@ -302,7 +346,15 @@ def worker(args: argparse.Namespace) -> dict:
             data = scratch / f"in-{len(rows)}.parquet"
             pq.write_table(pa.table({"text": rows}), data)
             precision = "bf16" if on_gpu else "fp32"
-            manifest, _ = run_batchscore(ctx, Path(args.model_dir), data, scratch / f"out-{len(rows)}", precision)
+            manifest, _ = run_batchscore(
+                ctx,
+                Path(args.model_dir),
+                data,
+                scratch / f"out-{len(rows)}",
+                precision,
+                args.num_workers,
+                args.batch_tokens,
+            )
             score.load_seconds = manifest["model_load_seconds"]  # type: ignore[attr-defined]
             return pq.read_table(scratch / f"out-{len(rows)}").column("label").to_pylist()
 
@@ -320,7 +372,8 @@ def worker(args: argparse.Namespace) -> dict:
     result = {"seconds": seconds - load_seconds, "labels": labels}
     if on_gpu:
         result["gpu_memory_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
-        result["gpu_busy_share"] = gpu_busy_share(lambda: score(texts))
+        if args.profile:
+            result["gpu_busy_share"] = gpu_busy_share(lambda: score(texts))
     return result
 
 
@@ -527,6 +580,11 @@ def markdown(report: dict) -> str:
         from bench import long_markdown
 
         lines += ["", long_markdown(long)]
+    tune = parts.get("tune", {}).get("result")
+    if tune:
+        lines += ["", "Tuning (batchscore alone, DistilBERT shape):", "", "| variant | seconds | real tokens/s |"]
+        lines += ["| --- | ---: | ---: |"]
+        lines += [f"| {r['variant']} | {r['seconds']:.2f} | {_f(r['real_tokens_per_s'])} |" for r in tune["runs"]]
     several = parts.get("several", {}).get("result")
     if several:
         from bench import several_markdown
@@ -563,6 +621,9 @@ def main() -> None:
     parser.add_argument("--texts")
     parser.add_argument("--scratch")
     parser.add_argument("--warmup-rows", type=int, default=16)
+    parser.add_argument("--batch-tokens", type=int)
+    parser.add_argument("--num-workers", type=int)
+    parser.add_argument("--no-profile", dest="profile", action="store_false")
     args = parser.parse_args()
     if args.part:
         return child(args)

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from helpers import assert_error, assert_ok, invoke, run_score
+from helpers import assert_error, assert_ok, invoke, manifest_of, run_score
 
 HOSTILE = '<script>alert("x")</script> & <img src=x onerror=alert(1)>'
 SOURCES = ["news", "forum", "reviews", "<b>bold</b>", "$x$ money"]
@@ -210,6 +210,19 @@ def run_score_local_counts(fs, folder):
 
     table = ds.dataset(folder, filesystem=fs, format="parquet").to_table(columns=["label"])
     return table.to_pandas()["label"].value_counts().to_dict()
+
+
+def test_score_report_writes_it_when_the_run_completes(corpus, three_label_model, tmp_path):
+    out = tmp_path / "o"
+    result = assert_ok(run_score(corpus, three_label_model, out, "--chunk-rows", "64", "--report"))
+    path = f"{out}.report.html"
+    assert result.stderr.strip().splitlines()[-1].endswith(f"-> {out}; report: {path}")
+    assert manifest_of(out)["report"] == path
+    assert label_table(open(path, encoding="utf-8").read())
+    # A shard leaves the report to whoever completes the output.
+    shard = tmp_path / "s"
+    assert_ok(run_score(corpus, three_label_model, shard, "--num-shards", "2", "--shard-index", "0", "--report"))
+    assert not os.path.exists(f"{shard}.report.html")
 
 
 def test_report_inside_the_output_is_refused(scored):

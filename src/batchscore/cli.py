@@ -314,6 +314,7 @@ def score(config_file: str | None, **cli_values: Any) -> None:
     cfg, result = _guarded(run, early["verbose"])
     for warning in result.warnings:
         log.warning(warning)
+    report = _write_report(cfg, result) if cfg.report and result.shard is None else None
     m = result.manifest
     summary = fields(
         output=result.output,
@@ -325,11 +326,13 @@ def score(config_file: str | None, **cli_values: Any) -> None:
         chunks=m.get("chunks"),
         seconds=m.get("seconds"),
         already_complete=result.already_complete,
+        **({"report": report} if report else {}),
     )
+    then = f"; report: {report}" if report else ""
     if result.already_complete:
         log.info(
             f"Already complete: {result.output} holds this job's {m['rows']} rows; nothing to do "
-            "(--overwrite to redo it).",
+            f"(--overwrite to redo it){then}.",
             **summary,
         )
         return
@@ -341,7 +344,7 @@ def score(config_file: str | None, **cli_values: Any) -> None:
         truncated += f", {m['windowed_rows']} long texts scored in {m['windows']:,} windows"
     counts = f"{m['scored_rows']} of {m['rows']} rows ({m['empty_text_rows']} without text, {truncated})"
     if result.shard is None:
-        log.info(f"Scored {counts} in {m['seconds']:.1f}s -> {result.output}", **summary)
+        log.info(f"Scored {counts} in {m['seconds']:.1f}s -> {result.output}{then}", **summary)
         return
     shard, num_shards = result.shard
     then = (
@@ -350,6 +353,16 @@ def score(config_file: str | None, **cli_values: Any) -> None:
         else "; rank 0 writes the manifest"
     )
     log.info(f"Shard {shard} of {num_shards}: {counts} in its {m['chunks']} chunks -> {result.output}{then}", **summary)
+
+
+def _write_report(cfg: JobConfig, result: JobResult) -> str:
+    """--report: the page beside the complete output (the manifest already names where). A report that cannot be
+    written is one error line and its exit code: the output itself is complete and stays so."""
+    from .output.layout import report_path
+    from .report import write_report
+
+    path = result.manifest.get("report") or report_path(result.output)
+    return _guarded(lambda: write_report(result.output, path), cfg.verbose).path
 
 
 def _refuse_memory_output(output: str) -> None:

@@ -238,7 +238,24 @@ OPTIONS: tuple[Option, ...] = (
         "bool",
         "Allow models whose repo ships its own Python code, and run it: only for models you trust.",
     ),
-    Option("progress", "bool", "Show a progress bar on stderr. Default: only when stderr is a terminal."),
+    Option(
+        "progress",
+        "bool",
+        "Progress on stderr, per batch. Default: a bar on a terminal, else a line every --progress-every "
+        "seconds; --progress: always the bar; --no-progress: nothing.",
+    ),
+    Option(
+        "progress_every",
+        "int",
+        "Without a terminal (cron, Airflow, Slurm): one progress line (percent, rows/s, tokens/s, ETA) every this "
+        "many seconds; 0: none.",
+        metavar="SECONDS",
+    ),
+    Option(
+        "report",
+        "bool",
+        "When the run completes, write the report page beside the output (as `batchscore report OUT`).",
+    ),
     Option("overwrite", "bool", "Replace an existing output (one batchscore wrote) instead of resuming it."),
     Option(
         "threads",
@@ -337,6 +354,8 @@ class JobConfig:
     allow_pickle: bool = False
     trust_remote_code: bool = False
     progress: bool | None = None
+    progress_every: int = 60
+    report: bool = False
     threads: int | None = None  # None: the CPUs this process may use
     quiet: bool = False
     verbose: bool = False

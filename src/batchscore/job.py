@@ -319,10 +319,10 @@ class Job:
         """Read, tokenize, score and commit every chunk this process still has to do."""
         import pyarrow as pa
         import torch
-        from tqdm.auto import tqdm
 
         from .batches import ChunkDataset, quiet_worker
         from .plan import InputEnd
+        from .progress import Progress
 
         plan, scorer, given = self.plan, self.scorer, self.input
         if self.workers:
@@ -342,16 +342,12 @@ class Job:
         )
         scored = _Scored()
         last = time.time()  # when this process's previous chunk was scored (or its loop began)
-        progress = plan.main and (self.cfg.progress if self.cfg.progress is not None else sys.stderr.isatty())
-        # Under a launcher every rank shares the terminal: rank 0's bar stands for all.
-        with tqdm(
-            total=plan.rows_to_do(),
-            unit="rows",
-            desc=f"scoring{plan.shard.label}",
-            disable=not progress,
-            file=sys.stderr,
-            dynamic_ncols=True,
-        ) as bar:
+        cfg = self.cfg
+        # A bar on a terminal (or with --progress); lines every --progress-every seconds in a log; nothing with
+        # --no-progress. Under a launcher every rank shares stderr: rank 0's progress stands for all.
+        bar = cfg.progress if cfg.progress is not None else sys.stderr.isatty()
+        every = cfg.progress_every if plan.main and cfg.progress is not False and not bar else 0
+        with Progress(plan.rows_to_do(), plan.shard.label, bar=plan.main and bar, every=every) as progress:
             for work in loader:
                 if isinstance(work, BatchscoreError):  # a DataLoader worker's, with its one-line message
                     raise work
@@ -362,7 +358,7 @@ class Job:
                     continue
                 scored.rows_read += work.chunk.rows_read
                 scoring_started = time.time()
-                results = scorer.score(work)
+                results = scorer.score(work, progress.batch)
                 table = pa.Table.from_arrays(
                     [work.chunk.table.column(c) for c in given.out_columns] + [results[f.name] for f in scorer.fields],
                     schema=self.schema,
@@ -377,7 +373,7 @@ class Job:
                 if scored.first_commit is None:
                     sink.flush()
                     scored.first_commit = time.time()
-                bar.update(work.chunk.num_rows)
+                progress.chunk(work.chunk.num_rows)
         return scored
 
     def _chunk_progress(self, last: float, scoring_started: float, now: float) -> dict:
@@ -400,6 +396,7 @@ class Job:
     def finish(self) -> JobResult:
         """Write the manifest and _SUCCESS (rank 0 of a distributed run waits for the others first)."""
         from .output import finalize, wait_for_shards
+        from .output.layout import report_path
 
         count = self.plan.shard.count
         if count > 1:
@@ -407,7 +404,8 @@ class Job:
             # barrier: after a resume one rank may have hours less to do than another,
             # longer than any NCCL/gloo timeout. If a rank dies, the launcher stops us.
             wait_for_shards(self.output, count)
-        done = finalize(self.output, wait=count > 1)
+        report = report_path(self.cfg.output_path) if self.cfg.report else None  # written by the CLI, after
+        done = finalize(self.output, wait=count > 1, report=report)
         self.warnings.extend(done.warnings)
         manifest = done.manifest
         if manifest["rows"] == 0:

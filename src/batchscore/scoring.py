@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 from .config import (
     AGGREGATES,
@@ -31,7 +31,7 @@ from .postprocess import LABELS, NONE, SIGMOID, result_fields, result_names, sco
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from .batches import ChunkWork
+    from .batches import Batch, ChunkWork
     from .config import ModelSpec
     from .model import LoadedModel
     from .plan import Chunk
@@ -354,21 +354,25 @@ class ChunkScorer:
 
     # --- scoring ------------------------------------------------------------------------------------------------
 
-    def score(self, work: ChunkWork) -> dict[str, pa.Array]:
-        """The result columns of an encoded chunk, keyed by name, in the chunk's row order (null: no text)."""
+    def score(self, work: ChunkWork, on_batch: OnBatch | None = None) -> dict[str, pa.Array]:
+        """The result columns of an encoded chunk, keyed by name, in the chunk's row order (null: no text).
+
+        `on_batch(rows, tokens)` is called as each batch is scored: its share of the chunk's rows (its rows, or
+        windows, out of the chunk's), and its real tokens."""
         from .model import chunk_logits
         from .postprocess import apply, result_columns
 
         rules, windows = self.rules, work.windows
         threshold = rules.threshold if rules.multi_label else None  # `labels`: multi-label heads only
+        batches: Iterable[Batch] = work.batches if on_batch is None else _reported(work, on_batch)
         if windows is None:
-            logits = chunk_logits(self.loaded, work.batches, len(work.valid))
+            logits = chunk_logits(self.loaded, batches, len(work.valid))
             return result_columns(
                 apply(self.function, logits), work.valid, self.labels, rules.top_k, rules.result_prefix, threshold
             )
         from .postprocess import aggregate, window_columns
 
-        scores = apply(self.function, chunk_logits(self.loaded, work.batches, len(windows.row)))
+        scores = apply(self.function, chunk_logits(self.loaded, batches, len(windows.row)))
         rows = aggregate(scores, windows.row, windows.text_tokens, len(work.valid), rules.aggregate)
         # The aggregated scores decide `labels`, as they decide label and score.
         columns = result_columns(rows, work.valid, self.labels, rules.top_k, rules.result_prefix, threshold)
@@ -441,6 +445,21 @@ class ChunkScorer:
         }
 
 
+OnBatch = Callable[[float, int], None]
+
+
+def _reported(work: ChunkWork, on_batch: OnBatch) -> Iterator[Batch]:
+    """The chunk's batches, reporting each one once the model has asked for the next (so once it is scored;
+    on a GPU, once it is queued)."""
+    positions = sum(batch.num_rows for batch in work.batches) or 1
+    share = len(work.valid) / positions  # rows a position stands for: 1, or rows per window
+    for batch in work.batches:
+        yield batch
+        mask = batch.inputs.get("attention_mask")
+        tokens = int(mask.sum()) if mask is not None else batch.num_rows * int(batch.inputs["input_ids"].shape[1])
+        on_batch(batch.num_rows * share, tokens)
+
+
 def _value_counts(values: pa.Array) -> dict[str, int]:
     """How often each string occurs, counted in Arrow, not row by row in Python."""
     import pyarrow.compute as pc
@@ -491,15 +510,18 @@ class ChunkScorers:
 
         return self.score(self.encoder.encode(Chunk(0, 0, texts), [self.first.rules.text_column]))
 
-    def score(self, works: ChunkWorks) -> dict[str, pa.Array]:
-        """Every model's result columns, in model order."""
+    def score(self, works: ChunkWorks, on_batch: OnBatch | None = None) -> dict[str, pa.Array]:
+        """Every model's result columns, in model order. `on_batch` as for `ChunkScorer.score`, each model's
+        batches counting for its share of the chunk (so the rows add up to the chunk's once)."""
         import functools
 
         import torch
 
         from .threads import side_by_side
 
-        tasks = [functools.partial(self._timed_score, number, works) for number in range(len(self.scorers))]
+        count = len(self.scorers)
+        share = None if on_batch is None or count == 1 else _shared(on_batch, count)
+        tasks = [functools.partial(self._timed_score, number, works, share or on_batch) for number in range(count)]
         threads = 1 if self.on_gpu else torch.get_num_threads()
         if len(tasks) > 1 and threads > 1:  # CPU: each model on its share of the cores (threads.side_by_side)
             parts = side_by_side(tasks, threads)
@@ -508,12 +530,12 @@ class ChunkScorers:
         results = {name: column for part in parts for name, column in part.items()}
         return {f.name: results[f.name] for f in self.fields}  # in the output's column order
 
-    def _timed_score(self, number: int, works: ChunkWorks) -> dict[str, pa.Array]:
+    def _timed_score(self, number: int, works: ChunkWorks, on_batch: OnBatch | None = None) -> dict[str, pa.Array]:
         """One model's result columns; its seconds in this chunk go to `seconds` (read by chunk_stats)."""
         import time
 
         started = time.perf_counter()
-        columns = self.scorers[number].score(works.items[self.group[number]])
+        columns = self.scorers[number].score(works.items[self.group[number]], on_batch)
         self.seconds[number] = time.perf_counter() - started
         return columns
 
@@ -542,6 +564,15 @@ class ChunkScorers:
             for number, (name, scorer) in enumerate(zip(self.names, self.scorers))
         ]
         return stats
+
+
+def _shared(on_batch: OnBatch, count: int) -> OnBatch:
+    """One of `count` models' batches: its share of the rows, all of its tokens."""
+
+    def report(rows: float, tokens: int) -> None:
+        on_batch(rows / count, tokens)
+
+    return report
 
 
 @dataclass(frozen=True)

@@ -6,12 +6,14 @@
 Each trial runs in a fresh subprocess so its peak RSS is its own. Reports, for
 each system: rows/s, real (non-pad) tokens/s, speed ratio vs the pipeline, model
 FLOP/s as a fraction of this machine's matrix-multiply peak measured in the same
-run, peak RSS, seconds to the first committed chunk. Also: --precision int8
-(speed, label agreement with fp32), peak RSS at 10x the rows, and the embedded
+run, peak RSS, seconds to the first committed chunk. Also: --precision bf16 and
+int8 on CPU (speed against fp32; and, with the trained offline model on real,
+mixed text, label agreement with fp32), peak RSS at 10x the rows, and the embedded
 offline model. Writes benchmarks/results/bench.json and bench.md, and the page
 docs/performance.md (a fixed intro, then the tables of this run).
 
     python benchmarks/bench.py --render benchmarks/results/bench.json   # re-render both pages, no run
+    python benchmarks/bench.py --precisions-only --repeats 1 --out /tmp/bench   # the CPU precisions alone
 """
 
 from __future__ import annotations
@@ -199,6 +201,7 @@ def worker(args) -> dict:
                 "batch_tokens": args.batch_tokens,
                 "chunk_rows": args.chunk_rows,
                 "long_text": args.long_text,
+                "top_k": args.top_k,
             },
             env={},
         )
@@ -207,9 +210,12 @@ def worker(args) -> dict:
         # Like the pipeline's timing, leave out loading the model; reading, tokenizing,
         # scoring and writing Parquet all count.
         seconds = time.perf_counter() - start - manifest["model_load_seconds"]
-        labels = pq.read_table(out).column("label").to_pylist()
+        table = pq.read_table(out)
+        labels = table.column("label").to_pylist()
         first = manifest["seconds_to_first_chunk"]
         scored = {k: manifest[k] for k in ("real_tokens", "truncated_tokens", "windows", "windowed_rows")}
+        if args.top_k == "all":  # every label's score, for comparing precisions row by row
+            scored["scores"] = [{s["label"]: s["score"] for s in row} for row in table.column("scores").to_pylist()]
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
         "seconds": seconds,
@@ -230,6 +236,7 @@ def trial(
     precision: str = "auto",
     batch_tokens: int | None = None,
     long_text: str = "truncate",
+    top_k: str = "1",
 ) -> dict:
     cmd = [
         sys.executable,
@@ -250,6 +257,8 @@ def trial(
         str(chunk_rows),
         "--long-text",
         long_text,
+        "--top-k",
+        top_k,
     ]
     if batch_tokens:
         cmd += ["--batch-tokens", str(batch_tokens)]
@@ -555,6 +564,151 @@ def several_markdown(several: dict) -> str:
     return "\n".join(lines)
 
 
+# --- CPU precisions: speed and label agreement with fp32 on real, mixed text ----------------------------------------
+
+# A row whose fp32 top score is under this is one the model itself is unsure of (a two-label model: within 0.1
+# of the coin toss); such rows flip first when the arithmetic changes, so their agreement is reported apart.
+UNCERTAIN_BELOW = 0.6
+# A precision is offered as a faster choice than fp32 only when it agrees with fp32 on at least this share of
+# labels on real text; `auto` stays fp32 on CPU either way.
+OFFER_AGREEMENT = 0.999
+CPU_PRECISIONS = ("fp32", "bf16", "int8")
+
+
+def precision_texts(rows: int, seed: int = 0) -> list[str]:
+    """Real, mixed text for label agreement: VADER's four sources in equal shares (tweets, movie reviews, product
+    reviews, NYT editorial snippets; every rating, the near-neutral ones too) and one row in ten a pydoc passage
+    of 1,500 to 2,500 characters, shuffled."""
+    import pydoc_data.topics
+
+    from batchscore.build_model import fetch_vader_sdist, read_ground_truth
+
+    sets = read_ground_truth(fetch_vader_sdist(str(ROOT / "build" / "vader")))
+    rng = random.Random(seed)
+    passages = rows // 10
+    share = (rows - passages) // len(sets)
+    texts = [s.text for name in sorted(sets) for s in rng.sample(sets[name], min(share, len(sets[name])))]
+    docs = [t for t in pydoc_data.topics.topics.values() if len(t) > 3000]
+    while len(texts) < rows:
+        doc = rng.choice(docs)
+        start = rng.randrange(0, len(doc) - 2500)
+        texts.append(doc[start : start + rng.randint(1500, 2500)])
+    rng.shuffle(texts)
+    return texts
+
+
+def label_agreement(
+    reference: list[dict[str, float]], other: list[dict[str, float]], uncertain_below: float = UNCERTAIN_BELOW
+) -> dict:
+    """How far `other`'s results are from `reference`'s, row by row (each row: label -> score, every label).
+
+    A row's label is its best-scoring one. `uncertain_*` counts only the rows whose reference top score is under
+    `uncertain_below`; `max_score_difference` is the largest |difference| of any label's score on any row.
+    """
+    if len(reference) != len(other):
+        raise ValueError(f"{len(reference)} reference rows against {len(other)}")
+
+    def best(row: dict[str, float]) -> str:
+        return max(row, key=lambda label: row[label])
+
+    same = [best(a) == best(b) for a, b in zip(reference, other)]
+    uncertain = [agree for agree, row in zip(same, reference) if max(row.values()) < uncertain_below]
+    return {
+        "rows": len(same),
+        "agreement": sum(same) / len(same) if same else 1.0,
+        "uncertain_below": uncertain_below,
+        "uncertain_rows": len(uncertain),
+        "uncertain_agreement": sum(uncertain) / len(uncertain) if uncertain else 1.0,
+        "labels_changed": len(same) - sum(same),
+        "max_score_difference": max(
+            (abs(a[label] - b.get(label, 0.0)) for a, b in zip(reference, other) for label in a), default=0.0
+        ),
+    }
+
+
+def precision_bench(model_dir: Path, rows: int, repeats: int) -> dict:
+    """fp32, bf16 and int8 on CPU, alternating, through the whole job (as `--precision` runs it): speed against
+    fp32, and how many labels each changes on real, mixed text. The model must be a trained one: a model with
+    random weights puts nearly every row far from its decision boundary, and its agreement says nothing."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    texts = precision_texts(rows)
+    data = ROOT / "build" / "bench" / f"precision-texts-{rows}.parquet"
+    data.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"text": texts}), data)
+    runs: dict[str, list[dict]] = {p: [] for p in CPU_PRECISIONS}
+    with tempfile.TemporaryDirectory(prefix="bench-precision-") as scratch:
+        for rep in range(repeats):
+            for precision in CPU_PRECISIONS:  # alternating: drift hits all alike
+                runs[precision].append(
+                    trial("batchscore", model_dir, data, scratch, rows, precision=precision, top_k="all")
+                )
+                print(f"  trial {rep + 1} --precision {precision}: {runs[precision][-1]['seconds']:.2f}s", flush=True)
+    fp32_seconds = statistics.median(r["seconds"] for r in runs["fp32"])
+    reference = runs["fp32"][0]["scores"]
+    precisions = {}
+    for precision, trials in runs.items():
+        seconds = statistics.median(r["seconds"] for r in trials)
+        precisions[precision] = {
+            "median_seconds": round(seconds, 3),
+            "rows_per_s": round(rows / seconds, 1),
+            "speed_vs_fp32": round(fp32_seconds / seconds, 2),
+            **({} if precision == "fp32" else {"agreement": label_agreement(reference, trials[0]["scores"])}),
+        }
+    return {
+        "model": model_dir.name,
+        "rows": rows,
+        "real_tokens": runs["fp32"][0]["real_tokens"],
+        "trials": repeats,
+        "uncertain_below": UNCERTAIN_BELOW,
+        "offer_agreement": OFFER_AGREEMENT,
+        "precisions": precisions,
+    }
+
+
+def offered(section: dict) -> list[str]:
+    """The precisions both faster than fp32 and within the agreement bar, in this run: the ones worth naming."""
+    return [
+        name
+        for name, p in section["precisions"].items()
+        if name != "fp32" and p["speed_vs_fp32"] > 1.0 and p["agreement"]["agreement"] >= section["offer_agreement"]
+    ]
+
+
+def precision_markdown(section: dict) -> str:
+    below = section["uncertain_below"]
+    uncertain = next(p["agreement"]["uncertain_rows"] for n, p in section["precisions"].items() if n != "fp32")
+    lines = [
+        f"CPU precisions on real, mixed text ({section['rows']:,} rows: tweets, movie and product reviews, NYT "
+        f"editorial snippets in equal shares, one row in ten a pydoc passage; {section['real_tokens']:,} tokens; "
+        f"the trained offline model `{section['model']}`, whole jobs, medians of {section['trials']}). "
+        f"Uncertain rows: fp32 top score under {below} ({uncertain:,} rows).",
+        "",
+        "| --precision | seconds | rows/s | vs fp32 | label agreement | on uncertain rows | labels changed "
+        "| max score difference |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, p in section["precisions"].items():
+        a = p.get("agreement")
+        cells = (
+            f"{a['agreement']:.2%} | {a['uncertain_agreement']:.2%} | {a['labels_changed']:,} "
+            f"| {a['max_score_difference']:.4f}"
+            if a
+            else "(reference) | | | "
+        )
+        lines.append(
+            f"| {name} | {p['median_seconds']:.2f} | {p['rows_per_s']:,.1f} | {p['speed_vs_fp32']:.2f}x | {cells} |"
+        )
+    faster = offered(section)
+    lines += [
+        "",
+        f"Faster than fp32 with at least {section['offer_agreement']:.1%} label agreement on this machine: "
+        + (", ".join(faster) + " (offered by name; `auto` stays fp32)." if faster else "none; `auto` stays fp32."),
+    ]
+    return "\n".join(lines)
+
+
 # --- the report ---------------------------------------------------------------------------------------------------
 
 
@@ -601,11 +755,14 @@ def report_markdown(report: dict) -> str:
     repeats = report.get("repeats", report["table"][0]["trials"])
     chunk_rows = report.get("chunk_rows", texts["rows"])
     extra = []
-    if "int8" in report:
-        extra.append(
-            f"int8: {report['int8']['speed_vs_fp32']}x our fp32 rows/s, "
-            f"{report['int8']['label_agreement_with_fp32']:.2%} label agreement with fp32."
-        )
+    below = "; real text below" if "precisions" in report else ""
+    for precision in ("bf16", "int8"):
+        if precision in report:
+            extra.append(
+                f"{precision}: {report[precision]['speed_vs_fp32']}x our fp32 rows/s, "
+                f"{report[precision]['label_agreement_with_fp32']:.2%} label agreement with fp32 (random weights: "
+                f"says nothing of a trained model's labels{below})."
+            )
     agree = report["fp32_label_agreement_with_pipeline"]
     extra.append(f"fp32 labels agree with the pipeline's on {agree:.2%} of rows.")
     if "memory" in report:
@@ -624,6 +781,7 @@ def report_markdown(report: dict) -> str:
         + "\n"
         + (f"\n{plan_markdown(report['plan'])}\n" if "plan" in report else "")
         + (f"\n{long_markdown(report['long_documents'])}\n" if "long_documents" in report else "")
+        + (f"\n{precision_markdown(report['precisions'])}\n" if "precisions" in report else "")
         + (f"\n{several_markdown(report['several_models'])}\n" if "several_models" in report else "")
     )
 
@@ -668,7 +826,22 @@ TARGETS = (
     ("fp32 rows/s vs the pipeline", lambda r: r["table"][1]["speed_vs_pipeline"], ">=", 3.5, "{:.2f}x"),
     ("fp32 share of the matmul peak", lambda r: r["table"][1]["fraction_of_matmul_peak"], ">=", 0.80, "{:.0%}"),
     ("int8 rows/s vs our fp32", lambda r: r["int8"]["speed_vs_fp32"], ">=", 1.6, "{:.2f}x"),
-    ("int8 label agreement with fp32", lambda r: r["int8"]["label_agreement_with_fp32"], ">=", 0.99, "{:.2%}"),
+    (
+        "int8 label agreement with fp32, real mixed text",
+        lambda r: r["precisions"]["precisions"]["int8"]["agreement"]["agreement"],
+        ">=",
+        0.99,
+        "{:.2%}",
+    ),
+    # bf16 is offered on this CPU as a faster choice only when both of these are met (OFFER_AGREEMENT).
+    ("bf16 rows/s vs our fp32 (CPU)", lambda r: r["bf16"]["speed_vs_fp32"], ">=", 1.0, "{:.2f}x"),
+    (
+        "bf16 label agreement with fp32, real mixed text",
+        lambda r: r["precisions"]["precisions"]["bf16"]["agreement"]["agreement"],
+        ">=",
+        OFFER_AGREEMENT,
+        "{:.2%}",
+    ),
     ("peak RSS at 10x rows / at 1x", lambda r: r["memory"]["ratio"], "<=", 1.15, "{:.2f}"),
     ("4 shards + finalize vs one run", lambda r: r["plan"]["shards_vs_one"], "<=", 1.3, "{:.2f}x"),
     ("redo 10% of the parts vs one run", lambda r: r["plan"]["redo_vs_one"], "<=", 0.15, "{:.2f}x"),
@@ -762,6 +935,22 @@ def main() -> None:
         "--several-rows", type=int, default=20_000, help="rows for the near-free model pair; 0 skips the pair runs"
     )
     parser.add_argument(
+        "--precision-rows",
+        type=int,
+        default=2_000,
+        help="rows of real, mixed text for fp32 / bf16 / int8 label agreement on CPU; 0 skips them",
+    )
+    parser.add_argument(
+        "--precisions-only",
+        action="store_true",
+        help="run only the CPU precisions on real text: print its table and write precisions.json into --out",
+    )
+    parser.add_argument(
+        "--precision-model",
+        default=None,
+        help=f"the trained model for that agreement; default: {OFFLINE_MODEL.relative_to(ROOT)} (make model)",
+    )
+    parser.add_argument(
         "--long-docs", type=int, default=12, help="long documents for --long-text window vs truncate; 0 skips them"
     )
     # worker mode (internal)
@@ -773,6 +962,7 @@ def main() -> None:
     parser.add_argument("--batch-tokens", type=int, default=None)
     parser.add_argument("--pipeline-batch", type=int, default=PIPELINE_BATCH)
     parser.add_argument("--long-text", default="truncate")
+    parser.add_argument("--top-k", default="1")
     parser.add_argument(
         "--chunk-rows",
         type=int,
@@ -793,6 +983,13 @@ def main() -> None:
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    precision_model = Path(args.precision_model) if args.precision_model else OFFLINE_MODEL
+    if args.precisions_only:
+        section = precision_bench(precision_model, args.precision_rows, args.repeats)
+        print("\n" + precision_markdown(section))
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "precisions.json").write_text(json.dumps(section, indent=2) + "\n")
+        return
     chunk_rows = args.chunk_rows or args.rows
     build = ROOT / "build" / "bench"
     build.mkdir(parents=True, exist_ok=True)
@@ -816,17 +1013,17 @@ def main() -> None:
         flush=True,
     )
 
-    runs: dict[str, list[dict]] = {"pipeline": [], "batchscore": [], "batchscore int8": []}
+    runs: dict[str, list[dict]] = {"pipeline": [], "batchscore": [], "batchscore bf16": [], "batchscore int8": []}
     with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
         for rep in range(args.repeats):
             for system in ("pipeline", "batchscore"):  # alternating: drift hits both alike
                 runs[system].append(trial(system, model_dir, one_x, scratch, chunk_rows))
                 print(f"  trial {rep + 1} {system}: {runs[system][-1]['seconds']:.2f}s", flush=True)
-            if device == "cpu":
-                runs["batchscore int8"].append(
-                    trial("batchscore", model_dir, one_x, scratch, chunk_rows, precision="int8")
-                )
-                print(f"  trial {rep + 1} batchscore int8: {runs['batchscore int8'][-1]['seconds']:.2f}s", flush=True)
+            # On a GPU, auto is already bf16 (or fp16), and int8 is for CPUs.
+            for precision in ("bf16", "int8") if device == "cpu" else ():
+                system = f"batchscore {precision}"
+                runs[system].append(trial("batchscore", model_dir, one_x, scratch, chunk_rows, precision=precision))
+                print(f"  trial {rep + 1} {system}: {runs[system][-1]['seconds']:.2f}s", flush=True)
         ten = None if args.skip_10x else trial("batchscore", model_dir, ten_x, scratch, chunk_rows)
         offline = None
         if OFFLINE_MODEL.exists() and args.model == "reference":
@@ -858,13 +1055,17 @@ def main() -> None:
         },
     }
     fp32_labels = runs["batchscore"][0]["labels"]
-    if runs["batchscore int8"]:
-        int8 = summarize(f"batchscore --precision int8, {label}", runs["batchscore int8"], tokens, flops, peak, base)
-        agree = sum(a == b for a, b in zip(fp32_labels, runs["batchscore int8"][0]["labels"])) / len(fp32_labels)
-        table.append(int8)
-        report["int8"] = {
-            "speed_vs_fp32": round(table[1]["median_seconds"] / int8["median_seconds"], 2),
-            "label_agreement_with_fp32": round(agree, 4),
+    for precision in ("bf16", "int8"):
+        if not runs[f"batchscore {precision}"]:
+            continue
+        row = summarize(
+            f"batchscore --precision {precision}, {label}", runs[f"batchscore {precision}"], tokens, flops, peak, base
+        )
+        labels = runs[f"batchscore {precision}"][0]["labels"]
+        table.append(row)
+        report[precision] = {
+            "speed_vs_fp32": round(table[1]["median_seconds"] / row["median_seconds"], 2),
+            "label_agreement_with_fp32": round(sum(a == b for a, b in zip(fp32_labels, labels)) / len(labels), 4),
         }
     pipeline_agree = sum(a == b for a, b in zip(fp32_labels, runs["pipeline"][0]["labels"])) / len(fp32_labels)
     report["fp32_label_agreement_with_pipeline"] = round(pipeline_agree, 4)
@@ -890,6 +1091,16 @@ def main() -> None:
     if args.long_docs:
         print(f"long documents: --long-text truncate vs window ({args.long_docs} documents)", flush=True)
         report["long_documents"] = long_document_bench(model_dir, args.long_docs, args.repeats)
+    if args.precision_rows and device == "cpu":
+        if (precision_model / "config.json").exists():
+            print(
+                f"CPU precisions on real, mixed text: {precision_model.name}, {args.precision_rows:,} rows", flush=True
+            )
+            report["precisions"] = precision_bench(precision_model, args.precision_rows, args.repeats)
+        else:
+            print(
+                f"CPU precisions on real text skipped: no trained model at {precision_model} (make model)", flush=True
+            )
     if args.several_rows:
         report["several_models"] = several_models_bench(model_dir, one_x, args.several_rows, args.repeats)
     report["repeats"] = args.repeats

@@ -373,20 +373,40 @@ def _is_safetensors(name: str) -> bool:
     return name.endswith(".safetensors") or name == "model.safetensors.index.json"
 
 
-def quantize_int8(model: PreTrainedModel) -> PreTrainedModel:
-    """Dynamic int8 quantization of the Linear layers: int8 weights, activations quantized on the fly.
+def quantize_int8(model: PreTrainedModel, full_range: bool | None = None) -> PreTrainedModel:
+    """Dynamic int8 quantization of the Linear layers: int8 weights, one scale per output channel; activations
+    quantized on the fly, to 8 bits where the CPU has VNNI (`full_range` None: ask the CPU), else to 7.
 
-    Approximate (labels agree with fp32 on nearly all rows; scores move in the
-    second or third decimal), and about twice as fast on CPUs with VNNI/AVX-512.
+    Approximate: on 2,000 rows of real mixed text with the offline MiniLM, labels agree with fp32 on 98.5%
+    (94.5% with torch's defaults: one weight scale per layer and 7-bit activations); docs/models.md.
     """
     import warnings
 
     import torch
-    from torch.ao.quantization import quantize_dynamic
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
+    if full_range is None:
+        full_range = vnni_cpu()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notice, once per layer
-        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        # One scale per output row of each weight: a layer's few large rows no longer coarsen all the others.
+        quantized = quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+    if full_range:
+        for module in quantized.modules():
+            if isinstance(module, torch.ao.nn.quantized.dynamic.Linear):
+                # torch quantizes activations to 7 bits (reduce_range) so that AVX2's 16-bit pairwise sums
+                # cannot saturate; VNNI sums into 32 bits, so all 8 bits are safe there. Layers of version < 4
+                # call linear_dynamic without reduce_range.
+                module.version = 3
+    return quantized
+
+
+def vnni_cpu() -> bool:
+    """Whether this CPU has AVX-512 VNNI, where int8 activations may use their full 8 bits."""
+    import torch
+
+    probe = getattr(torch.cpu, "_is_vnni_supported", None)  # private in torch 2.x; absent: assume no
+    return bool(probe and probe())
 
 
 # glibc's upper limit for M_MMAP_THRESHOLD on 64-bit: a 1536-token batch's

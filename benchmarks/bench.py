@@ -802,6 +802,10 @@ trials in fresh processes, on the same model, texts and device, and writes this 
   random weights), and the offline MiniLM when `make model` has built it.
 - **Texts**: VADER's rated sentences with about one row in ten a long passage from Python's
   `pydoc_data.topics`.
+- **CPU precisions**: bf16 and int8 against fp32, for speed on the reference-shaped model (whose random
+  weights make its label agreement meaningless), and for speed and label agreement with the trained offline
+  MiniLM on 2,000 rows of real mixed text, overall and on the rows fp32 itself is unsure of. Which to choose:
+  [models.md](models.md#which-precision-on-cpu).
 - **Timings** leave out model loading for both; batchscore's include reading, tokenizing, scoring and writing
   Parquet. "Model GFLOP/s" counts the useful FLOPs of real (non-padding) tokens only, against a `torch.mm` peak
   measured in the same run; for int8 it counts the same FLOPs as for fp32, so it shows the speed-up, not a

@@ -31,6 +31,12 @@ def test_bench_smoke(tmp_path):
             "100",
             "--plan-repeats",
             "1",
+            # The CPU precisions on the tiny model itself: the section runs and renders (the real-text
+            # agreement needs the trained offline model, make model).
+            "--precision-model",
+            str(ROOT / "build" / "bench" / "distilbert-tiny"),
+            "--precision-rows",
+            "40",
         ],
         capture_output=True,
         text=True,
@@ -40,7 +46,11 @@ def test_bench_smoke(tmp_path):
     report = json.loads((out / "bench.json").read_text())
     systems = [row["system"] for row in report["table"]]
     assert systems[0].startswith("pipeline") and systems[1].startswith("batchscore")
-    assert any("int8" in s for s in systems)
+    assert any("int8" in s for s in systems) and any("bf16" in s for s in systems)
+    assert 0 <= report["bf16"]["label_agreement_with_fp32"] <= 1
+    precisions = report["precisions"]["precisions"]
+    assert list(precisions) == ["fp32", "bf16", "int8"] and report["precisions"]["rows"] == 40
+    assert "CPU precisions on real, mixed text" in (out / "bench.md").read_text()
     for row in report["table"]:
         assert row["rows"] == 24
         assert row["rows_per_s"] > 0 and 0 < row["fraction_of_matmul_peak"] < 5

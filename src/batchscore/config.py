@@ -193,7 +193,7 @@ OPTIONS: tuple[Option, ...] = (
         "choice",
         "auto = fp32 on CPU (exact), bf16 (or fp16) on GPU. On CPU, bf16 and int8 are approximate: on real "
         "mixed text bf16 kept 99.95% of fp32's labels, int8 (dynamic int8 Linear layers, CPU only, the fastest) "
-        "98.5%, losing most on rows the model is unsure of; which to choose: docs/models.md.",
+        "98.4%, losing most on rows the model is unsure of; which to choose: docs/models.md.",
         choices=PRECISIONS,
     ),
     Option("limit", "count", "Score only the first N rows (for trying things).", metavar="N"),

@@ -69,7 +69,7 @@ model: $(OFFLINE_MODEL)/model.safetensors
 
 # Without MODEL=, the default config's offline model is built once if missing.
 score: need-input $(STAMP) $(if $(MODEL),,$(if $(filter configs/default.yaml,$(CONFIG)),$(OFFLINE_MODEL)/model.safetensors))
-	$(BIN)/batchscore score "$(INPUT)"$(if $(OUTPUT), --output "$(OUTPUT)")$(if $(CONFIG), --config "$(CONFIG)")$(if $(MODEL), --model "$(MODEL)") $(ARGS)
+	$(BIN)/batchscore score "$(INPUT)"$(if $(OUTPUT), --output "$(OUTPUT)")$(if $(CONFIG), --config "$(CONFIG)")$(if $(MODEL), --model "$(MODEL)") --report $(ARGS)
 
 # batchscore vs transformers.pipeline on the same model, texts and machine (~10 min on 2 cores).
 bench: $(STAMP)

@@ -1,0 +1,354 @@
+"""`batchscore cache compact | info | prune`: looking after a result cache, never losing an entry.
+
+Compaction merges an identity's files into files that each hold one range of h1 (the 64-bit space is cut into
+equal ranges; consecutive ranges fill a file of at most FILE_ENTRIES entries), sorted, each key once. It writes
+every merged file first and removes the files it merged only then, so a SIGKILL at any moment leaves each entry in
+some readable file (at worst twice, which readers accept). Memory holds one file's entries and one range's: from
+each old file only the row groups whose h1 range overlaps the range. Only files batchscore wrote are ever removed:
+cache files by name (FILE_NAME), identity.json, and temp files of killed writers; anything else in a cache folder
+is left in place and reported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import ConfigError, OutputError
+from .keys import unique_keys
+from .store import (
+    FILE_NAME,
+    IDENTITY_RECORD,
+    CacheFile,
+    DamagedFile,
+    ResultCache,
+    cache_errors,
+    read_groups,
+)
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+log = logging.getLogger(__name__)
+
+FILE_ENTRIES = 4 << 20  # entries a merged file holds, about: ~100 MB of keys and two-label scores
+STALE_TEMP_SECONDS = 3600  # a temp file this old belongs to a killed writer, not a slow one
+COLUMNS = ["h1", "h2", "scores", "windows"]
+SPACE = 1 << 64
+SLICES = 4  # ranges of the key space read at a time, per file's worth of entries
+
+
+@dataclass
+class Compacted:
+    """What `compact` did, over every identity it looked at."""
+
+    identities: int = 0
+    files_before: int = 0  # readable files merged or kept
+    files_after: int = 0
+    entries_before: int = 0  # the footers' rows (duplicates included)
+    entries_after: int = 0
+    duplicates_dropped: int = 0
+    damaged_removed: list[str] = field(default_factory=list)
+    temp_removed: int = 0
+    stopped: list[str] = field(default_factory=list)  # identities left alone: another compaction took a file
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class IdentityFacts:
+    """One identity folder, as `info` shows it."""
+
+    key: str
+    record: dict[str, Any] | None  # identity.json: the identity, the model as named, ...
+    files: int = 0
+    entries: int = 0  # the footers' rows: a key held by two files (before compaction) counts twice
+    bytes: int = 0
+    damaged: list[str] = field(default_factory=list)
+    foreign: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Pruned:
+    """What `prune` removed, and what it left because batchscore did not write it."""
+
+    kept: list[str]
+    removed: list[str] = field(default_factory=list)  # identities
+    files_removed: int = 0
+    bytes_removed: int = 0
+    foreign_left: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def open_cache(url: str) -> ResultCache:
+    """The cache at `url`; a folder that does not exist is exit 5 (a typo would otherwise compact nothing)."""
+    cache = ResultCache(url)
+    with cache_errors():
+        there = cache.store.exists(cache.layout.root) and cache.store.isdir(cache.layout.root)
+    if not there:
+        raise OutputError(f"No cache at '{url}': the folder does not exist; check the path (the --cache of the runs).")
+    return cache
+
+
+def _ours(cache: ResultCache, path: str) -> bool:
+    """A name of ours is a plain file (locally: not a folder or a link someone put under that name)."""
+    if not cache.layout.local:
+        return True
+    return os.path.isfile(path) and not os.path.islink(path)
+
+
+def _temp_name_of_ours(name: str) -> bool:
+    from ..output.layout import TEMP
+
+    match = TEMP.match(name)
+    return bool(match) and (bool(FILE_NAME.match(match.group(1))) or match.group(1) == IDENTITY_RECORD)
+
+
+# --- compact ---------------------------------------------------------------------------------------------------
+
+
+def compact(url: str, identity: str | None = None, file_entries: int = FILE_ENTRIES) -> Compacted:
+    """Merge each identity's files (or only `identity`'s) into sorted files of disjoint h1 ranges, each key once;
+    remove damaged files of ours and stale temp files."""
+    started = time.monotonic()
+    with cache_errors():
+        cache = open_cache(url)
+        keys = cache.identities()
+        if identity is not None:
+            if identity not in keys:
+                raise ConfigError(_unknown(url, [identity], keys))
+            keys = [identity]
+        result = Compacted()
+        for key in keys:
+            result.identities += 1
+            result.temp_removed += _remove_stale_temps(cache, key)
+            _compact_identity(cache, key, file_entries, result)
+    result.seconds = round(time.monotonic() - started, 3)
+    return result
+
+
+def _compact_identity(cache: ResultCache, key: str, file_entries: int, result: Compacted) -> None:
+    files: list[CacheFile] = []
+    damaged: list[str] = []
+    for path in cache.files(key):
+        try:
+            files.append(CacheFile.read(cache.store, path))
+        except FileNotFoundError:  # another compaction merged it meanwhile: leave this identity to that one
+            result.stopped.append(key)
+            return
+        except DamagedFile as exc:
+            log.debug("Damaged cache file %s: %s", path, exc)
+            damaged.append(path)
+    total = sum(f.rows for f in files)
+    result.files_before += len(files)
+    result.entries_before += total
+    if _already_compact(files, file_entries):
+        result.files_after += len(files)
+        result.entries_after += total
+        _remove_damaged(cache, damaged, result)
+        return
+    # The footers' rows count duplicates, so the merged count is not known before: the key space is cut into
+    # ranges a quarter of a file's worth (at most), and consecutive ranges fill one file until the next would
+    # overflow it. Memory: at most one file's entries and one range's.
+    ranges = max(1, -(-total * SLICES // file_entries))
+    held: list[tuple[np.ndarray, ...]] = []
+    written: list[str] = []
+    merged_rows: list[int] = []
+    width: int | None = None
+
+    def commit() -> None:
+        keys, scores, windows = (np.concatenate(column) for column in zip(*held))
+        written.append(cache.add_file(key, keys, scores, windows))
+        merged_rows.append(len(keys))
+        held.clear()
+
+    for index in range(ranges):
+        low, high = index * SPACE // ranges, (index + 1) * SPACE // ranges - 1
+        parts: list[pa.Table] = []
+        for file in list(files):
+            groups = np.flatnonzero((file.low <= np.uint64(high)) & (file.high >= np.uint64(low))).tolist()
+            if not groups:
+                continue
+            try:
+                table = read_groups(cache.store, file.path, groups, COLUMNS)
+            except FileNotFoundError:  # taken by another compaction: what this one wrote stays, a duplicate
+                result.stopped.append(key)
+                result.files_after += len(written)
+                result.entries_after += sum(merged_rows)
+                return
+            except DamagedFile as exc:  # its footer read but its data does not: readers skip it whole too
+                log.debug("Damaged cache file %s: %s", file.path, exc)
+                files.remove(file)
+                damaged.append(file.path)
+                continue
+            size = table.schema.field("scores").type.list_size
+            width = size if width is None else width
+            if size != width:  # not this identity's labels: not a file a writer of this folder made
+                files.remove(file)
+                damaged.append(file.path)
+                continue
+            parts.append(table)
+        merged = _merge(parts, low, high, width or 0)
+        if merged is None:
+            continue
+        if held and sum(len(h[0]) for h in held) + len(merged[0]) > file_entries:
+            commit()
+        held.append(merged)
+    if held:
+        commit()
+    # Every merged file is committed: only now may the files they came from go.
+    for file in files:
+        cache.store.remove(file.path)
+    result.files_after += len(written)
+    result.entries_after += sum(merged_rows)
+    result.duplicates_dropped += max(0, sum(f.rows for f in files) - sum(merged_rows))
+    _remove_damaged(cache, damaged, result)
+
+
+def _already_compact(files: list[CacheFile], file_entries: int) -> bool:
+    """One file, or files of disjoint h1 ranges none of which two neighbours could share: nothing to gain."""
+    if len(files) <= 1:
+        return True
+    if any(f.rows == 0 for f in files):
+        return False
+    spans = sorted((int(f.low[0]), int(f.high[-1]), f.rows) for f in files)
+    return all(a[1] < b[0] and a[2] + b[2] > file_entries for a, b in zip(spans, spans[1:]))
+
+
+def _merge(parts: list[pa.Table], low: int, high: int, width: int) -> tuple[np.ndarray, ...] | None:
+    """The entries of `parts` with h1 in [low, high], each key once (the first file's)."""
+    if not parts:
+        return None
+    h1 = np.concatenate([t.column("h1").to_numpy() for t in parts])
+    h2 = np.concatenate([t.column("h2").to_numpy() for t in parts])
+    inside = (h1 >= np.uint64(low)) & (h1 <= np.uint64(high))
+    if not inside.any():
+        return None
+    scores = np.concatenate(
+        [t.column("scores").combine_chunks().flatten().to_numpy().reshape(-1, width) for t in parts]
+    )
+    windows = np.concatenate([t.column("windows").to_numpy() for t in parts])
+    keys = np.stack([h1[inside], h2[inside]], axis=1)
+    _, first, _ = unique_keys(keys)
+    return keys[first], scores[inside][first], windows[inside][first]
+
+
+def _remove_damaged(cache: ResultCache, damaged: list[str], result: Compacted) -> None:
+    for path in damaged:
+        if _ours(cache, path):
+            cache.store.remove(path)
+            result.damaged_removed.append(cache.layout.url(path))
+
+
+def _remove_stale_temps(cache: ResultCache, key: str) -> int:
+    """Temp files a killed writer left in an identity folder (local disks only), an hour old or more."""
+    if not cache.layout.local:
+        return 0
+    folder = cache.folder(key)
+    removed = 0
+    for name in cache.store.names(folder):
+        path = os.path.join(folder, name)
+        if not _temp_name_of_ours(name) or not _ours(cache, path):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            if time.time() - os.path.getmtime(path) >= STALE_TEMP_SECONDS:
+                os.remove(path)
+                removed += 1
+    return removed
+
+
+# --- info ------------------------------------------------------------------------------------------------------
+
+
+def info(url: str) -> list[IdentityFacts]:
+    """Each identity folder: identity.json's record, its files, entries (footer rows) and bytes."""
+    with cache_errors():
+        cache = open_cache(url)
+        facts = []
+        for key in cache.identities():
+            found = IdentityFacts(key, cache.identity_record(key))
+            folder = cache.folder(key)
+            for name in cache.store.names(folder):
+                path = f"{folder}/{name}"
+                if FILE_NAME.match(name):
+                    try:
+                        file = CacheFile.read(cache.store, path)
+                    except FileNotFoundError:  # compacted away since the listing
+                        continue
+                    except DamagedFile:
+                        found.damaged.append(cache.layout.url(path))
+                        continue
+                    found.files += 1
+                    found.entries += file.rows
+                    with contextlib.suppress(OutputError):
+                        found.bytes += cache.store.size(path)
+                elif name != IDENTITY_RECORD and not _temp_name_of_ours(name):
+                    found.foreign.append(cache.layout.url(path))
+            facts.append(found)
+    return facts
+
+
+# --- prune -----------------------------------------------------------------------------------------------------
+
+
+def prune(url: str, keep: list[str]) -> Pruned:
+    """Remove every identity folder not in `keep`: only the files batchscore wrote there (then the folder, when
+    empty, locally); a foreign file stays where it is and is reported."""
+    if not keep:
+        raise ConfigError(
+            f"Pass at least one --keep-identity KEY: prune removes every identity of '{url}' that is not kept "
+            f"(`batchscore cache info {url}` lists them)."
+        )
+    with cache_errors():
+        cache = open_cache(url)
+        keys = cache.identities()
+        unknown = [k for k in keep if k not in keys]
+        if unknown:
+            raise ConfigError(_unknown(url, unknown, keys))
+        result = Pruned(kept=sorted(set(keep)))
+        for key in keys:
+            if key in keep:
+                continue
+            folder = cache.folder(key)
+            foreign = []
+            for name in cache.store.names(folder):
+                path = f"{folder}/{name}"
+                ours = FILE_NAME.match(name) or name == IDENTITY_RECORD or _temp_name_of_ours(name)
+                if not ours or not _ours(cache, path):
+                    foreign.append(cache.layout.url(path))
+                    continue
+                with contextlib.suppress(OutputError):  # gone meanwhile (another prune or a compaction)
+                    result.bytes_removed += cache.store.size(path)
+                cache.store.remove(path)
+                result.files_removed += 1
+            if cache.layout.local and not foreign:
+                with contextlib.suppress(OSError):  # a writer added a file meanwhile: the folder stays
+                    os.rmdir(folder)
+            result.removed.append(key)
+            result.foreign_left.extend(foreign)
+    return result
+
+
+def _unknown(url: str, asked: list[str], keys: list[str]) -> str:
+    listed = ", ".join(keys) if keys else "none"
+    names = ", ".join(asked)
+    return (
+        f"Identity {names} is not in the cache '{url}' (its identities: {listed}); "
+        f"`batchscore cache info {url}` lists them."
+    )
+
+
+__all__ = ["Compacted", "IdentityFacts", "Pruned", "compact", "info", "prune"]

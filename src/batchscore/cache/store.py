@@ -1,0 +1,455 @@
+"""The result cache's files: immutable, sorted Parquet files of (key, scores) under one folder per scoring identity.
+
+```
+CACHE/                           a local folder or any fsspec URL
+  <identity hash>/               one per scoring identity (model content, precision, device, ...)
+    identity.json                what the hash stands for (`batchscore cache info` shows it)
+    <time_ns>-<token>.parquet    entries added by one writer at one time, never changed after
+```
+
+Every file is sorted by key (h1, h2) and cut into row groups of ROW_GROUP entries, so the footer's h1
+statistics say which row group can hold a key: a lookup reads the keys of those row groups only, and the
+scores of the rows it found. Writers never touch each other's files: each adds its own under a fresh name,
+whole or not at all (local: temp file and rename; object stores: one PUT), so any number of processes add to
+one cache at once without a lock, and a SIGKILL leaves at most a temp file readers skip. Compaction
+(`admin.py`) writes merged files first and removes the ones it merged only then: an entry is never missing.
+
+Memory: the keys of the row groups a run has read are kept (16 bytes an entry, at most KEY_MEMORY bytes,
+oldest dropped first); scores are read for hits only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import re
+import secrets
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Iterator
+
+import numpy as np
+
+from ..errors import ConfigError, OutputError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from ..output.layout import Layout
+    from ..output.store import Store
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1
+FOOTER_KEY = b"batchscore.cache"
+IDENTITY_RECORD = "identity.json"
+ROW_GROUP = 8192  # entries per row group: a key lookup reads at most this many keys of a file
+FLUSH_ENTRIES = 100_000  # new entries a writer holds before adding them as a file (and at the end of a run)
+KEY_MEMORY = 256 << 20  # bytes of row-group keys a reader keeps between chunks
+FILE_NAME = re.compile(r"^(\d{20})-([0-9a-f]{12})\.parquet$")
+IDENTITY_NAME = re.compile(r"^[0-9a-f]{16}$")
+
+
+def identity_hash(identity: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def new_file_name() -> str:
+    """Names sort by creation time; the token keeps two writers in the same nanosecond apart."""
+    return f"{time.time_ns():020d}-{secrets.token_hex(6)}.parquet"
+
+
+def entries_schema(num_labels: int) -> pa.Schema:
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            pa.field("h1", pa.uint64(), nullable=False),
+            pa.field("h2", pa.uint64(), nullable=False),
+            # Every label's score after the head's function (softmax, sigmoid or none), in label order: top_k
+            # and the threshold pick from it, so they are not part of the identity.
+            pa.field("scores", pa.list_(pa.float32(), num_labels), nullable=False),
+            pa.field("windows", pa.int32(), nullable=False),  # --long-text window: the row's window count
+        ]
+    )
+
+
+def entries_bytes(keys: np.ndarray, scores: np.ndarray, windows: np.ndarray, identity: str) -> bytes:
+    """One cache file's bytes: the entries sorted by key, in row groups of ROW_GROUP."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    order = np.lexsort((keys[:, 1], keys[:, 0]))
+    num_labels = scores.shape[1]
+    flat = pa.array(np.ascontiguousarray(scores[order], dtype=np.float32).ravel(), pa.float32())
+    table = pa.table(
+        [
+            pa.array(keys[order, 0], pa.uint64()),
+            pa.array(keys[order, 1], pa.uint64()),
+            pa.FixedSizeListArray.from_arrays(flat, num_labels),
+            pa.array(np.asarray(windows, dtype=np.int32)[order], pa.int32()),
+        ],
+        schema=entries_schema(num_labels).with_metadata(
+            {FOOTER_KEY: json.dumps({"format": FORMAT, "identity": identity, "entries": len(keys)}).encode()}
+        ),
+    )
+    sink = pa.BufferOutputStream()
+    # Keys are random bytes: compressing them gains nothing and costs time on every lookup.
+    pq.write_table(
+        table,
+        sink,
+        row_group_size=ROW_GROUP,
+        compression={"h1": "NONE", "h2": "NONE", "scores": "ZSTD", "windows": "ZSTD"},
+        write_statistics=["h1"],
+    )
+    return sink.getvalue().to_pybytes()
+
+
+class DamagedFile(Exception):
+    """A cache file that is not one of ours or cannot be read: skipped, its entries scored again."""
+
+
+@dataclass
+class CacheFile:
+    """One cache file's footer: where each row group starts and the h1 range it holds."""
+
+    path: str
+    rows: int
+    starts: np.ndarray  # first row of each row group
+    low: np.ndarray  # each row group's smallest h1
+    high: np.ndarray  # and largest
+
+    @classmethod
+    def read(cls, store: Store, path: str) -> CacheFile:
+        import pyarrow.parquet as pq
+
+        with _reading(store, path):
+            with store.fs.open(path, "rb") as fh:
+                meta = pq.ParquetFile(fh).metadata
+        footer = meta.metadata or {}
+        record = footer.get(FOOTER_KEY)
+        names = meta.schema.to_arrow_schema().names if meta.num_columns else []
+        if record is None or names[:2] != ["h1", "h2"]:
+            raise DamagedFile("not a batchscore cache file")
+        starts, low, high = [], [], []
+        row = 0
+        for index in range(meta.num_row_groups):
+            group = meta.row_group(index)
+            stats = group.column(0).statistics
+            if stats is None or not stats.has_min_max:
+                raise DamagedFile(f"row group {index} has no key statistics")
+            starts.append(row)
+            low.append(stats.min)
+            high.append(stats.max)
+            row += group.num_rows
+        return cls(path, row, np.asarray(starts, np.int64), np.asarray(low, np.uint64), np.asarray(high, np.uint64))
+
+
+def read_groups(store: Store, path: str, groups: list[int], columns: list[str]) -> pa.Table:
+    """Row groups of a cache file; FileNotFoundError if it is gone (compacted), DamagedFile if unreadable."""
+    import pyarrow.parquet as pq
+
+    with _reading(store, path):
+        with store.fs.open(path, "rb") as fh:
+            return pq.ParquetFile(fh).read_row_groups(groups, columns=columns)
+
+
+def store_failure(exc: BaseException) -> bool:
+    """True if `exc` says the store failed (unreachable, no credentials, permission denied), not the file: such a
+    file is not damaged, and compaction must never remove it."""
+    import errno
+
+    from ..output.store import _NO_CREDENTIALS_NAMES, _named, unreachable
+
+    denied = isinstance(exc, PermissionError) or getattr(exc, "errno", None) in (errno.EACCES, errno.EPERM)
+    return denied or unreachable(exc) or _named(exc, _NO_CREDENTIALS_NAMES)
+
+
+@contextlib.contextmanager
+def _reading(store: Store, path: str) -> Iterator[None]:
+    """A cache file's read: gone is FileNotFoundError, a failing store one line (exit 5), anything else about the
+    bytes a DamagedFile."""
+    import pyarrow as pa
+
+    from ..output.store import describe
+
+    try:
+        yield
+    except FileNotFoundError:
+        raise
+    except Exception as exc:
+        if store_failure(exc):
+            raise OutputError(cache_message(describe(store.layout, path, exc, "read"))) from None
+        if isinstance(exc, (pa.ArrowException, ValueError, EOFError, OSError)):
+            raise DamagedFile(f"{type(exc).__name__}: {exc}") from None
+        raise
+
+
+def cache_message(message: str) -> str:
+    """The output package's one-line store errors, reworded for the cache (they name --output and chunks)."""
+    return (
+        message.replace("--output", "--cache")
+        .replace("committed chunks are kept", "the cache's files are kept")
+        .replace("Cannot write output '", "Cannot open cache '")
+        .replace("the output store '", "the cache store '")
+    )
+
+
+@contextlib.contextmanager
+def cache_errors() -> Iterator[None]:
+    """Store errors raised inside, reworded to name the cache rather than the output."""
+    try:
+        yield
+    except OutputError as exc:
+        raise OutputError(cache_message(exc.message)) from None
+
+
+@dataclass
+class Found:
+    """What a lookup found: for each key asked, whether it was there, and its scores and window count."""
+
+    hit: np.ndarray  # bool [keys]
+    scores: np.ndarray  # float32 [keys, labels] (zeros where not hit)
+    windows: np.ndarray  # int32 [keys]
+
+
+@dataclass
+class Entries:
+    """Entries held by a writer until they are added as a file."""
+
+    keys: list[np.ndarray] = field(default_factory=list)
+    scores: list[np.ndarray] = field(default_factory=list)
+    windows: list[np.ndarray] = field(default_factory=list)
+    index: dict[tuple[int, int], tuple[int, int]] = field(default_factory=dict)  # key -> (block, row)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+
+class ResultCache:
+    """A cache at a local path or fsspec URL. `scope(identity, labels)` gives the part one model reads and adds to."""
+
+    def __init__(self, spec: str):
+        from ..output.layout import Layout
+        from ..output.store import Store
+
+        if spec.rstrip("/").endswith(".parquet"):
+            raise ConfigError(f"--cache '{spec}' names a Parquet file; a cache is a folder (e.g. score-cache/).")
+        self.spec = spec
+        with cache_errors():
+            self.layout: Layout = Layout.open(spec)
+        self.store: Store = Store(self.layout)
+
+    def folder(self, identity_key: str) -> str:
+        return self.layout.path(identity_key)
+
+    def identities(self) -> list[str]:
+        with cache_errors():
+            return [n for n in self.store.names() if IDENTITY_NAME.match(n)]
+
+    def files(self, identity_key: str) -> list[str]:
+        """The cache files of one identity, oldest first (temp files and anything not ours left out)."""
+        folder = self.folder(identity_key)
+        with cache_errors():
+            return [f"{folder}/{n}" for n in self.store.names(folder) if FILE_NAME.match(n)]
+
+    def identity_record(self, identity_key: str) -> dict[str, Any] | None:
+        try:
+            data = self.store.read_bytes(f"{self.folder(identity_key)}/{IDENTITY_RECORD}")
+        except Exception:  # missing or unreadable: `info` shows the hash alone
+            return None
+        try:
+            record = json.loads(data)
+        except ValueError:
+            return None
+        return record if isinstance(record, dict) else None
+
+    def scope(self, identity: dict[str, Any], num_labels: int, about: dict[str, Any] | None = None) -> CacheScope:
+        """The part of the cache one model reads and adds to; `about` (the model as named) goes in identity.json."""
+        return CacheScope(self, identity, num_labels, about or {})
+
+    def add_file(self, identity_key: str, keys: np.ndarray, scores: np.ndarray, windows: np.ndarray) -> str:
+        """Add entries as one new file, whole or not at all; returns its path."""
+        path = f"{self.folder(identity_key)}/{new_file_name()}"
+        data = entries_bytes(keys, scores, windows, identity_key)
+        with cache_errors():
+            self.store.makedirs(self.folder(identity_key))
+            self.store.put_bytes(path, data)
+        return path
+
+
+class CacheScope:
+    """One scoring identity's entries: looked up by key, new ones added. One per model of a run."""
+
+    def __init__(self, cache: ResultCache, identity: dict[str, Any], num_labels: int, about: dict[str, Any]):
+        self.cache = cache
+        self.about = about
+        self.identity = identity
+        self.key = identity_hash(identity)
+        self.num_labels = num_labels
+        self.files: dict[str, CacheFile] = {}
+        self.skipped: dict[str, str] = {}  # damaged file -> why
+        self.pending = Entries()
+        self.keys: OrderedDict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self.key_bytes = 0
+        self.added = 0  # entries this scope added to the cache
+        self.recorded = False
+
+    # --- reading ------------------------------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Learn the files added since the last look (other shards and runs add theirs at any time)."""
+        listed = self.cache.files(self.key)
+        current = set(listed)
+        for path in list(self.files):
+            if path not in current:  # compacted away: its entries are in a newer file
+                del self.files[path]
+        for path in listed:
+            if path in self.files or path in self.skipped:
+                continue
+            try:
+                self.files[path] = CacheFile.read(self.cache.store, path)
+            except FileNotFoundError:
+                continue
+            except DamagedFile as exc:
+                self._skip(path, str(exc))
+
+    def _skip(self, path: str, why: str) -> None:
+        self.skipped[path] = why
+        self.files.pop(path, None)
+        url = self.cache.layout.url(path)
+        log.warning("Skipping damaged cache file %s (%s); its entries are scored again.", url, why)
+
+    def lookup(self, keys: np.ndarray) -> Found:
+        """Look up distinct keys (shape [n, 2]) in the held new entries and in every file."""
+        n = len(keys)
+        found = Found(np.zeros(n, bool), np.zeros((n, self.num_labels), np.float32), np.zeros(n, np.int32))
+        if n == 0:
+            return found
+        for row, key in enumerate(map(tuple, keys.tolist())):
+            at = self.pending.index.get(key)
+            if at is not None:
+                block, inside = at
+                found.hit[row] = True
+                found.scores[row] = self.pending.scores[block][inside]
+                found.windows[row] = self.pending.windows[block][inside]
+        self.refresh()
+        for path in list(self.files):
+            missing = np.flatnonzero(~found.hit)
+            if len(missing) == 0:
+                break
+            try:
+                self._lookup_file(self.files[path], keys, missing, found)
+            except FileNotFoundError:  # compacted away meanwhile: the merged file has its entries
+                self.files.pop(path, None)
+            except DamagedFile as exc:
+                self._skip(path, str(exc))
+        return found
+
+    def _lookup_file(self, file: CacheFile, keys: np.ndarray, asked: np.ndarray, found: Found) -> None:
+        h1 = keys[asked, 0]
+        group = np.searchsorted(file.high, h1, side="left")  # the first row group whose largest h1 >= the key's
+        inside = group < len(file.high)
+        inside[inside] &= file.low[group[inside]] <= h1[inside]
+        rows: list[int] = []
+        which: list[int] = []
+        for g in np.unique(group[inside]):
+            mine = asked[inside][group[inside] == g]
+            g1, g2 = self._group_keys(file, int(g))
+            left = np.searchsorted(g1, keys[mine, 0], side="left")
+            right = np.searchsorted(g1, keys[mine, 0], side="right")
+            for k, lo, hi in zip(mine, left, right):
+                for r in range(lo, hi):  # one row but for a 64-bit collision of h1
+                    if g2[r] == keys[k, 1]:
+                        rows.append(int(file.starts[g] + r))
+                        which.append(int(k))
+                        break
+        if rows:
+            scores, windows = self._values(file, np.asarray(rows, np.int64))
+            found.hit[which] = True
+            found.scores[which] = scores
+            found.windows[which] = windows
+
+    def _group_keys(self, file: CacheFile, group: int) -> tuple[np.ndarray, np.ndarray]:
+        held = self.keys.get((file.path, group))
+        if held is not None:
+            self.keys.move_to_end((file.path, group))
+            return held
+        table = read_groups(self.cache.store, file.path, [group], ["h1", "h2"])
+        held = (table.column(0).to_numpy(), table.column(1).to_numpy())
+        self.keys[(file.path, group)] = held
+        self.key_bytes += held[0].nbytes + held[1].nbytes
+        while self.key_bytes > KEY_MEMORY and len(self.keys) > 1:
+            _, (a, b) = self.keys.popitem(last=False)
+            self.key_bytes -= a.nbytes + b.nbytes
+        return held
+
+    def _values(self, file: CacheFile, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and window counts of the given rows of a file (reading only the row groups that hold them)."""
+        groups = np.searchsorted(file.starts, rows, side="right") - 1
+        wanted = sorted(set(groups.tolist()))
+        table = read_groups(self.cache.store, file.path, wanted, ["scores", "windows"])
+        offsets = np.zeros(len(file.starts), np.int64)
+        sizes = np.diff(np.append(file.starts, file.rows))
+        offsets[wanted] = np.cumsum([0] + [int(sizes[g]) for g in wanted[:-1]])
+        local = offsets[groups] + (rows - file.starts[groups])
+        scores = table.column(0).combine_chunks().flatten().to_numpy().reshape(-1, self.num_labels)
+        if scores.shape[0] != table.num_rows:
+            raise DamagedFile("scores of the wrong width")
+        windows = table.column(1).to_numpy()
+        return scores[local], windows[local]
+
+    # --- adding -------------------------------------------------------------------------------------------------
+
+    def add(self, keys: np.ndarray, scores: np.ndarray, windows: np.ndarray) -> None:
+        """Hold new entries (distinct keys the cache did not have); added as a file every FLUSH_ENTRIES."""
+        if len(keys) == 0:
+            return
+        pending = self.pending
+        block = len(pending.keys)
+        pending.keys.append(keys)
+        pending.scores.append(np.asarray(scores, np.float32))
+        pending.windows.append(np.asarray(windows, np.int32))
+        for row, key in enumerate(map(tuple, keys.tolist())):
+            pending.index.setdefault(key, (block, row))
+        if len(pending) >= FLUSH_ENTRIES:
+            self.flush()
+
+    def flush(self) -> None:
+        """Add the held entries to the cache as one file (nothing if none)."""
+        pending = self.pending
+        if not pending.keys:
+            return
+        keys = np.concatenate(pending.keys)
+        scores = np.concatenate(pending.scores)
+        windows = np.concatenate(pending.windows)
+        first = [block_start + row for block_start, row in self._first_rows()]
+        keys, scores, windows = keys[first], scores[first], windows[first]
+        self._record()
+        path = self.cache.add_file(self.key, keys, scores, windows)
+        self.added += len(keys)
+        self.pending = Entries()
+        try:
+            self.files[path] = CacheFile.read(self.cache.store, path)
+        except (FileNotFoundError, DamagedFile):
+            pass  # found by the next refresh, if it is still there
+
+    def _first_rows(self) -> list[tuple[int, int]]:
+        starts = np.cumsum([0] + [len(k) for k in self.pending.keys[:-1]])
+        return [(int(starts[block]), row) for block, row in self.pending.index.values()]
+
+    def _record(self) -> None:
+        """identity.json beside the files, once: what the folder's hash stands for."""
+        if self.recorded:
+            return
+        path = f"{self.cache.folder(self.key)}/{IDENTITY_RECORD}"
+        store = self.cache.store
+        with cache_errors():
+            if not store.exists(path):
+                store.makedirs(self.cache.folder(self.key))
+                record = {"identity": self.identity, "key": self.key, **self.about}
+                store.put_bytes(path, json.dumps(record, indent=1, sort_keys=True).encode())
+        self.recorded = True

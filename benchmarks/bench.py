@@ -299,14 +299,26 @@ def near_free_model(path: Path) -> Path:
 
 def timed_cli(*args: str) -> float:
     """Wall seconds of one `batchscore` process, start-up included: what a scheduler pays per task."""
+    return measured_cli(*args)[0]
+
+
+def measured_cli(*args: str) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of one `batchscore` process. The RSS is this child's own (wait4), not the
+    largest of every child so far that RUSAGE_CHILDREN would give."""
     env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_OFFLINE": "1"}
-    start = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", "batchscore", *args, "--quiet"], capture_output=True, text=True, env=env
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"batchscore {' '.join(args)} failed:\n{done.stderr[-3000:]}")
-    return time.perf_counter() - start
+    with tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "batchscore", *args, "--quiet"], stdout=subprocess.DEVNULL, stderr=err, env=env
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait for it again
+        if proc.returncode != 0:
+            err.seek(0)
+            stderr = err.read().decode(errors="replace")
+            raise SystemExit(f"batchscore {' '.join(args)} failed:\n{stderr[-3000:]}")
+    return seconds, usage.ru_maxrss / 1024
 
 
 def read_manifest(out: Path) -> dict:
@@ -564,6 +576,247 @@ def several_markdown(several: dict) -> str:
     return "\n".join(lines)
 
 
+# --- the result cache: a warm rerun, a grown input, repeated texts, and the lookup at 10 M entries ----------------
+
+
+def distinct_texts(count: int, seed: int, exclude: frozenset[str] = frozenset()) -> list[str]:
+    """`count` different texts drawn like `bench_texts`, none of them in `exclude`: the cache's gains depend on
+    how many texts repeat, so each corpus here says exactly how many do. VADER has about 24,000 sentences:
+    past those, a drawn sentence that is taken gets a number, making it a new text."""
+    drawn, seen = bench_texts(count * 2, seed=seed), set(exclude)
+    texts = []
+    for number, text in enumerate(drawn):
+        if len(texts) == count:
+            break
+        if text in seen:
+            text = f"{text} ({number})"
+            if text in seen:
+                continue
+        seen.add(text)
+        texts.append(text)
+    return texts
+
+
+def write_texts(path: Path, texts: list[str]) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": texts}), path)
+    return path
+
+
+def cached_run(data: Path, out: Path, model: Path, cache: Path | None) -> tuple[float, dict]:
+    """One whole `batchscore score` process, with the cache or without: its seconds and its manifest."""
+    extra = ["--cache", str(cache)] if cache else []
+    seconds = timed_cli("score", str(data), "-o", str(out), "--model", str(model), "--no-progress", *extra)
+    return seconds, read_manifest(out)
+
+
+def cache_reuse_bench(model_dir: Path, rows: int, repeats: int) -> dict:
+    """Whole processes on the reference-shaped model, one fresh cache per trial: the first run against a rerun
+    of the same input (warm cache); that input grown by 10% new texts with the warm cache against a full run of
+    it without one; a corpus whose rows are 30% copies of its other rows with an empty cache against none."""
+    base = distinct_texts(rows, seed=3)
+    new = distinct_texts(max(rows // 10, 1), seed=4, exclude=frozenset(base))
+    originals = distinct_texts(rows - round(rows * 0.3), seed=5)
+    rng = random.Random(5)
+    repeated = originals + [rng.choice(originals) for _ in range(rows - len(originals))]
+    rng.shuffle(repeated)
+    times: dict[str, list[float]] = {
+        k: [] for k in ("first", "warm", "grown", "grown_full", "repeated", "repeated_plain")
+    }
+    counts: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-cache-") as scratch:
+        tmp = Path(scratch)
+        data = write_texts(tmp / "base.parquet", base)
+        grown = write_texts(tmp / "grown.parquet", base + new)
+        dup = write_texts(tmp / "repeated.parquet", repeated)
+        for rep in range(repeats):
+            cache, fresh = tmp / f"cache-{rep}", tmp / f"cache-repeated-{rep}"
+            runs = (  # (name, input, cache); in this order: the warm runs need the first one's entries
+                ("first", data, cache),
+                ("warm", data, cache),
+                ("grown", grown, cache),
+                ("grown_full", grown, None),
+                ("repeated", dup, fresh),
+                ("repeated_plain", dup, None),
+            )
+            for name, source, where in runs:
+                seconds, manifest = cached_run(source, tmp / f"out-{name}-{rep}", model_dir, where)
+                times[name].append(seconds)
+                counts[name] = {k: manifest.get(k) for k in ("rows", "rows_from_cache", "distinct_texts_scored")}
+            print(
+                f"  cache trial {rep + 1}: first {times['first'][-1]:.1f}s, warm rerun {times['warm'][-1]:.1f}s; "
+                f"grown +10% cached {times['grown'][-1]:.1f}s, without {times['grown_full'][-1]:.1f}s; "
+                f"30% repeated cached {times['repeated'][-1]:.1f}s, without {times['repeated_plain'][-1]:.1f}s",
+                flush=True,
+            )
+    med = {k: statistics.median(v) for k, v in times.items()}
+
+    def run(name: str) -> dict:
+        return {"seconds": round(med[name], 2), **counts[name]}
+
+    return {
+        "model": model_dir.name,
+        "rows": rows,
+        "new_rows": len(new),
+        "repeated_rows": len(repeated) - len(originals),
+        "trials": repeats,
+        "runs": {name: run(name) for name in times},
+        "warm_vs_first": round(med["first"] / med["warm"], 2),
+        "grown_vs_full": round(med["grown"] / med["grown_full"], 3),
+        "repeated_speedup": round(med["repeated_plain"] / med["repeated"], 2),
+    }
+
+
+def synthetic_cache(cache: Path, model: Path, entries: int, per_file: int = 1_000_000) -> dict:
+    """A cache of `entries` random keys under the near-free model's scoring identity: one short `--cache` run
+    makes the identity folder (the job computes the identity), its own file is removed, synthetic sorted files
+    take its place."""
+    import numpy as np
+
+    from batchscore.cache.store import IDENTITY_NAME, entries_bytes, new_file_name
+
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench-cache-prime-") as scratch:
+        prime = write_texts(Path(scratch) / "prime.parquet", [f"priming row {i}" for i in range(8)])
+        cached_run(prime, Path(scratch) / "out", model, cache)
+    (folder,) = [p for p in cache.iterdir() if IDENTITY_NAME.match(p.name)]
+    record = json.loads((folder / "identity.json").read_text())
+    for path in folder.glob("*.parquet"):
+        path.unlink()
+    labels = len(record["identity"]["labels"])
+    rng = np.random.default_rng(0)
+    files = []
+    for start_at in range(0, entries, per_file):
+        n = min(per_file, entries - start_at)
+        keys = rng.integers(0, 2**64, size=(n, 2), dtype=np.uint64, endpoint=False)
+        scores = rng.random((n, labels), dtype=np.float32)
+        name = new_file_name()
+        (folder / name).write_bytes(entries_bytes(keys, scores, np.ones(n, np.int32), folder.name))
+        files.append(name)
+    return {
+        "folder": folder,
+        "files": set(files),
+        "bytes": sum((folder / f).stat().st_size for f in files),
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def cache_lookup_bench(entries: int, rows: int, repeats: int) -> dict:
+    """The cost of looking up texts that all miss in a cache of `entries` entries, with the near-free model (so
+    the lookup is not hidden behind the model): whole processes with and without the cache, alternating, each
+    with its peak RSS. The cache is built first (not counted) and put back to its built state after each run,
+    which adds its misses."""
+    build = ROOT / "build" / "bench"
+    model = near_free_model(build / "near-free")
+    times: dict[str, list[float]] = {"plain": [], "cached": []}
+    rss: dict[str, list[float]] = {"plain": [], "cached": []}
+    manifest: dict = {}
+    with tempfile.TemporaryDirectory(prefix="bench-cache-lookup-") as scratch:
+        tmp = Path(scratch)
+        data = write_texts(tmp / "misses.parquet", distinct_texts(rows, seed=6))
+        cache = tmp / "cache"
+        built = synthetic_cache(cache, model, entries)
+        print(
+            f"  built a cache of {entries:,} entries in {len(built['files'])} files "
+            f"({built['bytes'] / 1e6:,.0f} MB) in {built['seconds']:.1f}s",
+            flush=True,
+        )
+        for rep in range(repeats):
+            order = ("plain", "cached") if rep % 2 == 0 else ("cached", "plain")  # alternating: drift hits both
+            for name in order:
+                out = tmp / f"out-{name}-{rep}"
+                extra = ["--cache", str(cache)] if name == "cached" else []
+                seconds, peak = measured_cli(
+                    "score", str(data), "-o", str(out), "--model", str(model), "--no-progress", *extra
+                )
+                times[name].append(seconds)
+                rss[name].append(peak)
+                if name == "cached":
+                    manifest = read_manifest(out)
+                    for path in built["folder"].iterdir():  # the run's own additions: remove them
+                        if path.name != "identity.json" and path.name not in built["files"]:
+                            path.unlink()
+            print(
+                f"  lookup trial {rep + 1}: without cache {times['plain'][-1]:.2f}s {rss['plain'][-1]:,.0f} MB, "
+                f"with {times['cached'][-1]:.2f}s {rss['cached'][-1]:,.0f} MB",
+                flush=True,
+            )
+    t = {k: statistics.median(v) for k, v in times.items()}
+    m = {k: statistics.median(v) for k, v in rss.items()}
+    return {
+        "entries": entries,
+        "files": len(built["files"]),
+        "cache_mb": round(built["bytes"] / 1e6),
+        "build_s": round(built["seconds"], 1),
+        "rows": rows,
+        "trials": repeats,
+        "rows_from_cache": manifest.get("rows_from_cache"),
+        "plain_s": round(t["plain"], 2),
+        "cached_s": round(t["cached"], 2),
+        "time_ratio": round(t["cached"] / t["plain"], 3),
+        "plain_rss_mb": round(m["plain"]),
+        "cached_rss_mb": round(m["cached"]),
+        "rss_added_mb": round(m["cached"] - m["plain"]),
+    }
+
+
+def cache_bench(model_dir: Path, rows: int, repeats: int, lookup_entries: int, lookup_rows: int, lookup_repeats: int):
+    section: dict = {}
+    if rows:
+        print(f"result cache: warm rerun, +10% rows, 30% repeated texts ({rows:,} rows, {model_dir.name})", flush=True)
+        section["reuse"] = cache_reuse_bench(model_dir, rows, repeats)
+    if lookup_entries and lookup_rows:
+        print(f"result cache: {lookup_rows:,} missing texts against {lookup_entries:,} entries, near-free", flush=True)
+        section["lookup"] = cache_lookup_bench(lookup_entries, lookup_rows, lookup_repeats)
+    return section
+
+
+def cache_markdown(section: dict) -> str:
+    lines = []
+    if "reuse" in section:
+        r = section["reuse"]
+        runs = r["runs"]
+
+        def row(name: str, what: str, ratio: str = "") -> str:
+            c = runs[name]
+            cached = "" if c["rows_from_cache"] is None else f"{c['rows_from_cache']:,}"
+            scored = "" if c["distinct_texts_scored"] is None else f"{c['distinct_texts_scored']:,}"
+            return f"| {what} | {c['rows']:,} | {c['seconds']:.2f} | {cached} | {scored} | {ratio} |"
+
+        lines += [
+            f"Result cache (`--cache`), whole processes (start-up included), model `{r['model']}`, "
+            f"{r['rows']:,} different texts, a fresh cache per trial, medians of {r['trials']}:",
+            "",
+            "| run | rows | seconds | rows from cache | texts scored | ratio |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
+            row("first", "first run, empty cache"),
+            row("warm", "rerun of the same input, warm cache", f"first / rerun {r['warm_vs_first']:.1f}x"),
+            row("grown", f"input grown by {r['new_rows']:,} new texts, warm cache"),
+            row("grown_full", "the grown input, no cache", f"cached / full {r['grown_vs_full']:.2f}x"),
+            row("repeated", f"{r['repeated_rows']:,} rows copies of others (30%), empty cache"),
+            row("repeated_plain", "the same rows, no cache", f"no cache / cached {r['repeated_speedup']:.2f}x"),
+        ]
+    if "lookup" in section:
+        k = section["lookup"]
+        plural = "s" if k["files"] != 1 else ""
+        if lines:
+            lines.append("")
+        lines += [
+            f"Lookup cost: {k['rows']:,} texts that all miss, near-free model, against a cache of "
+            f"{k['entries']:,} entries ({k['files']} sorted file{plural}, {k['cache_mb']:,} MB; built in "
+            f"{k['build_s']:.0f} s, not counted), medians of {k['trials']} alternating trials:",
+            "",
+            "| near-free model, whole processes | seconds | peak RSS MB |",
+            "| --- | ---: | ---: |",
+            f"| no cache | {k['plain_s']:.2f} | {k['plain_rss_mb']:,} |",
+            f"| cache of {k['entries']:,} entries | {k['cached_s']:.2f} | {k['cached_rss_mb']:,} |",
+            f"| cache / no cache | {k['time_ratio']:.2f}x | {k['rss_added_mb']:+,} MB |",
+        ]
+    return "\n".join(lines)
+
+
 # --- CPU precisions: speed and label agreement with fp32 on real, mixed text ----------------------------------------
 
 # A row whose fp32 top score is under this is one the model itself is unsure of (a two-label model: within 0.1
@@ -783,6 +1036,7 @@ def report_markdown(report: dict) -> str:
         + (f"\n{long_markdown(report['long_documents'])}\n" if "long_documents" in report else "")
         + (f"\n{precision_markdown(report['precisions'])}\n" if "precisions" in report else "")
         + (f"\n{several_markdown(report['several_models'])}\n" if "several_models" in report else "")
+        + (f"\n{cache_markdown(report['cache'])}\n" if report.get("cache") else "")
     )
 
 
@@ -816,6 +1070,11 @@ trials in fresh processes, on the same model, texts and device, and writes this 
   around the model: one run, the same job as 4 independent shards one after another plus `finalize`, and a
   rerun after a crash lost 10% of the parts. The feed rate is that job's rows/s after start-up: the most this
   machine's cores can hand a GPU.
+- **The result cache** (`--cache`, [cache.md](cache.md)): whole processes on the reference-shaped model, a
+  fresh cache per trial: the first run against a rerun of the same input, the input grown by 10% new texts
+  against a full run without the cache, a corpus with 30% repeated rows with an empty cache against none; and,
+  with the near-free model, 20,000 texts that all miss against a cache of 10 M synthetic entries under its
+  scoring identity (time and peak RSS against no cache; building the cache is not counted).
 
 Where the speed comes from (rows sorted by length inside a chunk, batches cut by a token budget and a padding
 cap, Parquet written on a background thread, glibc kept from returning freed buffers on CPU; bf16, pinned
@@ -869,6 +1128,41 @@ TARGETS = (
         "<=",
         0.6,
         "{:.2f}x",
+    ),
+    (
+        "cache: first run / rerun with the warm cache",
+        lambda r: r["cache"]["reuse"]["warm_vs_first"],
+        ">=",
+        10,
+        "{:.1f}x",
+    ),
+    (
+        "cache: input grown by 10% (warm cache) vs a full run",
+        lambda r: r["cache"]["reuse"]["grown_vs_full"],
+        "<=",
+        0.2,
+        "{:.2f}x",
+    ),
+    (
+        "cache: 30% repeated texts, speed-up over no cache",
+        lambda r: r["cache"]["reuse"]["repeated_speedup"],
+        ">=",
+        1.3,
+        "{:.2f}x",
+    ),
+    (
+        "cache of 10 M entries, all misses, near-free: time vs no cache",
+        lambda r: r["cache"]["lookup"]["time_ratio"],
+        "<=",
+        1.10,
+        "{:.2f}x",
+    ),
+    (
+        "cache of 10 M entries, all misses, near-free: peak RSS added",
+        lambda r: r["cache"]["lookup"]["rss_added_mb"],
+        "<=",
+        300,
+        "{:.0f} MB",
     ),
 )
 
@@ -939,6 +1233,27 @@ def main() -> None:
         "--several-rows", type=int, default=20_000, help="rows for the near-free model pair; 0 skips the pair runs"
     )
     parser.add_argument(
+        "--cache-rows",
+        type=int,
+        default=1_500,
+        help="different texts for the result cache's rerun / grown input / repeated texts runs (reference-shaped "
+        "model); 0 skips them",
+    )
+    parser.add_argument("--cache-repeats", type=int, default=1, help="trials of those cache runs (slow: 6 runs each)")
+    parser.add_argument(
+        "--cache-lookup-entries",
+        type=int,
+        default=10_000_000,
+        help="synthetic entries for the cache lookup cost (near-free model, every text a miss); 0 skips it",
+    )
+    parser.add_argument("--cache-lookup-rows", type=int, default=20_000, help="texts looked up (all miss) in that run")
+    parser.add_argument("--cache-lookup-repeats", type=int, default=3, help="alternating trial pairs of that run")
+    parser.add_argument(
+        "--cache-only",
+        action="store_true",
+        help="run only the result cache section: print its tables and write cache.json into --out",
+    )
+    parser.add_argument(
         "--precision-rows",
         type=int,
         default=2_000,
@@ -998,6 +1313,20 @@ def main() -> None:
     build = ROOT / "build" / "bench"
     build.mkdir(parents=True, exist_ok=True)
     model_dir = reference_shaped_model(build / f"distilbert-{args.model}", tiny=args.model == "tiny")
+    cache_args = (
+        model_dir,
+        args.cache_rows,
+        args.cache_repeats,
+        args.cache_lookup_entries,
+        args.cache_lookup_rows,
+        args.cache_lookup_repeats,
+    )
+    if args.cache_only:
+        section = cache_bench(*cache_args)
+        print("\n" + cache_markdown(section))
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "cache.json").write_text(json.dumps(section, indent=2) + "\n")
+        return
     texts = bench_texts(args.rows)
     lengths = token_lengths(model_dir, texts)
     flops = model_flops(model_dir, lengths)
@@ -1107,6 +1436,8 @@ def main() -> None:
             )
     if args.several_rows:
         report["several_models"] = several_models_bench(model_dir, one_x, args.several_rows, args.repeats)
+    if args.cache_rows or args.cache_lookup_entries:
+        report["cache"] = cache_bench(*cache_args)
     report["repeats"] = args.repeats
     report["chunk_rows"] = chunk_rows
     text = report_markdown(report)

@@ -31,7 +31,11 @@ defaults come from environment variables of the process that parses this file
 ``BATCHSCORE_OUTPUT_ROOT`` (default ``/data/scored/reviews``) and
 ``BATCHSCORE_MODEL`` and ``BATCHSCORE_REVISION`` (default empty: batchscore's own
 default, the reference model pinned at revision af0f99b; a Hub model given here
-should get a revision too, or it can change between two runs). The command runs
+should get a revision too, or it can change between two runs), and
+``BATCHSCORE_CACHE`` (default empty: no cache; a folder or URL such as
+``s3://bucket/score-cache/`` makes each night score only the texts that no
+earlier night scored with the same model and settings, see docs/cache.md;
+compact it now and then with ``batchscore cache compact``). The command runs
 ``$BATCHSCORE_BIN`` on the worker (default ``batchscore`` on its PATH), so point
 ``BATCHSCORE_BIN`` at the installed command, e.g.
 ``/opt/batchscore/.venv/bin/batchscore``. Every other batchscore option can be
@@ -67,9 +71,13 @@ MODEL = (
     "{% if params.revision %} --revision {{ params.revision | shquote }}{% endif %}"
 )
 
+# An empty cache is none. A shared one (a folder or URL every night and shard reads and adds to) scores only the
+# texts no earlier run scored with the same model and settings: docs/cache.md.
+CACHE = "{% if params.cache %} --cache {{ params.cache | shquote }}{% endif %}"
+
 SCORE = PATHS + (
     '"${BATCHSCORE_BIN:-batchscore}" score {{ input | shquote }} -o {{ output | shquote }}'
-    + MODEL + " --no-progress"
+    + MODEL + CACHE + " --no-progress"
 )
 
 with DAG(
@@ -88,6 +96,8 @@ with DAG(
                        description="Hub id or local model directory; empty: batchscore's default"),
         "revision": Param(os.environ.get("BATCHSCORE_REVISION", ""), type="string",
                           description="Model revision (commit) of a Hub model; empty: batchscore's default"),
+        "cache": Param(os.environ.get("BATCHSCORE_CACHE", ""), type="string",
+                       description="Result cache folder or URL shared by every run (docs/cache.md); empty: none"),
     },
     user_defined_filters={"shquote": shlex.quote},
     default_args={"retries": 2, "retry_delay": timedelta(minutes=10)},

@@ -40,7 +40,9 @@ process that parses this file (the dag-processor): ``BATCHSCORE_INPUT_ROOT``
 (default ``s3://corpus/reviews``), ``BATCHSCORE_OUTPUT_ROOT`` (default
 ``s3://scored/reviews``), ``BATCHSCORE_MODEL`` and ``BATCHSCORE_REVISION``
 (default empty: batchscore's own default, the reference model pinned at
-revision af0f99b), and ``num_shards`` (default 8). The commands run
+revision af0f99b), ``BATCHSCORE_CACHE`` (default empty: no cache; a result cache
+folder or URL that every night and every shard share, docs/cache.md), and
+``num_shards`` (default 8). The commands run
 ``$BATCHSCORE_BIN`` on the worker (default ``batchscore`` on its PATH). Any other
 batchscore option: ``BATCHSCORE_<NAME>`` in the workers' environment. Params
 reach the shell quoted (``shquote``), never as shell code. To split one shard
@@ -70,9 +72,13 @@ MODEL = (
     "{% if params.revision %} --revision {{ params.revision | shquote }}{% endif %}"
 )
 
+# An empty cache is none. A shared one (a folder or URL every night and shard reads and adds to) scores only the
+# texts no earlier run scored with the same model and settings: docs/cache.md.
+CACHE = "{% if params.cache %} --cache {{ params.cache | shquote }}{% endif %}"
+
 SCORE_SHARD = PATHS + (
     '"${BATCHSCORE_BIN:-batchscore}" score {{ input | shquote }} -o {{ output | shquote }}'
-    + MODEL + ' --no-progress --num-shards {{ params.num_shards | int }} --shard-index "$SHARD_INDEX"'
+    + MODEL + CACHE + ' --no-progress --num-shards {{ params.num_shards | int }} --shard-index "$SHARD_INDEX"'
 )
 
 FINALIZE = PATHS + '"${BATCHSCORE_BIN:-batchscore}" finalize {{ output | shquote }}'
@@ -93,6 +99,8 @@ with DAG(
                        description="Hub id or local model directory; empty: batchscore's default"),
         "revision": Param(os.environ.get("BATCHSCORE_REVISION", ""), type="string",
                           description="Model revision (commit) of a Hub model; empty: batchscore's default"),
+        "cache": Param(os.environ.get("BATCHSCORE_CACHE", ""), type="string",
+                       description="Result cache folder or URL shared by every run (docs/cache.md); empty: none"),
         "num_shards": Param(8, type="integer", minimum=1, maximum=1024,
                             description="K: mapped score tasks (keep it fixed for a day once started)"),
     },

@@ -5,6 +5,7 @@ Expected keys come from the input's texts through hashlib here (never from batch
 expected scores from runs without the cache.
 """
 
+import contextlib
 import glob
 import hashlib
 import os
@@ -137,12 +138,13 @@ def test_shards_and_an_overlapping_run_share_one_cache_and_compact_to_one_entry_
     else:
         cache = root = str(tmp_path / "cache")
 
-    # Two shards of the first input and a run over the second, all at once, each adding its own file.
+    # Two shards of the first input (processes) and, meanwhile, a run over the second (in this process): each
+    # looks up and adds its own file while the others do.
     procs = [
         score_process(data_a, tiny_model, tmp_path / "sharded", cache, "--chunk-rows", "60", *shard, env=env)
         for shard in (["--num-shards", "2", "--shard-index", "0"], ["--num-shards", "2", "--shard-index", "1"])
     ]
-    procs.append(score_process(data_b, tiny_model, tmp_path / "second", cache, "--chunk-rows", "60", env=env))
+    assert_ok(run_score(data_b, tiny_model, tmp_path / "second", "--chunk-rows", "60", "--cache", cache))
     for proc in procs:
         finished(proc)
     expected = distinct_keys(first + second)
@@ -175,31 +177,52 @@ def assert_cache_readable(cache) -> None:
         pq.read_table(path)
 
 
+def kill_in_the_cache_write(proc: subprocess.Popen, cache, timeout: float = 120) -> bool:
+    """SIGKILL `proc` as soon as a new cache file's temp file shows (True), or when it ends without one (False)."""
+
+    def temps() -> set:
+        found = set()
+        for folder in glob.glob(os.path.join(str(cache), "*")):
+            with contextlib.suppress(FileNotFoundError):
+                found |= {n for n in os.listdir(folder) if n.endswith(".tmp") and ".parquet." in n}
+        return found
+
+    before = temps()  # a killed writer's temp file stays (a later compaction removes it when an hour old)
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        if temps() - before:
+            proc.send_signal(signal.SIGKILL)
+            proc.communicate(timeout=60)
+            return True
+    killed(proc)
+    return False
+
+
 def test_a_writer_killed_at_any_moment_leaves_a_readable_cache(tmp_path, tiny_model):
-    texts = corpus(1500, "k", seed=3)
-    data = write(tmp_path / "in.parquet", texts)
     cache = tmp_path / "cache"
     rng = random.Random(7)
-    # Killed while scoring, and just after its last part is committed: while its new entries are added as a file.
-    waits = [("started", rng.uniform(3.0, 6.0))] + [("last part", rng.uniform(0, 0.05)) for _ in range(3)]
-    for attempt, (after, delay) in enumerate(waits):
-        out = tmp_path / f"killed{attempt}"
-        proc = score_process(data, tiny_model, out, cache, "--chunk-rows", "100")
-        if after == "last part":
-            deadline = time.monotonic() + 120
-            while not glob.glob(str(out / "part-000014.parquet")) and proc.poll() is None:
-                assert time.monotonic() < deadline
-                time.sleep(0.002)
-        time.sleep(delay)
-        killed(proc)
+    every: list = []
+    hits = 0
+    for attempt in range(3):  # each with texts of its own, so that each has new entries to add
+        texts = corpus(600, f"k{attempt}", seed=attempt)
+        every += texts
+        data = write(tmp_path / f"in{attempt}.parquet", texts)
+        proc = score_process(data, tiny_model, tmp_path / f"killed{attempt}", cache, "--chunk-rows", "100")
+        if attempt == 0:  # while it scores
+            time.sleep(rng.uniform(2.0, 4.0))
+            killed(proc)
+        else:  # while it writes its new entries as a cache file
+            hits += kill_in_the_cache_write(proc, cache)
         assert_cache_readable(cache)
-        assert set(cache_keys(cache)) <= distinct_keys(texts)
+        assert set(cache_keys(cache)) <= distinct_keys(every)
+    assert hits >= 1  # a kill came between a temp file's creation and its rename
     assert_ok(invoke(["cache", "compact", str(cache)]))
     assert_cache_readable(cache)
-    assert_ok(run_score(data, tiny_model, tmp_path / "rerun", "--chunk-rows", "100", "--cache", cache))
-    assert_ok(run_score(data, tiny_model, tmp_path / "plain", "--chunk-rows", "100"))
+    data = write(tmp_path / "all.parquet", every)
+    assert_ok(run_score(data, tiny_model, tmp_path / "rerun", "--chunk-rows", "500", "--cache", cache))
+    assert_ok(run_score(data, tiny_model, tmp_path / "plain", "--chunk-rows", "500"))
     assert_same_table(pq.read_table(tmp_path / "rerun"), pq.read_table(tmp_path / "plain"))
-    assert set(cache_keys(cache)) == distinct_keys(texts)
+    assert set(cache_keys(cache)) == distinct_keys(every)
 
 
 def split_into_files(cache, pieces: int, extra_entries: int, seed: int = 0) -> set:
@@ -233,8 +256,8 @@ def test_a_compaction_killed_at_any_moment_loses_no_entry(tmp_path, tiny_model):
     data = write(tmp_path / "in.parquet", texts)
     cache = tmp_path / "cache"
     assert_ok(run_score(data, tiny_model, tmp_path / "first", "--chunk-rows", "100", "--cache", cache))
-    every = split_into_files(cache, pieces=40, extra_entries=300_000)
-    assert len(cache_files(cache)) == 40
+    every = split_into_files(cache, pieces=80, extra_entries=300_000)
+    assert len(cache_files(cache)) == 80
     delay, kills, states = 0.4, 0, []
     while delay < 8:
         proc = subprocess.Popen(
@@ -253,7 +276,7 @@ def test_a_compaction_killed_at_any_moment_loses_no_entry(tmp_path, tiny_model):
         keys = cache_keys(cache)
         assert set(keys) == every  # no entry lost, whatever the moment
         states.append((len(cache_files(cache)), len(keys)))
-        delay += 0.25
+        delay += 0.15
     assert kills >= 3, states
     assert_ok(invoke(["cache", "compact", str(cache)]))
     keys = cache_keys(cache)

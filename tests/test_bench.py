@@ -37,6 +37,17 @@ def test_bench_smoke(tmp_path):
             str(ROOT / "build" / "bench" / "distilbert-tiny"),
             "--precision-rows",
             "40",
+            # The result cache on the tiny model: 40 texts; the lookup against 5,000 synthetic entries.
+            "--cache-rows",
+            "40",
+            "--cache-lookup-entries",
+            "5000",
+            "--cache-lookup-rows",
+            "100",
+            "--cache-lookup-repeats",
+            "1",
+            "--doc",
+            str(tmp_path / "performance.md"),
         ],
         capture_output=True,
         text=True,
@@ -67,3 +78,28 @@ def test_bench_smoke(tmp_path):
     assert len(plan["rows_read"]["shards"]) == 4
     assert plan["feed"]["rows_per_s"] > 0 and plan["startup_s"] > 0
     assert "Host feed rate" in (out / "bench.md").read_text()
+    # The cache section: the warm rerun takes every row from the cache; the grown input scores only its 4 new
+    # texts; of 40 rows with 12 copies, 28 texts are scored; the lookup's texts all miss.
+    reuse = report["cache"]["reuse"]
+    runs = reuse["runs"]
+    assert (reuse["rows"], reuse["new_rows"], reuse["repeated_rows"]) == (40, 4, 12)
+    assert (runs["first"]["rows_from_cache"], runs["first"]["distinct_texts_scored"]) == (0, 40)
+    assert (runs["warm"]["rows_from_cache"], runs["warm"]["distinct_texts_scored"]) == (40, 0)
+    assert (runs["grown"]["rows"], runs["grown"]["rows_from_cache"], runs["grown"]["distinct_texts_scored"]) == (
+        44,
+        40,
+        4,
+    )
+    assert runs["repeated"]["distinct_texts_scored"] == 28 and runs["repeated_plain"]["rows_from_cache"] is None
+    assert reuse["warm_vs_first"] > 0 and reuse["grown_vs_full"] > 0 and reuse["repeated_speedup"] > 0
+    lookup = report["cache"]["lookup"]
+    assert (lookup["entries"], lookup["files"], lookup["rows"], lookup["rows_from_cache"]) == (5000, 1, 100, 0)
+    assert lookup["plain_rss_mb"] > 0 and lookup["cached_rss_mb"] > 0 and lookup["time_ratio"] > 0
+    md = (out / "bench.md").read_text()
+    assert "| rerun of the same input, warm cache | 40 |" in md
+    assert "| input grown by 4 new texts, warm cache | 44 |" in md
+    assert "| 12 rows copies of others (30%), empty cache | 40 |" in md
+    assert "| cache of 5,000 entries |" in md and "| cache / no cache |" in md
+    page = (tmp_path / "performance.md").read_text()
+    assert "| cache: first run / rerun with the warm cache |" in page
+    assert "| cache of 10 M entries, all misses, near-free: peak RSS added |" in page

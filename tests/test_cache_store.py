@@ -427,3 +427,48 @@ def test_cache_commands_on_a_missing_cache_or_identity(tmp_path):
     (tmp_path / "cache").mkdir()
     assert_error(invoke(["cache", "compact", str(tmp_path / "cache"), "--identity", "0123456789abcdef"]), 2, "not in")
     assert "0 identities" in assert_ok(invoke(["cache", "info", str(tmp_path / "cache")])).stdout
+
+
+def synthetic_cache(cache, files: int, entries: int, seed: int = 0) -> set:
+    """A cache of random keys in `files` overlapping files, through the cache's own writer; returns every key."""
+    from batchscore.cache.store import ResultCache
+
+    store = ResultCache(str(cache))
+    rng = np.random.default_rng(seed)
+    keys = rng.integers(0, np.iinfo(np.uint64).max, (entries, 2), dtype=np.uint64, endpoint=True)
+    for _ in range(files):
+        take = rng.choice(entries, entries // 3, replace=False)
+        store.add_file("0123456789abcdef", keys[take], rng.random((len(take), 2), dtype=np.float32), np.ones(len(take)))
+    return set(map(tuple, keys.tolist()))
+
+
+def test_two_compactions_at_once_lose_nothing(tmp_path):
+    cache = tmp_path / "cache"
+    every = synthetic_cache(cache, files=30, entries=90_000)
+    assert set(cache_keys(cache)) == every
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "batchscore", "cache", "compact", str(cache)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+        )
+        for _ in range(2)
+    ]
+    for proc in procs:
+        finished(proc)  # the one that finds a file gone leaves the identity to the other: exit 0 either way
+    assert_cache_readable(cache)
+    assert set(cache_keys(cache)) == every
+    assert_ok(invoke(["cache", "compact", str(cache)]))
+    keys = cache_keys(cache)
+    assert len(keys) == len(every) and set(keys) == every
+
+
+def test_a_cache_on_a_read_only_file_system_is_one_error_naming_the_cache(tmp_path, mount_tmpfs):
+    made = tmp_path / "made"
+    synthetic_cache(made, files=3, entries=3000)
+    files = {os.path.relpath(p, made): open(p, "rb").read() for p in glob.glob(str(made / "*" / "*"))}
+    cache = mount_tmpfs("4m", readonly=True, files=files)
+    line = assert_error(invoke(["cache", "compact", str(cache)]), 5, "read-only", "--cache")
+    assert "--output" not in line
+    assert len(cache_files(cache)) == 3

@@ -114,7 +114,9 @@ def _temp_name_of_ours(name: str) -> bool:
     from ..output.layout import TEMP
 
     match = TEMP.match(name)
-    return bool(match) and (bool(FILE_NAME.match(match.group(1))) or match.group(1) == IDENTITY_RECORD)
+    if match is None:
+        return False
+    return bool(FILE_NAME.match(match.group(1))) or match.group(1) == IDENTITY_RECORD
 
 
 # --- compact ---------------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ expected scores from runs without the cache.
 import contextlib
 import glob
 import hashlib
+import json
 import os
 import random
 import signal
@@ -155,6 +156,8 @@ def test_shards_and_an_overlapping_run_share_one_cache_and_compact_to_one_entry_
     keys = cache_keys(root, fs)
     assert len(keys) == len(expected) and set(keys) == expected  # one entry per distinct text, none lost
     assert len(cache_files(root, fs)) == 1
+    (facts,) = json.loads(assert_ok(invoke(["cache", "info", cache, "--json"])).stdout)
+    assert facts["files"] == 1 and facts["entries"] == len(expected) and facts["record"]["model"] == tiny_model
 
     assert_ok(run_score(both, tiny_model, tmp_path / "rerun", "--chunk-rows", "60", "--cache", cache))
     assert_ok(run_score(both, tiny_model, tmp_path / "plain", "--chunk-rows", "60"))
@@ -381,8 +384,6 @@ def test_compaction_removes_only_stale_temp_files_of_ours(tmp_path, tiny_model):
 
 
 def test_info_and_prune_on_a_real_cache(tmp_path, tiny_model, three_label_model):
-    import json
-
     texts = corpus(120, "p", seed=6)
     data = write(tmp_path / "in.parquet", texts)
     cache = tmp_path / "cache"

@@ -177,6 +177,9 @@ def _compact_identity(cache: ResultCache, key: str, file_entries: int, result: C
         merged_rows.append(len(keys))
         held.clear()
 
+    # Row groups read for one range that reach into the next ones, per file: each row group is read once. They are
+    # no more than the range's own row groups, so memory stays one range's.
+    kept: dict[str, dict[int, pa.Table]] = {}
     for index in range(ranges):
         low, high = index * SPACE // ranges, (index + 1) * SPACE // ranges - 1
         parts: list[pa.Table] = []
@@ -185,7 +188,7 @@ def _compact_identity(cache: ResultCache, key: str, file_entries: int, result: C
             if not groups:
                 continue
             try:
-                table = read_groups(cache.store, file.path, groups, COLUMNS)
+                tables = _row_groups(cache, file, groups, kept.get(file.path, {}))
             except FileNotFoundError:  # taken by another compaction: what this one wrote stays, a duplicate
                 result.stopped.append(key)
                 result.files_after += len(written)
@@ -196,13 +199,15 @@ def _compact_identity(cache: ResultCache, key: str, file_entries: int, result: C
                 files.remove(file)
                 damaged.append(file.path)
                 continue
-            size = table.schema.field("scores").type.list_size
+            size = tables[0].schema.field("scores").type.list_size
             width = size if width is None else width
             if size != width:  # not this identity's labels: not a file a writer of this folder made
                 files.remove(file)
                 damaged.append(file.path)
+                kept.pop(file.path, None)
                 continue
-            parts.append(table)
+            kept[file.path] = {g: t for g, t in zip(groups, tables) if int(file.high[g]) > high}
+            parts.extend(tables)
         merged = _merge(parts, low, high, width or 0)
         if merged is None:
             continue
@@ -218,6 +223,23 @@ def _compact_identity(cache: ResultCache, key: str, file_entries: int, result: C
     result.entries_after += sum(merged_rows)
     result.duplicates_dropped += max(0, sum(f.rows for f in files) - sum(merged_rows))
     _remove_damaged(cache, damaged, result)
+
+
+def _row_groups(cache: ResultCache, file: CacheFile, groups: list[int], held: dict[int, pa.Table]) -> list[pa.Table]:
+    """The given row groups of a file, one table each: those in `held` as they are, the others read."""
+    need = [g for g in groups if g not in held]
+    if need:
+        table = read_groups(cache.store, file.path, need, COLUMNS)
+        ends = np.append(file.starts[1:], file.rows)
+        offset = 0
+        held = dict(held)
+        for g in need:
+            rows = int(ends[g] - file.starts[g])
+            held[g] = table.slice(offset, rows)
+            offset += rows
+        if offset != table.num_rows:
+            raise DamagedFile("row groups of other sizes than its footer says")
+    return [held[g] for g in groups]
 
 
 def _already_compact(files: list[CacheFile], file_entries: int) -> bool:

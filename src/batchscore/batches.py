@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
     from transformers import PreTrainedTokenizerBase
 
+    from .cache.scoring import AsRead, Unencoded
     from .scoring import ChunkWorks, Encoders
 
 
@@ -249,7 +250,7 @@ class ChunkDataset(torch.utils.data.IterableDataset):
         open_source: Callable[[], Any],
         read_columns: list[str],
         out_columns: list[str],
-        encoder: Encoders,
+        encoder: Encoders | Unencoded,  # Unencoded: --cache, which tokenizes only what it lacks, after the lookup
         source: Any = None,
     ):
         self.plan = plan
@@ -262,7 +263,7 @@ class ChunkDataset(torch.utils.data.IterableDataset):
     def __getstate__(self) -> dict:
         return {**self.__dict__, "source": None}  # a Source holds open readers: each worker opens its own
 
-    def __iter__(self) -> Iterator[ChunkWorks | InputEnd | BatchscoreError]:
+    def __iter__(self) -> Iterator[ChunkWorks | AsRead | InputEnd | BatchscoreError]:
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         try:

@@ -342,6 +342,8 @@ def score(config_file: str | None, **cli_values: Any) -> None:
         truncated += f": {m.get('truncated_tokens', 0):,} tokens past {limit} not scored"
     if m.get("windowed_rows"):
         truncated += f", {m['windowed_rows']} long texts scored in {m['windows']:,} windows"
+    if "rows_from_cache" in m:
+        truncated += f", {m['rows_from_cache']:,} from the cache, {m['distinct_texts_scored']:,} texts run"
     counts = f"{m['scored_rows']} of {m['rows']} rows ({m['empty_text_rows']} without text, {truncated})"
     if result.shard is None:
         log.info(f"Scored {counts} in {m['seconds']:.1f}s -> {result.output}{then}", **summary)

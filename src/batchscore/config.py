@@ -257,6 +257,14 @@ OPTIONS: tuple[Option, ...] = (
         "bool",
         "When the run completes, write the report page beside the output (as `batchscore report OUT`).",
     ),
+    Option(
+        "cache",
+        "str",
+        "Result cache (a folder or fsspec URL, e.g. s3://bucket/score-cache/): texts it has scored with the same "
+        "model and settings take their results from it, and new results are added. Shared safely by shards and "
+        "runs; see docs/cache.md.",
+        metavar="URL",
+    ),
     Option("overwrite", "bool", "Replace an existing output (one batchscore wrote) instead of resuming it."),
     Option(
         "threads",
@@ -357,6 +365,7 @@ class JobConfig:
     progress: bool | None = None
     progress_every: int = 60
     report: bool = False
+    cache: str | None = None  # result cache URL
     threads: int | None = None  # None: the CPUs this process may use
     quiet: bool = False
     verbose: bool = False

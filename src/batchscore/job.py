@@ -23,10 +23,11 @@ from .errors import BatchscoreError, ConfigError
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from .cache import CachedScorers
     from .input.base import Reader as Source
     from .output import Existing, Output, OutputWriter
     from .plan import Plan
-    from .scoring import ScoringRules
+    from .scoring import ChunkScorers, ScoringRules
 
 
 @dataclass
@@ -127,6 +128,7 @@ class Job:
         self.input = self._open_input()
         # Before the model load, which can take minutes: a taken output fails at once.
         self.existing: Existing = check_output(self.output, cfg.overwrite)
+        self.cache = open_cache(cfg.cache, self.specs)
         # Under torchrun / accelerate launch the ranks are known before accelerate starts, so the check covers
         # this rank's share before the model loads; `load` makes sure accelerate agrees.
         self.ranks = launcher_ranks()
@@ -198,7 +200,7 @@ class Job:
         self.threads = model_threads(cfg.threads)
         torch.set_num_threads(self.threads)
         load_started = time.time()
-        self.scorer = load_scorers(
+        self.scorer: ChunkScorers | CachedScorers = load_scorers(
             self.specs,
             self.all_rules,
             allow_pickle=cfg.allow_pickle,
@@ -206,6 +208,10 @@ class Job:
             check=self._check_head_columns,
         )
         self.all_rules = [scorer.rules for scorer in self.scorer.scorers]  # completed by each model's head
+        if self.cache is not None:
+            from .cache import CachedScorers
+
+            self.scorer = CachedScorers(self.scorer, self.cache)
         self.rules = self.all_rules[0]
         self.load_seconds = time.time() - load_started
         accelerator = self.scorer.first.loaded.accelerator
@@ -264,6 +270,7 @@ class Job:
             self.plan = plan = plan.with_committed(sink.committed)
             startup = time.time() - self.process_started
             scored = self._score_chunks(sink)
+            self._flush_cache()
             assert scored.num_chunks is not None  # every reader ends with an InputEnd
             sink.finish_shard(self._run_facts(sink, scored, startup), scored.num_chunks, self.scorer.chunk_stats())
             shard_summary = sink.shard_stats()
@@ -376,6 +383,25 @@ class Job:
                 progress.chunk(work.chunk.num_rows)
         return scored
 
+    def _flush_cache(self) -> None:
+        """Add the run's last new results to the cache. A cache that cannot take them (full, read-only) costs the
+        next run their scoring, not this run its output: a warning, not an error."""
+        from .cache import CachedScorers
+
+        if not isinstance(self.scorer, CachedScorers):
+            return
+        try:
+            self.scorer.flush()
+        except BatchscoreError as exc:
+            self.warnings.append(f"The cache kept none of this run's last new results: {exc.message}")
+        skipped = self.scorer.skipped
+        if skipped:
+            path, why = next(iter(skipped.items()))
+            self.warnings.append(
+                f"Skipped {len(skipped)} damaged cache file(s) (their texts were scored again), e.g. {path}: {why}; "
+                "`batchscore cache compact` rewrites the cache without them."
+            )
+
     def _chunk_progress(self, last: float, scoring_started: float, now: float) -> dict:
         """Where and when a chunk was scored, for its part's footer: `batchscore status` and the report's time
         plot read them (stragglers show per shard). Not summed into the manifest (not whole numbers)."""
@@ -411,6 +437,16 @@ class Job:
         if manifest["rows"] == 0:
             self.warnings.append("The input has no rows; wrote an empty output with the schema.")
         return JobResult(self.cfg.output_path, manifest, warnings=self.warnings)
+
+
+def open_cache(url: str | None, specs: list) -> Any:
+    """The result cache at `url` (None without one), opened before the model loads: a bad URL fails at once."""
+    if not url:
+        return None
+    from .cache import ResultCache, refuse_window_scores
+
+    refuse_window_scores(specs)
+    return ResultCache(url)
 
 
 def _round(seconds: float | None) -> float | None:

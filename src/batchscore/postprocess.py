@@ -160,9 +160,9 @@ def window_columns(
     `window_scores`: each window's character span in the text, its best label and that label's score."""
     import pyarrow as pa
 
-    counts = np.bincount(row, minlength=len(valid)).astype(np.int32)
-    windows, listing = ((prefix or "") + name for name in WINDOW_NAMES)
-    columns = {windows: pa.array(counts, type=pa.int32(), mask=~valid)}
+    counts = np.bincount(row, minlength=len(valid))
+    listing = (prefix or "") + WINDOW_NAMES[1]
+    columns = window_counts(counts, valid, prefix)
     if spans is not None:
         names = np.asarray(labels, dtype=object)
         best = scores.argmax(axis=-1) if len(scores) else np.zeros(0, dtype=np.int64)
@@ -178,6 +178,14 @@ def window_columns(
         offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
         columns[listing] = pa.ListArray.from_arrays(offsets, entries, mask=pa.array(~valid))
     return columns
+
+
+def window_counts(counts: np.ndarray, valid: np.ndarray, prefix: str | None) -> dict[str, pa.Array]:
+    """`windows`: how many windows each row's text had (null without text)."""
+    import pyarrow as pa
+
+    name = (prefix or "") + WINDOW_NAMES[0]
+    return {name: pa.array(np.asarray(counts, np.int32), type=pa.int32(), mask=~valid)}
 
 
 def window_fields(prefix: str | None, spans: bool) -> list[pa.Field]:

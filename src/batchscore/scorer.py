@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
+    from .cache import CachedScorers
+    from .scoring import ChunkScorers
+
     # What a Scorer is called on, and gives back as the same type: a pyarrow Table or RecordBatch, a pandas
     # DataFrame, or a dict of numpy arrays (Ray Data's "numpy" batch format).
     ScorerBatch: TypeAlias = pa.Table | pa.RecordBatch | pd.DataFrame | dict[str, np.ndarray]
@@ -50,6 +53,8 @@ class Scorer:
     `aggregate` "mean" or "max", `max_windows`, `window_scores`) and adds `windows`.
     A multi-label head (sigmoid: multi_label_classification, or one label) also
     gets `labels`: every label scoring at least `threshold`, in label order.
+    `cache` (a folder or fsspec URL) is the CLI's --cache: texts it holds take
+    their results from it; each call adds its new results as one file.
 
     Text values as in the CLI: numbers (and other scalars) are scored as their
     string form; bytes, lists, structs, invalid UTF-8 or a column of mixed
@@ -75,6 +80,7 @@ class Scorer:
         window_scores: bool = False,
         threshold: float = DEFAULT_THRESHOLD,
         models: Sequence[Mapping[str, Any]] | None = None,
+        cache: str | None = None,
     ):
         from .config import library_specs
         from .scoring import load_scorers, model_rules
@@ -84,12 +90,17 @@ class Scorer:
         arguments |= dict(window_overlap=window_overlap, aggregate=aggregate, max_windows=max_windows)
         # Several models: each entry's own settings, the others from the arguments above.
         specs = library_specs(arguments | {"window_scores": window_scores}, models)
-        self.core = load_scorers(
+        self.core: ChunkScorers | CachedScorers = load_scorers(
             specs,
             model_rules(specs, text_column, batch_tokens),  # checked before any load
             allow_pickle=allow_pickle,
             trust_remote_code=trust_remote_code,
         )
+        if cache is not None:  # each call's new results are added to the cache as one file before it returns
+            from .cache import CachedScorers, ResultCache, refuse_window_scores
+
+            refuse_window_scores(specs)
+            self.core = CachedScorers(self.core, ResultCache(cache))
         # The loaded heads complete the rules: a multi-label head adds `labels`, checked against every batch.
         self.all_rules = [scorer.rules for scorer in self.core.scorers]
         self.rules, self.fields = self.all_rules[0], self.core.fields
@@ -113,7 +124,11 @@ class Scorer:
         """The result columns for the text column, as Arrow values (names already checked)."""
         import pyarrow as pa
 
-        return self.core.score_texts(pa.table({self.text_column: text_values(column, self.text_column)}))
+        results = self.core.score_texts(pa.table({self.text_column: text_values(column, self.text_column)}))
+        flush = getattr(self.core, "flush", None)  # a cache: Ray actors and Spark workers have no "end" to wait for
+        if flush is not None:
+            flush()
+        return results
 
     def __call__(self, batch: ScorerBatch) -> ScorerBatch:
         """`batch` with the result columns appended, as the same type (Table, RecordBatch, DataFrame, dict)."""

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence, TypeVar
+
+import numpy as np
 
 from .config import (
     AGGREGATES,
@@ -359,26 +361,54 @@ class ChunkScorer:
 
         `on_batch(rows, tokens)` is called as each batch is scored: its share of the chunk's rows (its rows, or
         windows, out of the chunk's), and its real tokens."""
-        from .model import chunk_logits
-        from .postprocess import apply, result_columns
-
-        rules, windows = self.rules, work.windows
-        threshold = rules.threshold if rules.multi_label else None  # `labels`: multi-label heads only
-        batches: Iterable[Batch] = work.batches if on_batch is None else _reported(work, on_batch)
-        if windows is None:
-            logits = chunk_logits(self.loaded, batches, len(work.valid))
-            return result_columns(
-                apply(self.function, logits), work.valid, self.labels, rules.top_k, rules.result_prefix, threshold
-            )
         from .postprocess import aggregate, window_columns
 
-        scores = apply(self.function, chunk_logits(self.loaded, batches, len(windows.row)))
-        rows = aggregate(scores, windows.row, windows.text_tokens, len(work.valid), rules.aggregate)
-        # The aggregated scores decide `labels`, as they decide label and score.
-        columns = result_columns(rows, work.valid, self.labels, rules.top_k, rules.result_prefix, threshold)
-        return columns | window_columns(
-            scores, windows.row, windows.spans, work.valid, self.labels, rules.result_prefix
+        windows = work.windows
+        if windows is None or windows.spans is None:
+            return self.columns(*self.row_scores(work, on_batch), work.valid)
+        # --window-scores: each window's own scores make a column too.
+        scores = self._window_scores(work, on_batch)
+        rows = aggregate(scores, windows.row, windows.text_tokens, len(work.valid), self.rules.aggregate)
+        counts = np.bincount(windows.row, minlength=len(work.valid))
+        return self.columns(rows, counts, work.valid) | window_columns(
+            scores, windows.row, windows.spans, work.valid, self.labels, self.rules.result_prefix
         )
+
+    def row_scores(self, work: ChunkWork, on_batch: OnBatch | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Every label's score for each row of an encoded chunk, after the head's function, in label order (rows
+        without text: zeros); with --long-text window, the windows' scores aggregated, and each row's window
+        count (else None). What the result cache keeps of a row."""
+        from .model import chunk_logits
+        from .postprocess import aggregate, apply
+
+        windows = work.windows
+        if windows is None:
+            batches = work.batches if on_batch is None else _reported(work, on_batch)
+            return apply(self.function, chunk_logits(self.loaded, batches, len(work.valid))), None
+        scores = self._window_scores(work, on_batch)
+        rows = aggregate(scores, windows.row, windows.text_tokens, len(work.valid), self.rules.aggregate)
+        return rows, np.bincount(windows.row, minlength=len(work.valid))
+
+    def _window_scores(self, work: ChunkWork, on_batch: OnBatch | None) -> np.ndarray:
+        from .model import chunk_logits
+        from .postprocess import apply
+
+        assert work.windows is not None
+        batches = work.batches if on_batch is None else _reported(work, on_batch)
+        return apply(self.function, chunk_logits(self.loaded, batches, len(work.windows.row)))
+
+    def columns(self, scores: np.ndarray, windows: np.ndarray | None, valid: np.ndarray) -> dict[str, pa.Array]:
+        """The result columns from each row's scores (and window count, with --long-text window)."""
+        from .postprocess import result_columns, window_counts
+
+        rules = self.rules
+        threshold = rules.threshold if rules.multi_label else None  # `labels`: multi-label heads only
+        # The aggregated scores decide `labels`, as they decide label and score.
+        columns = result_columns(scores, valid, self.labels, rules.top_k, rules.result_prefix, threshold)
+        if rules.windowed:
+            assert windows is not None
+            columns |= window_counts(windows, valid, rules.result_prefix)
+        return columns
 
     def score_texts(self, texts: pa.Table) -> dict[str, pa.Array]:
         """Encode and score a table holding the text column, in this process."""
@@ -446,6 +476,7 @@ class ChunkScorer:
 
 
 OnBatch = Callable[[float, int], None]
+T = TypeVar("T")
 
 
 def _reported(work: ChunkWork, on_batch: OnBatch) -> Iterator[Batch]:
@@ -513,31 +544,39 @@ class ChunkScorers:
     def score(self, works: ChunkWorks, on_batch: OnBatch | None = None) -> dict[str, pa.Array]:
         """Every model's result columns, in model order. `on_batch` as for `ChunkScorer.score`, each model's
         batches counting for its share of the chunk (so the rows add up to the chunk's once)."""
+        parts = self.each_model(lambda scorer, work, report: scorer.score(work, report), works, on_batch)
+        results = {name: column for part in parts for name, column in part.items()}
+        return {f.name: results[f.name] for f in self.fields}  # in the output's column order
+
+    def each_model(
+        self,
+        step: Callable[[ChunkScorer, ChunkWork, OnBatch | None], T],
+        works: ChunkWorks,
+        on_batch: OnBatch | None = None,
+    ) -> list[T]:
+        """`step(scorer, its encoder's work, on_batch)` for every model, in model order: on CPU side by side, each
+        on its share of the cores; each model's seconds in this chunk go to `seconds` (read by chunk_stats)."""
         import functools
+        import time
 
         import torch
 
         from .threads import side_by_side
 
         count = len(self.scorers)
-        share = None if on_batch is None or count == 1 else _shared(on_batch, count)
-        tasks = [functools.partial(self._timed_score, number, works, share or on_batch) for number in range(count)]
+        report = None if on_batch is None or count == 1 else _shared(on_batch, count)
+
+        def timed(number: int) -> T:
+            started = time.perf_counter()
+            result = step(self.scorers[number], works.items[self.group[number]], report or on_batch)
+            self.seconds[number] = time.perf_counter() - started
+            return result
+
+        tasks = [functools.partial(timed, number) for number in range(count)]
         threads = 1 if self.on_gpu else torch.get_num_threads()
         if len(tasks) > 1 and threads > 1:  # CPU: each model on its share of the cores (threads.side_by_side)
-            parts = side_by_side(tasks, threads)
-        else:  # one model, one core, or one GPU: one model after the other, each with all of it
-            parts = [task() for task in tasks]
-        results = {name: column for part in parts for name, column in part.items()}
-        return {f.name: results[f.name] for f in self.fields}  # in the output's column order
-
-    def _timed_score(self, number: int, works: ChunkWorks, on_batch: OnBatch | None = None) -> dict[str, pa.Array]:
-        """One model's result columns; its seconds in this chunk go to `seconds` (read by chunk_stats)."""
-        import time
-
-        started = time.perf_counter()
-        columns = self.scorers[number].score(works.items[self.group[number]], on_batch)
-        self.seconds[number] = time.perf_counter() - started
-        return columns
+            return side_by_side(tasks, threads)
+        return [task() for task in tasks]  # one model, one core, or one GPU: one after the other, each with all
 
     def chunk_stats(self, works: ChunkWorks | None = None, results: dict | None = None) -> dict:
         """A part's counts: the first model's, as for one model, plus per model (several) and the tokenizations."""

@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+CACHE_COUNTS = ("rows_from_cache", "rows_scored", "distinct_texts_scored", "cache_files_skipped")
+
 
 def sum_stats(stats: list[dict[str, Any]]) -> dict[str, Any]:
     """The parts' counts added up; a regression head's `value_summary` gets its quantiles from `with_quantiles`."""
@@ -67,6 +69,8 @@ def sum_stats(stats: list[dict[str, Any]]) -> dict[str, Any]:
         "padded_tokens": totals["padded_tokens"],
         # Tokenization passes over the chunks: one a chunk per distinct tokenizer of the run's models.
         **({"tokenizations": totals["tokenizations"]} if any("tokenizations" in s for s in stats) else {}),
+        # --cache: where the rows' results came from, and the damaged cache files skipped.
+        **{k: totals[k] for k in CACHE_COUNTS if any(k in s for s in stats)},
         **head,
         **_models(stats),
     }

@@ -202,3 +202,27 @@ def test_cache_rows_are_bit_identical_when_the_batches_are(tmp_path, tiny_model,
     assert cold.column_names == plain.column_names
     for name in plain.column_names:  # the columns bit for bit (the footers differ: one run lists its cache)
         assert cold.column(name).equals(plain.column(name)), name
+
+
+def test_lookup_finds_keys_sharing_h1_and_keys_above_two_to_the_63(tmp_path):
+    """Keys built by hand: two that share their first half, and halves with the top bit set (unsigned order)."""
+    from batchscore.cache.store import ResultCache
+
+    top = np.uint64(1 << 63)
+    keys = np.array([[5, 1], [5, 9], [top + np.uint64(7), 3], [top, 2], [2, 2]], dtype=np.uint64)
+    scores = np.arange(10, dtype=np.float32).reshape(5, 2)
+    cache = ResultCache(str(tmp_path / "cache"))
+    scope = cache.scope({"test": 1}, 2)
+    scope.add(keys, scores, np.arange(5, dtype=np.int32))
+    scope.flush()
+    fresh = ResultCache(str(tmp_path / "cache")).scope({"test": 1}, 2)  # reads the file, not the held entries
+    asked = np.array([[5, 9], [top, 2], [5, 1], [5, 4], [top + np.uint64(7), 3], [3, 3]], dtype=np.uint64)
+    found = fresh.lookup(asked)
+    assert found.hit.tolist() == [True, True, True, False, True, False]
+    assert found.scores[found.hit].tolist() == [
+        scores[1].tolist(),
+        scores[3].tolist(),
+        scores[0].tolist(),
+        scores[2].tolist(),
+    ]
+    assert found.windows[found.hit].tolist() == [1, 3, 0, 2]

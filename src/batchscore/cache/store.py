@@ -354,38 +354,51 @@ class CacheScope:
         group = np.searchsorted(file.high, h1, side="left")  # the first row group whose largest h1 >= the key's
         inside = group < len(file.high)
         inside[inside] &= file.low[group[inside]] <= h1[inside]
-        rows: list[int] = []
-        which: list[int] = []
-        for g in np.unique(group[inside]):
-            mine = asked[inside][group[inside] == g]
-            g1, g2 = self._group_keys(file, int(g))
-            left = np.searchsorted(g1, keys[mine, 0], side="left")
-            right = np.searchsorted(g1, keys[mine, 0], side="right")
-            for k, lo, hi in zip(mine, left, right):
-                for r in range(lo, hi):  # one row but for a 64-bit collision of h1
-                    if g2[r] == keys[k, 1]:
-                        rows.append(int(file.starts[g] + r))
-                        which.append(int(k))
-                        break
-        if rows:
-            scores, windows = self._values(file, np.asarray(rows, np.int64))
-            found.hit[which] = True
-            found.scores[which] = scores
-            found.windows[which] = windows
+        asked, group = asked[inside], group[inside]
+        groups = np.unique(group)
+        held = self._group_keys(file, groups.tolist())
+        rows: list[np.ndarray] = []
+        which: list[np.ndarray] = []
+        for g, (g1, g2) in zip(groups.tolist(), held):
+            mine = asked[group == g]
+            k1, k2 = keys[mine, 0], keys[mine, 1]
+            left = np.searchsorted(g1, k1, side="left")
+            right = np.searchsorted(g1, k1, side="right")
+            at = np.minimum(left, len(g1) - 1)
+            hit = (left < right) & (g2[at] == k2)
+            for i in np.flatnonzero((right - left > 1) & ~hit):  # an h1 shared by two keys: look past the first
+                match = left[i] + np.flatnonzero(g2[left[i] : right[i]] == k2[i])
+                if len(match):
+                    hit[i], at[i] = True, match[0]
+            rows.append(file.starts[g] + at[hit])
+            which.append(mine[hit])
+        if rows and sum(len(r) for r in rows):
+            at_rows, asked_rows = np.concatenate(rows), np.concatenate(which)
+            scores, windows = self._values(file, at_rows)
+            found.hit[asked_rows] = True
+            found.scores[asked_rows] = scores
+            found.windows[asked_rows] = windows
 
-    def _group_keys(self, file: CacheFile, group: int) -> tuple[np.ndarray, np.ndarray]:
-        held = self.keys.get((file.path, group))
-        if held is not None:
-            self.keys.move_to_end((file.path, group))
-            return held
-        table = read_groups(self.cache.store, file.path, [group], ["h1", "h2"])
-        held = (table.column(0).to_numpy(), table.column(1).to_numpy())
-        self.keys[(file.path, group)] = held
-        self.key_bytes += held[0].nbytes + held[1].nbytes
-        while self.key_bytes > KEY_MEMORY and len(self.keys) > 1:
+    def _group_keys(self, file: CacheFile, groups: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The keys (h1, h2) of the given row groups: those not held read in one request, then held."""
+        wanted = [g for g in groups if (file.path, g) not in self.keys]
+        if wanted:
+            table = read_groups(self.cache.store, file.path, wanted, ["h1", "h2"])
+            h1, h2 = table.column(0).to_numpy(), table.column(1).to_numpy()
+            sizes = np.diff(np.append(file.starts, file.rows))[wanted]
+            for g, end, size in zip(wanted, np.cumsum(sizes), sizes):
+                pair = (h1[end - size : end].copy(), h2[end - size : end].copy())  # own memory: dropped when evicted
+                self.keys[(file.path, g)] = pair
+                self.key_bytes += pair[0].nbytes + pair[1].nbytes
+        found = []
+        for g in groups:
+            self.keys.move_to_end((file.path, g))
+            found.append(self.keys[(file.path, g)])
+        # Drop the longest unused; this file's groups stay until its lookup is done (they are in `found`).
+        while self.key_bytes > KEY_MEMORY and len(self.keys) > len(groups):
             _, (a, b) = self.keys.popitem(last=False)
             self.key_bytes -= a.nbytes + b.nbytes
-        return held
+        return found
 
     def _values(self, file: CacheFile, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Scores and window counts of the given rows of a file (reading only the row groups that hold them)."""

@@ -160,13 +160,18 @@ def test_ray_data_map_batches_with_two_actors(corpus, tiny_model, cli_output, tm
     try:
         ds = ray.data.read_parquet(str(corpus[0])).repartition(4)  # 4 blocks: both actors get work
         # 2 actors of half a CPU each: the read tasks that feed them get the rest of the 2 CPUs.
-        scored = score_dataset(ds, tiny_model, actors=2, cpus_per_actor=0.5, batch_size=64, top_k="all")
+        # With a result cache (cold): both actors add their batches' results, the output is the same.
+        cache = tmp_path / "cache"
+        scored = score_dataset(
+            ds, tiny_model, actors=2, cpus_per_actor=0.5, batch_size=64, top_k="all", cache=str(cache)
+        )
         scored.write_parquet(str(tmp_path / "ray"))
     finally:
         ray.shutdown()
     table = pq.read_table(tmp_path / "ray")
     assert table.num_rows == ROWS
     assert_same_results(table, cli_output)
+    assert cache_entries(cache) == distinct_texts(corpus[0])
 
 
 @pytest.mark.slow  # starts a JVM
@@ -183,11 +188,31 @@ def test_spark_score_in_local_mode(corpus, tiny_model, cli_output, tmp_path, mon
         scored.write.parquet(str(tmp_path / "spark"))
         with pytest.raises(InputError, match="Column 'body' not found"):
             score(df, model=tiny_model, text_column="body")
+        cache = tmp_path / "cache"
+        for run in ("cold", "warm"):  # a result cache: the same output, each text's entry added once
+            score(df, model=tiny_model, top_k="all", cache=str(cache)).write.parquet(str(tmp_path / run))
     finally:
         spark.stop()
-    table = pq.read_table(tmp_path / "spark")
-    assert table.num_rows == ROWS
-    assert_same_results(table, cli_output)
+    for run in ("spark", "cold", "warm"):
+        table = pq.read_table(tmp_path / run)
+        assert table.num_rows == ROWS
+        assert_same_results(table, cli_output)
+    assert cache_entries(cache) == distinct_texts(corpus[0])
+
+
+def cache_entries(cache) -> int:
+    """Entries after a compaction: workers running at once may each have added a text both scored."""
+    import glob
+
+    from batchscore.cache.admin import compact
+
+    compact(str(cache))
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in glob.glob(os.path.join(str(cache), "*", "*.parquet")))
+
+
+def distinct_texts(path) -> int:
+    texts = pq.read_table(path).column("text").to_pylist()
+    return len({t for t in texts if t is not None and t.strip()})
 
 
 README_SNIPPETS = [

@@ -357,21 +357,24 @@ class CacheScope:
         asked, group = asked[inside], group[inside]
         groups = np.unique(group)
         held = self._group_keys(file, groups.tolist())
-        rows: list[np.ndarray] = []
-        which: list[np.ndarray] = []
-        for g, (g1, g2) in zip(groups.tolist(), held):
-            mine = asked[group == g]
-            k1, k2 = keys[mine, 0], keys[mine, 1]
-            left = np.searchsorted(g1, k1, side="left")
-            right = np.searchsorted(g1, k1, side="right")
-            at = np.minimum(left, len(g1) - 1)
-            hit = (left < right) & (g2[at] == k2)
-            for i in np.flatnonzero((right - left > 1) & ~hit):  # an h1 shared by two keys: look past the first
-                match = left[i] + np.flatnonzero(g2[left[i] : right[i]] == k2[i])
-                if len(match):
-                    hit[i], at[i] = True, match[0]
-            rows.append(file.starts[g] + at[hit])
-            which.append(mine[hit])
+        # The held groups, in file order, are one sorted run of keys: one search for every key asked, not a loop
+        # over row groups (a 10 M-entry cache has 1,220 of them to a file).
+        g1 = np.concatenate([pair[0] for pair in held]) if held else np.zeros(0, np.uint64)
+        g2 = np.concatenate([pair[1] for pair in held]) if held else np.zeros(0, np.uint64)
+        first_row = np.repeat(file.starts[groups], [len(pair[0]) for pair in held])  # each held key's group start
+        offset = np.concatenate([[0], np.cumsum([len(pair[0]) for pair in held])[:-1]]).astype(np.int64)
+        within = np.repeat(offset, [len(pair[0]) for pair in held]) if held else np.zeros(0, np.int64)
+        k1, k2 = keys[asked, 0], keys[asked, 1]
+        left = np.searchsorted(g1, k1, side="left")
+        right = np.searchsorted(g1, k1, side="right")
+        at = np.minimum(left, max(len(g1) - 1, 0))
+        hit = (left < right) & (g2[at] == k2) if len(g1) else np.zeros(len(asked), bool)
+        for i in np.flatnonzero((right - left > 1) & ~hit):  # an h1 shared by two keys: look past the first
+            match = left[i] + np.flatnonzero(g2[left[i] : right[i]] == k2[i])
+            if len(match):
+                hit[i], at[i] = True, match[0]
+        rows = [first_row[at[hit]] + (at[hit] - within[at[hit]])]
+        which = [asked[hit]]
         if rows and sum(len(r) for r in rows):
             at_rows, asked_rows = np.concatenate(rows), np.concatenate(which)
             scores, windows = self._values(file, at_rows)

@@ -262,3 +262,41 @@ def encode_texts(tokenizer, texts, batch_tokens, pad_multiple=None, max_length=5
         batch_tokens=batch_tokens,
         pad_multiple=pad_multiple,
     )
+
+
+REVIEWS = [
+    "I love this film.",
+    "Terrible service, never again.",
+    "It was fine, I guess.",
+    "An absolute masterpiece of boredom.",
+    "Would buy again!",
+    "The plot made no sense at all, and the acting was worse than the script.",
+    "ok",
+    "Not bad. Not good either.",
+]
+
+
+def repeating_corpus(rows: int, tag: str = "review", seed: int = 0, repeat_share: float = 0.3) -> list:
+    """Distinct sentences (tagged, so two corpora share none), about `repeat_share` of the rows copies of earlier
+    ones, and some rows without text (None or blanks): what the result cache is tested on."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    texts: list = []
+    for i in range(rows):
+        if texts and rng.random() < repeat_share:
+            texts.append(texts[int(rng.integers(len(texts)))])
+        elif i % 17 == 5:
+            texts.append(None if i % 2 else "   ")
+        else:
+            texts.append(f"{REVIEWS[i % len(REVIEWS)]} ({tag} {seed}-{i})")
+    return texts
+
+
+def write_texts(path, texts) -> str:
+    """A Parquet file of `id` (the row number) and `text`."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"id": list(range(len(texts))), "text": texts}), path)
+    return str(path)

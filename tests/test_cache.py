@@ -13,37 +13,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from helpers import assert_error, assert_ok, assert_same_table, invoke, manifest_of, pipeline_oracle, run_score
-
-BASE = [
-    "I love this film.",
-    "Terrible service, never again.",
-    "It was fine, I guess.",
-    "An absolute masterpiece of boredom.",
-    "Would buy again!",
-    "The plot made no sense at all, and the acting was worse than the script.",
-    "ok",
-    "Not bad. Not good either.",
-]
-
-
-def corpus(rows: int, seed: int = 0, repeat_share: float = 0.3) -> list:
-    """Distinct sentences, then about `repeat_share` of the rows copies of earlier ones; some rows without text."""
-    rng = np.random.default_rng(seed)
-    texts: list = []
-    for i in range(rows):
-        if texts and rng.random() < repeat_share:
-            texts.append(texts[int(rng.integers(len(texts)))])
-        elif i % 17 == 5:
-            texts.append(None if i % 2 else "   ")
-        else:
-            texts.append(f"{BASE[i % len(BASE)]} (review {seed}-{i})")
-    return texts
-
-
-def write(path, texts) -> str:
-    pq.write_table(pa.table({"id": list(range(len(texts))), "text": texts}), path)
-    return str(path)
+from helpers import (
+    assert_error,
+    assert_ok,
+    assert_same_table,
+    invoke,
+    manifest_of,
+    pipeline_oracle,
+    repeating_corpus,
+    run_score,
+    write_texts,
+)
 
 
 def has_text(texts) -> list[str]:
@@ -56,8 +36,8 @@ def cache_entries(cache) -> int:
 
 
 def test_cold_and_warm_runs_equal_a_run_without_cache_and_count_where_rows_came_from(tmp_path, tiny_model):
-    texts = corpus(120)
-    data = write(tmp_path / "in.parquet", texts)
+    texts = repeating_corpus(120)
+    data = write_texts(tmp_path / "in.parquet", texts)
     cache = tmp_path / "cache"
     assert_ok(run_score(data, tiny_model, tmp_path / "plain", "--chunk-rows", "50"))
     assert_ok(run_score(data, tiny_model, tmp_path / "cold", "--chunk-rows", "50", "--cache", cache))
@@ -91,8 +71,8 @@ def test_cold_and_warm_runs_equal_a_run_without_cache_and_count_where_rows_came_
 
 
 def test_cached_scores_match_the_pipeline(tmp_path, tiny_model):
-    texts = [t for t in corpus(40, seed=3) if t is not None and t.strip()]
-    data = write(tmp_path / "in.parquet", texts)
+    texts = [t for t in repeating_corpus(40, seed=3) if t is not None and t.strip()]
+    data = write_texts(tmp_path / "in.parquet", texts)
     cache = tmp_path / "cache"
     for out in ("cold", "warm"):
         assert_ok(run_score(data, tiny_model, tmp_path / out, "--cache", cache))
@@ -104,11 +84,11 @@ def test_cached_scores_match_the_pipeline(tmp_path, tiny_model):
 
 
 def test_a_grown_input_scores_only_its_new_texts(tmp_path, tiny_model):
-    old = corpus(100, seed=1, repeat_share=0.0)
+    old = repeating_corpus(100, seed=1, repeat_share=0.0)
     new = [f"brand new text {i}" for i in range(10)]
     cache = tmp_path / "cache"
-    assert_ok(run_score(write(tmp_path / "day1.parquet", old), tiny_model, tmp_path / "d1", "--cache", cache))
-    grown = write(tmp_path / "day2.parquet", old + new)
+    assert_ok(run_score(write_texts(tmp_path / "day1.parquet", old), tiny_model, tmp_path / "d1", "--cache", cache))
+    grown = write_texts(tmp_path / "day2.parquet", old + new)
     assert_ok(run_score(grown, tiny_model, tmp_path / "d2", "--cache", cache))
     assert_ok(run_score(grown, tiny_model, tmp_path / "plain"))
     assert_same_table(pq.read_table(tmp_path / "d2"), pq.read_table(tmp_path / "plain"))
@@ -118,8 +98,8 @@ def test_a_grown_input_scores_only_its_new_texts(tmp_path, tiny_model):
 
 
 def test_top_k_prefix_and_several_models_share_the_cache_per_model(tmp_path, tiny_model, three_label_model):
-    texts = corpus(60, seed=2)
-    data = write(tmp_path / "in.parquet", texts)
+    texts = repeating_corpus(60, seed=2)
+    data = write_texts(tmp_path / "in.parquet", texts)
     cache = tmp_path / "cache"
     both = ["--model", tiny_model, "--result-prefix", "a_", "--model", three_label_model, "--result-prefix", "b_"]
     common = ["score", data, "--no-progress", "--top-k", "all", *both]
@@ -140,7 +120,7 @@ def test_top_k_prefix_and_several_models_share_the_cache_per_model(tmp_path, tin
 
 
 def test_another_model_or_max_length_is_another_identity(tmp_path, tiny_model, three_label_model):
-    data = write(tmp_path / "in.parquet", corpus(30, seed=4))
+    data = write_texts(tmp_path / "in.parquet", repeating_corpus(30, seed=4))
     cache = tmp_path / "cache"
     assert_ok(run_score(data, tiny_model, tmp_path / "a", "--cache", cache))
     for name, model, extra in (("b", three_label_model, []), ("c", tiny_model, ["--max-length", "8"])):
@@ -154,7 +134,7 @@ def test_another_model_or_max_length_is_another_identity(tmp_path, tiny_model, t
 def test_windows_are_cached_and_window_scores_refused(tmp_path, tiny_model, outputs):
     long = " ".join(f"word{i} is great" for i in range(200))
     texts = [long, "short one", long + " more", "short one"]
-    data = write(tmp_path / "in.parquet", texts)
+    data = write_texts(tmp_path / "in.parquet", texts)
     cache = tmp_path / "cache"
     args = ["--long-text", "window", "--max-length", "64", "--window-overlap", "16"]
     assert_ok(run_score(data, tiny_model, tmp_path / "plain", *args))
@@ -168,7 +148,7 @@ def test_windows_are_cached_and_window_scores_refused(tmp_path, tiny_model, outp
 
 
 def test_a_cache_path_naming_a_parquet_file_is_refused(tmp_path, tiny_model, outputs):
-    data = write(tmp_path / "in.parquet", corpus(5))
+    data = write_texts(tmp_path / "in.parquet", repeating_corpus(5))
     assert_error(run_score(data, tiny_model, outputs / "out", "--cache", tmp_path / "c.parquet"), 2, "--cache")
 
 
@@ -176,7 +156,7 @@ def test_library_scorer_and_score_take_cache(tmp_path, tiny_model):
     import batchscore
     from batchscore import Scorer
 
-    texts = corpus(40, seed=5)
+    texts = repeating_corpus(40, seed=5)
     table = pa.table({"text": texts})
     cache = str(tmp_path / "cache")
     plain = Scorer(model=tiny_model)(table)
@@ -186,7 +166,7 @@ def test_library_scorer_and_score_take_cache(tmp_path, tiny_model):
     assert_same_table(Scorer(model=tiny_model, cache=cache)(table), plain)
     assert cache_entries(cache) == len(set(has_text(texts)))
 
-    data = write(tmp_path / "in.parquet", texts)
+    data = write_texts(tmp_path / "in.parquet", texts)
     manifest = batchscore.score(data, str(tmp_path / "out"), model=tiny_model, cache=cache)
     assert manifest["rows_scored"] == 0 and manifest["rows_from_cache"] == len(has_text(texts))
 
@@ -194,8 +174,8 @@ def test_library_scorer_and_score_take_cache(tmp_path, tiny_model):
 @pytest.mark.parametrize("top_k", ["1", "all"])
 def test_cache_rows_are_bit_identical_when_the_batches_are(tmp_path, tiny_model, top_k):
     """No repeats and a cold cache: the misses are the whole chunk, batched as without the cache."""
-    texts = corpus(50, seed=6, repeat_share=0.0)
-    data = write(tmp_path / "in.parquet", texts)
+    texts = repeating_corpus(50, seed=6, repeat_share=0.0)
+    data = write_texts(tmp_path / "in.parquet", texts)
     assert_ok(run_score(data, tiny_model, tmp_path / "plain", "--top-k", top_k))
     assert_ok(run_score(data, tiny_model, tmp_path / "cold", "--top-k", top_k, "--cache", tmp_path / "cache"))
     cold, plain = pq.read_table(tmp_path / "cold"), pq.read_table(tmp_path / "plain")

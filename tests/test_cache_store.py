@@ -21,38 +21,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from helpers import assert_error, assert_ok, assert_same_table, invoke, manifest_of, run_score
+from helpers import (
+    assert_error,
+    assert_ok,
+    assert_same_table,
+    invoke,
+    manifest_of,
+    repeating_corpus,
+    run_score,
+    write_texts,
+)
 
-SENTENCES = [
-    "I love this film.",
-    "Terrible service, never again.",
-    "It was fine, I guess.",
-    "An absolute masterpiece of boredom.",
-    "Would buy again!",
-    "The plot made no sense at all, and the acting was worse than the script.",
-    "ok",
-    "Not bad. Not good either.",
-]
 FILE_NAME = r"^\d{20}-[0-9a-f]{12}\.parquet$"
-
-
-def corpus(rows: int, tag: str, seed: int = 0, repeat_share: float = 0.3) -> list:
-    """Distinct sentences, about `repeat_share` of the rows copies of earlier ones, some rows without text."""
-    rng = np.random.default_rng(seed)
-    texts: list = []
-    for i in range(rows):
-        if texts and rng.random() < repeat_share:
-            texts.append(texts[int(rng.integers(len(texts)))])
-        elif i % 23 == 7:
-            texts.append(None if i % 2 else "  ")
-        else:
-            texts.append(f"{SENTENCES[i % len(SENTENCES)]} ({tag} {i})")
-    return texts
-
-
-def write(path, texts) -> str:
-    pq.write_table(pa.table({"id": list(range(len(texts))), "text": texts}), path)
-    return str(path)
 
 
 def distinct_keys(texts) -> set:
@@ -124,10 +104,10 @@ def killed(proc: subprocess.Popen) -> None:
 def test_shards_and_an_overlapping_run_share_one_cache_and_compact_to_one_entry_per_text(
     tmp_path, tiny_model, where, request
 ):
-    first = corpus(500, "a", seed=1)
-    second = [t for t in first[::2]] + corpus(200, "b", seed=2)  # half of the first run's texts, and new ones
-    data_a, data_b = write(tmp_path / "a.parquet", first), write(tmp_path / "b.parquet", second)
-    both = write(tmp_path / "both.parquet", first + second)
+    first = repeating_corpus(500, "a", seed=1)
+    second = [t for t in first[::2]] + repeating_corpus(200, "b", seed=2)  # half of the first run's texts, and new ones
+    data_a, data_b = write_texts(tmp_path / "a.parquet", first), write_texts(tmp_path / "b.parquet", second)
+    both = write_texts(tmp_path / "both.parquet", first + second)
     fs = None
     env = None
     if where == "s3":
@@ -207,9 +187,9 @@ def test_a_writer_killed_at_any_moment_leaves_a_readable_cache(tmp_path, tiny_mo
     every: list = []
     hits = 0
     for attempt in range(3):  # each with texts of its own, so that each has new entries to add
-        texts = corpus(600, f"k{attempt}", seed=attempt)
+        texts = repeating_corpus(600, f"k{attempt}", seed=attempt)
         every += texts
-        data = write(tmp_path / f"in{attempt}.parquet", texts)
+        data = write_texts(tmp_path / f"in{attempt}.parquet", texts)
         proc = score_process(data, tiny_model, tmp_path / f"killed{attempt}", cache, "--chunk-rows", "100")
         if attempt == 0:  # while it scores
             time.sleep(rng.uniform(2.0, 4.0))
@@ -221,7 +201,7 @@ def test_a_writer_killed_at_any_moment_leaves_a_readable_cache(tmp_path, tiny_mo
     assert hits >= 1  # a kill came between a temp file's creation and its rename
     assert_ok(invoke(["cache", "compact", str(cache)]))
     assert_cache_readable(cache)
-    data = write(tmp_path / "all.parquet", every)
+    data = write_texts(tmp_path / "all.parquet", every)
     assert_ok(run_score(data, tiny_model, tmp_path / "rerun", "--chunk-rows", "500", "--cache", cache))
     assert_ok(run_score(data, tiny_model, tmp_path / "plain", "--chunk-rows", "500"))
     assert_same_table(pq.read_table(tmp_path / "rerun"), pq.read_table(tmp_path / "plain"))
@@ -255,8 +235,8 @@ def split_into_files(cache, pieces: int, extra_entries: int, seed: int = 0) -> s
 
 
 def test_a_compaction_killed_at_any_moment_loses_no_entry(tmp_path, tiny_model):
-    texts = corpus(400, "c", seed=4)
-    data = write(tmp_path / "in.parquet", texts)
+    texts = repeating_corpus(400, "c", seed=4)
+    data = write_texts(tmp_path / "in.parquet", texts)
     cache = tmp_path / "cache"
     assert_ok(run_score(data, tiny_model, tmp_path / "first", "--chunk-rows", "100", "--cache", cache))
     every = split_into_files(cache, pieces=80, extra_entries=300_000)
@@ -337,8 +317,8 @@ def test_compaction_in_ranges_keeps_every_entry_once_and_a_second_one_changes_no
 
 
 def test_damaged_cache_files_are_skipped_with_a_warning_and_compaction_removes_them(tmp_path, tiny_model):
-    texts = corpus(300, "d", seed=5)
-    data_half, data = write(tmp_path / "half.parquet", texts[:150]), write(tmp_path / "in.parquet", texts)
+    texts = repeating_corpus(300, "d", seed=5)
+    data_half, data = write_texts(tmp_path / "half.parquet", texts[:150]), write_texts(tmp_path / "in.parquet", texts)
     cache = tmp_path / "cache"
     assert_ok(run_score(data_half, tiny_model, tmp_path / "one", "--chunk-rows", "50", "--cache", cache))
     assert_ok(run_score(data, tiny_model, tmp_path / "two", "--chunk-rows", "50", "--cache", cache))
@@ -363,7 +343,7 @@ def test_damaged_cache_files_are_skipped_with_a_warning_and_compaction_removes_t
 
 
 def test_compaction_removes_only_stale_temp_files_of_ours(tmp_path, tiny_model):
-    data = write(tmp_path / "in.parquet", corpus(60, "t"))
+    data = write_texts(tmp_path / "in.parquet", repeating_corpus(60, "t"))
     cache = tmp_path / "cache"
     assert_ok(run_score(data, tiny_model, tmp_path / "out", "--cache", cache))
     (path,) = cache_files(cache)
@@ -384,8 +364,8 @@ def test_compaction_removes_only_stale_temp_files_of_ours(tmp_path, tiny_model):
 
 
 def test_info_and_prune_on_a_real_cache(tmp_path, tiny_model, three_label_model):
-    texts = corpus(120, "p", seed=6)
-    data = write(tmp_path / "in.parquet", texts)
+    texts = repeating_corpus(120, "p", seed=6)
+    data = write_texts(tmp_path / "in.parquet", texts)
     cache = tmp_path / "cache"
     assert_ok(run_score(data, tiny_model, tmp_path / "tiny", "--cache", cache))
     assert_ok(run_score(data, three_label_model, tmp_path / "three", "--cache", cache))

@@ -154,6 +154,7 @@ def test_every_option_reads_its_env_var():
         "window_scores": "true",
         "progress_every": "15",
         "report": "yes",
+        "cache": "s3://bucket/score-cache/",
     }
     assert set(values) == {o.name for o in OPTIONS} - {"models"}  # models replaces model: its own test below
     cfg = build_config({}, env={f"BATCHSCORE_{k.upper()}": v for k, v in values.items()})
@@ -162,7 +163,7 @@ def test_every_option_reads_its_env_var():
     assert (cfg.top_k, cfg.max_length, cfg.batch_tokens, cfg.chunk_rows) == ("all", 64, 9, 8)
     assert (cfg.precision, cfg.limit, cfg.split, cfg.dataset_config) == ("fp32", 5, "s", "c")
     assert (cfg.num_workers, cfg.progress, cfg.overwrite) == (0, True, True)
-    assert (cfg.progress_every, cfg.report) == (15, True)
+    assert (cfg.progress_every, cfg.report, cfg.cache) == (15, True, "s3://bucket/score-cache/")
     assert (cfg.encoding, cfg.allow_pickle, cfg.trust_remote_code, cfg.csv_infer_types) == ("latin-1", True, True, True)
     assert (cfg.num_shards, cfg.shard_index) == (4, 3)
     assert (cfg.result_prefix, cfg.threshold) == ("pred_", 0.25)

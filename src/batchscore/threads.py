@@ -64,10 +64,10 @@ def thread_share(threads: int, tasks: int) -> int:
 def side_by_side(tasks: Sequence[Callable[[], T]], threads: int) -> list[T]:
     """Run the tasks at once, each on its own thread with an equal share of the torch threads; their results in order.
 
-    Why: a narrow model's ops are too small to spread over cores (measured here: a 1-layer, 64-wide BERT ran
-    only 1.23x faster on 2 threads than on 1), so two such models, one core each, finish ~30% sooner than one
-    after the other on both cores; wide models come out even. Daemon threads: a signal that ends the job does
-    not wait for a chunk's scoring to finish.
+    Why: a narrow model's ops spread poorly over cores (measured on 2-core machines: a 1-layer, 64-wide BERT
+    ran 1.23x to 1.75x faster on 2 threads than on 1), so two such models, one core each, finish 10% to 30%
+    sooner than one after the other on both cores; wide models come out even. Daemon threads: a signal that
+    ends the job does not wait for a chunk's scoring to finish.
     """
     import threading
 

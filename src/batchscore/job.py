@@ -128,11 +128,29 @@ class Job:
         self.input = self._open_input()
         # Before the model load, which can take minutes: a taken output fails at once.
         self.existing: Existing = check_output(self.output, cfg.overwrite)
+        self._check_places()
         self.cache = open_cache(cfg.cache, self.specs)
         # Under torchrun / accelerate launch the ranks are known before accelerate starts, so the check covers
         # this rank's share before the model loads; `load` makes sure accelerate agrees.
         self.ranks = launcher_ranks()
         self.plan: Plan = for_process(cfg, self.input.source.num_rows, *self.ranks)
+
+    def _check_places(self) -> None:
+        """The cache and the report page, where ownership's rule allows them (the output's own place against the
+        input is checked as the input opens)."""
+        from .output.layout import report_path
+        from .ownership import cache_place, check, input_places, output_place, page_place
+
+        cfg = self.cfg
+        writers = []
+        if cfg.report:
+            fix = "choose another --output (the page is written beside it), or leave out --report"
+            writers.append(page_place(report_path(cfg.output_path), fix))
+        if cfg.cache:
+            writers.append(cache_place(cfg.cache))
+        if writers:
+            places = [output_place(self.output.layout), *input_places(cfg.input, self.input.source.files)]
+            check(writers, places)
 
     def _open_input(self) -> Input:
         """Open the input (refusing one that overlaps the output) and check the columns in every file."""

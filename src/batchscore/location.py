@@ -1,13 +1,15 @@
-"""Where an input or an output lives: an fsspec file system and a path on it.
+"""Where an input, an output, a cache or a report lives: an fsspec file system and a path on it.
 
-The input and the output are compared as Locations, so "is the input inside
-the output" compares paths on one file system, never display strings.
+Places are compared as Locations, so "is the cache inside the output" compares paths on one file system as
+the store resolves them (local: symlinks and '..' followed; object stores: one spelling of a key), never
+display strings. What may lie where is `ownership.py`'s rule.
 """
 
 from __future__ import annotations
 
+import functools
 import os
-import posixpath
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -57,23 +59,58 @@ class Location:
         fs, path = fsspec.core.url_to_fs(where)
         return cls(fs, path, where)
 
+    @classmethod
+    def at(cls, spec: str) -> Location:
+        """Where a writer would write `spec` (a path or URL), whether or not anything is there yet. An unknown URL
+        scheme raises fsspec's ImportError or ValueError."""
+        import fsspec
+
+        fs, path = fsspec.core.url_to_fs(spec)
+        return cls(fs, path, spec)
+
     @property
     def url(self) -> str:
         return display(self.fs, self.path)
 
     def contains(self, other: Location) -> bool:
         """True if `other` is this location, or lies inside it, on the same file system."""
+        return self.relation(other) in ("same", "holds")
+
+    def relation(self, other: Location) -> str | None:
+        """How `other` lies to this location on the same file system: "same" (a path of one is a path of the
+        other), "holds" (inside this one), "inside" (this one lies inside it), or None (apart)."""
         if not set(protocols(self.fs)) & set(protocols(other.fs)):
-            return False
-        inner = self._normal(other.path)
-        for outer in (self.path, self.beside):
-            if outer is not None:
-                outer = self._normal(outer)
-                if inner == outer or inner.startswith(outer.rstrip("/") + "/"):
-                    return True
-        return False
+            return None
+        mine, theirs = self._paths(), other._paths()
+        if mine & theirs:
+            return "same"
+        if any(_below(inner, outer) for inner in theirs for outer in mine):
+            return "holds"
+        if any(_below(inner, outer) for inner in mine for outer in theirs):
+            return "inside"
+        return None
+
+    @functools.cached_property
+    def resolved(self) -> str:
+        """The path as the store resolves it (local: symlinks and '..' followed)."""
+        return self._normal(self.path)
+
+    def _paths(self) -> set[str]:
+        return {self.resolved} | ({self._normal(self.beside)} if self.beside is not None else set())
 
     def _normal(self, path: str) -> str:
-        # fsspec keeps 'a/../b' and 'a//b' in local paths as written: compare them as the kernel resolves them.
-        path = path.rstrip("/") or path
-        return posixpath.normpath(path) if is_local(self.fs) else path
+        return normal_path(self.fs, path)
+
+
+def _below(inner: str, outer: str) -> bool:
+    return inner.startswith(outer.rstrip("/") + "/")
+
+
+def normal_path(fs: AbstractFileSystem, path: str) -> str:
+    """One spelling of a path, as the store resolves it. Local: the kernel's (fsspec keeps 'a/../b', 'a//b' and
+    symlinks as written; a symlink into the output must count as the output, and the part not there yet is
+    normalized as written). Object stores: keys have no '..', but 'b//k' and 'b/k/' name one prefix to a user."""
+    path = path.rstrip("/") or path
+    if is_local(fs):
+        return os.path.realpath(path)
+    return re.sub("/{2,}", "/", path)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Iterable
 
-from ..errors import OutputError
 from ..location import Location
+from ..ownership import Place, input_place, input_places
 from .encoding import check_encoding, check_format_encoding
 from .resolve import FILES, SAVED_DATASET, kind_of, resolve_files
 
@@ -31,7 +31,7 @@ def open_source(
     """
     if output is not None:
         # Before reading: an input inside the output would be left out whole and look like no input at all.
-        _refuse_overlap(output, [_location(spec)], spec)
+        _refuse_overlap(output, input_places(spec))
     check_encoding(encoding)
     kind = kind_of(spec)
     if kind == SAVED_DATASET:
@@ -44,7 +44,7 @@ def open_source(
         return HubDatasetReader(spec, split, dataset_config)
     found = resolve_files(spec, output)
     if output is not None:
-        _refuse_overlap(output, found.locations(), spec)
+        _refuse_overlap(output, map(input_place, found.locations()))
     fmt = found.format(spec)
     check_format_encoding(fmt, encoding)
     if fmt == "parquet":
@@ -56,19 +56,9 @@ def open_source(
     return TextReader(found, spec, fmt, text_column, encoding=encoding, infer_types=csv_infer_types)
 
 
-def _location(spec: str) -> Location | None:
-    try:
-        return Location.of(spec)
-    except (ImportError, ValueError):  # an unknown URL scheme: resolving the input says so
-        return None
+def _refuse_overlap(output: Location, inputs: Iterable[Place]) -> None:
+    """The output may never be the input, nor hold it (an output inside the input folder is left out instead):
+    ownership's rule, exit 5."""
+    from ..ownership import check, output_place
 
-
-def _refuse_overlap(output: Location, inputs: Iterable[Location | None], spec: str) -> None:
-    """The output may never be the input, nor hold it (an output inside the input folder is left out instead)."""
-    for location in inputs:
-        if location is not None and output.contains(location):
-            where = f" ({location.spec})" if location.spec != spec else ""
-            raise OutputError(
-                f"Output '{output.url}' would overwrite or hold the input '{spec}'{where}; "
-                "write the output outside the input."
-            )
+    check([output_place(output, "write the output outside the input")], list(inputs))

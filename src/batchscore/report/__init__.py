@@ -8,13 +8,15 @@ calls `write_report` once the output is complete.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..errors import ConfigError, OutputError
+from ..errors import BatchscoreError, ConfigError, OutputError
 
 if TYPE_CHECKING:
+    from ..output.survey import Survey
     from .collect import Facts
 
 LOW_CONFIDENCE = 0.6
@@ -45,7 +47,6 @@ def write_report(
     png_dir: str | None = None,
 ) -> Report:
     """Write the report page of the output at `output` (a path or URL) to `path` (default: `default_path`)."""
-    from ..output.layout import Layout
     from ..output.survey import survey
     from .collect import By, collect
     from .page import render_page
@@ -54,9 +55,8 @@ def write_report(
         raise ConfigError(f"--low-confidence must be between 0 and 1, got {low_confidence}.")
     groupings = [By.parse(text) for text in by]
     path = path or default_path(output)
-    layout = Layout.open(output)
-    _refuse_inside(layout, path)
     found = survey(output)
+    _check_places(found, path, png_dir)
     facts = collect(found, groupings, threshold=low_confidence, samples=samples)
     if png_dir is not None:
         try:
@@ -70,24 +70,22 @@ def write_report(
     return Report(path, charts, facts)
 
 
-def _refuse_inside(layout: object, path: str) -> None:
-    """A report inside the output folder would be read as data by polars: refused, exit 2."""
-    import fsspec
+def _check_places(found: Survey, path: str, png_dir: str | None) -> None:
+    """The page and the PNG folder where ownership's rule allows them: never inside (or onto) the output, whose
+    readers take every file for data, nor the run's cache, nor onto the run's input files (exit 2)."""
+    from ..ownership import cache_place, check, input_places, output_place, page_place, png_place
 
-    from ..output.layout import Layout
-
-    assert isinstance(layout, Layout)
-    try:
-        fs, where = fsspec.core.url_to_fs(path)
-    except (ImportError, ValueError) as exc:
-        raise OutputError(f"Cannot write the report '{path}': {exc}.") from None
-    protocol = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
-    same_store = (protocol in ("file", "local")) == layout.local and (layout.local or protocol == layout.protocol)
-    if same_store and (layout.contains(where) or (layout.target is not None and where == layout.target)):
-        raise ConfigError(
-            f"The report '{path}' would be inside the output '{layout.spec}', where readers take every file "
-            "for data; write it beside the output (the default) with -o."
-        )
+    writers = [page_place(path)] + ([png_place(png_dir)] if png_dir is not None else [])
+    others = [output_place(found.layout)]
+    summary = found.manifest or {}
+    files = summary.get("input_files")
+    # The run's input as its own process resolved it (absolute paths and URLs), not as a relative spec.
+    others += input_places(None, files if isinstance(files, list) else [])
+    cache = found.config.get("cache")
+    if isinstance(cache, str) and cache:
+        with contextlib.suppress(BatchscoreError):  # a cache URL this machine cannot resolve: nothing to guard
+            others.append(cache_place(cache))
+    check(writers, others)
 
 
 def _write(path: str, data: bytes) -> None:

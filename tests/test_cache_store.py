@@ -58,6 +58,18 @@ def cache_files(cache, fs=None) -> list[str]:
     return sorted(p for p in paths if re.match(FILE_NAME, os.path.basename(p)))
 
 
+def identity_folder(cache, identity=None) -> str:
+    """An identity folder with the identity.json a run writes (its name: the identity's hash, computed here with
+    hashlib): what `batchscore cache` commands need to see before they touch a folder. Returns its key."""
+    identity = identity or {"test": 1}
+    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    folder = os.path.join(str(cache), key)
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "identity.json"), "w") as fh:
+        json.dump({"identity": identity, "key": key, "model": "synthetic"}, fh)
+    return key
+
+
 def read_file(path, fs=None) -> pa.Table:
     if fs is None:
         return pq.read_table(path)
@@ -276,7 +288,7 @@ def test_compaction_in_ranges_keeps_every_entry_once_and_a_second_one_changes_no
     from batchscore.cache.admin import compact
 
     cache = tmp_path / "cache"
-    (cache / "0123456789abcdef").mkdir(parents=True)
+    key = identity_folder(cache)
     from batchscore.cache.store import ResultCache
 
     store = ResultCache(str(cache))
@@ -288,7 +300,7 @@ def test_compaction_in_ranges_keeps_every_entry_once_and_a_second_one_changes_no
     for _ in range(6):
         take = rng.choice(len(keys), 9000, replace=False)
         scores = np.stack([take, -take], axis=1).astype(np.float32)  # a key's scores name its row
-        store.add_file("0123456789abcdef", keys[take], scores, np.full(len(take), 2, np.int32))
+        store.add_file(key, keys[take], scores, np.full(len(take), 2, np.int32))
         expected.update({tuple(keys[t].tolist()): float(t) for t in take})
     done = compact(str(cache), file_entries=5000)
     assert done.files_before == 6 and done.entries_before == 54_000
@@ -316,7 +328,7 @@ def test_compaction_in_ranges_keeps_every_entry_once_and_a_second_one_changes_no
 # --- damaged files --------------------------------------------------------------------------------------------
 
 
-def test_damaged_cache_files_are_skipped_with_a_warning_and_compaction_removes_them(tmp_path, tiny_model):
+def test_damaged_cache_files_are_skipped_with_a_warning_and_compaction_leaves_them_to_the_user(tmp_path, tiny_model):
     texts = repeating_corpus(300, "d", seed=5)
     data_half, data = write_texts(tmp_path / "half.parquet", texts[:150]), write_texts(tmp_path / "in.parquet", texts)
     cache = tmp_path / "cache"
@@ -330,14 +342,17 @@ def test_damaged_cache_files_are_skipped_with_a_warning_and_compaction_removes_t
         fh.write(b"not parquet at all" * 50)
 
     result = assert_ok(run_score(data, tiny_model, tmp_path / "three", "--chunk-rows", "50", "--cache", cache))
-    assert "damaged cache file" in result.stderr
-    assert manifest_of(tmp_path / "three")["cache_files_skipped"] >= 1
+    assert "Skipping cache file" in result.stderr and garbage in result.stderr
+    assert manifest_of(tmp_path / "three")["cache_files_skipped"] == 2
     assert_ok(run_score(data, tiny_model, tmp_path / "plain", "--chunk-rows", "50"))
     assert_same_table(pq.read_table(tmp_path / "three"), pq.read_table(tmp_path / "plain"))
 
+    # Neither has a footer left to prove it batchscore's: compaction merges and removes neither, and names them.
     result = assert_ok(invoke(["cache", "compact", str(cache)]))
-    assert "2 damaged removed" in result.stderr
-    assert not os.path.exists(first) and not os.path.exists(garbage)
+    assert "Left 2 file(s)" in result.stderr and "damaged removed" not in result.stderr
+    assert os.path.exists(first) and os.path.exists(garbage)
+    os.remove(first)  # as the user would
+    os.remove(garbage)
     assert_cache_readable(cache)
     assert set(cache_keys(cache)) == distinct_keys(texts)
 
@@ -350,14 +365,18 @@ def test_compaction_removes_only_stale_temp_files_of_ours(tmp_path, tiny_model):
     folder, name = os.path.split(path)
     stale, fresh = os.path.join(folder, f".{name}.0123456789ab.tmp"), os.path.join(folder, f".{name}.ba9876543210.tmp")
     foreign = os.path.join(folder, ".notes.0123456789ab.tmp")
+    not_parquet = os.path.join(folder, f".{name}.00000000000a.tmp")  # our temp name, but not what we write
     for made in (stale, fresh, foreign):
         with open(made, "wb") as fh:
-            fh.write(b"half")
+            fh.write(b"PAR1half")  # a killed writer's half file starts with Parquet's magic
+    with open(not_parquet, "wb") as fh:
+        fh.write(b"my notes")
     hours_ago = time.time() - 2 * 3600
-    os.utime(stale, (hours_ago, hours_ago))
-    os.utime(foreign, (hours_ago, hours_ago))
+    for old in (stale, foreign, not_parquet):
+        os.utime(old, (hours_ago, hours_ago))
     assert "1 stale temp files removed" in assert_ok(invoke(["cache", "compact", str(cache)])).stderr
-    assert not os.path.exists(stale) and os.path.exists(fresh) and os.path.exists(foreign)
+    assert not os.path.exists(stale)
+    assert os.path.exists(fresh) and os.path.exists(foreign) and os.path.exists(not_parquet)
 
 
 # --- info and prune -------------------------------------------------------------------------------------------
@@ -395,7 +414,7 @@ def test_info_and_prune_on_a_real_cache(tmp_path, tiny_model, three_label_model)
     assert len(glob.glob(str(cache / keep / "*.parquet"))) == 1
     facts = {f["key"]: f for f in json.loads(assert_ok(invoke(["cache", "info", str(cache), "--json"])).stdout)}
     assert facts[keep]["entries"] == len(distinct_keys(texts))
-    assert facts[drop]["files"] == 0 and facts[drop]["foreign"] == [str(foreign)]
+    assert drop not in facts  # without its identity.json, the folder is no identity of ours any more
 
     assert_ok(run_score(data, tiny_model, tmp_path / "again", "--cache", cache))
     assert manifest_of(tmp_path / "again")["rows_scored"] == 0
@@ -405,9 +424,9 @@ def test_cache_commands_on_a_missing_cache_or_identity(tmp_path):
     missing = tmp_path / "nope"
     assert_error(invoke(["cache", "info", str(missing)]), 5, "No cache at", str(missing))
     assert_error(invoke(["cache", "compact", str(missing)]), 5, "No cache at")
-    (tmp_path / "cache").mkdir()
+    identity_folder(tmp_path / "cache")
     assert_error(invoke(["cache", "compact", str(tmp_path / "cache"), "--identity", "0123456789abcdef"]), 2, "not in")
-    assert "0 identities" in assert_ok(invoke(["cache", "info", str(tmp_path / "cache")])).stdout
+    assert "1 identities, 0 entries" in assert_ok(invoke(["cache", "info", str(tmp_path / "cache")])).stdout
 
 
 def synthetic_cache(cache, files: int, entries: int, seed: int = 0) -> set:
@@ -415,11 +434,12 @@ def synthetic_cache(cache, files: int, entries: int, seed: int = 0) -> set:
     from batchscore.cache.store import ResultCache
 
     store = ResultCache(str(cache))
+    key = identity_folder(cache)
     rng = np.random.default_rng(seed)
     keys = rng.integers(0, np.iinfo(np.uint64).max, (entries, 2), dtype=np.uint64, endpoint=True)
     for _ in range(files):
         take = rng.choice(entries, entries // 3, replace=False)
-        store.add_file("0123456789abcdef", keys[take], rng.random((len(take), 2), dtype=np.float32), np.ones(len(take)))
+        store.add_file(key, keys[take], rng.random((len(take), 2), dtype=np.float32), np.ones(len(take)))
     return set(map(tuple, keys.tolist()))
 
 

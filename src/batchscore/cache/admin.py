@@ -4,9 +4,15 @@ Compaction merges an identity's files into files that each hold one range of h1 
 equal ranges; consecutive ranges fill a file of at most FILE_ENTRIES entries), sorted, each key once. It writes
 every merged file first and removes the files it merged only then, so a SIGKILL at any moment leaves each entry in
 some readable file (at worst twice, which readers accept). Memory holds one file's entries and one range's: from
-each old file only the row groups whose h1 range overlaps the range. Only files batchscore wrote are ever removed:
-cache files by name (FILE_NAME), identity.json, and temp files of killed writers; anything else in a cache folder
-is left in place and reported.
+each old file only the row groups whose h1 range overlaps the range.
+
+Only what carries batchscore's marks is ever removed or rewritten. A folder is a cache when it holds at least one
+identity folder (`<16 hex>/`) whose identity.json is a record batchscore wrote (its identity hashes to the folder's
+name); any other folder is refused before anything is read further. Inside an identity folder, a cache file is
+merged or removed only when its footer proves it ours (the `batchscore.cache` key, our format, the identity the
+folder names); a temp file only when its name is one of our writers' and it is an hour old. Anything else (a file
+named like ours without that footer, a file copied from another identity's folder, a folder named like an
+identity without a record of ours) is left in place and reported.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from .store import (
     DamagedFile,
     ResultCache,
     cache_errors,
+    identity_hash,
     read_groups,
 )
 
@@ -54,7 +61,8 @@ class Compacted:
     entries_before: int = 0  # the footers' rows (duplicates included)
     entries_after: int = 0
     duplicates_dropped: int = 0
-    damaged_removed: list[str] = field(default_factory=list)
+    damaged_removed: list[str] = field(default_factory=list)  # files whose footer proves them ours, unreadable
+    foreign_left: list[str] = field(default_factory=list)  # files named like ours without that proof: untouched
     temp_removed: int = 0
     stopped: list[str] = field(default_factory=list)  # identities left alone: another compaction took a file
     seconds: float = 0.0
@@ -72,8 +80,8 @@ class IdentityFacts:
     files: int = 0
     entries: int = 0  # the footers' rows: a key held by two files (before compaction) counts twice
     bytes: int = 0
-    damaged: list[str] = field(default_factory=list)
-    foreign: list[str] = field(default_factory=list)
+    damaged: list[str] = field(default_factory=list)  # ours by their footer, unreadable: compact removes them
+    foreign: list[str] = field(default_factory=list)  # not proven ours: never removed
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -93,14 +101,41 @@ class Pruned:
         return asdict(self)
 
 
-def open_cache(url: str) -> ResultCache:
-    """The cache at `url`; a folder that does not exist is exit 5 (a typo would otherwise compact nothing)."""
+def open_cache(url: str) -> tuple[ResultCache, list[str], list[str]]:
+    """The cache at `url`, its identities (folders with a record of ours) and the folders named like identities
+    that hold no record of ours (left alone; see `_strangers`). A folder that does not exist, or
+    that holds no identity of ours, is exit 5, before anything in it is touched: pointed at a user's folder by
+    mistake, compact or prune would otherwise remove files that merely look like a cache's."""
     cache = ResultCache(url)
     with cache_errors():
         there = cache.store.exists(cache.layout.root) and cache.store.isdir(cache.layout.root)
-    if not there:
-        raise OutputError(f"No cache at '{url}': the folder does not exist; check the path (the --cache of the runs).")
-    return cache
+        if not there:
+            raise OutputError(
+                f"No cache at '{url}': the folder does not exist; check the path (the --cache of the runs)."
+            )
+        candidates = cache.identities()
+        keys = [key for key in candidates if _is_identity_record(cache.identity_record(key), key)]
+    if not keys:
+        raise OutputError(
+            f"'{url}' is not a batchscore cache: no folder in it holds an identity.json that batchscore wrote; "
+            "nothing was changed. Pass the folder the runs were given as --cache."
+        )
+    return cache, keys, [cache.layout.url(cache.folder(k)) for k in candidates if k not in keys]
+
+
+def _strangers(strangers: list[str]) -> None:
+    if strangers:
+        log.warning(
+            f"Left {len(strangers)} folder(s) named like an identity alone, e.g. {strangers[0]}: they hold no "
+            "identity.json that batchscore wrote."
+        )
+
+
+def _is_identity_record(record: dict[str, Any] | None, key: str) -> bool:
+    """identity.json as a run writes it: the identity, which hashes to the folder's name, and that name."""
+    if record is None or record.get("key") != key or not isinstance(record.get("identity"), dict):
+        return False
+    return identity_hash(record["identity"]) == key
 
 
 def _ours(cache: ResultCache, path: str) -> bool:
@@ -119,6 +154,45 @@ def _temp_name_of_ours(name: str) -> bool:
     return bool(FILE_NAME.match(match.group(1))) or match.group(1) == IDENTITY_RECORD
 
 
+def _stale_temp_of_ours(path: str) -> bool:
+    """A temp file a killed writer of ours left (local disks only): our temp name, a plain file, an hour old or
+    more (a younger one may be a live writer's), and empty or starting as our writers start it (Parquet's magic,
+    or identity.json's brace)."""
+    name = os.path.basename(path)
+    if not _temp_name_of_ours(name) or not os.path.isfile(path) or os.path.islink(path):
+        return False
+    try:
+        if time.time() - os.path.getmtime(path) < STALE_TEMP_SECONDS:
+            return False
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except FileNotFoundError:  # renamed into place or removed meanwhile
+        return False
+    start = b"{" if name.startswith(f".{IDENTITY_RECORD}.") else b"PAR1"
+    return head == b"" or head.startswith(start) or start.startswith(head)
+
+
+def _read_ours(cache: ResultCache, key: str, path: str) -> CacheFile | DamagedFile | None:
+    """A file named like a cache file: its footer if it proves it this identity's, a DamagedFile if not (`ours`:
+    proven ours but unreadable), None if it is gone. Locally, a folder or a link under that name is not ours."""
+    if not _ours(cache, path):
+        return DamagedFile("not a plain file")
+    try:
+        return CacheFile.read(cache.store, path, key)
+    except FileNotFoundError:
+        return None
+    except DamagedFile as exc:
+        return exc
+
+
+def _leftovers(what: str, left: list[str]) -> None:
+    if left:
+        log.warning(
+            f"Left {len(left)} file(s) in place that batchscore cannot prove it wrote for their identity, e.g. "
+            f"{left[0]}; they were not {what}: move them out of the cache if they are yours."
+        )
+
+
 # --- compact ---------------------------------------------------------------------------------------------------
 
 
@@ -127,17 +201,19 @@ def compact(url: str, identity: str | None = None, file_entries: int = FILE_ENTR
     remove damaged files of ours and stale temp files."""
     started = time.monotonic()
     with cache_errors():
-        cache = open_cache(url)
-        keys = cache.identities()
+        cache, keys, strangers = open_cache(url)
         if identity is not None:
             if identity not in keys:
                 raise ConfigError(_unknown(url, [identity], keys))
             keys = [identity]
+        else:
+            _strangers(strangers)
         result = Compacted()
         for key in keys:
             result.identities += 1
             result.temp_removed += _remove_stale_temps(cache, key)
             _compact_identity(cache, key, file_entries, result)
+    _leftovers("merged or removed", result.foreign_left)
     result.seconds = round(time.monotonic() - started, 3)
     return result
 
@@ -146,14 +222,18 @@ def _compact_identity(cache: ResultCache, key: str, file_entries: int, result: C
     files: list[CacheFile] = []
     damaged: list[str] = []
     for path in cache.files(key):
-        try:
-            files.append(CacheFile.read(cache.store, path))
-        except FileNotFoundError:  # another compaction merged it meanwhile: leave this identity to that one
+        read = _read_ours(cache, key, path)
+        if read is None:  # another compaction merged it meanwhile: leave this identity to that one
             result.stopped.append(key)
             return
-        except DamagedFile as exc:
-            log.debug("Damaged cache file %s: %s", path, exc)
+        if isinstance(read, CacheFile):
+            files.append(read)
+        elif read.ours:
+            log.debug("Damaged cache file %s: %s", path, read)
             damaged.append(path)
+        else:  # not proven this identity's: neither merged (that would relabel its entries) nor removed
+            log.debug("Not ours to touch: %s: %s", path, read)
+            result.foreign_left.append(cache.layout.url(path))
     total = sum(f.rows for f in files)
     result.files_before += len(files)
     result.entries_before += total
@@ -169,7 +249,8 @@ def _compact_identity(cache: ResultCache, key: str, file_entries: int, result: C
     held: list[tuple[np.ndarray, ...]] = []
     written: list[str] = []
     merged_rows: list[int] = []
-    width: int | None = None
+    labels = ((cache.identity_record(key) or {}).get("identity") or {}).get("labels")
+    width: int | None = len(labels) if isinstance(labels, list) and labels else None
 
     def commit() -> None:
         keys, scores, windows = (np.concatenate(column) for column in zip(*held))
@@ -285,10 +366,8 @@ def _remove_stale_temps(cache: ResultCache, key: str) -> int:
     removed = 0
     for name in cache.store.names(folder):
         path = os.path.join(folder, name)
-        if not _temp_name_of_ours(name) or not _ours(cache, path):
-            continue
-        with contextlib.suppress(FileNotFoundError):
-            if time.time() - os.path.getmtime(path) >= STALE_TEMP_SECONDS:
+        if _stale_temp_of_ours(path):
+            with contextlib.suppress(FileNotFoundError):
                 os.remove(path)
                 removed += 1
     return removed
@@ -300,23 +379,23 @@ def _remove_stale_temps(cache: ResultCache, key: str) -> int:
 def info(url: str) -> list[IdentityFacts]:
     """Each identity folder: identity.json's record, its files, entries (footer rows) and bytes."""
     with cache_errors():
-        cache = open_cache(url)
+        cache, keys, strangers = open_cache(url)
+        _strangers(strangers)
         facts = []
-        for key in cache.identities():
+        for key in keys:
             found = IdentityFacts(key, cache.identity_record(key))
             folder = cache.folder(key)
             for name in cache.store.names(folder):
                 path = f"{folder}/{name}"
                 if FILE_NAME.match(name):
-                    try:
-                        file = CacheFile.read(cache.store, path)
-                    except FileNotFoundError:  # compacted away since the listing
+                    read = _read_ours(cache, key, path)
+                    if read is None:  # compacted away since the listing
                         continue
-                    except DamagedFile:
-                        found.damaged.append(cache.layout.url(path))
+                    if isinstance(read, DamagedFile):
+                        (found.damaged if read.ours else found.foreign).append(cache.layout.url(path))
                         continue
                     found.files += 1
-                    found.entries += file.rows
+                    found.entries += read.rows
                     with contextlib.suppress(OutputError):
                         found.bytes += cache.store.size(path)
                 elif name != IDENTITY_RECORD and not _temp_name_of_ours(name):
@@ -329,29 +408,44 @@ def info(url: str) -> list[IdentityFacts]:
 
 
 def prune(url: str, keep: list[str]) -> Pruned:
-    """Remove every identity folder not in `keep`: only the files batchscore wrote there (then the folder, when
-    empty, locally); a foreign file stays where it is and is reported."""
+    """Remove every identity folder not in `keep`: only the files batchscore wrote there (cache files whose footer
+    proves them that identity's, identity.json last, stale temp files), then the folder when empty, locally; any
+    other file stays where it is and is reported."""
     if not keep:
         raise ConfigError(
             f"Pass at least one --keep-identity KEY: prune removes every identity of '{url}' that is not kept "
             f"(`batchscore cache info {url}` lists them)."
         )
     with cache_errors():
-        cache = open_cache(url)
-        keys = cache.identities()
+        cache, keys, strangers = open_cache(url)
         unknown = [k for k in keep if k not in keys]
         if unknown:
             raise ConfigError(_unknown(url, unknown, keys))
+        _strangers(strangers)
         result = Pruned(kept=sorted(set(keep)))
         for key in keys:
             if key in keep:
                 continue
             folder = cache.folder(key)
             foreign = []
-            for name in cache.store.names(folder):
+            names = cache.store.names(folder)
+            # identity.json last: a prune stopped half-way leaves a folder the next prune still knows as ours.
+            for name in sorted(names, key=lambda n: n == IDENTITY_RECORD):
                 path = f"{folder}/{name}"
-                ours = FILE_NAME.match(name) or name == IDENTITY_RECORD or _temp_name_of_ours(name)
-                if not ours or not _ours(cache, path):
+                if FILE_NAME.match(name):
+                    read = _read_ours(cache, key, path)
+                    if read is None:  # gone meanwhile (another prune or a compaction)
+                        continue
+                    ours = isinstance(read, CacheFile) or read.ours
+                elif name == IDENTITY_RECORD:
+                    ours = _ours(cache, path)
+                elif _temp_name_of_ours(name):
+                    if not cache.layout.local or not _stale_temp_of_ours(path):
+                        continue  # a writer's file in flight: not removed, not foreign
+                    ours = True
+                else:
+                    ours = False
+                if not ours:
                     foreign.append(cache.layout.url(path))
                     continue
                 with contextlib.suppress(OutputError):  # gone meanwhile (another prune or a compaction)

@@ -109,7 +109,14 @@ def entries_bytes(keys: np.ndarray, scores: np.ndarray, windows: np.ndarray, ide
 
 
 class DamagedFile(Exception):
-    """A cache file that is not one of ours or cannot be read: skipped, its entries scored again."""
+    """A cache file that is not one of ours or cannot be read: skipped, its entries scored again.
+
+    `ours`: its footer proved it batchscore's, for the identity its folder names (our key, our format, that
+    identity), so `batchscore cache compact` may remove it; a file without that proof is never removed."""
+
+    def __init__(self, why: str, ours: bool = False):
+        super().__init__(why)
+        self.ours = ours
 
 
 @dataclass
@@ -123,24 +130,36 @@ class CacheFile:
     high: np.ndarray  # and largest
 
     @classmethod
-    def read(cls, store: Store, path: str) -> CacheFile:
+    def read(cls, store: Store, path: str, identity: str | None = None) -> CacheFile:
+        """The footer of a cache file that proves itself batchscore's and, given `identity` (the folder's key),
+        that identity's: a file copied from another identity's folder holds another setting's scores."""
         import pyarrow.parquet as pq
 
         with _reading(store, path):
             with store.fs.open(path, "rb") as fh:
                 meta = pq.ParquetFile(fh).metadata
         footer = meta.metadata or {}
-        record = footer.get(FOOTER_KEY)
+        try:
+            record = json.loads(footer[FOOTER_KEY])
+        except (KeyError, ValueError):
+            record = None
         names = meta.schema.to_arrow_schema().names if meta.num_columns else []
-        if record is None or names[:2] != ["h1", "h2"]:
+        if not isinstance(record, dict) or names[:2] != ["h1", "h2"]:
             raise DamagedFile("not a batchscore cache file")
+        if identity is not None and record.get("identity") != identity:
+            raise DamagedFile(f"its footer names identity {record.get('identity')!r}, not this folder's {identity}")
+        version = record.get("format")
+        if version != FORMAT:
+            # An older format is ours to compact away; a newer one is a newer batchscore's, beside this one.
+            older = identity is not None and isinstance(version, int) and version < FORMAT
+            raise DamagedFile(f"cache file format {version!r}; this batchscore reads format {FORMAT}", ours=older)
         starts, low, high = [], [], []
         row = 0
         for index in range(meta.num_row_groups):
             group = meta.row_group(index)
             stats = group.column(0).statistics
             if stats is None or not stats.has_min_max:
-                raise DamagedFile(f"row group {index} has no key statistics")
+                raise DamagedFile(f"row group {index} has no key statistics", ours=identity is not None)
             starts.append(row)
             low.append(stats.min)
             high.append(stats.max)
@@ -311,7 +330,7 @@ class CacheScope:
             if path in self.files or path in self.skipped:
                 continue
             try:
-                self.files[path] = CacheFile.read(self.cache.store, path)
+                self.files[path] = CacheFile.read(self.cache.store, path, self.key)
             except FileNotFoundError:
                 continue
             except DamagedFile as exc:
@@ -321,7 +340,7 @@ class CacheScope:
         self.skipped[path] = why
         self.files.pop(path, None)
         url = self.cache.layout.url(path)
-        log.warning("Skipping damaged cache file %s (%s); its entries are scored again.", url, why)
+        log.warning("Skipping cache file %s (%s); its texts are scored again.", url, why)
 
     def lookup(self, keys: np.ndarray) -> Found:
         """Look up distinct keys (shape [n, 2]) in the held new entries and in every file."""

@@ -193,6 +193,89 @@ def test_models_from_the_env_var_and_a_config_file(tmp_path):
             build_config({}, env={"BATCHSCORE_MODELS": bad})
 
 
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        ("prefix: [p_]", "prefix (from models entry 1, from config file JOB) must be text, got ['p_'] (a list)."),
+        (
+            "prefix: {a: 1}",
+            "prefix (from models entry 1, from config file JOB) must be text, got {'a': 1} (a mapping).",
+        ),
+        ("prefix: true", "prefix (from models entry 1, from config file JOB) must be text, got True (true/false)."),
+        ("prefix: 7", "prefix (from models entry 1, from config file JOB) must be text, got 7 (a number); quote it."),
+        (
+            "revision: [main]",
+            "revision (from models entry 1, from config file JOB) must be text, got ['main'] (a list).",
+        ),
+        ("revision: 0123", "revision (from models entry 1, from config file JOB) must be text, got 83 (a number); "),
+        (
+            "max_length: [32]",
+            "max_length (from models entry 1, from config file JOB) must be a whole number, got [32] (a list).",
+        ),
+        (
+            "threshold: [0.5]",
+            "threshold (from models entry 1, from config file JOB) must be a number from 0 to 1, got [0.5] (a list).",
+        ),
+        (
+            "window_scores: [yes]",
+            "window_scores (from models entry 1, from config file JOB) must be true or false, got [True] (a list).",
+        ),
+        (
+            "top_k: {a: b}",
+            "top_k (from models entry 1, from config file JOB) must be one of 1, all, got {'a': 'b'} (a mapping).",
+        ),
+        (
+            "precision: [int8]",
+            "precision (from models entry 1, from config file JOB) must be one of auto, fp32, bf16, fp16, int8, "
+            "got ['int8'] (a list).",
+        ),
+    ],
+)
+def test_models_entries_keep_their_options_types(tmp_path, entry, message):
+    """Each key of a models: entry has its option's type: a list, mapping or boolean where text is meant (and a
+    number, which YAML may have rewritten: 0123 is 83) is refused, naming the entry, the key, the type and what
+    was given, as one line with exit 2."""
+    path = tmp_path / "job.yaml"
+    config = write_yaml(path, f"models:\n  - {{model: m, {entry}}}\n")
+    with pytest.raises(ConfigError) as info:
+        build_config({}, env={}, config_file=config)
+    assert info.value.exit_code == 2
+    assert message.replace("JOB", str(path)) in info.value.message, info.value.message
+    assert "\n" not in info.value.message
+    # The same through the CLI: one Error line, exit 2, before anything is read.
+    from helpers import assert_error
+
+    assert_error(invoke(["score", tmp_path / "none.csv", "--config", config]), 2, "models entry 1")
+
+
+def test_models_entries_take_yaml_scalars_of_their_type(tmp_path):
+    """What YAML writes for each type is taken: numbers for numbers, 1 for top_k, yes for booleans."""
+    config = write_yaml(
+        tmp_path / "job.yaml",
+        "models:\n  - {model: m, prefix: a_, revision: 'v1', top_k: 1, max_length: 32, threshold: 1, "
+        "window_scores: yes, window_overlap: 0, precision: INT8}\n",
+    )
+    (spec,) = build_config({}, env={}, config_file=config).models
+    assert (spec.prefix, spec.revision, spec.top_k, spec.max_length, spec.threshold, spec.window_scores) == (
+        "a_",
+        "v1",
+        "1",
+        32,
+        1.0,
+        True,
+    )
+    assert (spec.window_overlap, spec.precision) == (0, "int8")
+
+
+def test_a_list_as_the_result_prefix_is_refused(tmp_path):
+    """The same hole outside models: (result_prefix: [p_] became the prefix "['p_']")."""
+    config = write_yaml(tmp_path / "job.yaml", "result_prefix: [p_]\n")
+    with pytest.raises(
+        ConfigError, match=r"result_prefix \(from config file .*\) must be text, got \['p_'\] \(a list\)"
+    ):
+        build_config({}, env={}, config_file=config)
+
+
 def test_config_env_var_names_the_file(config_file):
     cfg = build_config({}, env={"BATCHSCORE_CONFIG": config_file})
     assert cfg.text_column == "body"

@@ -424,6 +424,42 @@ def _shown(value: Any) -> str:
     return shown.repr(value)
 
 
+def _type_name(value: Any) -> str:
+    """What YAML made of a value, in a message's words."""
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return "text" if isinstance(value, str) else type(value).__name__
+
+
+def _expected(opt: Option) -> str:
+    return {
+        "str": "text",
+        "prefix": "text",
+        "int": "a whole number",
+        "count": "a whole number",
+        "fraction": "a number from 0 to 1",
+        "bool": "true or false",
+        "choice": "one of " + ", ".join(opt.choices),
+    }[opt.kind]
+
+
+def _check_type(opt: Option, value: Any, where: str) -> None:
+    """A models: entry's value has its option's type: a list or mapping is never one; true/false is only a
+    boolean; a number is not text (YAML may have rewritten it: 0123 is 83, 1e3 is 1000.0)."""
+    text = opt.kind in ("str", "prefix")
+    wrong = isinstance(value, (list, tuple, dict)) or (isinstance(value, bool) and opt.kind != "bool")
+    wrong = wrong or (text and not isinstance(value, str))
+    if wrong:
+        hint = "; quote it" if text and isinstance(value, (int, float)) and not isinstance(value, bool) else ""
+        raise ConfigError(f"{where} must be {_expected(opt)}, got {_shown(value)} ({_type_name(value)}){hint}.")
+
+
 def _coerce(opt: Option, value: Any, origin: str) -> Any:
     """Turn a raw value (YAML scalar, env string, CLI value) into the typed value."""
     if value is None:
@@ -482,6 +518,8 @@ def _coerce(opt: Option, value: Any, origin: str) -> Any:
             raise ConfigError(f"{where} has an empty column name: {_shown(value)}.")
         return tuple(names)
     if opt.kind == "prefix":
+        if isinstance(value, (dict, list, tuple, bool)):  # str() would make a prefix of "['p_']" or "True"
+            raise ConfigError(f"{where} must be text, got {_shown(value)} ({_type_name(value)}).")
         text = str(value)
         # It begins column names that --keep-columns (comma-separated, stripped) and
         # one-line messages must be able to name.
@@ -521,11 +559,14 @@ def models_from(value: Any, origin: str) -> tuple[ModelSpec, ...]:
         if not entry.get("model"):
             raise ConfigError(f"models entry {number} (from {origin}) names no model; add model: <id or path>.")
         where = f"models entry {number}, from {origin}"
-        typed = {
-            k: _coerce(by_name["result_prefix" if k == "prefix" else k], v, where)
-            for k, v in entry.items()
-            if v is not None
-        }
+        typed: dict[str, Any] = {}
+        for key, given in entry.items():
+            if given is None:
+                continue
+            # The entry's own key names the option in messages: prefix, not result_prefix.
+            opt = dataclasses.replace(by_name["result_prefix" if key == "prefix" else key], name=key)
+            _check_type(opt, given, f"{key} (from {where})")
+            typed[key] = _coerce(opt, given, where)
         specs.append(ModelSpec(**typed))
     return tuple(specs)
 

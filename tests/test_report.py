@@ -242,6 +242,139 @@ def test_by_a_missing_column_names_the_columns(scored):
     assert_error(invoke(["report", scored, "--by", "nope"]), 2, "--by column 'nope' is not in the output", "source")
 
 
+def test_by_spec_errors_are_one_line_before_any_page(scored, tmp_path):
+    """Every wrong --by is exit 2 with one line naming the column, what it holds and the fix; no page is written."""
+    page = tmp_path / "r.html"
+    cases = [
+        # free text is not a date: a :unit would cut "good bad film" to "good ba"
+        (["text:month"], "--by text:month: column 'text' holds text that is not an ISO date ('"),
+        (["id:year"], "--by id:year: column 'id' holds int64, not dates"),
+        (["scores"], "--by scores: column 'scores' holds list<"),
+        (["day:week"], "--by day:week: 'week' is not a unit; units are :year, :month, :day"),
+        (["nope:month"], "--by column 'nope' is not in the output"),
+        ([":month"], "--by ':month' names no column"),
+    ]
+    for spec, fragment in cases:
+        line = assert_error(invoke(["report", scored, "-o", page, "--by", *spec]), 2, fragment)
+        assert not page.exists(), line
+    assert "a :unit applies to a date or timestamp column" in assert_error(
+        invoke(["report", scored, "-o", page, "--by", "text:month"]), 2
+    )
+    # ISO date text still works (the corpus's `day` column is text like 2024-01-01).
+    report(scored, "-o", page, "--by", "day:month")
+    assert 'data-chart="by-day-month"' in page.read_text(encoding="utf-8")
+
+
+TOPICS = 45
+
+
+@pytest.fixture(scope="module")
+def many_values(three_label_model, tmp_path_factory):
+    """400 rows whose `topic` has 45 distinct values of unequal sizes (a few rows without text), scored."""
+    rng = np.random.default_rng(5)
+    words = "good bad film awful great plot boring lovely slow sharp dull bright".split()
+    texts = [" ".join(rng.choice(words, size=int(rng.integers(1, 10)))) for _ in range(400)]
+    for i in (3, 77, 390):
+        texts[i] = ""
+    weights = 1.0 / np.arange(1, TOPICS + 1)
+    topics = rng.choice(TOPICS, size=400, p=weights / weights.sum())
+    topics[:TOPICS] = np.arange(TOPICS)  # every value at least once
+    folder = tmp_path_factory.mktemp("many")
+    pq.write_table(pa.table({"text": texts, "topic": [f"topic {k:02d}" for k in topics]}), folder / "in.parquet")
+    out = folder / "out"
+    assert_ok(run_score(folder / "in.parquet", three_label_model, out, "--chunk-rows", "64"))
+    return out
+
+
+def other_line(page: str) -> str:
+    found = re.findall(r'<p class="other">(.*?)</p>', page, flags=re.S)
+    assert len(found) == 1, found
+    return html.unescape(re.sub(r"<[^>]+>", "", found[0]))
+
+
+def test_other_says_how_many_values_and_rows_it_holds(many_values, tmp_path):
+    """Past the 30 largest groups drawn, the page says how many values and rows were summed as "other"."""
+    from batchscore.report.collect import TOP_GROUPS
+
+    page_path = tmp_path / "r.html"
+    report(many_values, "-o", page_path, "--by", "topic")
+    frame = pq.read_table(many_values).to_pandas()
+    sizes = frame[frame["label"].notna()]["topic"].value_counts()
+    assert len(sizes) == TOPICS
+    ranked = sorted(sizes.items(), key=lambda p: (-p[1], p[0]))
+    rest = ranked[TOP_GROUPS:]
+    rows = sum(n for _, n in rest)
+    expected = (
+        f"The {TOP_GROUPS} largest of {TOPICS} values are drawn; the other {len(rest)} values "
+        f"({rows:,} rows, {rows / sizes.sum():.1%}) are summed as 'other'."
+    )
+    page = page_path.read_text(encoding="utf-8")
+    assert other_line(page) == expected
+    # The chart's own bar says it too.
+    svg = base64_chart(page, "by-topic-value")
+    assert f"other: {len(rest)} values ({rows:,})" in svg
+
+
+def test_other_counts_the_values_past_the_memory_cap(many_values, tmp_path, monkeypatch):
+    """Past MAX_GROUPS distinct values, rows are counted as "other" without their own group: the page says how
+    many rows, and how many distinct values (counted up to MAX_OTHER_VALUES, then "more than")."""
+    from batchscore.report import collect
+
+    frame = pq.read_table(many_values).to_pandas()
+    valid = frame[frame["label"].notna()]
+    page_path = tmp_path / "r.html"
+
+    def run(max_groups):
+        monkeypatch.setattr(collect, "MAX_GROUPS", max_groups)
+        (model,) = invoke_facts(many_values, page_path, "topic").models
+        kept = model.groups["topic"]
+        assert len(kept) == max_groups and collect.OTHER not in kept
+        overflow = model.overflow["topic"]
+        assert overflow.rows == len(valid[~valid["topic"].isin(list(kept))])
+        return kept, overflow, other_line(page_path.read_text(encoding="utf-8"))
+
+    def rows(n):
+        return f"{n:,} rows, {n / len(valid):.1%}"
+
+    kept, overflow, line = run(8)  # all 8 counted are drawn
+    assert overflow.values == TOPICS - 8 and not overflow.more
+    assert line == (
+        f"Only the first 8 distinct values read are counted one by one, and drawn; the other {TOPICS - 8} values "
+        f"({rows(overflow.rows)}) are summed as 'other' (one read after may be larger than a group drawn)."
+    )
+    kept, overflow, line = run(35)  # 30 of the 35 counted drawn: "other" holds 5 of them and the 10 read after
+    assert overflow.values == TOPICS - 35 and not overflow.more
+    smallest = sum(sorted((sum(c) for c in kept.values()), reverse=True)[30:])
+    assert line == (
+        "Only the first 35 distinct values read are counted one by one, and the 30 largest of them drawn; the "
+        f"other 5 of them and 10 values read after ({rows(smallest + overflow.rows)}) are summed as 'other' (one "
+        "read after may be larger than a group drawn)."
+    )
+    # Too many to count one by one: a lower bound, said as one.
+    monkeypatch.setattr(collect, "MAX_OTHER_VALUES", 10)
+    kept, overflow, line = run(8)
+    assert overflow.values == 10 and overflow.more
+    assert line == (
+        "Only the first 8 distinct values read are counted one by one, and drawn; the other values, more than 10 "
+        f"of them ({rows(overflow.rows)}), are summed as 'other' (one read after may be larger than a group drawn)."
+    )
+    assert "other: more than 10 values" in base64_chart(page_path.read_text(encoding="utf-8"), "by-topic-value")
+
+
+def invoke_facts(out, page_path, *by):
+    from batchscore.report import write_report
+
+    return write_report(str(out), str(page_path), by=list(by)).facts
+
+
+def base64_chart(page: str, name: str) -> str:
+    import base64
+
+    found = re.search(rf'data-chart="{re.escape(name)}"[^>]*src="data:image/svg\+xml;base64,([^"]+)"', page)
+    assert found, name
+    return base64.b64decode(found.group(1)).decode()
+
+
 IMPORTED = """
 import atexit, sys
 atexit.register(lambda: print(sorted(m for m in sys.modules if m.startswith(("batchscore.report", "matplotlib")))))

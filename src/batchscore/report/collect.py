@@ -26,12 +26,22 @@ if TYPE_CHECKING:
 BINS = 40  # score histogram bins over [0, 1]
 BATCH_ROWS = 65536  # rows decoded at a time
 MAX_GROUPS = 100_000  # distinct --by values kept; the rest are counted as "other", so memory stays bounded
+MAX_OTHER_VALUES = 100_000  # distinct values past MAX_GROUPS counted (by hash); past this, "more than"
 TOP_GROUPS = 30  # groups drawn, the rest summed as "other"
 MAX_WINDOW_BIN = 32  # windows per row: the last bin holds this many and more
 TEXT_CHARS = 300  # a sample's text, cut to this many characters
 OTHER = "other"
 NULL = "(null)"
 TRUNCATIONS = {"year": (4, "%Y"), "month": (7, "%Y-%m"), "day": (10, "%Y-%m-%d")}
+# What text must start with for a :unit: an ISO date (or its year, or year and month), then nothing, a '-' or a
+# time. Anything else would be cut to its first 4, 7 or 10 characters and grouped as if it were a date.
+ISO_TEXT = {
+    "year": r"^\d{4}(-|$)",
+    "month": r"^\d{4}-(0[1-9]|1[0-2])(-|$)",
+    "day": r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])([T ]|$)",
+}
+ISO_FORM = {"year": "YYYY", "month": "YYYY-MM", "day": "YYYY-MM-DD"}
+UNITS = ", ".join(f":{unit}" for unit in TRUNCATIONS)
 
 
 @dataclass(frozen=True)
@@ -52,28 +62,104 @@ class By:
     def title(self) -> str:
         return self.column + (f" (by {self.unit})" if self.unit else "")
 
+    @property
+    def spec(self) -> str:
+        return self.column + (f":{self.unit}" if self.unit else "")
+
+    def check(self, schema: pa.Schema) -> None:
+        """Refuse, before any row is read, a column the output lacks or one this grouping cannot use (exit 2)."""
+        import pyarrow as pa
+
+        if self.column not in schema.names:
+            column, _, unit = self.column.rpartition(":")
+            if column in schema.names:
+                raise ConfigError(f"--by {self.column}: '{unit}' is not a unit; units are {UNITS}.")
+            shown = ", ".join(schema.names)
+            raise ConfigError(f"--by column '{self.column}' is not in the output; its columns are: {shown}.")
+        kind = _plain(schema.field(self.column).type)
+        if self.unit is not None and not (pa.types.is_timestamp(kind) or pa.types.is_date(kind) or _is_text(kind)):
+            raise ConfigError(
+                f"--by {self.spec}: column '{self.column}' holds {kind}, not dates; a :unit applies to a date or "
+                f"timestamp column (or ISO date text); pass --by {self.column} to group by its values."
+            )
+        binary = pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_fixed_size_binary(kind)
+        if pa.types.is_nested(kind) or binary or pa.types.is_binary_view(kind):
+            raise ConfigError(
+                f"--by {self.spec}: column '{self.column}' holds {kind}; pass a column of text, numbers or dates."
+            )
+
     def keys(self, values: pa.Array) -> pa.Array:
-        """The group of each row, as text: the value, or its date truncated to the unit."""
+        """The group of each row, as text: the value, or its date truncated to the unit (`check` has passed)."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
+        if pa.types.is_dictionary(values.type):
+            values = values.dictionary_decode()
         kind = values.type
         if self.unit is not None:
             width, fmt = TRUNCATIONS[self.unit]
             if pa.types.is_timestamp(kind) or pa.types.is_date(kind):
                 values = pc.strftime(values, format=fmt)
-            elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
-                values = pc.utf8_slice_codeunits(values, 0, width)  # ISO dates and times: 2024-05-17...
             else:
-                raise ConfigError(
-                    f"--by {self.column}:{self.unit}: column '{self.column}' holds {kind}, not dates or "
-                    f"ISO date text; pass --by {self.column} to group by its values."
-                )
-        elif not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
-            values = pc.cast(values, pa.string()) if not pa.types.is_nested(kind) else None
-            if values is None:
-                raise ConfigError(f"--by {self.column}: column '{self.column}' holds {kind}; pass a plain column.")
+                self._check_iso(values)
+                values = pc.utf8_slice_codeunits(values, 0, width)  # ISO dates and times: 2024-05-17...
+        elif not _is_text(kind):
+            values = pc.cast(values, pa.string())
         return pc.fill_null(values, NULL)
+
+    def _check_iso(self, values: pa.Array) -> None:
+        import pyarrow.compute as pc
+
+        assert self.unit is not None
+        dates = pc.match_substring_regex(values, ISO_TEXT[self.unit])
+        if pc.all(dates).as_py() is False:  # None: only nulls
+            first = pc.filter(values, pc.invert(dates))[0].as_py()
+            shown = first if len(first) <= 40 else first[:39] + "…"
+            raise ConfigError(
+                f"--by {self.spec}: column '{self.column}' holds text that is not an ISO date ({shown!r}); a :unit "
+                f"applies to a date or timestamp column, or text starting {ISO_FORM[self.unit]}; pass "
+                f"--by {self.column} to group by its values."
+            )
+
+
+def _plain(kind: pa.DataType) -> pa.DataType:
+    import pyarrow as pa
+
+    return kind.value_type if pa.types.is_dictionary(kind) else kind
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
+
+
+@dataclass
+class Overflow:
+    """The rows of one --by whose value came after MAX_GROUPS others: counted per label, in "other"."""
+
+    counts: list[int] = field(default_factory=list)  # rows per label
+    seen: set[int] = field(default_factory=set)  # the distinct values' hashes, up to MAX_OTHER_VALUES
+    more: bool = False  # more distinct values came than `seen` holds
+
+    @property
+    def rows(self) -> int:
+        return sum(self.counts)
+
+    @property
+    def values(self) -> int:
+        """Distinct values counted; with `more`, a lower bound."""
+        return len(self.seen)
+
+    def add(self, name: str, row: np.ndarray) -> None:
+        self.counts += [0] * (len(row) - len(self.counts))
+        for label in np.flatnonzero(row):
+            self.counts[label] += int(row[label])
+        if len(self.seen) < MAX_OTHER_VALUES:
+            # 64-bit hashes: two of 100,000 values collide with a chance under 1e-9.
+            self.seen.add(hash(name))
+        elif hash(name) not in self.seen:
+            self.more = True
 
 
 @dataclass
@@ -107,7 +193,7 @@ class ModelFacts:
     margin: np.ndarray | None = None  # BINS counts of first minus second score
     windows: np.ndarray | None = None  # rows per number of windows (1..MAX_WINDOW_BIN)
     groups: dict[str, dict[str, list[int]]] = field(default_factory=dict)  # --by title -> value -> per-label
-    groups_dropped: dict[str, int] = field(default_factory=dict)  # rows whose group was past MAX_GROUPS
+    overflow: dict[str, Overflow] = field(default_factory=dict)  # --by title -> rows past MAX_GROUPS values
     lowest: list[Sample] = field(default_factory=list)
     random: dict[int, list[Sample]] = field(default_factory=dict)
 
@@ -121,6 +207,8 @@ class ModelFacts:
             for per_value in self.groups.values():
                 for counts in per_value.values():
                     counts.append(0)
+            for overflow in self.overflow.values():
+                overflow.counts.append(0)
             return len(self.labels) - 1
 
     @property
@@ -153,12 +241,10 @@ def collect(survey: Survey, by: list[By], threshold: float = 0.6, samples: int =
     schema = _schema(survey, files)
     models = _models(survey, summary, schema)
     for grouping in by:
-        if grouping.column not in schema.names:
-            shown = ", ".join(schema.names)
-            raise ConfigError(f"--by column '{grouping.column}' is not in the output; its columns are: {shown}.")
+        grouping.check(schema)
         for model in models:
             model.groups[grouping.title] = {}
-            model.groups_dropped[grouping.title] = 0
+            model.overflow[grouping.title] = Overflow([0] * len(model.labels))
     rng = np.random.default_rng(seed)
     rows_read = 0
     for number, path in enumerate(files):
@@ -334,9 +420,9 @@ def _add_groups(model: ModelFacts, title: str, values: pa.Array, codes: np.ndarr
         row = table[value_index]
         if name not in groups:
             if len(groups) >= MAX_GROUPS:
-                model.groups_dropped[title] += int(row.sum())
-                name = OTHER
-            groups.setdefault(name, [0] * labels)
+                model.overflow[title].add(name, row)
+                continue
+            groups[name] = [0] * labels
         counts = groups[name]
         for label in np.flatnonzero(row):
             counts[label] += int(row[label])

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from . import plots
-from .collect import OTHER, TOP_GROUPS, Facts, ModelFacts, Sample
+from .collect import OTHER, TOP_GROUPS, Facts, ModelFacts, Overflow, Sample
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;max-width:1100px;padding:16px 24px;
@@ -238,14 +238,15 @@ def _model(facts: Facts, model: ModelFacts, charts: Charts, several: bool) -> st
         )
     for grouping in facts.by:
         groups = model.groups.get(grouping.title, {})
+        overflow = model.overflow.get(grouping.title) or Overflow()
         if not groups:
             continue
         ranked = sorted(groups.items(), key=lambda g: (-sum(g[1]), g[0]))
         shown = ranked[:TOP_GROUPS]
         rest = ranked[TOP_GROUPS:]
-        if rest:
-            other = np.sum([c for _, c in rest], axis=0).tolist()
-            shown.append((f"{OTHER} ({len(rest):,} groups)", other))
+        other = _Other(rest, overflow, scored)
+        if other.rows:
+            shown.append((f"{OTHER}: {other.values_text} values", other.counts(len(labels))))
         out.append(f"<h3>Label mix by {_e(grouping.title)}</h3>")
         out.append(
             charts.add(
@@ -256,11 +257,51 @@ def _model(facts: Facts, model: ModelFacts, charts: Charts, several: bool) -> st
                 f"Label mix by {grouping.title}",
             )
         )
-        if model.groups_dropped.get(grouping.title):
-            out.append(f"<p>Past {len(groups):,} distinct values, the rest are counted as '{OTHER}'.</p>")
+        if other.rows:
+            out.append(f'<p class="other">{_e(other.say(len(shown) - 1, len(groups)))}</p>')
     out.append(_long_texts(facts, model, charts))
     out.append(_samples(facts, model))
     return "\n".join(out)
+
+
+class _Other:
+    """What one --by's "other" bar holds: the groups past the TOP_GROUPS drawn, and the values past MAX_GROUPS."""
+
+    def __init__(self, rest: list[tuple[str, list[int]]], overflow: Overflow, scored: int):
+        self.rest, self.overflow, self.scored = rest, overflow, scored
+        self.rows = sum(sum(c) for _, c in rest) + overflow.rows
+        self.values = len(rest) + overflow.values
+        self.more = overflow.more  # the number of distinct values past MAX_GROUPS is a lower bound
+        self.values_text = f"more than {self.values:,}" if self.more else f"{self.values:,}"
+
+    def counts(self, labels: int) -> list[int]:
+        total = [0] * labels
+        for _, counts in [*self.rest, ("", self.overflow.counts)]:
+            for label, n in enumerate(counts):
+                total[label] += n
+        return total
+
+    def say(self, drawn: int, kept: int) -> str:
+        """What "other" holds: the values past those drawn and, when memory's cap cut, the values read after it."""
+        rows = f"{self.rows:,} rows, {self.rows / max(self.scored, 1):.1%}"
+        overflow = self.overflow
+        if not overflow.rows:
+            return (
+                f"The {drawn:,} largest of {kept:,} values are drawn; the other {len(self.rest):,} values ({rows}) "
+                f"are summed as '{OTHER}'."
+            )
+        after = f"more than {overflow.values:,}" if self.more else f"{overflow.values:,}"
+        counted = f"Only the first {kept:,} distinct values read are counted one by one"
+        if self.rest:
+            said = (
+                f"{counted}, and the {drawn:,} largest of them drawn; the other {len(self.rest):,} of them and "
+                f"{after} values read after ({rows}) are summed as '{OTHER}'"
+            )
+        elif self.more:
+            said = f"{counted}, and drawn; the other values, {after} of them ({rows}), are summed as '{OTHER}'"
+        else:
+            said = f"{counted}, and drawn; the other {after} values ({rows}) are summed as '{OTHER}'"
+        return said + " (one read after may be larger than a group drawn)."
 
 
 def _model_summary(facts: Facts, model: ModelFacts) -> dict[str, Any]:

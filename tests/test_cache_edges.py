@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 
 import numpy as np
 import pyarrow as pa
@@ -255,3 +256,113 @@ def test_lookup_skips_a_file_whose_footer_names_another_identity_or_format(tmp_p
     ]
     assert any("0000000000000000" in why for why in scope.skipped.values())
     assert any("format 99" in why for why in scope.skipped.values())
+
+
+# --- 3. store errors up front; a cache that stops taking writes is a warning ------------------------------------
+
+
+@pytest.fixture
+def no_model_load(monkeypatch):
+    """The job fails the test if it gets as far as loading the model."""
+    from batchscore.job import Job
+
+    def load(self):
+        raise AssertionError("the model was loaded before the cache was checked")
+
+    monkeypatch.setattr(Job, "load", load)
+
+
+def test_a_missing_bucket_is_exit_5_before_the_model_loads(tmp_path, tiny_model, outputs, s3_server, no_model_load):
+    data = write_texts(tmp_path / "in.parquet", repeating_corpus(20, "s3", seed=1))
+    result = run_score(data, tiny_model, outputs / "out", "--cache", "s3://no-such-bucket-for-the-cache/cache")
+    assert_error(result, 5, "bucket 'no-such-bucket-for-the-cache' does not exist", "--cache")
+    assert os.listdir(outputs) == []
+
+
+def test_a_new_cache_folder_in_an_existing_bucket_is_made(tmp_path, tiny_model, s3_server, s3_bucket, s3_fs):
+    data = write_texts(tmp_path / "in.parquet", repeating_corpus(20, "s3", seed=2))
+    cache = f"s3://{s3_bucket}/not/there/yet"
+    assert_ok(run_score(data, tiny_model, tmp_path / "out", "--cache", cache))
+    assert s3_fs.glob(f"{s3_bucket}/not/there/yet/*/identity.json")
+
+
+@pytest.mark.parametrize("where", ["missing parent", "a file"])
+def test_an_unusable_local_cache_path_is_exit_5_before_the_model_loads(tmp_path, tiny_model, outputs, where):
+    data = write_texts(tmp_path / "in.parquet", repeating_corpus(20, "l", seed=3))
+    if where == "a file":
+        cache = tmp_path / "cache-file"
+        cache.write_text("not a folder")
+        fragments = ["is a file", str(cache), "--cache"]
+    else:
+        cache = tmp_path / "no" / "such" / "cache"
+        fragments = ["does not exist", str(tmp_path / "no" / "such"), "--cache"]
+    with pytest.MonkeyPatch.context() as patch:
+        from batchscore.job import Job
+
+        patch.setattr(Job, "load", lambda self: pytest.fail("the model was loaded before the cache was checked"))
+        assert_error(run_score(data, tiny_model, outputs / "out", "--cache", cache), 5, *fragments)
+    assert os.listdir(outputs) == []
+    assert not (tmp_path / "no").exists()
+
+
+def fill(folder) -> None:
+    """Fill a small file system to the last byte."""
+    with open(os.path.join(str(folder), "filler"), "wb", buffering=0) as fh:
+        try:
+            while True:
+                fh.write(b"x" * 4096)
+                fh.flush()
+        except OSError:
+            pass
+
+
+def test_a_cache_whose_disk_fills_mid_run_warns_in_the_log_and_manifest_and_the_run_goes_on(
+    tmp_path, tiny_model, mount_tmpfs, monkeypatch
+):
+    import batchscore.cache.store as store
+
+    disk = mount_tmpfs("512k")
+    cache = disk / "cache"
+    first = repeating_corpus(40, "first", seed=6)
+    assert_ok(run_score(write_texts(tmp_path / "first.parquet", first), tiny_model, tmp_path / "one", "--cache", cache))
+    (folder,) = glob.glob(str(cache / "*"))
+    before = sorted(os.listdir(folder))
+    fill(disk)
+    monkeypatch.setattr(store, "FLUSH_ENTRIES", 10)  # flushes in the middle of the run, not only at its end
+    texts = first + repeating_corpus(200, "second", seed=7)
+    data = write_texts(tmp_path / "in.parquet", texts)
+    result = assert_ok(run_score(data, tiny_model, tmp_path / "two", "--cache", cache, "--chunk-rows", "40"))
+    assert_ok(run_score(data, tiny_model, tmp_path / "plain", "--chunk-rows", "40"))
+    assert_same_table(pq.read_table(tmp_path / "two"), pq.read_table(tmp_path / "plain"))
+    m = manifest_of(tmp_path / "two")
+    warned = [line for line in result.stderr.splitlines() if "No space left" in line]
+    assert all(line.startswith("Warning: ") and "--cache" in line for line in warned)
+    assert m["cache_write_failures"] == len(warned) >= 2  # one per write the cache refused, mid-run ones too
+    assert m["rows_from_cache"] >= len([t for t in first if t and t.strip()])  # reads still served
+    assert sorted(os.listdir(folder)) == before  # nothing half-written left behind
+
+
+def test_a_read_only_cache_still_serves_and_its_refused_write_is_counted(tmp_path, tiny_model, mount_tmpfs):
+    disk = mount_tmpfs("2m")
+    cache = disk / "cache"
+    first = repeating_corpus(40, "ro", seed=8)
+    assert_ok(run_score(write_texts(tmp_path / "first.parquet", first), tiny_model, tmp_path / "one", "--cache", cache))
+    remounted = subprocess.run(["mount", "-o", "remount,ro", str(disk)], capture_output=True, text=True)
+    if remounted.returncode != 0:
+        pytest.skip(f"cannot remount read-only: {remounted.stderr.strip()}")
+    texts = first + repeating_corpus(40, "new", seed=9)
+    data = write_texts(tmp_path / "in.parquet", texts)
+    result = assert_ok(run_score(data, tiny_model, tmp_path / "two", "--cache", cache))
+    assert_ok(run_score(data, tiny_model, tmp_path / "plain"))
+    assert_same_table(pq.read_table(tmp_path / "two"), pq.read_table(tmp_path / "plain"))
+    m = manifest_of(tmp_path / "two")
+    assert m["rows_from_cache"] == len([t for t in first if t and t.strip()])
+    assert m["cache_write_failures"] == 1
+    (line,) = [line for line in result.stderr.splitlines() if "read-only" in line]
+    assert line.startswith("Warning: ") and "--cache" in line
+
+
+def test_without_a_cache_no_write_failures_are_counted(tmp_path, tiny_model):
+    data = write_texts(tmp_path / "in.parquet", repeating_corpus(10, "n", seed=10))
+    assert_ok(run_score(data, tiny_model, tmp_path / "out"))
+    assert manifest_of(tmp_path / "out")["cache_write_failures"] is None

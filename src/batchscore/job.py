@@ -340,6 +340,7 @@ class Job:
             "rows_read": scored.rows_read,
             "rows_checked": self.rows_checked,
             "threads": self.threads,
+            **self.cache_facts,  # set by _flush_cache, just before
         }
 
     def _score_chunks(self, sink: OutputWriter) -> _Scored:
@@ -405,21 +406,28 @@ class Job:
 
     def _flush_cache(self) -> None:
         """Add the run's last new results to the cache. A cache that cannot take them (full, read-only) costs the
-        next run their scoring, not this run its output: a warning, not an error."""
+        next run their scoring, not this run its output: a warning, not an error. Every write the cache refused,
+        here or in the middle of the run (`CacheScope.add`), is counted in the manifest's `cache_write_failures`."""
         from .cache import CachedScorers
 
+        # Recorded by every run (None: no cache), so each shard's facts hold it and a sharded manifest sums it.
+        self.cache_facts: dict[str, Any] = {"cache_write_failures": None}
         if not isinstance(self.scorer, CachedScorers):
             return
-        try:
-            self.scorer.flush()
-        except BatchscoreError as exc:
-            self.warnings.append(f"The cache kept none of this run's last new results: {exc.message}")
+        for scope in self.scorer.scopes:  # each model's entries: one refused write does not cost the others theirs
+            try:
+                scope.flush()
+            except BatchscoreError as exc:
+                scope.write_failed(exc.message)
+                self.warnings.append(f"The cache kept none of this run's last new results: {exc.message}")
+        self.cache_facts["cache_write_failures"] = sum(len(scope.write_failures) for scope in self.scorer.scopes)
         skipped = self.scorer.skipped
         if skipped:
             path, why = next(iter(skipped.items()))
             self.warnings.append(
-                f"Skipped {len(skipped)} damaged cache file(s) (their texts were scored again), e.g. {path}: {why}; "
-                "`batchscore cache compact` rewrites the cache without them."
+                f"Skipped {len(skipped)} cache file(s) that are damaged or not this identity's (their texts were "
+                f"scored again), e.g. {path}: {why}; `batchscore cache compact` removes the damaged ones batchscore "
+                "wrote and names the others, which are left for you to move out of the cache."
             )
 
     def _chunk_progress(self, last: float, scoring_started: float, now: float) -> dict:
@@ -460,7 +468,8 @@ class Job:
 
 
 def open_cache(url: str | None, specs: list) -> Any:
-    """The result cache at `url` (None without one), opened before the model loads: a bad URL fails at once."""
+    """The result cache at `url` (None without one), opened and probed before the model loads: a bad URL, a
+    missing bucket or parent folder, an unreachable store fail at once (exit 5)."""
     if not url:
         return None
     from .cache import ResultCache, refuse_window_scores

@@ -261,6 +261,36 @@ class ResultCache:
         with cache_errors():
             self.layout: Layout = Layout.open(spec)
         self.store: Store = Store(self.layout)
+        self.probe()
+
+    def probe(self) -> None:
+        """Fail now (exit 5), before a model loads or a row is scored, if the cache cannot be used: a store that
+        cannot be reached or listed, a bucket that does not exist, a path that is a file, a local folder whose
+        parent does not exist (a typo would otherwise start a cold cache somewhere new). A folder not made yet
+        is fine: the first new results make it. Whether it takes writes shows only when it is written (a full
+        or read-only cache costs a warning then, not the run)."""
+        layout, store = self.layout, self.store
+        root = layout.root.rstrip("/")
+        with cache_errors():
+            if store.exists(root):
+                if not store.isdir(root):
+                    raise OutputError(f"--cache '{self.spec}' is a file; pass a folder (e.g. score-cache/).")
+                store.names(root)  # listable: access denied or unreachable is one line now
+                return
+            if layout.local:
+                parent = root.rsplit("/", 1)[0] or "/"
+                if not (store.exists(parent) and store.isdir(parent)):
+                    raise OutputError(
+                        f"Cannot open cache '{self.spec}': the folder '{parent}' above it does not exist; create "
+                        "it, or fix --cache."
+                    )
+                return
+            bucket = root.split("/", 1)[0]
+            store.names(bucket)  # unreachable, no credentials, access denied: one line naming --cache
+            if not store.exists(bucket):
+                raise OutputError(
+                    f"Cannot open cache '{self.spec}': the bucket '{bucket}' does not exist; create it, or fix --cache."
+                )
 
     def folder(self, identity_key: str) -> str:
         return self.layout.path(identity_key)
@@ -316,6 +346,7 @@ class CacheScope:
         self.key_bytes = 0
         self.added = 0  # entries this scope added to the cache
         self.recorded = False
+        self.write_failures: list[str] = []  # why each write the cache refused failed (full, read-only, ...)
 
     # --- reading ------------------------------------------------------------------------------------------------
 
@@ -451,7 +482,23 @@ class CacheScope:
         for row, key in enumerate(map(tuple, keys.tolist())):
             pending.index.setdefault(key, (block, row))
         if len(pending) >= FLUSH_ENTRIES:
+            self._flush_mid_run()
+
+    def _flush_mid_run(self) -> None:
+        """A flush in the middle of a run: a cache that refuses it (full, read-only, permissions) costs the next
+        run the scoring of these texts, not this run its output: a warning, counted in the manifest."""
+        try:
             self.flush()
+        except OutputError as exc:
+            held = len(self.pending)
+            self.write_failed(exc.message)
+            log.warning(f"The cache did not take {held:,} new results; the run goes on: {exc.message}")
+
+    def write_failed(self, message: str) -> None:
+        """A write the cache refused: counted, and its held entries dropped (kept, they would grow without bound
+        while the cache stays full); their texts are scored again when met again."""
+        self.write_failures.append(message)
+        self.pending = Entries()
 
     def flush(self) -> None:
         """Add the held entries to the cache as one file (nothing if none)."""

@@ -208,6 +208,7 @@ RUN_FACTS = {
     "rows_read": "sum",
     "rows_checked": "sum",
     "threads": "max",  # per shard; each shard's is in "shards"
+    "cache_write_failures": "sum",  # --cache: writes the cache refused (full, read-only), each a warning
 }
 _COMBINE: dict[str, Callable[[list[Any]], Any]] = {
     "first": lambda values: values[0],

@@ -279,6 +279,29 @@ def test_a_missing_bucket_is_exit_5_before_the_model_loads(tmp_path, tiny_model,
     assert os.listdir(outputs) == []
 
 
+def test_an_unreachable_cache_store_is_exit_5(tmp_path, tiny_model, outputs):
+    """A store that does not answer (nothing listens on the endpoint's port): one line, nothing written."""
+    import sys
+
+    data = write_texts(tmp_path / "in.parquet", repeating_corpus(10, "u", seed=1))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "FSSPEC_"))}
+    dead = "http://127.0.0.1:9"  # the discard port: refused at once
+    env |= {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y", "AWS_DEFAULT_REGION": "us-east-1"}
+    env |= {"AWS_ENDPOINT_URL": dead, "FSSPEC_S3_ENDPOINT_URL": dead, "AWS_CONFIG_FILE": os.devnull}
+    args = ["score", data, "--model", tiny_model, "-o", outputs / "out", "--cache", "s3://bucket/cache"]
+    done = subprocess.run(
+        [sys.executable, "-m", "batchscore", *map(str, args), "--no-progress"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 5, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("Error: Cannot reach the store") and "s3://bucket/cache" in line and "Traceback" not in line
+    assert os.listdir(outputs) == []
+
+
 def test_a_new_cache_folder_in_an_existing_bucket_is_made(tmp_path, tiny_model, s3_server, s3_bucket, s3_fs):
     data = write_texts(tmp_path / "in.parquet", repeating_corpus(20, "s3", seed=2))
     cache = f"s3://{s3_bucket}/not/there/yet"

@@ -43,11 +43,18 @@ class ChunkWork:
     chunk: Chunk  # table holds only the output's kept columns
     valid: np.ndarray  # bool per row: has text to score
     batches: list[Batch] = field(default_factory=list)
-    truncated_rows: int = 0
-    truncated_tokens: int = 0  # text tokens past --max-length (or past --max-windows): never scored
+    # int64 per row: its text tokens never scored (past --max-length or --max-windows, or past the prefix a very
+    # long text was cut to); 0 for rows without text. A row is truncated when it is over 0.
+    truncated: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     windows: Windows | None = None  # --long-text window: what the batches' positions index
     real_tokens: int = 0
     padded_tokens: int = 0
+
+    def row_windows(self) -> np.ndarray | None:
+        """--long-text window: the windows scored for each row (0 without text); else None."""
+        if self.windows is None:
+            return None
+        return np.bincount(self.windows.row, minlength=len(self.valid)).astype(np.int32)
 
     def pin_memory(self) -> ChunkWork:
         # DataLoader(pin_memory=True) calls this: page-locked host memory makes
@@ -115,6 +122,7 @@ def encode_chunk(
     valid = text_mask(texts)
     positions = np.flatnonzero(valid)
     work = ChunkWork(Chunk(chunk.index, chunk.start, chunk.table.select(out_columns), chunk.rows_read), valid)
+    work.truncated = np.zeros(len(valid), np.int64)
     if len(positions) == 0:
         return work
 
@@ -134,7 +142,7 @@ def encode_chunk(
     flat = {n: _flatten(units[n], work.real_tokens) for n in names}
     pad_values = {n: _pad_value(tokenizer, n) for n in names}
     offsets = np.cumsum(lengths) - lengths  # where each row starts in the flat arrays
-    for group in cut_batches(lengths, batch_tokens, pad_multiple):
+    for group in _groups(lengths, batch_tokens, pad_multiple, work.windows):
         # Dynamic padding: to the batch's own longest row, never to the model max.
         inputs = pad_rows(
             flat, pad_values, offsets[group], lengths[group], pad_multiple, left=tokenizer.padding_side == "left"
@@ -142,6 +150,22 @@ def encode_chunk(
         work.padded_tokens += int(inputs["input_ids"].numel())
         work.batches.append(Batch(positions[group], inputs))
     return work
+
+
+def _groups(
+    lengths: np.ndarray, batch_tokens: int, pad_multiple: int | None, windows: Windows | None
+) -> list[np.ndarray]:
+    """The units' batches. With windows, each text's first window (its truncate-mode tokens) is batched with the
+    other first windows exactly as truncate mode batches the rows, and the later windows after them: a text that
+    fits one window is scored in the batch truncate mode scores it in, so its scores are truncate mode's bit for
+    bit (on CPU, a batch's other rows and padding can change a row's scores in the last bits)."""
+    if windows is None:
+        return cut_batches(lengths, batch_tokens, pad_multiple)
+    row = windows.row
+    first = np.flatnonzero(np.concatenate([[True], row[1:] != row[:-1]])) if len(row) else np.zeros(0, np.int64)
+    later = np.setdiff1d(np.arange(len(row)), first)
+    groups = [first[g] for g in cut_batches(lengths[first], batch_tokens, pad_multiple)]
+    return groups + [later[g] for g in cut_batches(lengths[later], batch_tokens, pad_multiple)]
 
 
 def _tokenize(
@@ -153,22 +177,20 @@ def _tokenize(
     work: ChunkWork,
 ) -> tuple[dict[str, list[list[int]]], int]:
     """The model inputs of each text (or of each window), and how many very long texts were cut to a prefix;
-    counts what was truncated, and the windows, in `work`."""
+    counts what was truncated of each row, and the windows, in `work`."""
     # A text far longer than the model sees is cut to a prefix first; the tokens cut off count as truncated.
     reach = windows.reach if windows else max_length - tokenizer.num_special_tokens_to_add()
-    strings, work.truncated_tokens, cut = seen_prefixes(tokenizer, strings, reach)
+    strings, left_out, cut = seen_prefixes(tokenizer, strings, reach)
     if windows is not None:
         windowed = cut_windows(tokenizer, strings, max_length, windows)
         work.windows = Windows(positions[windowed.text], windowed.text_tokens, windowed.spans)
-        work.truncated_rows = windowed.truncated_rows
-        work.truncated_tokens += windowed.truncated_tokens
+        work.truncated[positions] = left_out + windowed.truncated
         return windowed.units, cut
     encoded = tokenizer(strings, truncation=True, max_length=max_length)
-    truncated = [e for e in encoded.encodings if e.overflowing]
-    work.truncated_rows = len(truncated)
     # The tokenizer cuts what does not fit into overflowing pieces (no overlap: stride 0), each with its own
     # special tokens: their text tokens are what truncation dropped.
-    work.truncated_tokens += sum(piece.special_tokens_mask.count(0) for e in truncated for piece in e.overflowing)
+    overflow = [sum(piece.special_tokens_mask.count(0) for piece in e.overflowing) for e in encoded.encodings]
+    work.truncated[positions] = left_out + np.asarray(overflow, np.int64)
     return {n: encoded[n] for n in tokenizer.model_input_names if n in encoded}, cut
 
 

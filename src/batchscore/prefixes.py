@@ -7,11 +7,22 @@ tokens were never scored, and only a prefix that reaches past what the model
 sees (its --max-length, or its --max-windows windows) is tokenized for real.
 The prefix is cut at a space, past a margin of tokens, so the tokens the
 model sees are the whole text's tokens: the results are those of the whole text.
+
+A run of more than SPACE_SEARCH characters without whitespace (a base64 blob, a
+30 MB string of letters) has no space to cut at: it is cut where it is, and a
+segment cut so counts its own tokens (a WordPiece tokenizer makes one [UNK] of
+each). Such texts can hold very few tokens for their size, so counting alone
+would never cut them (window mode reaches 114,000 tokens, a 30 MB word counts
+1,831): a prefix also ends at a forced cut once it is GIANT_CHARS_PER_TOKEN
+characters a token long, which no text of words reaches. Memory stays that of
+a text with words.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Iterator, NamedTuple
+
+import numpy as np
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -23,56 +34,65 @@ MARGIN_TOKENS = 64
 SEGMENT_CHARS = 1 << 14  # a long text is counted this many characters at a time...
 SEGMENTS_PER_CALL = 8  # ...a few segments per tokenizer call (which tokenizes them in parallel)
 SPACE_SEARCH = 4096  # how far back a cut looks for whitespace
+# A prefix that ends at a cut without whitespace is long enough at this many characters per token it must hold
+# (English words run 4-6, a WordPiece token at most 100 unless it is an [UNK] word, byte-level BPE tokens ~16).
+GIANT_CHARS_PER_TOKEN = 16
 
 
 class Seen(NamedTuple):
     texts: list[str]  # each very long text cut to a prefix that holds its first `reach` tokens and a margin
-    left_out: int  # text tokens the cuts left out: never scored, they count as truncated
+    left_out: np.ndarray  # int64 per text: its text tokens the cut left out (never scored: they count as truncated)
     cut: int  # how many texts were cut
 
 
 def seen_prefixes(tokenizer: PreTrainedTokenizerBase, texts: list[str], reach: int) -> Seen:
     longest = (reach + MARGIN_TOKENS) * CHARS_PER_TOKEN
+    left_out = np.zeros(len(texts), np.int64)
     long = [i for i, text in enumerate(texts) if len(text) > longest]
     if not long:
-        return Seen(texts, 0, 0)
-    texts, left_out = list(texts), 0
+        return Seen(texts, left_out, 0)
+    texts = list(texts)
     for i in long:
-        end, after = _prefix(tokenizer, texts[i], reach + MARGIN_TOKENS)
+        end, left_out[i] = _prefix(tokenizer, texts[i], reach + MARGIN_TOKENS)
         texts[i] = texts[i][:end]
-        left_out += after
     return Seen(texts, left_out, len(long))
 
 
 def _prefix(tokenizer: PreTrainedTokenizerBase, text: str, need: int) -> tuple[int, int]:
-    """Where the first segments of `text` hold `need` tokens, and how many tokens come after that."""
+    """Where the first segments of `text` hold `need` tokens (or, at a cut without whitespace, are
+    GIANT_CHARS_PER_TOKEN characters a needed token long), and how many tokens come after that."""
     total, end, before = 0, len(text), None
-    for segment_end, tokens in _segment_tokens(tokenizer, text):
+    for segment_end, tokens, forced in _segment_tokens(tokenizer, text):
         total += tokens
-        if before is None and total >= need:
+        giant = forced and segment_end >= need * GIANT_CHARS_PER_TOKEN
+        if before is None and (total >= need or giant):
             end, before = segment_end, total
     return end, total - before if before is not None else 0
 
 
-def _segment_tokens(tokenizer: PreTrainedTokenizerBase, text: str) -> Iterator[tuple[int, int]]:
-    """(where a segment ends, its text tokens) for segments of `text` cut at spaces, tokenized a few at a time:
-    memory follows the segment size, not the text's."""
+def _segment_tokens(tokenizer: PreTrainedTokenizerBase, text: str) -> Iterator[tuple[int, int, bool]]:
+    """(where a segment ends, its text tokens, whether it ends inside a run without whitespace) for segments of
+    `text` cut at spaces, tokenized a few at a time: memory follows the segment size, not the text's."""
     start = 0
     while start < len(text):
-        segments: list[tuple[int, int]] = []
+        segments: list[tuple[int, int, bool]] = []
         while start < len(text) and len(segments) < SEGMENTS_PER_CALL:
             end = _cut_at_space(text, start + SEGMENT_CHARS)
             end = end if end > start else min(start + SEGMENT_CHARS, len(text))
-            segments.append((start, end))
+            segments.append((start, end, end < len(text) and not _at_space(text, end)))
             start = end
         ids = tokenizer(
-            [text[a:b] for a, b in segments],
+            [text[a:b] for a, b, _ in segments],
             add_special_tokens=False,
             return_attention_mask=False,
             return_token_type_ids=False,
             verbose=False,  # a segment is no model input: no warning that it is longer than the model takes
         )["input_ids"]
-        yield from zip((b for _, b in segments), (len(row) for row in ids))
+        yield from zip((b for _, b, _ in segments), (len(row) for row in ids), (f for _, _, f in segments))
+
+
+def _at_space(text: str, at: int) -> bool:
+    return text[at].isspace() or text[at - 1].isspace()
 
 
 def _cut_at_space(text: str, end: int) -> int:

@@ -418,8 +418,6 @@ class ChunkScorer:
 
     def chunk_stats(self, work: ChunkWork | None = None, results: dict | None = None) -> dict:
         """Counts stored in each part's footer (the manifest sums them over parts); no work: an empty chunk's."""
-        import numpy as np
-
         if work is None or results is None:
             return {
                 "rows": 0,
@@ -437,11 +435,7 @@ class ChunkScorer:
         return {
             "rows": work.chunk.num_rows,
             "empty_text_rows": int((~work.valid).sum()),
-            "truncated_rows": work.truncated_rows,
-            "truncated_tokens": work.truncated_tokens,
-            # --long-text window: windows scored, and rows of more than one.
-            "windows": 0 if work.windows is None else len(work.windows.row),
-            "windowed_rows": 0 if work.windows is None else int((np.bincount(work.windows.row) > 1).sum()),
+            **row_counts(work.truncated, work.row_windows()),
             "real_tokens": work.real_tokens,
             "padded_tokens": work.padded_tokens,
             "label_counts": _value_counts(labels.drop_null()),
@@ -477,6 +471,18 @@ class ChunkScorer:
 
 OnBatch = Callable[[float, int], None]
 T = TypeVar("T")
+
+
+def row_counts(truncated: np.ndarray, windows: np.ndarray | None) -> dict[str, int]:
+    """A part's truncation and window counts, summed from each row's own (the same whether a row was scored or
+    taken from the result cache): `truncated` its text tokens never scored, `windows` (--long-text window, else
+    None) the windows it was scored in."""
+    return {
+        "truncated_rows": int((truncated > 0).sum()),
+        "truncated_tokens": int(truncated.sum()),
+        "windows": 0 if windows is None else int(windows.sum()),
+        "windowed_rows": 0 if windows is None else int((windows > 1).sum()),  # rows of more than one window
+    }
 
 
 def _reported(work: ChunkWork, on_batch: OnBatch) -> Iterator[Batch]:

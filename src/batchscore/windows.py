@@ -48,8 +48,7 @@ class WindowCut:
     units: dict[str, list[list[int]]]  # model input name -> each kept window's tokens
     text_tokens: np.ndarray
     spans: np.ndarray | None
-    truncated_rows: int = 0  # texts with more windows than --max-windows
-    truncated_tokens: int = 0  # their text tokens no kept window covers
+    truncated: np.ndarray  # int64 per text: its text tokens no kept window covers (past --max-windows)
 
 
 def cut_windows(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int, spec: WindowSpec) -> WindowCut:
@@ -79,7 +78,8 @@ def cut_windows(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length
         units={n: [encoded[n][i] for i in kept] for n in tokenizer.model_input_names if n in encoded},
         text_tokens=text_tokens[kept],
         spans=spans,
-        truncated_rows=len(np.unique(text_of[dropped])),
         # Each window after a text's first repeats `overlap` tokens of the one before: the rest is new text.
-        truncated_tokens=int((text_tokens[dropped] - spec.overlap).sum()),
+        truncated=np.bincount(
+            text_of[dropped], weights=text_tokens[dropped] - spec.overlap, minlength=len(texts)
+        ).astype(np.int64),
     )

@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 FILE_ENTRIES = 4 << 20  # entries a merged file holds, about: ~100 MB of keys and two-label scores
 STALE_TEMP_SECONDS = 3600  # a temp file this old belongs to a killed writer, not a slow one
-COLUMNS = ["h1", "h2", "scores", "windows"]
+COLUMNS = ["h1", "h2", "scores", "windows", "truncated"]
 SPACE = 1 << 64
 SLICES = 4  # ranges of the key space read at a time, per file's worth of entries
 
@@ -253,8 +253,8 @@ def _compact_identity(cache: ResultCache, key: str, file_entries: int, result: C
     width: int | None = len(labels) if isinstance(labels, list) and labels else None
 
     def commit() -> None:
-        keys, scores, windows = (np.concatenate(column) for column in zip(*held))
-        written.append(cache.add_file(key, keys, scores, windows))
+        keys, scores, windows, truncated = (np.concatenate(column) for column in zip(*held))
+        written.append(cache.add_file(key, keys, scores, windows, truncated))
         merged_rows.append(len(keys))
         held.clear()
 
@@ -311,6 +311,8 @@ def _row_groups(cache: ResultCache, file: CacheFile, groups: list[int], held: di
     need = [g for g in groups if g not in held]
     if need:
         table = read_groups(cache.store, file.path, need, COLUMNS)
+        if table.column_names != COLUMNS:  # pyarrow leaves a missing column out
+            raise DamagedFile(f"columns {', '.join(table.column_names)}, not {', '.join(COLUMNS)}")
         ends = np.append(file.starts[1:], file.rows)
         offset = 0
         held = dict(held)
@@ -346,9 +348,10 @@ def _merge(parts: list[pa.Table], low: int, high: int, width: int) -> tuple[np.n
         [t.column("scores").combine_chunks().flatten().to_numpy().reshape(-1, width) for t in parts]
     )
     windows = np.concatenate([t.column("windows").to_numpy() for t in parts])
+    truncated = np.concatenate([t.column("truncated").to_numpy() for t in parts])
     keys = np.stack([h1[inside], h2[inside]], axis=1)
     _, first, _ = unique_keys(keys)
-    return keys[first], scores[inside][first], windows[inside][first]
+    return keys[first], scores[inside][first], windows[inside][first], truncated[inside][first]
 
 
 def _remove_damaged(cache: ResultCache, damaged: list[str], result: Compacted) -> None:

@@ -8,7 +8,7 @@ builds it from fresh ones, so the output has the same rows, order and columns ei
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
@@ -90,6 +90,8 @@ class Looked:
     rows_scored: int = 0
     distinct_texts_scored: int = 0
     scored: ChunkWorks | None = None  # the encoded misses (None: nothing to score)
+    # Per model, per row of the chunk: its truncated tokens and (--long-text window) its windows, cached or fresh.
+    counts: list[tuple[np.ndarray, np.ndarray | None]] = field(default_factory=list)
 
 
 class CachedScorers:
@@ -176,14 +178,17 @@ class CachedScorers:
             misses = Chunk(work.read.index, work.read.start, table.select([rules.text_column]).take(rows), 0)
             looked.scored = core.encoder.encode(misses, [])
             fresh = core.each_model(
-                lambda scorer, item, report: scorer.row_scores(item, report), looked.scored, on_batch
+                lambda scorer, item, report: (*scorer.row_scores(item, report), item.truncated),
+                looked.scored,
+                on_batch,
             )
-            for scope, hit, (scores, windows) in zip(self.scopes, found, fresh):
+            for scope, hit, (scores, windows, truncated) in zip(self.scopes, found, fresh):
                 new = ~hit.hit[wanted]  # texts this model had no entry for (another model's miss scores all)
                 counts = np.ones(len(scores), np.int32) if windows is None else windows
-                scope.add(distinct[wanted[new]], scores[new], counts[new])
+                scope.add(distinct[wanted[new]], scores[new], counts[new], truncated[new])
                 hit.scores[wanted[new]] = scores[new]
                 hit.windows[wanted[new]] = counts[new]
+                hit.truncated[wanted[new]] = truncated[new]
         self.last = looked
         columns: dict[str, pa.Array] = {}
         for scorer, hit in zip(core.scorers, found):
@@ -191,17 +196,27 @@ class CachedScorers:
             scores[positions] = hit.scores[inverse]
             windows = np.zeros(len(valid), np.int32)
             windows[positions] = hit.windows[inverse]
+            # Every row counts its text's truncation and windows, repeats too, as a run without the cache does.
+            truncated = np.zeros(len(valid), np.int64)
+            truncated[positions] = hit.truncated[inverse]
+            looked.counts.append((truncated, windows if scorer.rules.windowed else None))
             columns |= scorer.columns(scores, windows if scorer.rules.windowed else None, valid)
         return {f.name: columns[f.name] for f in self.fields}
 
     def chunk_stats(self, work: AsRead | None = None, results: dict | None = None) -> dict:
-        """The counts of `ChunkScorers.chunk_stats` over the texts scored (tokens, truncation), the label counts
-        over every row, and where the rows' results came from."""
+        """The counts of `ChunkScorers.chunk_stats`: tokens over the texts scored, truncation and windows over
+        every row (from the cache or fresh, each repeat counted, as without the cache), the label counts over
+        every row, and where the rows' results came from."""
+        from ..scoring import row_counts
+
         looked = self.last if work is not None else None
         if work is None or looked is None or results is None:
             stats = self.core.chunk_stats()
             return stats | {"rows_from_cache": 0, "rows_scored": 0, "distinct_texts_scored": 0, **self._skips()}
         stats = self.core.chunk_stats(looked.scored, results) if looked.scored is not None else self._no_work(results)
+        stats |= row_counts(*looked.counts[0])
+        for each, counts in zip(stats.get("models", []), looked.counts):
+            each |= row_counts(*counts)
         stats |= {
             "rows": work.read.num_rows,
             "empty_text_rows": int((~looked.valid).sum()),

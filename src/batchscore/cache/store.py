@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2  # 2: each entry holds its text's truncated tokens (format 1 entries had none)
 FOOTER_KEY = b"batchscore.cache"
 IDENTITY_RECORD = "identity.json"
 ROW_GROUP = 8192  # entries per row group: a key lookup reads at most this many keys of a file
@@ -73,11 +73,16 @@ def entries_schema(num_labels: int) -> pa.Schema:
             # and the threshold pick from it, so they are not part of the identity.
             pa.field("scores", pa.list_(pa.float32(), num_labels), nullable=False),
             pa.field("windows", pa.int32(), nullable=False),  # --long-text window: the row's window count
+            # Text tokens never scored (past --max-length or --max-windows, or past a very long text's prefix): a
+            # row taken from the cache counts as truncated as it did when scored.
+            pa.field("truncated", pa.int64(), nullable=False),
         ]
     )
 
 
-def entries_bytes(keys: np.ndarray, scores: np.ndarray, windows: np.ndarray, identity: str) -> bytes:
+def entries_bytes(
+    keys: np.ndarray, scores: np.ndarray, windows: np.ndarray, identity: str, truncated: np.ndarray | None = None
+) -> bytes:
     """One cache file's bytes: the entries sorted by key, in row groups of ROW_GROUP."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -91,6 +96,7 @@ def entries_bytes(keys: np.ndarray, scores: np.ndarray, windows: np.ndarray, ide
             pa.array(keys[order, 1], pa.uint64()),
             pa.FixedSizeListArray.from_arrays(flat, num_labels),
             pa.array(np.asarray(windows, dtype=np.int32)[order], pa.int32()),
+            pa.array(_truncated(truncated, len(keys))[order], pa.int64()),
         ],
         schema=entries_schema(num_labels).with_metadata(
             {FOOTER_KEY: json.dumps({"format": FORMAT, "identity": identity, "entries": len(keys)}).encode()}
@@ -102,10 +108,15 @@ def entries_bytes(keys: np.ndarray, scores: np.ndarray, windows: np.ndarray, ide
         table,
         sink,
         row_group_size=ROW_GROUP,
-        compression={"h1": "NONE", "h2": "NONE", "scores": "ZSTD", "windows": "ZSTD"},
+        compression={"h1": "NONE", "h2": "NONE", "scores": "ZSTD", "windows": "ZSTD", "truncated": "ZSTD"},
         write_statistics=["h1"],
     )
     return sink.getvalue().to_pybytes()
+
+
+def _truncated(truncated: np.ndarray | None, entries: int) -> np.ndarray:
+    """Each entry's truncated tokens (None: entries of texts that were scored whole)."""
+    return np.zeros(entries, np.int64) if truncated is None else np.asarray(truncated, dtype=np.int64)
 
 
 class DamagedFile(Exception):
@@ -228,11 +239,13 @@ def cache_errors() -> Iterator[None]:
 
 @dataclass
 class Found:
-    """What a lookup found: for each key asked, whether it was there, and its scores and window count."""
+    """What a lookup found: for each key asked, whether it was there, its scores, window count and truncated
+    tokens."""
 
     hit: np.ndarray  # bool [keys]
     scores: np.ndarray  # float32 [keys, labels] (zeros where not hit)
     windows: np.ndarray  # int32 [keys]
+    truncated: np.ndarray  # int64 [keys]
 
 
 @dataclass
@@ -242,6 +255,7 @@ class Entries:
     keys: list[np.ndarray] = field(default_factory=list)
     scores: list[np.ndarray] = field(default_factory=list)
     windows: list[np.ndarray] = field(default_factory=list)
+    truncated: list[np.ndarray] = field(default_factory=list)
     index: dict[tuple[int, int], tuple[int, int]] = field(default_factory=dict)  # key -> (block, row)
 
     def __len__(self) -> int:
@@ -320,10 +334,17 @@ class ResultCache:
         """The part of the cache one model reads and adds to; `about` (the model as named) goes in identity.json."""
         return CacheScope(self, identity, num_labels, about or {})
 
-    def add_file(self, identity_key: str, keys: np.ndarray, scores: np.ndarray, windows: np.ndarray) -> str:
-        """Add entries as one new file, whole or not at all; returns its path."""
+    def add_file(
+        self,
+        identity_key: str,
+        keys: np.ndarray,
+        scores: np.ndarray,
+        windows: np.ndarray,
+        truncated: np.ndarray | None = None,
+    ) -> str:
+        """Add entries as one new file, whole or not at all; returns its path. `truncated` None: none was."""
         path = f"{self.folder(identity_key)}/{new_file_name()}"
-        data = entries_bytes(keys, scores, windows, identity_key)
+        data = entries_bytes(keys, scores, windows, identity_key, truncated)
         with cache_errors():
             self.store.makedirs(self.folder(identity_key))
             self.store.put_bytes(path, data)
@@ -376,7 +397,9 @@ class CacheScope:
     def lookup(self, keys: np.ndarray) -> Found:
         """Look up distinct keys (shape [n, 2]) in the held new entries and in every file."""
         n = len(keys)
-        found = Found(np.zeros(n, bool), np.zeros((n, self.num_labels), np.float32), np.zeros(n, np.int32))
+        found = Found(
+            np.zeros(n, bool), np.zeros((n, self.num_labels), np.float32), np.zeros(n, np.int32), np.zeros(n, np.int64)
+        )
         if n == 0:
             return found
         for row, key in enumerate(map(tuple, keys.tolist())):
@@ -386,6 +409,7 @@ class CacheScope:
                 found.hit[row] = True
                 found.scores[row] = self.pending.scores[block][inside]
                 found.windows[row] = self.pending.windows[block][inside]
+                found.truncated[row] = self.pending.truncated[block][inside]
         self.refresh()
         for path in list(self.files):
             missing = np.flatnonzero(~found.hit)
@@ -427,10 +451,11 @@ class CacheScope:
         which = [asked[hit]]
         if rows and sum(len(r) for r in rows):
             at_rows, asked_rows = np.concatenate(rows), np.concatenate(which)
-            scores, windows = self._values(file, at_rows)
+            scores, windows, truncated = self._values(file, at_rows)
             found.hit[asked_rows] = True
             found.scores[asked_rows] = scores
             found.windows[asked_rows] = windows
+            found.truncated[asked_rows] = truncated
 
     def _group_keys(self, file: CacheFile, groups: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
         """The keys (h1, h2) of the given row groups: those not held read in one request, then held."""
@@ -453,11 +478,14 @@ class CacheScope:
             self.key_bytes -= a.nbytes + b.nbytes
         return found
 
-    def _values(self, file: CacheFile, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Scores and window counts of the given rows of a file (reading only the row groups that hold them)."""
+    def _values(self, file: CacheFile, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Scores, window counts and truncated tokens of the given rows of a file (reading only the row groups
+        that hold them); a file without the truncated tokens cannot answer a row's counts: DamagedFile."""
         groups = np.searchsorted(file.starts, rows, side="right") - 1
         wanted = sorted(set(groups.tolist()))
-        table = read_groups(self.cache.store, file.path, wanted, ["scores", "windows"])
+        table = read_groups(self.cache.store, file.path, wanted, ["scores", "windows", "truncated"])
+        if table.column_names != ["scores", "windows", "truncated"]:  # pyarrow leaves a missing column out
+            raise DamagedFile(f"columns {', '.join(table.column_names)}, not scores, windows, truncated")
         offsets = np.zeros(len(file.starts), np.int64)
         sizes = np.diff(np.append(file.starts, file.rows))
         offsets[wanted] = np.cumsum([0] + [int(sizes[g]) for g in wanted[:-1]])
@@ -465,13 +493,16 @@ class CacheScope:
         scores = table.column(0).combine_chunks().flatten().to_numpy().reshape(-1, self.num_labels)
         if scores.shape[0] != table.num_rows:
             raise DamagedFile("scores of the wrong width")
-        windows = table.column(1).to_numpy()
-        return scores[local], windows[local]
+        windows, truncated = table.column(1).to_numpy(), table.column(2).to_numpy()
+        return scores[local], windows[local], truncated[local]
 
     # --- adding -------------------------------------------------------------------------------------------------
 
-    def add(self, keys: np.ndarray, scores: np.ndarray, windows: np.ndarray) -> None:
-        """Hold new entries (distinct keys the cache did not have); added as a file every FLUSH_ENTRIES."""
+    def add(
+        self, keys: np.ndarray, scores: np.ndarray, windows: np.ndarray, truncated: np.ndarray | None = None
+    ) -> None:
+        """Hold new entries (distinct keys the cache did not have); added as a file every FLUSH_ENTRIES.
+        `truncated`: each text's tokens never scored (None: none)."""
         if len(keys) == 0:
             return
         pending = self.pending
@@ -479,6 +510,7 @@ class CacheScope:
         pending.keys.append(keys)
         pending.scores.append(np.asarray(scores, np.float32))
         pending.windows.append(np.asarray(windows, np.int32))
+        pending.truncated.append(_truncated(truncated, len(keys)))
         for row, key in enumerate(map(tuple, keys.tolist())):
             pending.index.setdefault(key, (block, row))
         if len(pending) >= FLUSH_ENTRIES:
@@ -508,10 +540,11 @@ class CacheScope:
         keys = np.concatenate(pending.keys)
         scores = np.concatenate(pending.scores)
         windows = np.concatenate(pending.windows)
+        truncated = np.concatenate(pending.truncated)
         first = [block_start + row for block_start, row in self._first_rows()]
-        keys, scores, windows = keys[first], scores[first], windows[first]
+        keys, scores, windows, truncated = keys[first], scores[first], windows[first], truncated[first]
         self._record()
-        path = self.cache.add_file(self.key, keys, scores, windows)
+        path = self.cache.add_file(self.key, keys, scores, windows, truncated)
         self.added += len(keys)
         self.pending = Entries()
         try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -27,6 +28,10 @@ def place(tmp_path, monkeypatch):
         (tmp_path / name).mkdir()
     for link, target in (("to-out", "out"), ("to-data", "data"), ("to-cache", "cache")):
         os.symlink(tmp_path / target, tmp_path / link)
+    # Another job's finished output (a Spark/Hadoop-style folder: data files and _SUCCESS), read whole by its users.
+    (tmp_path / "old").mkdir()
+    pq.write_table(pa.table({"id": [1], "label": ["POSITIVE"]}), tmp_path / "old" / "part-00000.parquet")
+    (tmp_path / "old" / "_SUCCESS").write_bytes(b"")
     return tmp_path
 
 
@@ -48,7 +53,17 @@ SCORE_CASES = [
     ("cache via .. in the output", ["-o", "out/x", "--cache", "cache/../out/x/c"], 2, "inside the output"),
     ("cache beside a .parquet output", ["-o", "out/x.parquet", "--cache", "out/.x.parquet.parts/c"], 2, "inside"),
     ("cache holding the output", ["-o", "cache/x", "--cache", "cache"], 2, "Cache", "overwrite or hold the output"),
+    ("cache onto another output", ["-o", "out/x", "--cache", "old"], 2, "Cache", "inside another output"),
+    (
+        "cache inside another output",
+        ["-o", "out/x", "--cache", "old/c"],
+        2,
+        "Cache",
+        "another output",
+        "/old' (it holds _SUCCESS)",
+    ),
     # the output
+    ("output inside another output", ["-o", "old/x"], 5, "Output", "inside another output", "_SUCCESS"),
     ("output onto the input folder", ["-o", "data"], 5, "Output", "overwrite or hold the input"),
     ("output via link onto the input", ["-o", "to-data"], 5, "Output", "overwrite or hold the input"),
     ("output via .. holding the input", ["-o", "out/.."], 5, "Output", "overwrite or hold the input"),
@@ -101,6 +116,8 @@ REPORT_CASES = [
     ("page via link onto the input", ["-o", "to-data/in.csv"], "overwrite or hold the input"),
     ("page inside the cache", ["-o", "cache/r.html"], "Report page", "inside the cache"),
     ("page via link in the cache", ["-o", "to-cache/r.html"], "inside the cache"),
+    ("page inside another output", ["-o", "old/r.html"], "Report page", "inside another output"),
+    ("PNGs inside another output", ["--png", "old/charts"], "PNG folder", "inside another output"),
     ("PNGs onto the output", ["--png", "out/x"], "PNG folder", "overwrite or hold the output"),
     ("PNGs inside the output", ["--png", "out/x/charts"], "PNG folder", "inside the output"),
     ("PNGs via link in the output", ["--png", "to-out/x/charts"], "inside the output", "resolves to"),

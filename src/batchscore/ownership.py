@@ -21,11 +21,12 @@ cache, page or PNG folder given in the wrong place is a bad option, exit 2.
 from __future__ import annotations
 
 import dataclasses
+import posixpath
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable, Sequence
 
 from .errors import ConfigError, OutputError
-from .location import Location
+from .location import Location, display, is_local
 
 if TYPE_CHECKING:
     from .output.layout import Layout
@@ -87,11 +88,15 @@ def input_places(spec: str | None, files: Iterable[str] = ()) -> list[Place]:
 
 
 def check(writers: Sequence[Place], others: Sequence[Place] = ()) -> None:
-    """Refuse the first writer that would be onto, hold, or be inside a place it must not (module docstring)."""
+    """Refuse the first writer that would be onto, hold, or be inside a place it must not (module docstring),
+    or inside another output: a folder holding an output's marks that is none of the places named here."""
     for writer in writers:
         for other in (*writers, *others):
             if other is not writer:
                 _check_pair(writer, other)
+    named = [place.location for place in (*writers, *others)]
+    for writer in writers:
+        _refuse_foreign_output(writer, named)
 
 
 def _check_pair(writer: Place, other: Place) -> None:
@@ -111,6 +116,44 @@ def _check_pair(writer: Place, other: Place) -> None:
         return
     error = OutputError if writer.role == OUTPUT else ConfigError
     raise error(f"{writer.title} '{writer.location.url}' {problem}{_resolved(writer, other)}; {writer.fix}.")
+
+
+def _refuse_foreign_output(writer: Place, named: list[Location]) -> None:
+    """Another run's output (or a Spark/Hadoop one) above the writer, or at its path: its readers take every file
+    under it for data. The places this command names are judged by the pair rule, so they are passed over: an
+    output's own folder holds its marks."""
+    from .output.layout import MANIFEST, RECORDS, SUCCESS
+
+    location = writer.location
+    fs = location.fs
+    for folder in _folders_at_and_above(location):
+        here = Location(fs, folder, folder)
+        if any(place.relation(here) == "same" for place in named if place is not location) or (
+            folder == location.resolved and writer.role == OUTPUT
+        ):
+            continue
+        try:
+            marked = next((m for m in (MANIFEST, RECORDS, SUCCESS) if fs.exists(f"{folder}/{m}")), None)
+        except Exception:  # an unreachable store is the writer's own error to report, where it opens
+            return
+        if marked is not None:
+            shown = location.url if folder == location.resolved else display(fs, folder)
+            raise (OutputError if writer.role == OUTPUT else ConfigError)(
+                f"{writer.title} '{location.url}' would be inside another output, '{shown}' (it holds {marked}), "
+                f"whose readers take every file under it for data; {writer.fix}."
+            )
+
+
+def _folders_at_and_above(location: Location) -> list[str]:
+    """The writer's own path and every folder above it that exists (up to the root, or the bucket)."""
+    path = location.resolved
+    folders = []
+    while True:
+        folders.append(path)
+        parent = posixpath.dirname(path)
+        if not parent or parent == path or (not is_local(location.fs) and "/" not in path):
+            return folders
+        path = parent
 
 
 def _resolved(writer: Place, other: Place) -> str:

@@ -389,3 +389,24 @@ def test_without_a_cache_no_write_failures_are_counted(tmp_path, tiny_model):
     data = write_texts(tmp_path / "in.parquet", repeating_corpus(10, "n", seed=10))
     assert_ok(run_score(data, tiny_model, tmp_path / "out"))
     assert manifest_of(tmp_path / "out")["cache_write_failures"] is None
+
+
+def test_a_scorer_whose_cache_turns_read_only_warns_and_returns_its_results(tmp_path, tiny_model, mount_tmpfs, caplog):
+    """Scorer(cache=) in Ray Data or Spark adds each call's new results before it returns: a cache that stops
+    taking them costs a later call their scoring, not this call its results (a warning, not an exception)."""
+    from batchscore import Scorer
+
+    disk = mount_tmpfs("2m")
+    cache = disk / "cache"
+    warm = pa.table({"text": repeating_corpus(20, "warm", seed=11)})
+    scorer = Scorer(model=tiny_model, cache=str(cache))
+    scorer(warm)
+    remounted = subprocess.run(["mount", "-o", "remount,ro", str(disk)], capture_output=True, text=True)
+    if remounted.returncode != 0:
+        pytest.skip(f"cannot remount read-only: {remounted.stderr.strip()}")
+    both = pa.table({"text": warm.column("text").to_pylist() + repeating_corpus(20, "new", seed=12)})
+    with caplog.at_level("WARNING", logger="batchscore"):
+        got = scorer(both)
+    assert_same_table(got, Scorer(model=tiny_model)(both))
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "The cache kept none of these new results" in warning and "read-only" in warning

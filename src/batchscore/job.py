@@ -414,12 +414,8 @@ class Job:
         self.cache_facts: dict[str, Any] = {"cache_write_failures": None}
         if not isinstance(self.scorer, CachedScorers):
             return
-        for scope in self.scorer.scopes:  # each model's entries: one refused write does not cost the others theirs
-            try:
-                scope.flush()
-            except BatchscoreError as exc:
-                scope.write_failed(exc.message)
-                self.warnings.append(f"The cache kept none of this run's last new results: {exc.message}")
+        for message in self.scorer.flush():
+            self.warnings.append(f"The cache kept none of this run's last new results: {message}")
         self.cache_facts["cache_write_failures"] = sum(len(scope.write_failures) for scope in self.scorer.scopes)
         skipped = self.scorer.skipped
         if skipped:

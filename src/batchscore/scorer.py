@@ -10,11 +10,14 @@ pipeline's score function), so its labels and scores are the ones the CLI writes
 from __future__ import annotations
 
 import contextlib
+import logging
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence, TypeAlias
 
 from .config import DEFAULT_THRESHOLD, MAX_WINDOWS, WINDOW_OVERLAP
 from .errors import InputError
 from .scoring import not_text
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -127,7 +130,8 @@ class Scorer:
         results = self.core.score_texts(pa.table({self.text_column: text_values(column, self.text_column)}))
         flush = getattr(self.core, "flush", None)  # a cache: Ray actors and Spark workers have no "end" to wait for
         if flush is not None:
-            flush()
+            for message in flush():  # a cache that refuses the write costs a later call the scoring, not this one
+                log.warning(f"The cache kept none of these new results: {message}")
         return results
 
     def __call__(self, batch: ScorerBatch) -> ScorerBatch:

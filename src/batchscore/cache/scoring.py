@@ -247,10 +247,20 @@ class CachedScorers:
         new, self.skipped_seen = total - self.skipped_seen, total
         return {"cache_files_skipped": new}
 
-    def flush(self) -> None:
-        """Add every model's held new entries to the cache."""
+    def flush(self) -> list[str]:
+        """Add every model's held new entries to the cache. A write the cache refuses (full, read-only) costs the
+        next run their scoring, not this one its results: counted on its scope, its message returned for a
+        warning, never raised; one model's refused write does not cost the others theirs."""
+        from ..errors import BatchscoreError
+
+        refused = []
         for scope in self.scopes:
-            scope.flush()
+            try:
+                scope.flush()
+            except BatchscoreError as exc:
+                scope.write_failed(exc.message)
+                refused.append(exc.message)
+        return refused
 
     def summary(self) -> dict[str, Any]:
         return {

@@ -322,3 +322,22 @@ def test_spark_takes_the_window_options(tiny_model, tmp_path, monkeypatch):
         assert (got is None and want is None) or abs(got - want) <= 1e-5
     spans = [[(w["start"], w["end"]) for w in row or []] for row in table.column("window_scores").to_pylist()]
     assert spans == [[(w["start"], w["end"]) for w in row or []] for row in expected["window_scores"].to_pylist()]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["window", "truncate"])
+def test_a_30_mb_text_without_whitespace_takes_the_memory_of_30_mb_of_words(tiny_model, tmp_path, mode):
+    """A text of one 30 MB word (one [UNK] to WordPiece) has no space to cut a prefix at: it is cut where it is,
+    never tokenized whole (window mode took 2.9 GB for it, against 0.73 GB for 30 MB of words), and counts as a
+    truncated row."""
+    rng = random.Random(10)
+    size = 30_000_000
+    pq.write_table(pa.table({"text": ["a" * size]}), tmp_path / "giant.parquet")
+    pq.write_table(pa.table({"text": [words(rng, size // 5)[:size]]}), tmp_path / "words.parquet")
+    options = ["--model", tiny_model, "--long-text", mode]
+    giant_peak = peak_rss_mb([tmp_path / "giant.parquet", "-o", tmp_path / "giant", *options])
+    words_peak = peak_rss_mb([tmp_path / "words.parquet", "-o", tmp_path / "words", *options])
+    print(f"{mode}: peak RSS {giant_peak:.0f} MB for a 30 MB word, {words_peak:.0f} MB for 30 MB of words")
+    assert giant_peak <= 1.2 * words_peak
+    manifest = manifest_of(tmp_path / "giant")
+    assert manifest["truncated_rows"] == 1 and manifest["truncated_tokens"] > 0

@@ -68,7 +68,8 @@ def test_warm_and_cold_cache_runs_count_what_a_run_without_cache_counts(tmp_path
         args += ["--window-overlap", str(OVERLAP), "--max-windows", "4"]
     cache = tmp_path / "cache"
     # A first run over half the texts, so that the cache holds two files and compaction merges them.
-    assert_ok(run_score(write_texts(tmp_path / "half.parquet", texts[:30]), tiny_model, tmp_path / "half", *args, "--cache", cache))
+    half = write_texts(tmp_path / "half.parquet", texts[:30])
+    assert_ok(run_score(half, tiny_model, tmp_path / "half", *args, "--cache", cache))
     runs = {}
     for name, extra in (("plain", []), ("cold", ["--cache", cache]), ("warm", ["--cache", cache])):
         if name == "warm":

@@ -132,6 +132,38 @@ def test_a_one_token_giant_cut_to_a_prefix_is_a_truncated_row(tmp_path, tiny_mod
         assert all(abs(scores[r["label"]] - r["score"]) <= 1e-5 for r in results), (scores, results)
 
 
+def runs_with_more_tokens() -> list[str]:
+    """Texts whose first 20,000 characters hold no whitespace, yet give the model more than one token: a letter run
+    followed by words, and words of 150 letters between commas (one [UNK] each, with the commas between). A cut
+    inside the run must not end the prefix there."""
+    rng = random.Random(5)
+    return [
+        "a" * 20_000 + " " + words(rng, 3000),
+        "x" * 150 + ("," + "x" * 150) * 300 + " " + words(rng, 200),
+        "b" * 20_000 + "," + words(rng, 3000),
+    ]
+
+
+@pytest.mark.parametrize("mode", ["truncate", "window"])
+def test_a_run_without_whitespace_followed_by_more_tokens_keeps_them(tmp_path, tiny_model, mode):
+    """The pipeline's scores over the whole text (truncate), and the windows the whole text's tokens make (window):
+    the prefix a long text is cut to holds every token the model sees."""
+    texts = runs_with_more_tokens()
+    data = write_texts(tmp_path / "in.parquet", texts)
+    args = ["--max-length", str(MAX_LENGTH), "--window-overlap", str(OVERLAP), "--long-text", mode, "--top-k", "all"]
+    assert_ok(run_score(data, tiny_model, tmp_path / "out", *args, "--max-windows", "4"))
+    manifest = manifest_of(tmp_path / "out")
+    expected = expected_counts(tiny_model, texts, mode)
+    assert manifest["windows"] == expected["windows"]
+    assert manifest["truncated_rows"] == expected["truncated_rows"] == len(texts)
+    if mode == "truncate":
+        got = pq.read_table(tmp_path / "out").column("scores").to_pylist()
+        oracle = pipeline_oracle(tiny_model, texts, max_length=MAX_LENGTH, top_k=None)
+        for row, results in zip(got, oracle):
+            scores = {entry["label"]: entry["score"] for entry in row}
+            assert all(abs(scores[r["label"]] - r["score"]) <= 1e-5 for r in results), (scores, results)
+
+
 def test_one_window_rows_are_bit_identical_to_truncate_beside_long_texts(tmp_path, tiny_model):
     """Rows that fit one window, in chunks that also hold texts of several windows: label, score and scores are
     truncate mode's bit for bit (not only when every text of the chunk fits)."""

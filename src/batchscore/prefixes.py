@@ -13,9 +13,17 @@ A run of more than SPACE_SEARCH characters without whitespace (a base64 blob, a
 segment cut so counts its own tokens (a WordPiece tokenizer makes one [UNK] of
 each). Such texts can hold very few tokens for their size, so counting alone
 would never cut them (window mode reaches 114,000 tokens, a 30 MB word counts
-1,831): a prefix also ends at a forced cut once it is GIANT_CHARS_PER_TOKEN
-characters a token long, which no text of words reaches. Memory stays that of
-a text with words.
+1,831) and the whole text would be tokenized: 2.9 GB for 30 MB. A prefix also
+ends at such a cut when the cut provably changes no token the model sees: the
+text from the run's start to its end is one run of letters and digits (so no
+tokenizer splits it further on whitespace or punctuation), and the tokenizer
+gives the same tokens for its first GIANT_PROBE and 2 x GIANT_PROBE characters
+(WordPiece makes one [UNK] of any word over 100 characters; a tokenizer whose
+tokens grow with the run, byte-level BPE or a SentencePiece model, fails the
+probe and reaches its tokens by counting). A run with punctuation in it, or
+followed by more words, is counted to its needed tokens as any text: the
+prefix then holds every token the whole text gives the model. Memory stays that
+of a text with words.
 """
 
 from __future__ import annotations
@@ -34,9 +42,10 @@ MARGIN_TOKENS = 64
 SEGMENT_CHARS = 1 << 14  # a long text is counted this many characters at a time...
 SEGMENTS_PER_CALL = 8  # ...a few segments per tokenizer call (which tokenizes them in parallel)
 SPACE_SEARCH = 4096  # how far back a cut looks for whitespace
-# A prefix that ends at a cut without whitespace is long enough at this many characters per token it must hold
-# (English words run 4-6, a WordPiece token at most 100 unless it is an [UNK] word, byte-level BPE tokens ~16).
-GIANT_CHARS_PER_TOKEN = 16
+# Characters of a run without whitespace tokenized twice (this many, then twice as many) to see whether the
+# tokenizer makes the same tokens of any longer run (WordPiece: one [UNK] past 100 characters).
+GIANT_PROBE = 1024
+WHITESPACE = " \t\n\r\x0b\x0c"
 
 
 class Seen(NamedTuple):
@@ -59,15 +68,34 @@ def seen_prefixes(tokenizer: PreTrainedTokenizerBase, texts: list[str], reach: i
 
 
 def _prefix(tokenizer: PreTrainedTokenizerBase, text: str, need: int) -> tuple[int, int]:
-    """Where the first segments of `text` hold `need` tokens (or, at a cut without whitespace, are
-    GIANT_CHARS_PER_TOKEN characters a needed token long), and how many tokens come after that."""
+    """Where the first segments of `text` hold `need` tokens (or end at a cut inside one giant word that runs to
+    the text's end, which adds no token past it: `_one_giant_word`), and how many tokens come after that."""
     total, end, before = 0, len(text), None
+    start, run, refused = 0, 0, -1  # where the segment, and the run without whitespace it ends in, start
     for segment_end, tokens, forced in _segment_tokens(tokenizer, text):
         total += tokens
-        giant = forced and segment_end >= need * GIANT_CHARS_PER_TOKEN
-        if before is None and (total >= need or giant):
+        space = max(text.rfind(c, start, segment_end) for c in WHITESPACE)  # other whitespace fails isalnum: no cut
+        run = space + 1 if space >= 0 else run
+        if before is None and total >= need:
             end, before = segment_end, total
+        elif before is None and forced and run != refused and segment_end - run >= 2 * GIANT_PROBE:
+            if _one_giant_word(tokenizer, text, run, segment_end):
+                end, before = segment_end, total
+            else:
+                refused = run  # a later cut in the same run is refused for the same reason
+        start = segment_end
     return end, total - before if before is not None else 0
+
+
+def _one_giant_word(tokenizer: PreTrainedTokenizerBase, text: str, run: int, cut: int) -> bool:
+    """True if cutting `text` at `cut`, inside the run without whitespace that starts at `run`, leaves the model the
+    whole text's tokens: the run goes on to the text's end as letters and digits only, and its tokens do not
+    change as it grows."""
+    if not (text[run:cut].isalnum() and text[cut:].isalnum()):
+        return False
+    heads = [text[run : run + GIANT_PROBE], text[run : run + 2 * GIANT_PROBE]]
+    ids = tokenizer(heads, add_special_tokens=False, return_attention_mask=False, return_token_type_ids=False)
+    return bool(ids["input_ids"][0] == ids["input_ids"][1])
 
 
 def _segment_tokens(tokenizer: PreTrainedTokenizerBase, text: str) -> Iterator[tuple[int, int, bool]]:

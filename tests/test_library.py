@@ -142,6 +142,16 @@ def test_score_function_is_the_cli_job(corpus, tiny_model, cli_output, tmp_path)
         batchscore.score(str(corpus[0]), str(tmp_path / "other"), model=tiny_model, chunk_size=10)
 
 
+def test_score_with_report_writes_the_page_its_manifest_names(corpus, tiny_model, tmp_path):
+    """The page `report=True` records in the manifest is written by the library too, not only by the CLI."""
+    out = tmp_path / "lib"
+    manifest = batchscore.score(str(corpus[0]), str(out), model=str(tiny_model), report=True, progress=False)
+    page = Path(manifest["report"])
+    assert page == tmp_path / "lib.report.html"
+    text = page.read_text(encoding="utf-8")
+    assert text.startswith("<!DOCTYPE html>") and f"{manifest['rows']:,}" in text
+
+
 def test_import_stays_light():
     """`import batchscore` must not pull in torch: `batchscore --help` and notebooks stay instant."""
     done = subprocess.run(

@@ -314,7 +314,7 @@ def score(config_file: str | None, **cli_values: Any) -> None:
     cfg, result = _guarded(run, early["verbose"])
     for warning in result.warnings:
         log.warning(warning)
-    report = _write_report(cfg, result) if cfg.report and result.shard is None else None
+    report = result.report
     m = result.manifest
     summary = fields(
         output=result.output,
@@ -355,16 +355,6 @@ def score(config_file: str | None, **cli_values: Any) -> None:
         else "; rank 0 writes the manifest"
     )
     log.info(f"Shard {shard} of {num_shards}: {counts} in its {m['chunks']} chunks -> {result.output}{then}", **summary)
-
-
-def _write_report(cfg: JobConfig, result: JobResult) -> str:
-    """--report: the page beside the complete output (the manifest already names where). A report that cannot be
-    written is one error line and its exit code: the output itself is complete and stays so."""
-    from .output.layout import report_path
-    from .report import write_report
-
-    path = result.manifest.get("report") or report_path(result.output)
-    return _guarded(lambda: write_report(result.output, path), cfg.verbose).path
 
 
 def _refuse_memory_output(output: str) -> None:

@@ -37,6 +37,7 @@ class JobResult:
     already_complete: bool = False
     warnings: list[str] = field(default_factory=list)
     shard: tuple[int, int] | None = None  # (shard, num_shards) when the manifest is left to others
+    report: str | None = None  # the page `--report` wrote beside the complete output
 
 
 def _identity(item: Any) -> Any:
@@ -115,7 +116,19 @@ class Job:
         self.open()
         self.check()
         self.load()
-        return self.write()
+        result = self.write()
+        if self.cfg.report and result.shard is None:
+            result.report = self._write_report(result)
+        return result
+
+    def _write_report(self, result: JobResult) -> str:
+        """--report: the page beside the complete output, where the manifest says (also on a rerun of a complete
+        one), for the CLI and `batchscore.score` alike. A page that cannot be written is the error's exit code; the
+        output is complete and stays so. The report package is imported only here."""
+        from .output.layout import report_path
+        from .report import write_report
+
+        return write_report(result.output, result.manifest.get("report") or report_path(result.output)).path
 
     # --- 1. open: output, input, columns, plan ------------------------------------------------------------------
 
@@ -454,7 +467,7 @@ class Job:
             # barrier: after a resume one rank may have hours less to do than another,
             # longer than any NCCL/gloo timeout. If a rank dies, the launcher stops us.
             wait_for_shards(self.output, count)
-        report = report_path(self.cfg.output_path) if self.cfg.report else None  # written by the CLI, after
+        report = report_path(self.cfg.output_path) if self.cfg.report else None  # written by `run`, after
         done = finalize(self.output, wait=count > 1, report=report)
         self.warnings.extend(done.warnings)
         manifest = done.manifest

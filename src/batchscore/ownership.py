@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import posixpath
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, NoReturn, Sequence
 
 from .errors import ConfigError, OutputError
 from .location import Location, display, is_local
@@ -114,8 +114,12 @@ def _check_pair(writer: Place, other: Place) -> None:
         problem = f"would be inside {other.role} '{other.location.spec}', {why}"
     else:
         return
+    _refuse(writer, problem + _resolved(writer))
+
+
+def _refuse(writer: Place, problem: str) -> NoReturn:
     error = OutputError if writer.role == OUTPUT else ConfigError
-    raise error(f"{writer.title} '{writer.location.url}' {problem}{_resolved(writer, other)}; {writer.fix}.")
+    raise error(f"{writer.title} '{writer.location.url}' {problem}; {writer.fix}.")
 
 
 def _refuse_foreign_output(writer: Place, named: list[Location]) -> None:
@@ -138,9 +142,10 @@ def _refuse_foreign_output(writer: Place, named: list[Location]) -> None:
             return
         if marked is not None:
             shown = location.url if folder == location.resolved else display(fs, folder)
-            raise (OutputError if writer.role == OUTPUT else ConfigError)(
-                f"{writer.title} '{location.url}' would be inside another output, '{shown}' (it holds {marked}), "
-                f"whose readers take every file under it for data; {writer.fix}."
+            _refuse(
+                writer,
+                f"would be inside another output, '{shown}' (it holds {marked}), whose readers take every file "
+                "under it for data",
             )
 
 
@@ -156,7 +161,7 @@ def _folders_at_and_above(location: Location) -> list[str]:
         path = parent
 
 
-def _resolved(writer: Place, other: Place) -> str:
+def _resolved(writer: Place) -> str:
     """Where the two meet, when a symlink or '..' hid it: the spellings alone would not show why."""
     shown = writer.location.resolved
     if shown in (writer.location.path, writer.location.spec):

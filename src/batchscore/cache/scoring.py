@@ -248,19 +248,10 @@ class CachedScorers:
         return {"cache_files_skipped": new}
 
     def flush(self) -> list[str]:
-        """Add every model's held new entries to the cache. A write the cache refuses (full, read-only) costs the
-        next run their scoring, not this one its results: counted on its scope, its message returned for a
-        warning, never raised; one model's refused write does not cost the others theirs."""
-        from ..errors import BatchscoreError
-
-        refused = []
-        for scope in self.scopes:
-            try:
-                scope.flush()
-            except BatchscoreError as exc:
-                scope.write_failed(exc.message)
-                refused.append(exc.message)
-        return refused
+        """Add every model's held new entries to the cache; the messages of the writes it refused (full,
+        read-only), each counted on its scope and never raised (`CacheScope.try_flush`): one model's refused
+        write does not cost the others theirs."""
+        return [refused for refused in map(CacheScope.try_flush, self.scopes) if refused is not None]
 
     def summary(self) -> dict[str, Any]:
         return {

@@ -514,23 +514,23 @@ class CacheScope:
         for row, key in enumerate(map(tuple, keys.tolist())):
             pending.index.setdefault(key, (block, row))
         if len(pending) >= FLUSH_ENTRIES:
-            self._flush_mid_run()
+            held = len(pending)
+            refused = self.try_flush()
+            if refused is not None:
+                log.warning(f"The cache did not take {held:,} new results; the run goes on: {refused}")
 
-    def _flush_mid_run(self) -> None:
-        """A flush in the middle of a run: a cache that refuses it (full, read-only, permissions) costs the next
-        run the scoring of these texts, not this run its output: a warning, counted in the manifest."""
+    def try_flush(self) -> str | None:
+        """`flush`, where a cache that refuses the write (full, read-only, permissions) costs a later run the
+        scoring of these texts, not this run its results: the refusal is counted (the manifest's
+        cache_write_failures), the held entries dropped (kept, they would grow without bound while the cache stays
+        full), and its message returned for a warning; None when the cache took them."""
         try:
             self.flush()
         except OutputError as exc:
-            held = len(self.pending)
-            self.write_failed(exc.message)
-            log.warning(f"The cache did not take {held:,} new results; the run goes on: {exc.message}")
-
-    def write_failed(self, message: str) -> None:
-        """A write the cache refused: counted, and its held entries dropped (kept, they would grow without bound
-        while the cache stays full); their texts are scored again when met again."""
-        self.write_failures.append(message)
-        self.pending = Entries()
+            self.write_failures.append(exc.message)
+            self.pending = Entries()
+            return exc.message
+        return None
 
     def flush(self) -> None:
         """Add the held entries to the cache as one file (nothing if none)."""

@@ -373,13 +373,12 @@ def test_an_unreachable_output_store_is_exit_5_naming_it(rows_1190, command):
 
 
 def test_a_missing_object_is_not_called_a_missing_bucket(s3_server, s3_bucket):
-    from batchscore.output import Layout
-    from batchscore.output.store import describe
+    from batchscore.output.store import describe, open_layout
 
-    there = Layout.open(f"s3://{s3_bucket}/out/")
+    there = open_layout(f"s3://{s3_bucket}/out/")
     line = describe(there, there.record("lease-all.json"), FileNotFoundError(2, "Not found"), "read")
     assert "bucket" not in line and "removed meanwhile" in line
-    missing = Layout.open("s3://no-such-bucket-for-batchscore/out/")
+    missing = open_layout("s3://no-such-bucket-for-batchscore/out/")
     line = describe(missing, missing.record("lease-all.json"), FileNotFoundError(2, "Not found"), "read")
     assert "bucket 'no-such-bucket-for-batchscore' does not exist" in line
 
@@ -387,14 +386,14 @@ def test_a_missing_object_is_not_called_a_missing_bucket(s3_server, s3_bucket):
 def test_a_lease_record_that_vanishes_during_a_take_over_is_created_afresh(s3_server, s3_out, s3_fs, monkeypatch):
     """Issue 19: a run starting just as another finished was told the bucket might not exist: the record it
     was about to take over had just been removed by its writer."""
-    from batchscore.output import Layout
     from batchscore.output.lease import LeaseRecord
+    from batchscore.output.store import open_layout
 
     path = f"{s3_out}/_batchscore/lease-all.json"
     s3_fs.pipe_file(
         path, json.dumps({"owner": "x", "host": "elsewhere", "pid": 1, "beat": 0, "time": time.time() - 3600}).encode()
     )  # long silent: gone
-    lease = LeaseRecord(Layout.open(f"s3://{s3_out}/"))
+    lease = LeaseRecord(open_layout(f"s3://{s3_out}/"))
     gone = lease._gone
 
     def finishes_meanwhile(record):  # the other writer releases its lease right after we judged it gone

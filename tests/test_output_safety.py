@@ -495,9 +495,9 @@ def test_a_forked_worker_does_not_keep_a_dead_writers_lock(tmp_path):
             "-c",
             f"""
 import os, time
-from batchscore.output import Layout
 from batchscore.output.lease import open_lease
-open_lease(Layout.open({str(out)!r})).acquire()
+from batchscore.output.store import open_layout
+open_lease(open_layout({str(out)!r})).acquire()
 if os.fork() == 0:
     # fork() returns here only after the at-fork hooks ran; saying so before the kill
     # keeps the test from racing a child that has not yet been scheduled.

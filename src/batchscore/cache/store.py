@@ -266,14 +266,13 @@ class ResultCache:
     """A cache at a local path or fsspec URL. `scope(identity, labels)` gives the part one model reads and adds to."""
 
     def __init__(self, spec: str):
-        from ..output.layout import Layout
-        from ..output.store import Store
+        from ..output.store import Store, open_layout
 
         if spec.rstrip("/").endswith(".parquet"):
             raise ConfigError(f"--cache '{spec}' names a Parquet file; a cache is a folder (e.g. score-cache/).")
         self.spec = spec
         with cache_errors():
-            self.layout: Layout = Layout.open(spec)
+            self.layout: Layout = open_layout(spec)
         self.store: Store = Store(self.layout)
         self.probe()
 

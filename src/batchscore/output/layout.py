@@ -46,8 +46,6 @@ RUN_KEY = b"batchscore.run"
 CHUNK_KEY = b"batchscore.chunk"
 MANIFEST_KEY = b"batchscore.manifest"
 
-SCHEMES_HINT = "a local path, or an fsspec URL such as s3://, gs://, az://, memory://"
-
 
 def report_path(output: str) -> str:
     """Where `batchscore report` writes by default: beside the output, never inside it (polars reads every
@@ -77,24 +75,9 @@ def _limit(folder: str, name: str, default: int) -> int:
         return default
 
 
-def _short(text: str, keep: int = 40) -> str:
+def short(text: str, keep: int = 40) -> str:
     """A long name, its head and tail, for a readable message."""
     return text if len(text) <= 2 * keep + 3 else f"{text[:keep]}...{text[-keep:]}"
-
-
-def _backend_hint(protocol: str, exc: BaseException) -> str:
-    packages = {
-        "s3": "s3fs",
-        "s3a": "s3fs",
-        "gs": "gcsfs",
-        "gcs": "gcsfs",
-        "az": "adlfs",
-        "abfs": "adlfs",
-        "abfss": "adlfs",
-    }
-    if protocol in packages:
-        return f"install {packages[protocol]} (pip install {packages[protocol]})"
-    return f"use {SCHEMES_HINT} ({str(exc).splitlines()[0].rstrip('.')})"
 
 
 @dataclass
@@ -108,22 +91,9 @@ class Layout:
     target: str | None  # the merged file of the single-file form (fs path), else None
 
     @classmethod
-    def open(cls, spec: str) -> Layout:
-        """Resolve `spec` (local path or fsspec URL); an unknown scheme or missing backend is exit 5, at once."""
-        import fsspec
-
-        protocol = spec.split("://", 1)[0].lower() if "://" in spec else "file"
-        try:
-            fs, path = fsspec.core.url_to_fs(spec)
-        except (ImportError, ValueError) as exc:
-            raise OutputError(f"Cannot write output '{spec}': {_backend_hint(protocol, exc)}.") from None
-        except Exception as exc:  # some back ends (ftp, sftp, ...) connect as the file system is made
-            from .store import describe_open
-
-            message = describe_open(_short(spec), exc)
-            if message is None:
-                raise
-            raise OutputError(message) from None
+    def at(cls, spec: str, fs: AbstractFileSystem, path: str) -> Layout:
+        """The layout of `spec`, its file system `fs` open and `path` its path there. Opening is
+        store.open_layout's: a store that fails as it opens is told in the store's words, which live there."""
         protocol = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
         path = path.rstrip("/") or path
         if spec.rstrip().endswith(".parquet"):
@@ -161,7 +131,7 @@ class Layout:
                 key = len(longest.split("/", 1)[-1].encode())
                 if key > OBJECT_KEY_LIMITS[self.protocol]:
                     raise OutputError(
-                        f"Output '{_short(self.url())}' is too long: batchscore's keys under it "
+                        f"Output '{short(self.url())}' is too long: batchscore's keys under it "
                         f"would have {key} bytes, over the store's {OBJECT_KEY_LIMITS[self.protocol]};"
                         " pass a shorter --output."
                     )
@@ -175,9 +145,9 @@ class Layout:
             size = len(os.fsencode(part))
             if size > name_max:
                 made = (
-                    f"'{_short(str(name))}' is too long: batchscore makes '{_short(part)}' from it"
+                    f"'{short(str(name))}' is too long: batchscore makes '{short(part)}' from it"
                     if part not in given
-                    else f"'{_short(part)}' is too long"
+                    else f"'{short(part)}' is too long"
                 )
                 raise OutputError(
                     f"Output name {made}, {size} bytes, over the file system's limit of {name_max}; "
@@ -185,7 +155,7 @@ class Layout:
                 )
         if len(os.fsencode(longest)) >= path_max:
             raise OutputError(
-                f"Output path '{_short(self.final)}' is too long: batchscore's paths under it would "
+                f"Output path '{short(self.final)}' is too long: batchscore's paths under it would "
                 f"have {len(os.fsencode(longest))} bytes, over the file system's {path_max - 1}; pass "
                 "a shorter --output."
             )

@@ -30,7 +30,7 @@ from .layout import (
     part_index,
     part_name,
 )
-from .store import Store
+from .store import Store, open_layout
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -330,7 +330,7 @@ def tidy_complete(layout: Layout, store: Store) -> None:
 
 def read_manifest(spec: str) -> dict[str, Any]:
     """The manifest of a complete output at `spec` (a path or URL)."""
-    layout = Layout.open(spec)
+    layout = open_layout(spec)
     manifest = read_complete(layout)
     if manifest is None:
         raise OutputError(f"Output '{spec}' is not complete (no _SUCCESS, or parts missing); run or finalize it first.")

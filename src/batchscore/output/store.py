@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ..errors import OutputError
-from .layout import RECORDS, TEMP, Layout
+from .layout import RECORDS, TEMP, Layout, short
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -126,6 +126,42 @@ def describe_open(spec: str, exc: BaseException) -> str | None:
     if _named(exc, _NO_CREDENTIALS_NAMES) or isinstance(exc, OSError):
         return f"Cannot open the output store '{spec}' ({_reason(exc)}); check --output and the credentials."
     return None
+
+
+SCHEMES_HINT = "a local path, or an fsspec URL such as s3://, gs://, az://, memory://"
+
+
+def _backend_hint(protocol: str, exc: BaseException) -> str:
+    packages = {
+        "s3": "s3fs",
+        "s3a": "s3fs",
+        "gs": "gcsfs",
+        "gcs": "gcsfs",
+        "az": "adlfs",
+        "abfs": "adlfs",
+        "abfss": "adlfs",
+    }
+    if protocol in packages:
+        return f"install {packages[protocol]} (pip install {packages[protocol]})"
+    return f"use {SCHEMES_HINT} ({str(exc).splitlines()[0].rstrip('.')})"
+
+
+def open_layout(spec: str) -> Layout:
+    """Resolve `spec` (local path or fsspec URL) to its Layout; an unknown scheme or missing backend is exit 5, at
+    once. Here, not in layout.py, because a store that fails as it opens is told in this module's words."""
+    import fsspec
+
+    protocol = spec.split("://", 1)[0].lower() if "://" in spec else "file"
+    try:
+        fs, path = fsspec.core.url_to_fs(spec)
+    except (ImportError, ValueError) as exc:
+        raise OutputError(f"Cannot write output '{spec}': {_backend_hint(protocol, exc)}.") from None
+    except Exception as exc:  # some back ends (ftp, sftp, ...) connect as the file system is made
+        message = describe_open(short(spec), exc)
+        if message is None:
+            raise
+        raise OutputError(message) from None
+    return Layout.at(spec, fs, path)
 
 
 def bucket_exists(layout: Layout) -> bool:
@@ -372,7 +408,7 @@ class Output:
 
     @classmethod
     def open(cls, spec: str) -> Output:
-        layout = Layout.open(spec)
+        layout = open_layout(spec)
         return cls(layout, Store(layout))
 
     @classmethod

@@ -19,7 +19,7 @@ from ..plan import Shard
 from .layout import MANIFEST, MANIFEST_KEY, METADATA_KEY, RECORDS, SUCCESS, Layout, part_name
 from .lease import holders
 from .manifest import _load, is_ours, listed_parts, our_footer, part_identity, part_stats
-from .store import Store
+from .store import Store, open_layout
 
 
 @dataclass
@@ -94,7 +94,7 @@ class Survey:
 
 def survey(spec: str, *, with_holders: bool = True) -> Survey:
     """Read what the output at `spec` holds. Missing, or not a batchscore output: OutputError (exit 5)."""
-    layout = Layout.open(spec)
+    layout = open_layout(spec)
     store = Store(layout)
     if layout.single_file:
         assert layout.target is not None

@@ -62,11 +62,6 @@ PARTS = (
 )
 # What `tune` tries on the DistilBERT shape, beside the defaults: a larger token budget, more DataLoader workers.
 TUNE_VARIANTS = ({}, {"batch_tokens": 65_536}, {"num_workers": 8})
-# Sizes: on the GPU, enough work for each timed pass to last seconds; on the CPU dry run, a few rows.
-SIZES = {
-    "cuda": {"rows": 20_000, "warmup_rows": 1_000, "feed_copies": 3, "long_docs": 12, "several_rows": 20_000},
-    "cpu": {"rows": 64, "warmup_rows": 16, "feed_copies": 2, "long_docs": 2, "several_rows": 200},
-}
 FEED_WORKERS = (0, 8)
 
 
@@ -438,7 +433,7 @@ def child_environment(pack: Path, device: str) -> dict[str, str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
     env["TOKENIZERS_PARALLELISM"] = "false"
     if device == "cpu":
-        from gpu_pack import modules_missing_there
+        from gpu_shared import modules_missing_there
 
         paths.insert(0, str(HERE / "gpu_mirror"))
         env["BATCHSCORE_GPU_MIRROR_BLOCK"] = ",".join(modules_missing_there())
@@ -478,6 +473,8 @@ def run_part(name: str, ctx: dict, env: dict[str, str], timeout: float) -> dict:
 
 
 def run_check(out: Path, pack: Path, device: str, budget: float) -> dict:
+    from gpu_shared import SIZES
+
     if not (pack / "pack.json").exists():
         raise SystemExit(f"Error: no GPU pack at {pack}; run `make gpu-pack` on the CPU machine first.")
     out.mkdir(parents=True, exist_ok=True)

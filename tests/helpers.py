@@ -250,8 +250,8 @@ def encode_texts(tokenizer, texts, batch_tokens, pad_multiple=None, max_length=5
     """One chunk (chunk 0) of `texts`, tokenized and cut into padded batches as the job does: a ChunkWork."""
     import pyarrow as pa
 
-    from batchscore.batches import encode_chunk
     from batchscore.plan import Chunk
+    from batchscore.scoring.encode import encode_chunk
 
     return encode_chunk(
         Chunk(0, 0, pa.table({"text": texts})),

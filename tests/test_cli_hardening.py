@@ -383,7 +383,7 @@ def test_dataloader_workers_end_quietly_on_a_stop_signal():
     """quiet_worker, the DataLoader's worker_init_fn: SIGTERM from anyone (not only the parent) is exit 0."""
     code = (
         "import os, signal, sys, time\n"
-        "from batchscore.batches import quiet_worker\n"
+        "from batchscore.scoring.feed import quiet_worker\n"
         "quiet_worker(0)\n"
         "print('ready', flush=True)\n"
         "time.sleep(60)\n"

@@ -8,8 +8,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from batchscore.config import OPTIONS, REFERENCE_MODEL, REFERENCE_REVISION, JobConfig, build_config, load_config_file
+from batchscore.config import JobConfig, build_config
+from batchscore.config_file import load_config_file
 from batchscore.errors import ConfigError
+from batchscore.options import OPTIONS, REFERENCE_MODEL, REFERENCE_REVISION
 from helpers import invoke
 
 REPO = Path(__file__).resolve().parents[1]
@@ -255,7 +257,7 @@ def test_models_entries_take_yaml_scalars_of_their_type(tmp_path):
         "models:\n  - {model: m, prefix: a_, revision: 'v1', top_k: 1, max_length: 32, threshold: 1, "
         "window_scores: yes, window_overlap: 0, precision: INT8}\n",
     )
-    (spec,) = build_config({}, env={}, config_file=config).models
+    (spec,) = build_config({}, env={}, config_file=config).model_specs
     assert (spec.prefix, spec.revision, spec.top_k, spec.max_length, spec.threshold, spec.window_scores) == (
         "a_",
         "v1",
@@ -510,6 +512,6 @@ def test_bad_config_file_through_the_cli(tmp_path):
 
 def test_default_yaml_documents_every_option():
     keys = load_config_file(str(REPO / "configs" / "default.yaml"))
-    from batchscore.config import OPTION_NAMES
+    from batchscore.options import OPTION_NAMES
 
     assert sorted(keys) == sorted(OPTION_NAMES)

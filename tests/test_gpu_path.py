@@ -72,7 +72,8 @@ class _RunsOutOfMemory(torch.nn.Module):
 def test_out_of_memory_halves_the_batch_and_keeps_every_row(tiny_model, device):
     import dataclasses
 
-    from batchscore.model import chunk_logits, load_model
+    from batchscore.scoring.load import load_model
+    from batchscore.scoring.run import chunk_logits
 
     loaded = load_model(tiny_model, None, "fp32")
     if device == "cuda":
@@ -94,7 +95,8 @@ def test_out_of_memory_halves_the_batch_and_keeps_every_row(tiny_model, device):
 def test_a_single_row_that_runs_out_of_memory_is_an_error(tiny_model):
     import dataclasses
 
-    from batchscore.model import chunk_logits, load_model
+    from batchscore.scoring.load import load_model
+    from batchscore.scoring.run import chunk_logits
 
     loaded = load_model(tiny_model, None, "fp32")
     work = encode_texts(loaded.tokenizer, ["one row"], batch_tokens=1000)
@@ -158,7 +160,8 @@ def test_masks_decided_on_the_host_give_the_same_logits_and_ask_the_device_nothi
         XLMRobertaForSequenceClassification,
     )
 
-    from batchscore.model import chunk_logits, load_model, takes_prepared_masks
+    from batchscore.scoring.load import load_model, takes_prepared_masks
+    from batchscore.scoring.run import chunk_logits
 
     texts = ["good"] * 8 + [" ".join(["fine film"] * n) for n in range(1, 60)] + ["", "bad"]
     roberta = _roberta_family(tmp_path / "roberta", RobertaConfig, RobertaForSequenceClassification)
@@ -177,7 +180,7 @@ def test_masks_decided_on_the_host_give_the_same_logits_and_ask_the_device_nothi
 
 
 def test_models_with_their_own_mask_code_keep_the_2d_mask(tiny_model):
-    from batchscore.model import load_model, takes_prepared_masks
+    from batchscore.scoring.load import load_model, takes_prepared_masks
 
     loaded = load_model(tiny_model, None, "fp32")
     assert not loaded.mask_on_host  # the CPU path is the pipeline's, unchanged

@@ -57,7 +57,8 @@ class _Counting(torch.nn.Module):
 def test_a_real_out_of_memory_error_halves_the_batch_and_keeps_every_row(tmp_path):
     import dataclasses
 
-    from batchscore.model import chunk_logits, load_model
+    from batchscore.scoring.load import load_model
+    from batchscore.scoring.run import chunk_logits
 
     loaded = load_model(str(_reference_shaped(tmp_path / "model")), None, "fp32")
     assert loaded.device.type == "cuda"
@@ -103,7 +104,8 @@ def _device_to_host(copies):
 
 
 def test_logits_come_back_to_the_host_once_per_chunk(tmp_path, tiny_model, record_property):
-    from batchscore.model import chunk_logits, load_model
+    from batchscore.scoring.load import load_model
+    from batchscore.scoring.run import chunk_logits
 
     loaded = load_model(tiny_model, None, "bf16")
     assert loaded.device.type == "cuda" and loaded.mask_on_host

@@ -86,7 +86,7 @@ def test_int8_runs_and_agrees_with_fp32(tiny_model, tmp_path):
 
 @cpu_only
 def test_batch_tokens_default_depends_on_device(tiny_model, tmp_path):
-    from batchscore.config import CPU_BATCH_TOKENS
+    from batchscore.options import CPU_BATCH_TOKENS
 
     src, _ = write_input(tmp_path)
     for args, expected in (([], CPU_BATCH_TOKENS), (["--batch-tokens", "64"], 64)):
@@ -98,7 +98,7 @@ def test_batch_tokens_default_depends_on_device(tiny_model, tmp_path):
 
 MMAPPED_AFTER_24MB = """
 import ctypes, sys
-from batchscore.model import reuse_large_buffers
+from batchscore.scoring.cpu import reuse_large_buffers
 
 class MallInfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in

@@ -86,7 +86,7 @@ def test_internal_error_is_one_line_exit_1_traceback_only_when_verbose(
 
 
 def test_cgroup_quota_is_read_from_v2_and_v1_files(tmp_path):
-    from batchscore.threads import cgroup_cpu_quota
+    from batchscore.scoring.cpu import cgroup_cpu_quota
 
     (tmp_path / "v2").mkdir()
     (tmp_path / "v2" / "cpu.max").write_text("150000 100000\n")
@@ -104,7 +104,7 @@ def test_cgroup_quota_is_read_from_v2_and_v1_files(tmp_path):
 
 
 def test_threads_split_among_local_ranks_and_the_option_wins(monkeypatch):
-    from batchscore import threads
+    from batchscore.scoring import cpu as threads
 
     monkeypatch.setattr(threads, "allowed_cpus", lambda: 16)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")

@@ -175,7 +175,7 @@ def test_int8_per_channel_weights_and_activation_range(tiny_model, full_range):
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from batchscore.model import quantize_int8
+    from batchscore.scoring.cpu import quantize_int8
 
     model = AutoModelForSequenceClassification.from_pretrained(str(tiny_model)).eval()
     linears = sum(isinstance(m, torch.nn.Linear) for m in model.modules())
@@ -207,7 +207,7 @@ def int8_gap(model_dir, full_range):
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from batchscore.model import quantize_int8
+    from batchscore.scoring.cpu import quantize_int8
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     batch = tokenizer(["a fine day", "the worst film I have seen", "ok"], padding=True, return_tensors="pt")
@@ -224,7 +224,7 @@ def int8_gap(model_dir, full_range):
 
 
 def _vnni_cpu():
-    from batchscore.model import vnni_cpu
+    from batchscore.scoring.cpu import vnni_cpu
 
     return vnni_cpu()
 

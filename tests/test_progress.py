@@ -10,9 +10,10 @@ import logging
 import pyarrow as pa
 import pytest
 
+from batchscore.config import ModelSpec
 from batchscore.plan import Chunk
 from batchscore.progress import Progress
-from batchscore.scoring import ChunkScorer, ChunkScorers, ScoringRules
+from batchscore.scoring import ScoringRules, open_scorers
 from helpers import assert_ok, invoke
 
 WORDS = "good bad film awful great plot boring lovely slow sharp dull bright".split()
@@ -22,17 +23,23 @@ def texts(n: int) -> list[str]:
     return [" ".join(WORDS[(i * 7 + j) % len(WORDS)] for j in range(1 + i % 40)) for i in range(n)]
 
 
+def scorers(*models):
+    """The scoring core over (model folder, its options) pairs, 256-token batches."""
+    return open_scorers(
+        [ScoringRules(spec=ModelSpec(model=path, **options), batch_tokens=256) for path, options in models]
+    )
+
+
 def reported(scorer, table):
     calls = []
-    works = scorer.encoder.encode(Chunk(0, 0, table), ["text"])
+    works = scorer.worker_step.encode(Chunk(0, 0, table), ["text"])
     scorer.score(works, lambda rows, tokens: calls.append((rows, tokens)))
     return works, calls
 
 
 @pytest.mark.parametrize("long_text", ["truncate", "window"])
 def test_each_batch_reports_its_share_of_rows_and_its_tokens(tiny_model, long_text):
-    rules = ScoringRules(batch_tokens=256, long_text=long_text, window_overlap=2)
-    scorer = ChunkScorers([ChunkScorer.load(rules, tiny_model, max_length=16)])
+    scorer = scorers((tiny_model, dict(long_text=long_text, window_overlap=2, max_length=16)))
     table = pa.table({"text": texts(300) + [None, ""]})
     works, calls = reported(scorer, table)
     (work,) = works.items
@@ -42,13 +49,7 @@ def test_each_batch_reports_its_share_of_rows_and_its_tokens(tiny_model, long_te
 
 
 def test_several_models_add_up_to_the_chunk_once(tiny_model, three_label_model):
-    rules = ScoringRules(batch_tokens=256)
-    scorer = ChunkScorers(
-        [
-            ChunkScorer.load(rules, tiny_model),
-            ChunkScorer.load(ScoringRules(batch_tokens=256, result_prefix="b_"), three_label_model),
-        ]
-    )
+    scorer = scorers((tiny_model, {}), (three_label_model, dict(prefix="b_")))
     works, calls = reported(scorer, pa.table({"text": texts(200)}))
     assert sum(rows for rows, _ in calls) == pytest.approx(200)
     assert sum(tokens for _, tokens in calls) == 2 * works.items[0].real_tokens  # each model scores every token

@@ -185,16 +185,7 @@ def test_lookup_first_passes_the_chunk_on(tmp_path):
     assert item.chunk.table.column_names == ["id"]
 
 
-ZERO_ROWS_BUG = (
-    "models.py ModelScorer.run (truncate mode) applies the head to the zero logits of rows without text: they get "
-    "softmax(0) = 1/labels (sigmoid: 0.5), not the zeros heads.RowScores documents and the window and cache paths "
-    "give. Their result columns are null either way."
-)
-
-
-def test_fresh_rows_without_text_score_zeros(request, scorer):
-    if not scorer.rules.windowed:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=ZERO_ROWS_BUG))
+def test_fresh_rows_without_text_score_zeros(scorer):
     rows = scorer.run(scorer.encoder.encode(read_chunk(COLUMN), ["id"]))
     valid = np.array([t is not None and t.strip() != "" for t in COLUMN])
     assert not rows.scores[~valid].any()

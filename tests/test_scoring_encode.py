@@ -291,13 +291,6 @@ def test_sharing_key_by_tokenizer_content(multilabel_model, three_label_model):
     assert Encoder(left, "text", 128, 4096, None).sharing_key() != key
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="encode.py Encoder.sharing_key hashes backend_tokenizer.to_str(), which holds the tokenizer's current "
-    "truncation and padding settings: encoding a chunk (truncation=True, max_length=...) changes them, so the key "
-    "of a used tokenizer differs from a fresh load of the same files. Latent: ScoringCore asks the keys right "
-    "after the loads, before any chunk is encoded.",
-)
 def test_sharing_key_unchanged_by_encoding():
     """Encoding a chunk leaves the tokenizer's key as it was (its content did not change)."""
     fresh = AutoTokenizer.from_pretrained(tokenizer_dir())

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from batchscore.threads import model_threads, thread_share
+from batchscore.scoring.cpu import model_threads, thread_share
 from helpers import assert_error, build_model, file_tree, invoke, manifest_of, pipeline_oracle, run_score, spark_session
 
 ROWS, CHUNK = 300, 64
@@ -177,9 +177,9 @@ def test_a_changed_model_list_is_another_run(corpus, tiny_model, multilabel_mode
 
 def test_memory_for_the_weights_is_checked_up_front(corpus, tiny_model, multilabel_model, tmp_path, monkeypatch):
     """The models' weights together must fit the device's free memory: refused before any model loads."""
-    import batchscore.model
+    import batchscore.scoring.load
 
-    monkeypatch.setattr(batchscore.model, "free_memory_bytes", lambda device: 1000)
+    monkeypatch.setattr(batchscore.scoring.load, "free_memory_bytes", lambda device: 1000)
     out = tmp_path / "out"
     args = ["score", corpus[0], "-o", out, "--model", tiny_model, "--result-prefix", "a_"]
     args += ["--model", multilabel_model, "--result-prefix", "b_"]

@@ -15,8 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from batchscore.batches import cut_batches
 from batchscore.plan import iter_chunks
+from batchscore.scoring.encode import cut_batches
 from helpers import manifest_of, run_score
 
 LABELS = {"NEGATIVE", "POSITIVE"}

@@ -3,8 +3,8 @@
 import numpy as np
 import pyarrow as pa
 
-from batchscore.batches import encode_chunk
 from batchscore.plan import Chunk
+from batchscore.scoring.encode import encode_chunk
 from helpers import COURSE_SENTENCES
 
 COURSE_IDS = [
@@ -77,7 +77,7 @@ def test_numpy_padding_equals_tokenizer_pad(tiny_model):
     import torch
     from transformers import AutoTokenizer
 
-    from batchscore.batches import _flatten, _pad_value, pad_rows
+    from batchscore.scoring.encode import _flatten, _pad_value, pad_rows
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     texts = ["ok", "I hate this so much!", "a much longer sentence about nothing at all, really", "x y z"]

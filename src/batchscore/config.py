@@ -1,8 +1,7 @@
-"""One typed job config, merged from built-in defaults < config file < env < CLI.
+"""One typed job config, merged from built-in defaults < config file < env < CLI, and each model's own options.
 
-`OPTIONS` is the single list of job options: the CLI builds its Click options
-from it, the YAML loader checks keys against it, and `configs/default.yaml`
-documents it. Adding an option means adding one `Option` here.
+The options themselves (names, kinds, help, defaults) are `options.OPTIONS`; here they are typed and
+checked (`_coerce`), layered (`build_config`) and made into a `JobConfig` and its `ModelSpec`s.
 """
 
 from __future__ import annotations
@@ -11,311 +10,49 @@ import dataclasses
 import os
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
+from .config_file import load_config_file, resolve_paths
 from .errors import ConfigError
-
-if TYPE_CHECKING:
-    import yaml
-
-# The course's reference model, pinned: an unpinned Hub model can change under a
-# scheduled job between two runs.
-REFERENCE_MODEL = "distilbert/distilbert-base-uncased-finetuned-sst-2-english"
-REFERENCE_REVISION = "af0f99b"
-
-# The offline sentiment model `batchscore build-model` builds, and where it goes by default.
-OFFLINE_MODEL_NAME = "minilm-vader-sentiment"
-
-
-def offline_model_dir() -> str:
-    """Where `batchscore build-model` writes by default: a user cache, so an installed wheel works anywhere.
-
-    $BATCHSCORE_HOME/models/minilm-vader-sentiment, BATCHSCORE_HOME defaulting to
-    ~/.cache/batchscore ($XDG_CACHE_HOME/batchscore when that is set). The repo's
-    `make model` writes models/minilm-vader-sentiment instead.
-    """
-    home = os.environ.get("BATCHSCORE_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "batchscore"
-    )
-    return os.path.join(home, "models", OFFLINE_MODEL_NAME)
-
-
-def model_and_revision(model: str | None, revision: str | None) -> tuple[str, str | None]:
-    """The model to load and its revision: the reference model by default, pinned however it is named
-    (default, --model, env, config file, the library's Scorer); other models at the revision asked, else main."""
-    model = model or REFERENCE_MODEL
-    if revision:
-        return model, revision
-    return model, REFERENCE_REVISION if model == REFERENCE_MODEL else None
-
-
-ENV_PREFIX = "BATCHSCORE_"
-PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
-TOP_K = ("1", "all")
-LONG_TEXT = ("truncate", "window")
-AGGREGATES = ("mean", "max")
-# --long-text window defaults: an overlap that gives a sentence cut at a window's edge its context again, and a
-# cap of about 110,000 tokens per text at 512-token windows.
-WINDOW_OVERLAP = 64
-MAX_WINDOWS = 256
-# A multi-label head lists every label scoring at least this (the sigmoid's midpoint: logit 0).
-DEFAULT_THRESHOLD = 0.5
-# Default token budgets, measured by `make bench`: on CPU a batch whose
-# activations stay in cache runs ~10% faster than a 16k-token one (a 25 x 512
-# batch ran at 69% of matmul peak, 2 x 512 batches at 87%); a GPU wants big batches.
-LOG_FORMATS = ("text", "json")
-CPU_BATCH_TOKENS = 1536
-GPU_BATCH_TOKENS = 16384
-# Whole-number options travel as int64 (Arrow, numpy, the manifest); a larger one is a typo, never a plan.
-INT64_MAX = 2**63 - 1
-# torch.set_num_threads takes a C int and starts that many threads; the largest machines have a few thousand CPUs.
-MAX_THREADS = 4096
-# Each DataLoader worker is a forked process with its own reader and tokenizer; a few feed a GPU.
-MAX_WORKERS = 256
-# A config file holds a few dozen options: anything larger is not one (and is not read into memory whole).
-MAX_CONFIG_BYTES = 1 << 20
-
-
-@dataclass(frozen=True)
-class Option:
-    name: str  # python / YAML name; CLI flag is --name-with-dashes
-    kind: str  # str | int | count | bool | choice | columns | prefix | fraction
-    help: str
-    choices: tuple[str, ...] = ()
-    short: str | None = None
-    metavar: str | None = None
-    maximum: int = INT64_MAX  # int and count kinds
-    repeatable: bool = False  # the CLI takes it several times: --model A --model B (one model each)
-
-    @property
-    def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
-
-    @property
-    def envvar(self) -> str:
-        return ENV_PREFIX + self.name.upper()
-
-
-OPTIONS: tuple[Option, ...] = (
-    Option("input", "str", "Input file, folder, glob, fsspec URL or Hub dataset name.", metavar="INPUT"),
-    Option(
-        "output",
-        "str",
-        "Output folder of Parquet parts; a path ending in .parquet means one merged file. "
-        "Default: <input name>.scored in the current directory.",
-        short="-o",
-        metavar="PATH",
-    ),
-    Option(
-        "model",
-        "str",
-        f"Model id on the Hub or local model directory. Default: {REFERENCE_MODEL}. Give it several times to "
-        "score with several models in one pass, each paired in order with its own --result-prefix.",
-        metavar="ID_OR_PATH",
-        repeatable=True,
-    ),
-    Option(
-        "revision",
-        "str",
-        "Model revision (commit, tag or branch). Default: "
-        f"{REFERENCE_REVISION} for the reference model (default or named), else the repo's main branch.",
-        metavar="REV",
-    ),
-    Option("text_column", "str", "Column holding the text to score.", metavar="NAME"),
-    Option("id_column", "str", "Column identifying rows; always kept, as the first output column.", metavar="NAME"),
-    Option(
-        "keep_columns", "columns", "Input columns to keep, comma-separated; 'all' (default) or 'none'.", metavar="A,B"
-    ),
-    Option(
-        "top_k",
-        "choice",
-        "1: label and score of the best label (like the pipeline); all: also a 'scores' column with every label.",
-        choices=TOP_K,
-    ),
-    Option(
-        "result_prefix",
-        "prefix",
-        "Prefix of the output columns: pred_ gives pred_label, pred_score "
-        "(and pred_scores), so an input 'label' column can be kept beside them. Default: no prefix.",
-        metavar="PREFIX",
-        repeatable=True,
-    ),
-    Option(
-        "threshold",
-        "fraction",
-        "Multi-label heads (sigmoid: multi_label_classification, or one label): a 'labels' column lists "
-        "every label scoring at least this, in the model's label order; other heads ignore it.",
-        metavar="X",
-    ),
-    Option("max_length", "count", "Truncate texts to this many tokens. Default: the model's limit.", metavar="N"),
-    Option(
-        "batch_tokens",
-        "count",
-        "Token budget of a batch: rows x padded length stays under it. "
-        f"Default: {CPU_BATCH_TOKENS} on CPU, {GPU_BATCH_TOKENS} on GPU.",
-        metavar="N",
-    ),
-    Option(
-        "long_text",
-        "choice",
-        "A text longer than --max-length: truncate scores its first --max-length tokens (the pipeline's way); "
-        "window scores every window of it and aggregates them (--aggregate).",
-        choices=LONG_TEXT,
-    ),
-    Option(
-        "window_overlap",
-        "int",
-        f"With --long-text window: tokens two consecutive windows share. Default: {WINDOW_OVERLAP}.",
-        metavar="N",
-    ),
-    Option(
-        "aggregate",
-        "choice",
-        "With --long-text window: mean = the window scores' mean, weighted by each window's text tokens; "
-        "max = per label, the highest window score.",
-        choices=AGGREGATES,
-    ),
-    Option(
-        "max_windows",
-        "count",
-        "With --long-text window: at most N windows per text; the rest is not scored, and counted. "
-        f"Default: {MAX_WINDOWS}.",
-        metavar="N",
-    ),
-    Option(
-        "window_scores",
-        "bool",
-        "With --long-text window: also a window_scores column, each window's character span, label and score.",
-    ),
-    Option("chunk_rows", "count", "Rows per chunk: the unit of sorting, writing and resuming.", metavar="N"),
-    Option(
-        "precision",
-        "choice",
-        "auto = fp32 on CPU (exact), bf16 (or fp16) on GPU. On CPU, bf16 and int8 are approximate: on real "
-        "mixed text bf16 kept 99.95% of fp32's labels, int8 (dynamic int8 Linear layers, CPU only, the fastest) "
-        "98.4%, losing most on rows the model is unsure of; which to choose: docs/models.md.",
-        choices=PRECISIONS,
-    ),
-    Option("limit", "count", "Score only the first N rows (for trying things).", metavar="N"),
-    Option("split", "str", "Split of a Hub dataset or saved DatasetDict.", metavar="NAME"),
-    Option("dataset_config", "str", "Config (subset) name of a Hub dataset.", metavar="NAME"),
-    Option(
-        "num_shards",
-        "count",
-        "Split the chunks among K independent workers (Slurm arrays, Airflow "
-        "mapped tasks); each scores chunks c with c % K == --shard-index. Run `batchscore finalize` after all.",
-        metavar="K",
-    ),
-    Option("shard_index", "int", "Which shard this worker scores, 0 to K-1 (needs --num-shards).", metavar="I"),
-    Option(
-        "num_workers",
-        "int",
-        "DataLoader worker processes reading and tokenizing. Default: 0 on CPU, "
-        f"up to 4 on GPU; at most {MAX_WORKERS}.",
-        metavar="N",
-        maximum=MAX_WORKERS,
-    ),
-    Option(
-        "encoding",
-        "str",
-        "Encoding of CSV/TSV input (a Python codec: latin-1, cp1252, ...); "
-        "utf-8-replace replaces invalid bytes instead of failing. Default: UTF-8, strict.",
-        metavar="NAME",
-    ),
-    Option(
-        "csv_infer_types",
-        "bool",
-        "Type CSV/TSV columns from their values (007 becomes 7) instead of keeping "
-        "every column as text, exactly as written.",
-    ),
-    Option(
-        "allow_pickle",
-        "bool",
-        "Allow loading model weights stored as pickle (.bin), which can run code: "
-        "only for models you trust. Default: safetensors only.",
-    ),
-    Option(
-        "trust_remote_code",
-        "bool",
-        "Allow models whose repo ships its own Python code, and run it: only for models you trust.",
-    ),
-    Option(
-        "progress",
-        "bool",
-        "Progress on stderr, per batch. Default: a bar on a terminal, else a line every --progress-every "
-        "seconds; --progress: always the bar; --no-progress: nothing.",
-    ),
-    Option(
-        "progress_every",
-        "int",
-        "Without a terminal (cron, Airflow, Slurm): one progress line (percent, rows/s, tokens/s, ETA) every this "
-        "many seconds; 0: none.",
-        metavar="SECONDS",
-    ),
-    Option(
-        "report",
-        "bool",
-        "When the run completes, write the report page beside the output (as `batchscore report OUT`).",
-    ),
-    Option(
-        "cache",
-        "str",
-        "Result cache (a folder or fsspec URL, e.g. s3://bucket/score-cache/): texts it has scored with the same "
-        "model and settings take their results from it, and new results are added. Shared safely by shards and "
-        "runs; see docs/cache.md.",
-        metavar="URL",
-    ),
-    Option("overwrite", "bool", "Replace an existing output (one batchscore wrote) instead of resuming it."),
-    Option(
-        "threads",
-        "count",
-        "CPU threads for the model. Default: the CPUs this process may use (its CPU "
-        f"affinity and cgroup CPU quota), split among the ranks on this machine; at most {MAX_THREADS}.",
-        metavar="N",
-        maximum=MAX_THREADS,
-    ),
-    Option("quiet", "bool", "Errors only on stderr: nothing on success (cron mails only failures)."),
-    Option("verbose", "bool", "Debug lines too, and the traceback of an internal error."),
-    Option(
-        "log_format",
-        "choice",
-        "text: lines for people; json: one JSON object per line on stderr (time, "
-        "level, message, fields such as rows and seconds), for a scheduler's log store.",
-        choices=LOG_FORMATS,
-    ),
-    Option(
-        "models",
-        "models",
-        "Config file (or YAML in the env var) only: several models in one pass, a list of mappings with model, "
-        "prefix (each its own), and any of revision, top_k, max_length, precision, long_text, window_overlap, "
-        "aggregate, max_windows, window_scores, threshold (default: the option of that name).",
-        metavar="LIST",
-    ),
+from .options import (
+    DEFAULT_THRESHOLD,
+    ENV_PREFIX,
+    MAX_WINDOWS,
+    OPTIONS,
+    WINDOW_OVERLAP,
+    Option,
+    model_and_revision,
 )
-LOG_OPTIONS = ("quiet", "verbose", "log_format")  # every command takes these
-OPTION_NAMES = tuple(o.name for o in OPTIONS)
+
+# Metadata of a ModelSpec field that only --long-text window reads: it counts in the run's identity only in window
+# mode, and in the result cache's identity unless `cached` is False (the cache keeps row scores, not windows').
+WINDOW_OPTION = {"window": True, "cached": True}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ModelSpec:
-    """One model of a run and the options that are its own; None: the run's option of that name."""
+    """One model of a run and every option that is its own, filled in: its `models:` entry's value, else the
+    run's. The one record of a per-model option: the scoring rules hold it, the library's keywords are checked
+    against its fields, and a window option (`WINDOW_OPTION`) enters the run's and the cache's identities by its
+    metadata alone (scoring/identity.py lists the others that change scores)."""
 
     model: str | None = None
     revision: str | None = None
-    prefix: str | None = None
-    top_k: str | None = None
+    prefix: str | None = None  # --result-prefix
+    top_k: str = "1"
     max_length: int | None = None
-    precision: str | None = None
-    long_text: str | None = None
-    window_overlap: int | None = None
-    aggregate: str | None = None
-    max_windows: int | None = None
-    window_scores: bool | None = None
-    threshold: float | None = None
+    precision: str = "auto"
+    long_text: str = "truncate"
+    window_overlap: int = field(default=WINDOW_OVERLAP, metadata=WINDOW_OPTION)
+    aggregate: str = field(default="mean", metadata=WINDOW_OPTION)
+    max_windows: int = field(default=MAX_WINDOWS, metadata=WINDOW_OPTION)
+    window_scores: bool = field(default=False, metadata=WINDOW_OPTION | {"cached": False})
+    threshold: float = DEFAULT_THRESHOLD
 
-    def with_defaults(self, own: ModelSpec) -> ModelSpec:
-        """`own`'s settings, the rest from this one."""
-        return dataclasses.replace(self, **{k: getattr(own, k) for k in MODEL_KEYS if getattr(own, k) is not None})
+    def window_options(self, cached_only: bool = False) -> dict[str, Any]:
+        """The --long-text window options, by name (those the cache's identity holds, given `cached_only`)."""
+        chosen = [f for f in dataclasses.fields(self) if f.metadata.get("window")]
+        return {f.name: getattr(self, f.name) for f in chosen if f.metadata["cached"] or not cached_only}
 
 
 # What each model of a run may set for itself (`models:`); "prefix" is its --result-prefix.
@@ -324,11 +61,15 @@ MODEL_KEYS = tuple(f.name for f in dataclasses.fields(ModelSpec))
 
 def library_specs(arguments: Mapping[str, Any], models: Any = None) -> list[ModelSpec]:
     """The models of a library call (`Scorer`, `spark.score`): `arguments` (keyword arguments named like the
-    options, result_prefix for prefix) over the options' defaults, and each `models=` entry over those."""
+    options, result_prefix for prefix), checked as the options are, over the options' defaults; each `models=`
+    entry over those."""
     given = {("prefix" if k == "result_prefix" else k): v for k, v in arguments.items() if v is not None}
-    own: dict[str, Any] = {k: str(v) if k == "top_k" else v for k, v in given.items() if k in MODEL_KEYS}
-    run = JobConfig().model_specs[0].with_defaults(ModelSpec(**own))
-    return [run] if models is None else [run.with_defaults(m) for m in models_from(models, "models=")]
+    unknown = sorted(set(given) - set(MODEL_KEYS))
+    if unknown:
+        named = ", ".join("result_prefix" if k == "prefix" else k for k in MODEL_KEYS)
+        raise ConfigError(f"Unknown argument '{unknown[0]}'; a model's arguments are: {named}.")
+    run = dataclasses.replace(JobConfig().model_specs[0], **_typed_entry(given, "the arguments"))
+    return [run] if models is None else [dataclasses.replace(run, **m) for m in models_from(models, "models=")]
 
 
 @dataclass(frozen=True)
@@ -371,7 +112,8 @@ class JobConfig:
     verbose: bool = False
     log_format: str = "text"
     overwrite: bool = False
-    models: tuple[ModelSpec, ...] = ()  # several models in one pass; () = the one model of the options above
+    # Several models in one pass, each entry the options it sets for itself; () = the one model of the options above.
+    models: tuple[Mapping[str, Any], ...] = ()
     # Not an option: where the config file came from, for the manifest.
     config_file: str | None = field(default=None, compare=False)
 
@@ -379,7 +121,7 @@ class JobConfig:
     def model_specs(self) -> list[ModelSpec]:
         """Every model of the run, each with all its options filled in (its own, else the run's)."""
         run = ModelSpec(**{k: getattr(self, "result_prefix" if k == "prefix" else k) for k in MODEL_KEYS})
-        return [run.with_defaults(own) for own in self.models or (ModelSpec(),)]
+        return [dataclasses.replace(run, **own) for own in self.models or ({},)]
 
     @property
     def model_id(self) -> str:
@@ -407,6 +149,7 @@ class JobConfig:
         d["output"] = self.output_path
         if d["keep_columns"] is not None:
             d["keep_columns"] = list(d["keep_columns"])
+        d["models"] = [{k: own.get(k) for k in MODEL_KEYS} for own in self.models]  # every key, None: the run's
         return d
 
 
@@ -534,7 +277,7 @@ def _coerce(opt: Option, value: Any, origin: str) -> Any:
     raise AssertionError(opt.kind)
 
 
-def models_from(value: Any, origin: str) -> tuple[ModelSpec, ...]:
+def models_from(value: Any, origin: str) -> tuple[dict[str, Any], ...]:
     """`models:` of a config file: a list of mappings, each a model and its own options, checked as options."""
     import yaml
 
@@ -547,7 +290,6 @@ def models_from(value: Any, origin: str) -> tuple[ModelSpec, ...]:
         raise ConfigError(
             f"models (from {origin}) must be a list of mappings, each with model and prefix; got {_shown(value)}."
         )
-    by_name = {o.name: o for o in OPTIONS}
     specs = []
     for number, entry in enumerate(value, 1):
         unknown = [str(k) for k in entry if k not in MODEL_KEYS]
@@ -558,17 +300,22 @@ def models_from(value: Any, origin: str) -> tuple[ModelSpec, ...]:
             )
         if not entry.get("model"):
             raise ConfigError(f"models entry {number} (from {origin}) names no model; add model: <id or path>.")
-        where = f"models entry {number}, from {origin}"
-        typed: dict[str, Any] = {}
-        for key, given in entry.items():
-            if given is None:
-                continue
-            # The entry's own key names the option in messages: prefix, not result_prefix.
-            opt = dataclasses.replace(by_name["result_prefix" if key == "prefix" else key], name=key)
-            _check_type(opt, given, f"{key} (from {where})")
-            typed[key] = _coerce(opt, given, where)
-        specs.append(ModelSpec(**typed))
+        specs.append(_typed_entry(entry, f"models entry {number}, from {origin}"))
     return tuple(specs)
+
+
+def _typed_entry(entry: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """A model's own settings, each checked and typed as its option is (None: not set)."""
+    by_name = {o.name: o for o in OPTIONS}
+    typed: dict[str, Any] = {}
+    for key, given in entry.items():
+        if given is None:
+            continue
+        # The entry's own key names the option in messages: prefix, not result_prefix.
+        opt = dataclasses.replace(by_name["result_prefix" if key == "prefix" else key], name=key)
+        _check_type(opt, given, f"{key} (from {where})")
+        typed[key] = _coerce(opt, given, where)
+    return typed
 
 
 def _given(value: Any) -> tuple[Any, ...]:
@@ -589,130 +336,6 @@ def _repeated(cli: dict[str, Any]) -> dict[str, Any]:
             "in the same order (--model A --result-prefix a_ --model B --result-prefix b_)."
         )
     return cli | {"models": [{"model": m, "prefix": p} for m, p in zip(models, prefixes)]}
-
-
-def load_config_file(path: str) -> dict[str, Any]:
-    """The options in a YAML file; anything that keeps it from being read is a ConfigError naming the fix."""
-    import yaml
-
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read(MAX_CONFIG_BYTES + 1)
-    except FileNotFoundError:
-        raise ConfigError(f"Config file '{path}' not found; check the --config path.") from None
-    except IsADirectoryError:
-        raise ConfigError(f"Config file '{path}' is a folder; pass --config naming a YAML file.") from None
-    except OSError as exc:
-        raise ConfigError(
-            f"Cannot read config file '{path}' ({exc.strerror or exc}); check the --config path."
-        ) from None
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise ConfigError(
-            f"Config file '{path}' is larger than {MAX_CONFIG_BYTES >> 20} MiB, far more than a "
-            "file of options; check the --config path."
-        )
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"Config file '{path}' is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset "
-            f"{exc.start}); save it as UTF-8."
-        ) from None
-    try:
-        data = yaml.load(text, Loader=_options_loader())  # noqa: S506 - a SafeLoader: plain values only
-    except _AliasFound as exc:
-        raise ConfigError(
-            f"Config file '{path}' uses a YAML alias (*{exc.anchor}, line {exc.line}); write the "
-            "value out: a file of options needs no aliases, and refusing them keeps a small file "
-            "from expanding into gigabytes."
-        ) from None
-    except yaml.YAMLError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else "invalid YAML"
-        raise ConfigError(f"Config file '{path}' is not valid YAML ({first}).") from None
-    except RecursionError:
-        raise ConfigError(
-            f"Config file '{path}' nests too deeply to be a file of options; write one option: value per line."
-        ) from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"Config file '{path}' must be a mapping of option: value.")
-    unknown = [k for k in data if str(k).replace("-", "_") not in OPTION_NAMES]
-    if unknown:
-        raise ConfigError(
-            f"Unknown key '{unknown[0]}' in config file '{path}'; known keys are: {', '.join(OPTION_NAMES)}."
-        )
-    return {str(k).replace("-", "_"): v for k, v in data.items()}
-
-
-def _options_loader() -> type[yaml.SafeLoader]:
-    import yaml
-
-    class OptionsLoader(yaml.SafeLoader):
-        """safe_load's loader (plain values only) that refuses aliases.
-
-        An alias repeats a node without copying it: 354 bytes of nested aliases
-        stand for billions of values, which any walk over them (a message
-        quoting the value, a str() of it) expands. Counting expansions would
-        need a limit to tune; options have no use for aliases at all.
-        """
-
-        def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
-            if self.check_event(yaml.AliasEvent):
-                event = self.peek_event()
-                raise _AliasFound(event.anchor, event.start_mark.line + 1)
-            return super().compose_node(parent, index)
-
-    return OptionsLoader
-
-
-class _AliasFound(Exception):
-    def __init__(self, anchor: str, line: int) -> None:
-        super().__init__(anchor)
-        self.anchor, self.line = anchor, line
-
-
-def _resolve_paths(values: dict[str, Any], config_file: str) -> dict[str, Any]:
-    """Relative paths in a config file are relative to the file's folder, so a job runs from any folder.
-
-    `input` and `model` may also be Hub names (`user/name`): a relative value
-    resolves only when it exists beside the file (a glob: when it matches there)
-    or is explicitly relative (`./x`, `../x`); otherwise it is kept as given.
-    `output` is always written where the file says.
-    """
-    folder = os.path.dirname(config_file)
-    resolved = dict(values)
-    for key in ("input", "model", "output"):
-        value = values.get(key)
-        if (
-            not isinstance(value, str)
-            or not value
-            or "\0" in value
-            or "://" in value
-            or os.path.isabs(value)
-            or value.startswith("~")
-        ):
-            continue
-        there = os.path.normpath(os.path.join(folder, value))
-        explicit = value in (".", "..") or value.startswith(("./", "../"))
-        if key == "output" or explicit or _exists(there):
-            resolved[key] = there
-    if isinstance(values.get("models"), list):  # each model's path, like `model`
-        resolved["models"] = [
-            {**m, **_resolve_paths({"model": m["model"]}, config_file)}
-            if isinstance(m, dict) and isinstance(m.get("model"), str)
-            else m
-            for m in values["models"]
-        ]
-    return resolved
-
-
-def _exists(path: str) -> bool:
-    import glob
-
-    if any(c in path for c in "*?["):
-        return bool(glob.glob(path))
-    return os.path.exists(path)
 
 
 def read_env(environ: Mapping[str, str]) -> dict[str, str]:
@@ -737,7 +360,7 @@ def build_config(
         ("environment", read_env(environ)),
         (
             f"config file {config_file}",
-            _resolve_paths(load_config_file(config_file), config_file) if config_file else {},
+            resolve_paths(load_config_file(config_file), config_file) if config_file else {},
         ),
     ]
     values: dict[str, Any] = {}

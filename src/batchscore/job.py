@@ -1,20 +1,20 @@
-"""Wire the stages: source -> plan -> batches -> model -> postprocess -> sink.
+"""Wire the stages: input -> plan -> scoring -> output.
 
 The only module that knows every stage. A `Job` runs them phase by phase
 (open, check, load, write, finish); each stage takes and returns plain data,
 so each is tested alone, and this one end to end. The per-chunk scoring
-itself is `scoring.ChunkScorer`, shared with the library's `Scorer`.
+itself is the scoring core's (`scoring.open_scorers`), shared with the
+library's `Scorer`.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import socket
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 from .config import JobConfig
@@ -23,11 +23,9 @@ from .errors import BatchscoreError, ConfigError
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from .cache import CachedScorers
-    from .input.base import Reader as Source
     from .output import Existing, Output, OutputWriter
     from .plan import Plan
-    from .scoring import ChunkScorers, ScoringRules
+    from .scoring import Scorers, ScoringRules
 
 
 @dataclass
@@ -45,18 +43,9 @@ def _identity(item: Any) -> Any:
 
 
 @dataclass
-class Input:
-    """The open input, and the columns the job reads from it."""
+class ScoredSoFar:
+    """What this process's loop over its chunks has seen."""
 
-    source: Source
-    schema: pa.Schema  # the input's, known once open
-    reopen: Callable[[], Source]  # picklable: opens it again in DataLoader workers
-    out_columns: list[str]  # input columns the output keeps, in order
-    read_columns: list[str]  # those plus the text column
-
-
-@dataclass
-class _Scored:
     num_chunks: int | None = None  # chunks in the whole input, as the reader found
     rows_read: int = 0  # input rows parsed by this process's readers
     first_commit: float | None = None  # when the first part was committed (time.time())
@@ -79,7 +68,8 @@ def score(input: str, output: str | None = None, *, config_file: str | None = No
         manifest = batchscore.score("reviews.csv", "scored/", model="models/minilm-vader-sentiment", top_k="all")
         manifest["rows"], manifest["label_counts"]
     """
-    from .config import OPTIONS, build_config
+    from .config import build_config
+    from .options import OPTIONS
 
     unknown = sorted(set(options) - {o.name for o in OPTIONS})
     if unknown:
@@ -101,14 +91,14 @@ class Job:
     model loads (open, check); nothing is written before the writer holds the output (write)."""
 
     def __init__(self, cfg: JobConfig, process_started: float | None = None):
-        from .scoring import model_rules
+        from .scoring import CLI_HINTS, rules_for
 
         self.cfg = cfg
         self.started = time.time()
         self.process_started = process_started or self.started
         self.specs = cfg.model_specs
         # Each model's rules (one for a run of one model); known before any loads, so columns are checked first.
-        self.all_rules: list[ScoringRules] = model_rules(self.specs, cfg.text_column, cfg.batch_tokens)
+        self.all_rules: list[ScoringRules] = rules_for(self.specs, cfg.text_column, cfg.batch_tokens, CLI_HINTS)
         self.rules = self.all_rules[0]
         self.warnings: list[str] = []
 
@@ -135,66 +125,19 @@ class Job:
     def open(self) -> None:
         from .output import Output, check_output
         from .plan import for_process, launcher_ranks
+        from .preflight import check_places, open_cache, open_input
 
         cfg = self.cfg
         self.output: Output = Output.open(cfg.output_path)
-        self.input = self._open_input()
+        self.input = open_input(cfg, self.output, self.all_rules)
         # Before the model load, which can take minutes: a taken output fails at once.
         self.existing: Existing = check_output(self.output, cfg.overwrite)
-        self._check_places()
+        check_places(cfg, self.output, self.input)
         self.cache = open_cache(cfg.cache, self.specs)
         # Under torchrun / accelerate launch the ranks are known before accelerate starts, so the check covers
         # this rank's share before the model loads; `load` makes sure accelerate agrees.
         self.ranks = launcher_ranks()
         self.plan: Plan = for_process(cfg, self.input.source.num_rows, *self.ranks)
-
-    def _check_places(self) -> None:
-        """The cache and the report page, where ownership's rule allows them (the output's own place against the
-        input is checked as the input opens)."""
-        from .output.layout import report_path
-        from .ownership import cache_place, check, input_places, output_place, page_place
-
-        cfg = self.cfg
-        writers = []
-        if cfg.report:
-            fix = "choose another --output (the page is written beside it), or leave out --report"
-            writers.append(page_place(report_path(cfg.output_path), fix))
-        if cfg.cache:
-            writers.append(cache_place(cfg.cache))
-        if writers:
-            # The cache meets the input only where it meets the input's root (a file, folder or glob base); the
-            # page is a file that could be one of the input's files (a second per 20,000 files: only with it).
-            files = self.input.source.files if cfg.report else []
-            check(writers, [output_place(self.output.layout), *input_places(cfg.input, files)])
-
-    def _open_input(self) -> Input:
-        """Open the input (refusing one that overlaps the output) and check the columns in every file."""
-        from .input import open_source
-        from .scoring import CLI_HINTS
-
-        cfg = self.cfg
-        if not cfg.input:
-            raise ConfigError("No input given; pass INPUT (a file, folder, glob, URL or Hub dataset name).")
-        reopen = functools.partial(
-            open_source,
-            cfg.input,
-            text_column=cfg.text_column,
-            split=cfg.split,
-            dataset_config=cfg.dataset_config,
-            encoding=cfg.encoding,
-            csv_infer_types=cfg.csv_infer_types,
-            output=self.output.layout.location,
-        )
-        source = reopen()
-        schema = source.schema
-        assert schema is not None  # every reader knows its schema once open
-        text_type = schema.field(cfg.text_column).type if cfg.text_column in schema.names else None
-        for rules in self.all_rules[1:]:
-            rules.check_columns(schema.names, cfg.keep_columns, cfg.id_column, CLI_HINTS, text_type)
-        out_columns = self.rules.check_columns(schema.names, cfg.keep_columns, cfg.id_column, CLI_HINTS, text_type)
-        read_columns = list(dict.fromkeys([*out_columns, cfg.text_column]))
-        source.require(read_columns, cfg.text_column)  # in every file of a folder, not just the first
-        return Input(source, schema, reopen, out_columns, read_columns)
 
     # --- 2. check: parse this process's rows before the model loads ---------------------------------------------
 
@@ -226,28 +169,24 @@ class Job:
     def load(self) -> None:
         import torch
 
-        from .scoring import load_scorers
-        from .threads import model_threads
+        from .scoring import open_scorers
+        from .scoring.cpu import model_threads
 
         cfg = self.cfg
         self.threads = model_threads(cfg.threads)
         torch.set_num_threads(self.threads)
         load_started = time.time()
-        self.scorer: ChunkScorers | CachedScorers = load_scorers(
-            self.specs,
+        self.scorer: Scorers = open_scorers(
             self.all_rules,
+            cache=self.cache,
             allow_pickle=cfg.allow_pickle,
             trust_remote_code=cfg.trust_remote_code,
             check=self._check_head_columns,
         )
-        self.all_rules = [scorer.rules for scorer in self.scorer.scorers]  # completed by each model's head
-        if self.cache is not None:
-            from .cache import CachedScorers
-
-            self.scorer = CachedScorers(self.scorer, self.cache)
+        self.all_rules = [model.rules for model in self.scorer.models]  # completed by each model's head
         self.rules = self.all_rules[0]
         self.load_seconds = time.time() - load_started
-        accelerator = self.scorer.first.loaded.accelerator
+        accelerator = self.scorer.models[0].loaded.accelerator
         if (accelerator.process_index, accelerator.num_processes) != self.ranks:
             raise ConfigError(
                 f"accelerate runs this as process {accelerator.process_index} of {accelerator.num_processes}, "
@@ -260,7 +199,7 @@ class Job:
         columns once the model's config is read: before its weights load, and before anything is written."""
         from .scoring import CLI_HINTS
 
-        if rules.result_names != rules.for_head("").result_names:
+        if rules.adds_head_columns:
             rules.check_columns(self.input.schema.names, self.cfg.keep_columns, self.cfg.id_column, CLI_HINTS)
 
     # --- 4. write: take the output, resume, score every chunk still to do ---------------------------------------
@@ -269,7 +208,7 @@ class Job:
         from .output import OutputWriter
 
         cfg, plan, scorer = self.cfg, self.plan, self.scorer
-        loaded = scorer.first.loaded
+        loaded = scorer.models[0].loaded
         # A few forked workers read and tokenize ahead of a GPU; on CPU they would take the model's cores.
         self.workers = cfg.num_workers
         if self.workers is None:
@@ -284,7 +223,7 @@ class Job:
             "batchscore_version": __version__,
             "model": loaded.model_id,
             "revision": loaded.revision,
-            **({"models": self._models()} if len(scorer.scorers) > 1 else {}),
+            **({"models": self._models()} if len(scorer.models) > 1 else {}),
             "config": effective,
         }
         self.schema = self._schema()
@@ -303,9 +242,10 @@ class Job:
             self.plan = plan = plan.with_committed(sink.committed)
             startup = time.time() - self.process_started
             scored = self._score_chunks(sink)
-            self._flush_cache()
+            self._finish_cache()
             assert scored.num_chunks is not None  # every reader ends with an InputEnd
-            sink.finish_shard(self._run_facts(sink, scored, startup), scored.num_chunks, self.scorer.chunk_stats())
+            empty = self.scorer.empty_stats().as_footer()
+            sink.finish_shard(self._run_facts(sink, scored, startup), scored.num_chunks, empty)
             shard_summary = sink.shard_stats()
         if not (plan.finalizes and plan.main):
             return JobResult(
@@ -322,8 +262,7 @@ class Job:
     def _identity(self) -> dict:
         from .output import run_identity
 
-        scorers = self.scorer.scorers
-        return run_identity(self.cfg, self.input.source, [s.loaded for s in scorers], self.input.out_columns)
+        return run_identity(self.cfg, self.input.source, self.scorer.identity_parts(), self.input.out_columns)
 
     def _models(self) -> list[dict]:
         """Each model of a run of several, as it was loaded, for the parts' metadata."""
@@ -331,15 +270,15 @@ class Job:
             {
                 "model": s.loaded.model_id,
                 "revision": s.loaded.revision,
-                "prefix": s.rules.result_prefix,
+                "prefix": s.rules.prefix,
                 "max_length": s.loaded.max_length,
                 "precision": s.loaded.precision,
             }
-            for s in self.scorer.scorers
+            for s in self.scorer.models
         ]
 
-    def _run_facts(self, sink: OutputWriter, scored: _Scored, startup: float) -> dict:
-        loaded, source = self.scorer.first.loaded, self.input.source
+    def _run_facts(self, sink: OutputWriter, scored: ScoredSoFar, startup: float) -> dict:
+        loaded, source = self.scorer.models[0].loaded, self.input.source
         return {
             "input": source.description,
             "input_files": source.files,
@@ -353,24 +292,24 @@ class Job:
             "rows_read": scored.rows_read,
             "rows_checked": self.rows_checked,
             "threads": self.threads,
-            **self.cache_facts,  # set by _flush_cache, just before
+            **self.cache_facts,  # set by _finish_cache, just before
         }
 
-    def _score_chunks(self, sink: OutputWriter) -> _Scored:
+    def _score_chunks(self, sink: OutputWriter) -> ScoredSoFar:
         """Read, tokenize, score and commit every chunk this process still has to do."""
         import pyarrow as pa
         import torch
 
-        from .batches import ChunkDataset, quiet_worker
         from .plan import InputEnd
         from .progress import Progress
+        from .scoring.feed import ChunkDataset, quiet_worker
 
         plan, scorer, given = self.plan, self.scorer, self.input
         if self.workers:
             # Tokenizers' own thread pool and forked workers don't mix; workers give the parallelism.
             os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         dataset = ChunkDataset(
-            plan, given.reopen, given.read_columns, given.out_columns, scorer.encoder, source=given.source
+            plan, given.reopen, given.read_columns, given.out_columns, scorer.worker_step, source=given.source
         )
         loader = torch.utils.data.DataLoader(
             dataset,
@@ -381,7 +320,7 @@ class Job:
             prefetch_factor=2 if self.workers else None,
             worker_init_fn=quiet_worker,
         )
-        scored = _Scored()
+        scored = ScoredSoFar()
         last = time.time()  # when this process's previous chunk was scored (or its loop began)
         cfg = self.cfg
         # A bar on a terminal (or with --progress); lines every --progress-every seconds in a log; nothing with
@@ -399,44 +338,40 @@ class Job:
                     continue
                 scored.rows_read += work.chunk.rows_read
                 scoring_started = time.time()
-                results = scorer.score(work, progress.batch)
+                chunk = work.chunk
+                result = scorer.score(work, progress.batch)
                 table = pa.Table.from_arrays(
-                    [work.chunk.table.column(c) for c in given.out_columns] + [results[f.name] for f in scorer.fields],
+                    [chunk.table.column(c) for c in given.out_columns]
+                    + [result.columns[f.name] for f in scorer.fields],
                     schema=self.schema,
                 )
                 now = time.time()
-                stats = {
-                    **scorer.chunk_stats(work, results),
-                    "progress": self._chunk_progress(last, scoring_started, now),
-                }
+                stats = result.stats.as_footer() | {"progress": self._chunk_progress(last, scoring_started, now)}
                 last = now
-                sink.write(work.chunk.index, table, stats)
+                sink.write(chunk.index, table, stats)
                 if scored.first_commit is None:
                     sink.flush()
                     scored.first_commit = time.time()
-                progress.chunk(work.chunk.num_rows)
+                progress.chunk(chunk.num_rows)
         return scored
 
-    def _flush_cache(self) -> None:
+    def _finish_cache(self) -> None:
         """Add the run's last new results to the cache. A cache that cannot take them (full, read-only) costs the
         next run their scoring, not this run its output: a warning, not an error. Every write the cache refused,
-        here or in the middle of the run (`CacheScope.add`), is counted in the manifest's `cache_write_failures`."""
-        from .cache import CachedScorers
-
+        here or in the middle of the run, is counted in the manifest's `cache_write_failures`."""
         # Recorded by every run (None: no cache), so each shard's facts hold it and a sharded manifest sums it.
-        self.cache_facts: dict[str, Any] = {"cache_write_failures": None}
-        if not isinstance(self.scorer, CachedScorers):
+        report = self.scorer.finish()
+        self.cache_facts: dict[str, Any] = {"cache_write_failures": None if report is None else report.write_failures}
+        if report is None:
             return
-        for message in self.scorer.flush():
+        for message in report.refused:
             self.warnings.append(f"The cache kept none of this run's last new results: {message}")
-        self.cache_facts["cache_write_failures"] = sum(len(scope.write_failures) for scope in self.scorer.scopes)
-        skipped = self.scorer.skipped
-        if skipped:
-            path, why = next(iter(skipped.items()))
+        if report.skipped:
+            path, why = next(iter(report.skipped.items()))
             self.warnings.append(
-                f"Skipped {len(skipped)} cache file(s) that are damaged or not this identity's (their texts were "
-                f"scored again), e.g. {path}: {why}; `batchscore cache compact` removes the damaged ones batchscore "
-                "wrote and names the others, which are left for you to move out of the cache."
+                f"Skipped {len(report.skipped)} cache file(s) that are damaged or not this identity's (their texts "
+                f"were scored again), e.g. {path}: {why}; `batchscore cache compact` removes the damaged ones "
+                "batchscore wrote and names the others, which are left for you to move out of the cache."
             )
 
     def _chunk_progress(self, last: float, scoring_started: float, now: float) -> dict:
@@ -474,17 +409,6 @@ class Job:
         if manifest["rows"] == 0:
             self.warnings.append("The input has no rows; wrote an empty output with the schema.")
         return JobResult(self.cfg.output_path, manifest, warnings=self.warnings)
-
-
-def open_cache(url: str | None, specs: list) -> Any:
-    """The result cache at `url` (None without one), opened and probed before the model loads: a bad URL, a
-    missing bucket or parent folder, an unreachable store fail at once (exit 5)."""
-    if not url:
-        return None
-    from .cache import ResultCache, refuse_window_scores
-
-    refuse_window_scores(specs)
-    return ResultCache(url)
 
 
 def _round(seconds: float | None) -> float | None:

@@ -1,4 +1,4 @@
-"""docs/options.md, generated from `OPTIONS` (config.py): the table can never drift from the CLI.
+"""docs/options.md, generated from `OPTIONS` (options.py): the table can never drift from the CLI.
 
     python -m batchscore.options_doc docs/options.md    # what `make docs` runs
     python -m batchscore.options_doc                    # print it
@@ -11,12 +11,13 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from .config import ENV_PREFIX, INT64_MAX, OPTIONS, JobConfig, Option
+from .config import JobConfig
+from .options import ENV_PREFIX, INT64_MAX, OPTIONS, Option
 
 INTRO = """\
 # Options
 
-<!-- Generated from OPTIONS in src/batchscore/config.py by `make docs`
+<!-- Generated from OPTIONS in src/batchscore/options.py by `make docs`
 (python -m batchscore.options_doc docs/options.md): edit those, not this file. -->
 
 Every option of `batchscore score` can be set three ways besides its built-in

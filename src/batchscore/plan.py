@@ -158,6 +158,10 @@ class Chunk:
     def num_rows(self) -> int:
         return self.table.num_rows
 
+    def select(self, columns: list[str]) -> Chunk:
+        """The same chunk holding only `columns` (what the output keeps of it)."""
+        return Chunk(self.index, self.start, self.table.select(columns), self.rows_read)
+
 
 @dataclass
 class InputEnd:

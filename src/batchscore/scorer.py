@@ -3,8 +3,8 @@
 `Scorer` loads the model once and is then called on batches: a pyarrow Table
 or RecordBatch, a pandas DataFrame, or a dict of numpy arrays (Ray Data's
 "numpy" batch format). A batch is scored as a job scores a chunk, by the same
-`scoring.ChunkScorer` (length-sorted token-budget batches, the model, the
-pipeline's score function), so its labels and scores are the ones the CLI writes.
+scoring core (`scoring.open_scorers`), so its labels and scores are the ones
+the CLI writes.
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence, TypeAlias
 
-from .config import DEFAULT_THRESHOLD, MAX_WINDOWS, WINDOW_OVERLAP
 from .errors import InputError
-from .scoring import not_text
+from .scoring import LIBRARY_HINTS, not_text
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +23,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
-    from .cache import CachedScorers
-    from .scoring import ChunkScorers
+    from .scoring import Scorers
 
     # What a Scorer is called on, and gives back as the same type: a pyarrow Table or RecordBatch, a pandas
     # DataFrame, or a dict of numpy arrays (Ray Data's "numpy" batch format).
@@ -48,16 +46,18 @@ class Scorer:
 
         ds.map_batches(Scorer, fn_constructor_kwargs={"model": path}, batch_format="pyarrow", concurrency=2)
 
-    Arguments mean what the CLI options of the same names mean (`batchscore score --help`):
-    `top_k` is 1 (label and score) or "all" (also `scores`, every label's score,
-    best first); `result_prefix` names the result columns (`pred_label`, ...);
-    `precision` is "auto" (fp32 on CPU, bf16 on GPU), "fp32", "bf16", "fp16" or "int8";
-    `long_text="window"` scores every window of a long text (`window_overlap`,
-    `aggregate` "mean" or "max", `max_windows`, `window_scores`) and adds `windows`.
-    A multi-label head (sigmoid: multi_label_classification, or one label) also
-    gets `labels`: every label scoring at least `threshold`, in label order.
-    `cache` (a folder or fsspec URL) is the CLI's --cache: texts it holds take
-    their results from it; each call adds its new results as one file.
+    Keyword arguments mean what the CLI options of the same names mean
+    (`batchscore score --help`), checked as those are: `top_k` is 1 (label and
+    score) or "all" (also `scores`, every label's score, best first);
+    `result_prefix` names the result columns (`pred_label`, ...); `precision` is
+    "auto" (fp32 on CPU, bf16 on GPU), "fp32", "bf16", "fp16" or "int8";
+    `long_text="window"` scores every window of a long text (with the window
+    options) and adds `windows`. A multi-label head (sigmoid:
+    multi_label_classification, or one label) also gets `labels`: every label
+    scoring at least `threshold`, in label order. `models` lists several models
+    (each a mapping of model, prefix and its own options). `cache` (a folder or
+    fsspec URL) is the CLI's --cache: texts it holds take their results from it;
+    each call adds its new results as one file.
 
     Text values as in the CLI: numbers (and other scalars) are scored as their
     string form; bytes, lists, structs, invalid UTF-8 or a column of mixed
@@ -67,56 +67,41 @@ class Scorer:
     def __init__(
         self,
         model: str | None = None,
-        revision: str | None = None,
+        *,
         text_column: str = "text",
-        top_k: int | str = 1,
-        max_length: int | None = None,
         batch_tokens: int | None = None,
-        precision: str = "auto",
-        result_prefix: str | None = None,
         allow_pickle: bool = False,
         trust_remote_code: bool = False,
-        long_text: str = "truncate",
-        window_overlap: int = WINDOW_OVERLAP,
-        aggregate: str = "mean",
-        max_windows: int = MAX_WINDOWS,
-        window_scores: bool = False,
-        threshold: float = DEFAULT_THRESHOLD,
         models: Sequence[Mapping[str, Any]] | None = None,
         cache: str | None = None,
+        **options: Any,
     ):
+        from .cache import ResultCache
         from .config import library_specs
-        from .scoring import load_scorers, model_rules
+        from .scoring import open_scorers, rules_for
 
-        arguments: dict[str, Any] = dict(model=model, revision=revision, result_prefix=result_prefix, top_k=top_k)
-        arguments |= dict(max_length=max_length, precision=precision, long_text=long_text, threshold=threshold)
-        arguments |= dict(window_overlap=window_overlap, aggregate=aggregate, max_windows=max_windows)
-        # Several models: each entry's own settings, the others from the arguments above.
-        specs = library_specs(arguments | {"window_scores": window_scores}, models)
-        self.core: ChunkScorers | CachedScorers = load_scorers(
-            specs,
-            model_rules(specs, text_column, batch_tokens),  # checked before any load
+        # Several models: each entry's own settings, the others from the options.
+        specs = library_specs({"model": model, **options}, models)
+        self.core: Scorers = open_scorers(
+            rules_for(specs, text_column, batch_tokens),  # checked before any load
+            # Each call's new results are added to the cache as one file before it returns.
+            cache=None if cache is None else ResultCache(cache),
             allow_pickle=allow_pickle,
             trust_remote_code=trust_remote_code,
         )
-        if cache is not None:  # each call's new results are added to the cache as one file before it returns
-            from .cache import CachedScorers, ResultCache, refuse_window_scores
-
-            refuse_window_scores(specs)
-            self.core = CachedScorers(self.core, ResultCache(cache))
         # The loaded heads complete the rules: a multi-label head adds `labels`, checked against every batch.
-        self.all_rules = [scorer.rules for scorer in self.core.scorers]
+        self.all_rules = [each.rules for each in self.core.models]
         self.rules, self.fields = self.all_rules[0], self.core.fields
         self.text_column = text_column
 
     @property
     def labels(self) -> list[str]:
         """The (first) model's labels, in id2label order."""
-        return self.core.first.labels
+        return self.core.models[0].labels
 
     def _check_columns(self, names: Iterable[Any]) -> None:
         for rules in self.all_rules:
-            rules.check_columns(names)
+            rules.check_columns(names, hints=LIBRARY_HINTS)
 
     def score_table(self, table: pa.Table) -> dict[str, pa.Array]:
         """The result columns for a pyarrow Table, as a dict name -> Arrow array, in the table's row order."""
@@ -128,10 +113,11 @@ class Scorer:
         import pyarrow as pa
 
         results = self.core.score_texts(pa.table({self.text_column: text_values(column, self.text_column)}))
-        flush = getattr(self.core, "flush", None)  # a cache: Ray actors and Spark workers have no "end" to wait for
-        if flush is not None:
-            for message in flush():  # a cache that refuses the write costs a later call the scoring, not this one
-                log.warning(f"The cache kept none of these new results: {message}")
+        # Ray actors and Spark workers have no "end" to wait for: each call writes its new results to the cache.
+        report = self.core.finish()
+        for message in [] if report is None else report.refused:
+            # A cache that refuses the write costs a later call the scoring, not this one.
+            log.warning(f"The cache kept none of these new results: {message}")
         return results
 
     def __call__(self, batch: ScorerBatch) -> ScorerBatch:

@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from .scorer import Scorer
     from .scoring import ScoringRules
 
+# Scorer arguments that are not a model's options (the rest are: config.MODEL_KEYS).
+SCORER_ONLY = ("batch_tokens", "allow_pickle", "trust_remote_code", "head")
+
 _SCORERS: dict[
     tuple[tuple[str, Any], ...], Scorer
 ] = {}  # one loaded model per Python worker process and settings: Spark reuses its workers
@@ -42,14 +45,15 @@ def _scorer(settings: tuple[tuple[str, Any], ...]) -> Scorer:
 
 
 def _rules(text_column: str, arguments: dict[str, Any], models: Any = None) -> list[ScoringRules]:
-    """Each model's result rules, as the Scorer's: `arguments` are the Scorer's; `head` (model.model_head), when
+    """Each model's result rules, as the Scorer's: `arguments` are the Scorer's; `head` (load.model_head), when
     given, completes a single model's rules; else each model's head is read from its config.json, here."""
     from .config import library_specs
-    from .model import model_head
-    from .scoring import model_rules
+    from .scoring import rules_for
+    from .scoring.load import model_head
 
-    specs = library_specs(arguments, models)
-    rules = model_rules(specs, text_column, arguments.get("batch_tokens"))
+    own = {k: v for k, v in arguments.items() if k not in SCORER_ONLY}
+    specs = library_specs(own, models)
+    rules = rules_for(specs, text_column, arguments.get("batch_tokens"))
     trust = arguments.get("trust_remote_code", False)
     heads = [arguments.get("head") or model_head(spec.model, spec.revision, trust) for spec in specs]
     return [each.for_head(head) for each, head in zip(rules, heads)]
@@ -70,7 +74,7 @@ def result_schema(
 ) -> StructType:
     """The output's Spark schema: the input's fields, then the result columns (`options`: the Scorer's
     long-text arguments, which add `windows` and `window_scores`; `head`, the model's score function
-    (model.model_head), "sigmoid" adding a multi-label head's `labels`)."""
+    (scoring.load.model_head), "sigmoid" adding a multi-label head's `labels`)."""
     head = options.pop("head", None) or "none"  # no head named: no column a head adds
     return _schema(
         input_schema, _rules("text", {**options, "top_k": top_k, "result_prefix": result_prefix, "head": head})
@@ -82,10 +86,9 @@ def score(
 ) -> DataFrame:
     """`df` with label and score columns appended, computed on the executors; lazy, like any transformation.
 
-    `options` are the other `Scorer` arguments (revision, max_length,
-    batch_tokens, precision, result_prefix, allow_pickle, trust_remote_code,
-    threshold, and long_text="window" with its window_overlap, aggregate, max_windows, window_scores),
-    or `models=[{"model": ..., "prefix": ...}, ...]`: several models in one pass, as `Scorer(models=...)`.
+    `options` are the other `Scorer` arguments (each model option the CLI has,
+    batch_tokens, allow_pickle, trust_remote_code), or
+    `models=[{"model": ..., "prefix": ...}, ...]`: several models in one pass, as `Scorer(models=...)`.
     """
     # On the driver, before any executor loads a model: the same checks the Scorer makes. The heads' columns
     # (a multi-label head's `labels`) come from each model's config.json, read here: the schema must name them.

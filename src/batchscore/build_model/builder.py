@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from ..config import OFFLINE_MODEL_NAME, offline_model_dir
+from ..options import OFFLINE_MODEL_NAME, offline_model_dir
 from .evaluation import evaluation_table, format_table
 from .training import Recipe, train
 from .vader import LABELS, VADER_SDIST, fetch_vader_sdist, read_ground_truth, split_sets

@@ -1,6 +1,6 @@
-"""The result cache: each text scored once per scoring identity, shared by shards and runs (docs/cache.md)."""
+"""The result cache's store: each text scored once per scoring identity, shared by shards and runs
+(docs/cache.md). The scoring core's cache step (scoring/cache_step.py) looks texts up in it and adds to it."""
 
-from .scoring import CachedScorers, refuse_window_scores, scoring_identity
 from .store import ResultCache
 
-__all__ = ["CachedScorers", "ResultCache", "refuse_window_scores", "scoring_identity"]
+__all__ = ["ResultCache"]

@@ -238,7 +238,7 @@ def cache_errors() -> Iterator[None]:
 
 
 @dataclass
-class Found:
+class CachedScores:
     """What a lookup found: for each key asked, whether it was there, its scores, window count and truncated
     tokens."""
 
@@ -393,10 +393,10 @@ class CacheScope:
         url = self.cache.layout.url(path)
         log.warning("Skipping cache file %s (%s); its texts are scored again.", url, why)
 
-    def lookup(self, keys: np.ndarray) -> Found:
+    def lookup(self, keys: np.ndarray) -> CachedScores:
         """Look up distinct keys (shape [n, 2]) in the held new entries and in every file."""
         n = len(keys)
-        found = Found(
+        found = CachedScores(
             np.zeros(n, bool), np.zeros((n, self.num_labels), np.float32), np.zeros(n, np.int32), np.zeros(n, np.int64)
         )
         if n == 0:
@@ -422,7 +422,7 @@ class CacheScope:
                 self._skip(path, str(exc))
         return found
 
-    def _lookup_file(self, file: CacheFile, keys: np.ndarray, asked: np.ndarray, found: Found) -> None:
+    def _lookup_file(self, file: CacheFile, keys: np.ndarray, asked: np.ndarray, found: CachedScores) -> None:
         h1 = keys[asked, 0]
         group = np.searchsorted(file.high, h1, side="left")  # the first row group whose largest h1 >= the key's
         inside = group < len(file.high)

@@ -21,8 +21,7 @@ import os
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from ..config import JobConfig, ModelSpec
-    from ..model import LoadedModel
+    from ..config import JobConfig
 
 # Files that change what a model computes. Model cards, READMEs and training logs do not.
 _DECISIVE = (".safetensors", ".bin", ".json", ".txt", ".model")
@@ -85,15 +84,16 @@ def _sampled_digest(path: str) -> bytes:
 
 
 def run_identity(
-    cfg: JobConfig, source: InputIdentity, models: list[LoadedModel], out_columns: list[str]
+    cfg: JobConfig, source: InputIdentity, models: list[dict[str, Any]], out_columns: list[str]
 ) -> dict[str, Any]:
     """Everything that changes which rows or which scores an output holds.
 
     An output can be resumed only by a run with the same identity. Batch size,
-    workers and progress are left out: they change speed, not results. A run of
-    several models lists each model's part under `models`, in order (adding,
-    removing or reordering a model is another run); a run of one keeps the
-    identity it had before several models were possible.
+    workers and progress are left out: they change speed, not results. `models`
+    are each model's part (the scoring core's `identity_parts`): a run of
+    several lists them under `models`, in order (adding, removing or reordering
+    a model is another run); a run of one keeps the identity it had before
+    several models were possible.
     """
     identity: dict[str, Any] = {
         "input": source.fingerprint or source.description,
@@ -102,30 +102,6 @@ def run_identity(
         "text_column": cfg.text_column,
         "columns": out_columns,
     }
-    parts = [_model_identity(spec, loaded) for spec, loaded in zip(cfg.model_specs, models)]
-    if len(parts) == 1:
-        return identity | parts[0]
-    return identity | {"models": parts}
-
-
-def _model_identity(spec: ModelSpec, loaded: LoadedModel) -> dict[str, Any]:
-    from ..postprocess import SIGMOID, score_function
-
-    identity: dict[str, Any] = {
-        "model": model_fingerprint(loaded.model_id, loaded.revision),
-        "top_k": spec.top_k,
-        # Only when set, so that outputs written before the option existed keep their identity.
-        **({"result_prefix": spec.prefix} if spec.prefix else {}),
-        "max_length": loaded.max_length,
-        "precision": loaded.precision,
-    }
-    if spec.long_text == "window":  # truncate runs keep the identity they had before windows existed
-        identity["long_text"] = {
-            "window_overlap": spec.window_overlap,
-            "aggregate": spec.aggregate,
-            "max_windows": spec.max_windows,
-            "window_scores": spec.window_scores,
-        }
-    if score_function(loaded.model.config) == SIGMOID:  # only its `labels` column depends on the threshold
-        identity["threshold"] = spec.threshold
-    return identity
+    if len(models) == 1:
+        return identity | models[0]
+    return identity | {"models": models}

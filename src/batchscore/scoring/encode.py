@@ -1,31 +1,24 @@
-"""Tokenize a chunk, sort its rows by length and cut token-budget batches.
+"""Encode: a chunk's texts (or their windows) -> length-sorted, padded token-budget batches.
 
-Runs inside DataLoader workers (when num_workers > 0) so that reading and
-tokenizing overlap with the model. Each item the DataLoader yields is a whole
-chunk's worth of padded batches, so chunks come out in order.
+Holds no model, so it runs in DataLoader workers, overlapping reading and tokenizing with the model. Models
+whose encoders are alike (the same tokenizer by content, max length, budget, windows) share one encoding.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterator, NoReturn
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
 
-from .errors import BatchscoreError
-from .plan import Chunk, InputEnd, Plan
+from ..plan import Chunk
 from .prefixes import return_freed_memory, seen_prefixes
 from .windows import Windows, WindowSpec, cut_windows
 
 if TYPE_CHECKING:
-    from types import FrameType
-
     import pyarrow as pa
     from transformers import PreTrainedTokenizerBase
-
-    from .cache.scoring import AsRead, Unencoded
-    from .scoring import ChunkWorks, Encoders
 
 
 @dataclass
@@ -39,7 +32,7 @@ class Batch:
 
 
 @dataclass
-class ChunkWork:
+class EncodedChunk:
     chunk: Chunk  # table holds only the output's kept columns
     valid: np.ndarray  # bool per row: has text to score
     batches: list[Batch] = field(default_factory=list)
@@ -56,12 +49,26 @@ class ChunkWork:
             return None
         return np.bincount(self.windows.row, minlength=len(self.valid)).astype(np.int32)
 
-    def pin_memory(self) -> ChunkWork:
+    def pin_memory(self) -> EncodedChunk:
         # DataLoader(pin_memory=True) calls this: page-locked host memory makes
         # the host-to-GPU copies asynchronous.
         for batch in self.batches:
             batch.inputs = {k: v.pin_memory() for k, v in batch.inputs.items()}
         return self
+
+
+def chunk_texts(table: pa.Table, text_column: str) -> tuple[np.ndarray, list[str]]:
+    """Which rows of a chunk have text to score, and those rows' texts, in order. Numbers and the like are scored
+    as their string form (see README)."""
+    import pyarrow as pa
+
+    texts = table.column(text_column)
+    if not pa.types.is_string(texts.type) and not pa.types.is_large_string(texts.type):
+        texts = texts.cast(pa.string())
+    valid = text_mask(texts)
+    # Picked in Python, not by an Arrow filter: a filter would copy the texts (50 MB for a 50 MB text).
+    every = texts.to_pylist()
+    return valid, [every[i] for i in np.flatnonzero(valid)]
 
 
 def text_mask(texts: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -113,23 +120,13 @@ def encode_chunk(
     batch_tokens: int,
     pad_multiple: int | None,
     windows: WindowSpec | None = None,
-) -> ChunkWork:
-    import pyarrow as pa
-
-    texts = chunk.table.column(text_column)
-    if not pa.types.is_string(texts.type) and not pa.types.is_large_string(texts.type):
-        texts = texts.cast(pa.string())  # numbers are scored as their text (see README)
-    valid = text_mask(texts)
+) -> EncodedChunk:
+    valid, strings = chunk_texts(chunk.table, text_column)
     positions = np.flatnonzero(valid)
-    work = ChunkWork(Chunk(chunk.index, chunk.start, chunk.table.select(out_columns), chunk.rows_read), valid)
+    work = EncodedChunk(chunk.select(out_columns), valid)
     work.truncated = np.zeros(len(valid), np.int64)
     if len(positions) == 0:
         return work
-
-    # Picked in Python, not by an Arrow filter: a filter would copy the texts (50 MB for a 50 MB text).
-    every = texts.to_pylist()
-    strings = [every[i] for i in positions]
-    del every
     units, cut = _tokenize(tokenizer, strings, positions, max_length, windows, work)
     if cut:
         return_freed_memory()  # now that the tokenizer's work on the cut texts is freed
@@ -174,7 +171,7 @@ def _tokenize(
     positions: np.ndarray,
     max_length: int,
     windows: WindowSpec | None,
-    work: ChunkWork,
+    work: EncodedChunk,
 ) -> tuple[dict[str, list[list[int]]], int]:
     """The model inputs of each text (or of each window), and how many very long texts were cut to a prefix;
     counts what was truncated of each row, and the windows, in `work`."""
@@ -233,69 +230,72 @@ def pad_rows(
     return inputs
 
 
-def quiet_worker(worker_id: int) -> None:
-    """DataLoader `worker_init_fn`: a stop signal ends a worker quietly; the job's process alone reports it.
-
-    SIGTERM or SIGHUP to the process group (a scheduler, a closed terminal) and
-    Ctrl-C reach the workers too. torch's own SIGTERM handler re-raises the
-    signal in a worker, and the job's process then prints a traceback ("worker
-    is killed by signal") while it shuts the DataLoader down; SIGINT raises
-    KeyboardInterrupt inside the worker. A worker holds nothing that needs
-    cleaning up (the job's process commits and releases), so it just exits 0.
-    A signal the job ignores (`nohup`'s SIGHUP) stays ignored here too.
-    """
-    import signal
-
-    for name in ("SIGTERM", "SIGHUP", "SIGINT"):
-        number = getattr(signal, name, None)
-        if number is not None and signal.getsignal(number) is not signal.SIG_IGN:
-            signal.signal(number, _exit_quietly)
+def pad_multiple(precision: str) -> int | None:
+    # Multiples of 8 let fp16/bf16 matmuls use tensor cores; fp32 gains nothing.
+    return 8 if precision in ("bf16", "fp16") else None
 
 
-def _exit_quietly(signum: int, frame: FrameType | None) -> NoReturn:
-    import os
+@dataclass(frozen=True)
+class Encoder:
+    """One model's way of encoding a chunk: its tokenizer, max length, token budget, pad multiple and windows."""
 
-    os._exit(0)
+    tokenizer: Any
+    text_column: str
+    max_length: int
+    batch_tokens: int
+    pad_multiple: int | None
+    windows: WindowSpec | None = None  # --long-text window
+
+    def sharing_key(self) -> tuple:
+        """Two models whose encoders have equal keys get the same batches from a chunk: one tokenization serves
+        both. The tokenizer counts by content (its whole tokenizer.json, padding side and inputs), not by name."""
+        import hashlib
+        import json
+
+        tokenizer = self.tokenizer
+        # Without its truncation and padding settings: each call sets them, so they say what it was last asked.
+        described = json.loads(tokenizer.backend_tokenizer.to_str())
+        described.pop("truncation", None)
+        described.pop("padding", None)
+        content = hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
+        inputs = tuple(tokenizer.model_input_names)
+        settings = (self.text_column, self.max_length, self.batch_tokens, self.pad_multiple, self.windows)
+        return (content, tokenizer.padding_side, inputs, tokenizer.pad_token_id, *settings)
+
+    def encode(self, chunk: Chunk, out_columns: Sequence[str]) -> EncodedChunk:
+        return encode_chunk(
+            chunk,
+            text_column=self.text_column,
+            out_columns=list(out_columns),
+            tokenizer=self.tokenizer,
+            max_length=self.max_length,
+            batch_tokens=self.batch_tokens,
+            pad_multiple=self.pad_multiple,
+            windows=self.windows,
+        )
 
 
-class ChunkDataset(torch.utils.data.IterableDataset):
-    """Yields one ChunkWork per chunk this process still has to do, in chunk order, then an InputEnd.
+class ChunkEncodings:
+    """One chunk, encoded by each distinct encoder of a run (they share the chunk's table)."""
 
-    Which chunks, and which rows to read for them, is the plan's business
-    (plan.py). With W DataLoader workers, worker w takes every W-th of them;
-    the DataLoader's round-robin over workers then restores chunk order.
-    """
+    def __init__(self, items: list[EncodedChunk]):
+        self.items = items
 
-    def __init__(
-        self,
-        plan: Plan,
-        open_source: Callable[[], Any],
-        read_columns: list[str],
-        out_columns: list[str],
-        encoder: Encoders | Unencoded,  # Unencoded: --cache, which tokenizes only what it lacks, after the lookup
-        source: Any = None,
-    ):
-        self.plan = plan
-        self.open_source = open_source  # picklable callable -> Source, for worker processes
-        self.source = source  # the job's own open source: reused when there are no worker processes
-        self.read_columns = read_columns
-        self.out_columns = out_columns
-        self.encoder = encoder
+    @property
+    def chunk(self) -> Chunk:
+        return self.items[0].chunk
 
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "source": None}  # a Source holds open readers: each worker opens its own
+    def pin_memory(self) -> ChunkEncodings:
+        for item in self.items:
+            item.pin_memory()
+        return self
 
-    def __iter__(self) -> Iterator[ChunkWorks | AsRead | InputEnd | BatchscoreError]:
-        info = torch.utils.data.get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        try:
-            source = self.source if info is None and self.source is not None else self.open_source()
-            for item in self.plan.read(source, self.read_columns, worker, workers):
-                yield item if isinstance(item, InputEnd) else self.encoder.encode(item, self.out_columns)
-        except BatchscoreError as exc:
-            if info is None:
-                raise
-            # From a worker process, the DataLoader would re-raise it as a new exception whose message is a
-            # traceback: hand it over whole instead, for the job to raise (in chunk order, after the chunks
-            # before it).
-            yield exc
+
+@dataclass(frozen=True)
+class Encoders:
+    """The distinct encoders of a run's models: what DataLoader workers run on each chunk (no model)."""
+
+    encoders: tuple[Encoder, ...]
+
+    def encode(self, chunk: Chunk, out_columns: Sequence[str]) -> ChunkEncodings:
+        return ChunkEncodings([encoder.encode(chunk, out_columns) for encoder in self.encoders])

@@ -15,6 +15,8 @@ import numpy as np
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
+    from ..config import ModelSpec
+
 
 @dataclass(frozen=True)
 class WindowSpec:
@@ -24,6 +26,11 @@ class WindowSpec:
     max_windows: int  # windows kept per text; the rest is not scored (counted as truncated)
     room: int  # text tokens a window holds (--max-length less the special tokens)
     spans: bool = False  # keep each window's character span (for --window-scores)
+
+    @classmethod
+    def of(cls, spec: ModelSpec, room: int) -> WindowSpec:
+        """A model's windows, by its options, for windows of `room` text tokens."""
+        return cls(spec.window_overlap, spec.max_windows, room, spec.window_scores)
 
     @property
     def reach(self) -> int:

@@ -1,9 +1,10 @@
-"""Logits -> label, score (and every label's score), exactly as
-`transformers.pipeline("text-classification")` computes them.
+"""Heads: logits -> label, score (and every label's score), exactly as `transformers.pipeline("text-classification")`
+computes them; a long text's window scores folded into its row's.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -13,6 +14,26 @@ if TYPE_CHECKING:
     from transformers import PretrainedConfig
 
 SIGMOID, SOFTMAX, NONE = "sigmoid", "softmax", "none"
+
+
+@dataclass
+class WindowScores:
+    """--window-scores: each window's own scores, the row it belongs to and its character span in the text."""
+
+    scores: np.ndarray  # [windows, labels]
+    row: np.ndarray
+    spans: np.ndarray
+
+
+@dataclass
+class RowScores:
+    """One model's scores for every row of a chunk, after its head's function (rows without text: zeros): what
+    the result columns are built from, whether the rows were scored now or taken from the result cache."""
+
+    scores: np.ndarray  # [rows, labels] in label order; with --long-text window, the windows' aggregated
+    truncated: np.ndarray  # int64 per row: its text tokens never scored
+    windows: np.ndarray | None = None  # --long-text window: the windows scored for each row; else None
+    per_window: WindowScores | None = None  # --window-scores only
 
 
 def score_function(config: PretrainedConfig) -> str:

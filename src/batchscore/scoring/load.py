@@ -1,18 +1,16 @@
-"""Load the tokenizer and classifier once, place them with accelerate, run batches."""
+"""Load a model once: its config checked first, then its tokenizer, then its weights in the run's precision,
+placed by accelerate. Every way a model's files can be unusable is one ModelError naming the fix."""
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
-import numpy as np
-
-from .errors import BatchscoreError, ConfigError, ModelError, first_line
+from ..errors import BatchscoreError, ConfigError, ModelError, first_line
 
 if TYPE_CHECKING:
     import torch
@@ -42,16 +40,6 @@ class LoadedModel:
     @property
     def device(self) -> torch.device:
         return self.accelerator.device
-
-
-class TokenBatch(Protocol):
-    """What chunk_logits reads of a batch: its rows' positions in the chunk and their padded token tensors."""
-
-    @property
-    def positions(self) -> np.ndarray: ...
-
-    @property
-    def inputs(self) -> dict[str, torch.Tensor]: ...
 
 
 def resolve_precision(precision: str, device_type: str) -> str:
@@ -156,6 +144,8 @@ def load_model(
     if not getattr(tokenizer, "is_fast", False):
         raise ModelError(f"Model '{model_id}' has no fast (Rust) tokenizer; batchscore needs tokenizer.json.")
 
+    from .cpu import quantize_int8, reuse_large_buffers
+
     accelerator = _accelerator()
     if device_type == "cpu":
         reuse_large_buffers()
@@ -207,30 +197,13 @@ def takes_prepared_masks(model: PreTrainedModel) -> bool:
     )
 
 
-def mask_decided_on_host(host: dict[str, torch.Tensor], moved: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The device inputs with the attention mask transformers' SDPA path would build, decided from the host copy.
-
-    transformers asks every batch's mask `mask.all()` on the device (no padding: no mask, so SDPA may take its
-    flash kernel): a truth value read from the GPU, so the host waits for all queued work once per batch. The
-    host copy answers the same question for free: no padding, no mask; padding, the mask as [rows, 1, 1, length]
-    booleans (True: attend), which broadcast over heads and queries as transformers' own 4-D mask does.
-    """
-    mask = host.get("attention_mask")
-    if mask is None:
-        return moved
-    decided = {k: v for k, v in moved.items() if k != "attention_mask"}
-    if not bool(mask.all()):
-        decided["attention_mask"] = moved["attention_mask"][:, None, None, :].bool()
-    return decided
-
-
 def model_head(model: str | None, revision: str | None = None, trust_remote_code: bool = False) -> str:
-    """The score function of a model's head (postprocess.score_function), from its config.json alone: for a
+    """The score function of a model's head (heads.score_function), from its config.json alone: for a
     caller that names the result columns before any process loads the weights (Spark's driver)."""
     from transformers import AutoConfig
 
-    from .config import model_and_revision
-    from .postprocess import score_function
+    from ..options import model_and_revision
+    from .heads import score_function
 
     model_id, revision = model_and_revision(model, revision)
     with _reading(model_id, os.path.isdir(model_id), "config.json"):
@@ -357,7 +330,7 @@ def check_free_memory(models: list[tuple[str | None, str | None]]) -> None:
     together (as stored; bf16 on a GPU takes half of fp32 files) would not fit the device's free memory."""
     import torch
 
-    from .config import model_and_revision
+    from ..options import model_and_revision
 
     total = sum(weights_bytes(model_and_revision(model, revision)[0]) for model, revision in models)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -371,79 +344,6 @@ def check_free_memory(models: list[tuple[str | None, str | None]]) -> None:
 
 def _is_safetensors(name: str) -> bool:
     return name.endswith(".safetensors") or name == "model.safetensors.index.json"
-
-
-def quantize_int8(model: PreTrainedModel, full_range: bool | None = None) -> PreTrainedModel:
-    """Dynamic int8 quantization of the Linear layers: int8 weights, one scale per output channel; activations
-    quantized on the fly, to 8 bits where the CPU has VNNI (`full_range` None: ask the CPU), else to 7.
-
-    Approximate: on 2,000 rows of real mixed text with the offline MiniLM, labels agree with fp32 on 98.4%
-    (94.5% with torch's defaults: one weight scale per layer and 7-bit activations); docs/models.md.
-    """
-    import warnings
-
-    import torch
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
-    if full_range is None:
-        full_range = vnni_cpu()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notice, once per layer
-        # One scale per output row of each weight: a layer's few large rows no longer coarsen all the others.
-        quantized = quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
-    if full_range:
-        for module in quantized.modules():
-            if isinstance(module, torch.ao.nn.quantized.dynamic.Linear):
-                # torch quantizes activations to 7 bits (reduce_range) so that AVX2's 16-bit pairwise sums
-                # cannot saturate; VNNI sums into 32 bits, so all 8 bits are safe there. Layers of version < 4
-                # call linear_dynamic without reduce_range.
-                module.version = 3
-    return quantized
-
-
-def vnni_cpu() -> bool:
-    """Whether this CPU has AVX-512 VNNI, where int8 activations may use their full 8 bits."""
-    import torch
-
-    probe = getattr(torch.cpu, "_is_vnni_supported", None)  # private in torch 2.x; absent: assume no
-    return bool(probe and probe())
-
-
-# glibc's upper limit for M_MMAP_THRESHOLD on 64-bit: a 1536-token batch's
-# widest activation (1536 x 3072 floats, 19 MB) stays below it.
-_MMAP_THRESHOLD = 32 << 20
-_TRIM_THRESHOLD = 256 << 20
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameter numbers, from glibc's malloc.h
-
-
-@functools.cache  # once per process: glibc's settings are process-wide, and dlopen + mallopt
-# racing with other threads' allocations in a long-lived process (a test session) crashed once.
-def reuse_large_buffers() -> bool:
-    """Keep large freed activations in the heap for the next batch; True when glibc took the setting.
-
-    Every batch has a new shape, so its activations are new allocations of
-    megabytes. Above glibc's mmap threshold each one is mapped, page-faulted
-    and zeroed by the kernel, then unmapped when freed: measured at about 5% of
-    an fp32 forward pass and 8% of an int8 one on 2 cores. Raising the mmap and
-    trim thresholds lets freed buffers be reused instead, as jemalloc or
-    tcmalloc (which PyTorch's CPU tuning guide suggests preloading) would.
-    Thresholds the user set (MALLOC_*_THRESHOLD_, GLIBC_TUNABLES) win.
-    """
-    import ctypes
-    import platform
-
-    user_set = {"MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"} & os.environ.keys() or "malloc" in os.environ.get(
-        "GLIBC_TUNABLES", ""
-    )
-    if user_set or platform.libc_ver()[0] != "glibc":
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(
-            libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD) and libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
-        )
-    except (OSError, AttributeError):
-        return False
 
 
 def _accelerator() -> Accelerator:
@@ -466,7 +366,7 @@ def _accelerator() -> Accelerator:
 def _not_found(model_id: str, exc: Exception) -> str:
     text = first_line(exc) if str(exc).strip() else type(exc).__name__
     if any(word in text.lower() for word in ("connect", "offline", "cached files", "network")):
-        from .config import offline_model_dir
+        from ..options import offline_model_dir
 
         return (
             f"Cannot reach the Hugging Face Hub for '{model_id}' and it is not in the local cache; "
@@ -478,60 +378,3 @@ def _not_found(model_id: str, exc: Exception) -> str:
         f"Cannot load model '{model_id}' ({text.rstrip('.')}); pass --model with a local model "
         "directory, or check the Hub id and your network."
     )
-
-
-def run_batch(loaded: LoadedModel, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Float32 logits of one padded batch, left on the model's device; halves the batch on GPU out-of-memory.
-
-    Nothing here waits for the device: the caller copies a whole chunk's logits
-    back at once (`chunk_logits`), so host work and the GPU overlap.
-    """
-    import torch
-
-    device = loaded.device
-    rows = next(iter(inputs.values())).shape[0]
-    try:
-        with torch.inference_mode():
-            moved = {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
-            if loaded.mask_on_host:
-                moved = mask_decided_on_host(inputs, moved)
-            return loaded.model(**moved).logits.float()
-    except torch.cuda.OutOfMemoryError:
-        if rows == 1:
-            raise
-    # Halved outside the except block: while the error is being handled, its traceback keeps the failed
-    # forward pass's frames, and with them its activations, alive; empty_cache could free none of them.
-    moved = {}
-    torch.cuda.empty_cache()
-    half = rows // 2
-    first = run_batch(loaded, {k: v[:half] for k, v in inputs.items()})
-    second = run_batch(loaded, {k: v[half:] for k, v in inputs.items()})
-    return torch.cat([first, second])
-
-
-def chunk_logits(loaded: LoadedModel, batches: Iterable[TokenBatch], rows: int) -> np.ndarray:
-    """Logits [rows, labels] of a chunk's batches, scattered back to row order; one copy to the host per chunk."""
-    import torch
-
-    device = loaded.device
-    logits = np.zeros((rows, len(loaded.labels)), dtype=np.float32)
-    with torch.inference_mode():
-        outs, positions = [], []
-        for batch in batches:
-            outs.append(run_batch(loaded, batch.inputs))
-            positions.append(batch.positions)
-        if not outs:
-            return logits
-        # The batches' logits stay on the device in batch order and come back in one copy; the rows are put in
-        # place on the host (a row position copied to the GPU per batch would be one more copy, from pageable
-        # memory, per batch).
-        stacked = torch.cat(outs)
-        if device.type == "cpu":
-            back = stacked.numpy()
-        else:
-            pinned = torch.empty(stacked.shape, dtype=stacked.dtype, pin_memory=True)
-            pinned.copy_(stacked, non_blocking=True)
-            torch.cuda.current_stream(device).synchronize()  # the one wait per chunk
-            back = pinned.numpy()
-    logits[np.concatenate(positions)] = back
-    return logits

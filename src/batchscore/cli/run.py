@@ -1,0 +1,180 @@
+"""`batchscore score`, `finalize` and `manifest`: the commands that write or read an output's records."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from ..config import JobConfig, build_config
+from ..errors import ConfigError
+from ..logs import configure, fields
+from .shell import (
+    CONTEXT,
+    EXIT_CODES_HELP,
+    guarded,
+    job_options,
+    log_options,
+    log_settings,
+    main,
+)
+
+if TYPE_CHECKING:
+    from ..job import JobResult
+
+log = logging.getLogger(__name__)
+
+
+@main.command(context_settings=CONTEXT, epilog=EXIT_CODES_HELP)
+@click.argument("input", required=False)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="FILE",
+    help="YAML file of options (keys as below, with underscores). [env: BATCHSCORE_CONFIG]",
+)
+@job_options
+def score(config_file: str | None, **cli_values: Any) -> None:
+    """Score INPUT and write labels and scores as Parquet.
+
+    INPUT is a .csv/.tsv/.parquet/.jsonl file, a folder or glob of them, any
+    fsspec URL (s3://, gs://, https://, memory://), a dataset saved with
+    `save_to_disk`, or a Hub dataset name (user/name, with --split).
+    Precedence: command line > BATCHSCORE_* env vars > --config file > defaults.
+
+    \b
+    Examples:
+      batchscore score examples/reviews.csv --model ./sst2-model -o out/reviews
+      batchscore score 'data/*.parquet' --text-column body --top-k all -o scored.parquet
+      batchscore score stanfordnlp/imdb --split test --limit 1000 --keep-columns none
+      batchscore score labelled.parquet --result-prefix pred_ -o scored/   # keeps its label column
+      BATCHSCORE_BATCH_TOKENS=32768 batchscore score big.jsonl --config configs/sst2.yaml
+    """
+    from ..job import process_start_time, run_job
+
+    early = log_settings(cli_values)
+    configure(**early)
+
+    def run() -> tuple[JobConfig, JobResult]:
+        cfg = build_config(cli_values, config_file=config_file)
+        configure(quiet=cfg.quiet, verbose=cfg.verbose, log_format=cfg.log_format)  # the config file may set them
+        _refuse_memory_output(cfg.output_path)
+        return cfg, run_job(cfg, process_start_time())
+
+    cfg, result = guarded(run, early["verbose"])
+    for warning in result.warnings:
+        log.warning(warning)
+    report = result.report
+    m = result.manifest
+    summary = fields(
+        output=result.output,
+        rows=m["rows"],
+        scored_rows=m.get("scored_rows"),
+        empty_text_rows=m.get("empty_text_rows"),
+        truncated_rows=m.get("truncated_rows"),
+        truncated_tokens=m.get("truncated_tokens"),
+        chunks=m.get("chunks"),
+        seconds=m.get("seconds"),
+        already_complete=result.already_complete,
+        **({"report": report} if report else {}),
+    )
+    then = f"; report: {report}" if report else ""
+    if result.already_complete:
+        log.info(
+            f"Already complete: {result.output} holds this job's {m['rows']} rows; nothing to do "
+            f"(--overwrite to redo it){then}.",
+            **summary,
+        )
+        return
+    truncated = f"{m['truncated_rows']} truncated"
+    if m["truncated_rows"]:
+        limit = "--max-windows" if cfg.long_text == "window" else "--max-length"
+        truncated += f": {m.get('truncated_tokens', 0):,} tokens past {limit} not scored"
+    if m.get("windowed_rows"):
+        truncated += f", {m['windowed_rows']} long texts scored in {m['windows']:,} windows"
+    if "rows_from_cache" in m:
+        truncated += f", {m['rows_from_cache']:,} from the cache, {m['distinct_texts_scored']:,} texts run"
+    counts = f"{m['scored_rows']} of {m['rows']} rows ({m['empty_text_rows']} without text, {truncated})"
+    if result.shard is None:
+        log.info(f"Scored {counts} in {m['seconds']:.1f}s -> {result.output}{then}", **summary)
+        return
+    shard, num_shards = result.shard
+    then = (
+        f"; when every shard is done, run: batchscore finalize {result.output}"
+        if cfg.num_shards
+        else "; rank 0 writes the manifest"
+    )
+    log.info(f"Shard {shard} of {num_shards}: {counts} in its {m['chunks']} chunks -> {result.output}{then}", **summary)
+
+
+def _refuse_memory_output(output: str) -> None:
+    """memory:// lives inside one Python process: from the command line, the output would vanish at exit."""
+    protocols = [part.split("://", 1)[0].lower() for part in output.split("::") if "://" in part]
+    if "memory" in protocols:
+        raise ConfigError(
+            f"Output '{output}' is in memory://, which lives only inside one Python process: "
+            "nothing would be left when this command exits. Write to a path or a store URL, "
+            "or use memory:// from Python (batchscore.score)."
+        )
+
+
+@main.command(context_settings=CONTEXT, epilog=EXIT_CODES_HELP)
+@click.argument("output")
+@log_options
+def finalize(output: str, **log_values: Any) -> None:
+    """Finish OUTPUT written by independent shards: check every chunk, write the manifest.
+
+    Run it once after every `batchscore score ... --num-shards K --shard-index I`
+    has succeeded (from any machine that sees OUTPUT). If a chunk is missing it
+    names the chunks and the shards to rerun and exits 5; a rerun of those shards
+    followed by another finalize completes the output. Finalizing a complete
+    output is a no-op.
+
+    \b
+    Example:
+      for i in 0 1 2; do batchscore score big.jsonl -o out/big --num-shards 3 --shard-index $i; done
+      batchscore finalize out/big
+    """
+    from ..output import finalize as finalize_output
+
+    settings = log_settings(log_values)
+    configure(**settings)
+    done = guarded(lambda: finalize_output(output), settings["verbose"])
+    for warning in done.warnings:
+        log.warning(warning)
+    m = done.manifest
+    summary = fields(
+        output=output,
+        rows=m["rows"],
+        scored_rows=m.get("scored_rows"),
+        chunks=m.get("chunks"),
+        already_complete=done.already_complete,
+    )
+    if done.already_complete:
+        log.info(f"Already complete: {output} holds {m['rows']} rows; nothing to do.", **summary)
+        return
+    log.info(f"Finalized {output}: {m['scored_rows']} of {m['rows']} rows scored, in {m['chunks']} chunks.", **summary)
+
+
+@main.command(context_settings=CONTEXT, epilog=EXIT_CODES_HELP)
+@click.argument("output")
+@log_options
+def manifest(output: str, **log_values: Any) -> None:
+    """Print the manifest of a complete OUTPUT as JSON (it lives in a Parquet footer, where readers skip it).
+
+    \b
+    Example:
+      batchscore manifest out/reviews | python -m json.tool
+      batchscore manifest s3://bucket/scored/reviews.parquet
+    """
+    import json
+
+    from ..output import read_manifest
+
+    settings = log_settings(log_values)
+    configure(**settings)
+    found = guarded(lambda: read_manifest(output), settings["verbose"])
+    click.echo(json.dumps(found, indent=2, sort_keys=True))  # the command's result, on stdout

@@ -72,7 +72,7 @@ def library_specs(arguments: Mapping[str, Any], models: Any = None) -> list[Mode
     return [run] if models is None else [dataclasses.replace(run, **m) for m in models_from(models, "models=")]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class JobConfig:
     input: str | None = None
     output: str | None = None

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 WEIGHT_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
 
 
-@dataclass
+@dataclass(kw_only=True)
 class LoadedModel:
     model: PreTrainedModel  # placed by accelerate, int8-quantized under --precision int8
     tokenizer: PreTrainedTokenizerBase

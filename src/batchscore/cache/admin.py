@@ -27,17 +27,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import ConfigError, OutputError
+from .files import FILE_NAME, CacheFile, DamagedFile, read_groups
 from .keys import unique_keys
-from .store import (
-    FILE_NAME,
-    IDENTITY_RECORD,
-    CacheFile,
-    DamagedFile,
-    ResultCache,
-    cache_errors,
-    identity_hash,
-    read_groups,
-)
+from .store import IDENTITY_RECORD, ResultCache, identity_hash
+from .store_errors import cache_errors
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -1,4 +1,4 @@
-"""The result cache's files: immutable, sorted Parquet files of (key, scores) under one folder per scoring identity.
+"""The result cache's store: one folder of cache files (files.py) per scoring identity, shared by shards and runs.
 
 ```
 CACHE/                           a local folder or any fsspec URL
@@ -7,12 +7,10 @@ CACHE/                           a local folder or any fsspec URL
     <time_ns>-<token>.parquet    entries added by one writer at one time, never changed after
 ```
 
-Every file is sorted by key (h1, h2) and cut into row groups of ROW_GROUP entries, so the footer's h1
-statistics say which row group can hold a key: a lookup reads the keys of those row groups only, and the
-scores of the rows it found. Writers never touch each other's files: each adds its own under a fresh name,
-whole or not at all (local: temp file and rename; object stores: one PUT), so any number of processes add to
-one cache at once without a lock, and a SIGKILL leaves at most a temp file readers skip. Compaction
-(`admin.py`) writes merged files first and removes the ones it merged only then: an entry is never missing.
+Writers never touch each other's files: each adds its own under a fresh name, whole or not at all (local: temp
+file and rename; object stores: one PUT), so any number of processes add to one cache at once without a lock,
+and a SIGKILL leaves at most a temp file readers skip. Compaction (`admin.py`) writes merged files first and
+removes the ones it merged only then: an entry is never missing.
 
 Memory: the keys of the row groups a run has read are kept (16 bytes an entry, at most KEY_MEMORY bytes,
 oldest dropped first); scores are read for hits only.
@@ -20,221 +18,35 @@ oldest dropped first); scores are read for hits only.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import re
-import secrets
-import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import ConfigError, OutputError
+from .files import FILE_NAME, CacheFile, DamagedFile, entries_bytes, new_file_name, read_groups, truncated_tokens
+from .files import FOOTER_KEY as FOOTER_KEY  # tests read a cache file's footer record by it from here
+from .store_errors import cache_errors
 
 if TYPE_CHECKING:
-    import pyarrow as pa
-
     from ..output.layout import Layout
     from ..output.store import Store
 
 log = logging.getLogger(__name__)
 
-FORMAT = 2  # 2: each entry holds its text's truncated tokens (format 1 entries had none)
-FOOTER_KEY = b"batchscore.cache"
 IDENTITY_RECORD = "identity.json"
-ROW_GROUP = 8192  # entries per row group: a key lookup reads at most this many keys of a file
 FLUSH_ENTRIES = 100_000  # new entries a writer holds before adding them as a file (and at the end of a run)
 KEY_MEMORY = 256 << 20  # bytes of row-group keys a reader keeps between chunks
-FILE_NAME = re.compile(r"^(\d{20})-([0-9a-f]{12})\.parquet$")
 IDENTITY_NAME = re.compile(r"^[0-9a-f]{16}$")
 
 
 def identity_hash(identity: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def new_file_name() -> str:
-    """Names sort by creation time; the token keeps two writers in the same nanosecond apart."""
-    return f"{time.time_ns():020d}-{secrets.token_hex(6)}.parquet"
-
-
-def entries_schema(num_labels: int) -> pa.Schema:
-    import pyarrow as pa
-
-    return pa.schema(
-        [
-            pa.field("h1", pa.uint64(), nullable=False),
-            pa.field("h2", pa.uint64(), nullable=False),
-            # Every label's score after the head's function (softmax, sigmoid or none), in label order: top_k
-            # and the threshold pick from it, so they are not part of the identity.
-            pa.field("scores", pa.list_(pa.float32(), num_labels), nullable=False),
-            pa.field("windows", pa.int32(), nullable=False),  # --long-text window: the row's window count
-            # Text tokens never scored (past --max-length or --max-windows, or past a very long text's prefix): a
-            # row taken from the cache counts as truncated as it did when scored.
-            pa.field("truncated", pa.int64(), nullable=False),
-        ]
-    )
-
-
-def entries_bytes(
-    keys: np.ndarray, scores: np.ndarray, windows: np.ndarray, identity: str, truncated: np.ndarray | None = None
-) -> bytes:
-    """One cache file's bytes: the entries sorted by key, in row groups of ROW_GROUP."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    order = np.lexsort((keys[:, 1], keys[:, 0]))
-    num_labels = scores.shape[1]
-    flat = pa.array(np.ascontiguousarray(scores[order], dtype=np.float32).ravel(), pa.float32())
-    table = pa.table(
-        [
-            pa.array(keys[order, 0], pa.uint64()),
-            pa.array(keys[order, 1], pa.uint64()),
-            pa.FixedSizeListArray.from_arrays(flat, num_labels),
-            pa.array(np.asarray(windows, dtype=np.int32)[order], pa.int32()),
-            pa.array(_truncated(truncated, len(keys))[order], pa.int64()),
-        ],
-        schema=entries_schema(num_labels).with_metadata(
-            {FOOTER_KEY: json.dumps({"format": FORMAT, "identity": identity, "entries": len(keys)}).encode()}
-        ),
-    )
-    sink = pa.BufferOutputStream()
-    # Keys are random bytes: compressing them gains nothing and costs time on every lookup.
-    pq.write_table(
-        table,
-        sink,
-        row_group_size=ROW_GROUP,
-        compression={"h1": "NONE", "h2": "NONE", "scores": "ZSTD", "windows": "ZSTD", "truncated": "ZSTD"},
-        write_statistics=["h1"],
-    )
-    return sink.getvalue().to_pybytes()
-
-
-def _truncated(truncated: np.ndarray | None, entries: int) -> np.ndarray:
-    """Each entry's truncated tokens (None: entries of texts that were scored whole)."""
-    return np.zeros(entries, np.int64) if truncated is None else np.asarray(truncated, dtype=np.int64)
-
-
-class DamagedFile(Exception):
-    """A cache file that is not one of ours or cannot be read: skipped, its entries scored again.
-
-    `ours`: its footer proved it batchscore's, for the identity its folder names (our key, our format, that
-    identity), so `batchscore cache compact` may remove it; a file without that proof is never removed."""
-
-    def __init__(self, why: str, ours: bool = False):
-        super().__init__(why)
-        self.ours = ours
-
-
-@dataclass
-class CacheFile:
-    """One cache file's footer: where each row group starts and the h1 range it holds."""
-
-    path: str
-    rows: int
-    starts: np.ndarray  # first row of each row group
-    low: np.ndarray  # each row group's smallest h1
-    high: np.ndarray  # and largest
-
-    @classmethod
-    def read(cls, store: Store, path: str, identity: str | None = None) -> CacheFile:
-        """The footer of a cache file that proves itself batchscore's and, given `identity` (the folder's key),
-        that identity's: a file copied from another identity's folder holds another setting's scores."""
-        import pyarrow.parquet as pq
-
-        with _reading(store, path):
-            with store.fs.open(path, "rb") as fh:
-                meta = pq.ParquetFile(fh).metadata
-        footer = meta.metadata or {}
-        try:
-            record = json.loads(footer[FOOTER_KEY])
-        except (KeyError, ValueError):
-            record = None
-        names = meta.schema.to_arrow_schema().names if meta.num_columns else []
-        if not isinstance(record, dict) or names[:2] != ["h1", "h2"]:
-            raise DamagedFile("not a batchscore cache file")
-        if identity is not None and record.get("identity") != identity:
-            raise DamagedFile(f"its footer names identity {record.get('identity')!r}, not this folder's {identity}")
-        version = record.get("format")
-        if version != FORMAT:
-            # An older format is ours to compact away; a newer one is a newer batchscore's, beside this one.
-            older = identity is not None and isinstance(version, int) and version < FORMAT
-            raise DamagedFile(f"cache file format {version!r}; this batchscore reads format {FORMAT}", ours=older)
-        starts, low, high = [], [], []
-        row = 0
-        for index in range(meta.num_row_groups):
-            group = meta.row_group(index)
-            stats = group.column(0).statistics
-            if stats is None or not stats.has_min_max:
-                raise DamagedFile(f"row group {index} has no key statistics", ours=identity is not None)
-            starts.append(row)
-            low.append(stats.min)
-            high.append(stats.max)
-            row += group.num_rows
-        return cls(path, row, np.asarray(starts, np.int64), np.asarray(low, np.uint64), np.asarray(high, np.uint64))
-
-
-def read_groups(store: Store, path: str, groups: list[int], columns: list[str]) -> pa.Table:
-    """Row groups of a cache file; FileNotFoundError if it is gone (compacted), DamagedFile if unreadable."""
-    import pyarrow.parquet as pq
-
-    with _reading(store, path):
-        with store.fs.open(path, "rb") as fh:
-            return pq.ParquetFile(fh).read_row_groups(groups, columns=columns)
-
-
-def store_failure(exc: BaseException) -> bool:
-    """True if `exc` says the store failed (unreachable, no credentials, permission denied), not the file: such a
-    file is not damaged, and compaction must never remove it."""
-    import errno
-
-    from ..output.store import _NO_CREDENTIALS_NAMES, _named, unreachable
-
-    denied = isinstance(exc, PermissionError) or getattr(exc, "errno", None) in (errno.EACCES, errno.EPERM)
-    return denied or unreachable(exc) or _named(exc, _NO_CREDENTIALS_NAMES)
-
-
-@contextlib.contextmanager
-def _reading(store: Store, path: str) -> Iterator[None]:
-    """A cache file's read: gone is FileNotFoundError, a failing store one line (exit 5), anything else about the
-    bytes a DamagedFile."""
-    import pyarrow as pa
-
-    from ..output.store import describe
-
-    try:
-        yield
-    except FileNotFoundError:
-        raise
-    except Exception as exc:
-        if store_failure(exc):
-            raise OutputError(cache_message(describe(store.layout, path, exc, "read"))) from None
-        if isinstance(exc, (pa.ArrowException, ValueError, EOFError, OSError)):
-            raise DamagedFile(f"{type(exc).__name__}: {exc}") from None
-        raise
-
-
-def cache_message(message: str) -> str:
-    """The output package's one-line store errors, reworded for the cache (they name --output and chunks)."""
-    return (
-        message.replace("--output", "--cache")
-        .replace("committed chunks are kept", "the cache's files are kept")
-        .replace("Cannot write output '", "Cannot open cache '")
-        .replace("the output store '", "the cache store '")
-    )
-
-
-@contextlib.contextmanager
-def cache_errors() -> Iterator[None]:
-    """Store errors raised inside, reworded to name the cache rather than the output."""
-    try:
-        yield
-    except OutputError as exc:
-        raise OutputError(cache_message(exc.message)) from None
 
 
 @dataclass
@@ -509,7 +321,7 @@ class CacheScope:
         pending.keys.append(keys)
         pending.scores.append(np.asarray(scores, np.float32))
         pending.windows.append(np.asarray(windows, np.int32))
-        pending.truncated.append(_truncated(truncated, len(keys)))
+        pending.truncated.append(truncated_tokens(truncated, len(keys)))
         for row, key in enumerate(map(tuple, keys.tolist())):
             pending.index.setdefault(key, (block, row))
         if len(pending) >= FLUSH_ENTRIES:

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from ..cache.files import FORMAT
 from ..cache.keys import text_keys, unique_keys
-from ..cache.store import FORMAT, CacheScope
+from ..cache.store import CacheScope
 from ..errors import ConfigError
 from .heads import RowScores
 from .identity import cache_part

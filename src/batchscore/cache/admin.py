@@ -6,13 +6,7 @@ every merged file first and removes the files it merged only then, so a SIGKILL 
 some readable file (at worst twice, which readers accept). Memory holds one file's entries and one range's: from
 each old file only the row groups whose h1 range overlaps the range.
 
-Only what carries batchscore's marks is ever removed or rewritten. A folder is a cache when it holds at least one
-identity folder (`<16 hex>/`) whose identity.json is a record batchscore wrote (its identity hashes to the folder's
-name); any other folder is refused before anything is read further. Inside an identity folder, a cache file is
-merged or removed only when its footer proves it ours (the `batchscore.cache` key, our format, the identity the
-folder names); a temp file only when its name is one of our writers' and it is an hour old. Anything else (a file
-named like ours without that footer, a file copied from another identity's folder, a folder named like an
-identity without a record of ours) is left in place and reported.
+Only what carries batchscore's marks is ever removed or rewritten: `ours.py` says what does.
 """
 
 from __future__ import annotations
@@ -29,7 +23,18 @@ import numpy as np
 from ..errors import ConfigError, OutputError
 from .files import FILE_NAME, CacheFile, DamagedFile, read_groups
 from .keys import unique_keys
-from .store import IDENTITY_RECORD, ResultCache, identity_hash
+from .ours import (
+    open_cache,
+    plain_file,
+    read_ours,
+    remove_stale_temps,
+    stale_temp_of_ours,
+    temp_name_of_ours,
+    unknown_identities,
+    warn_leftovers,
+    warn_strangers,
+)
+from .store import IDENTITY_RECORD, ResultCache
 from .store_errors import cache_errors
 
 if TYPE_CHECKING:
@@ -38,7 +43,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FILE_ENTRIES = 4 << 20  # entries a merged file holds, about: ~100 MB of keys and two-label scores
-STALE_TEMP_SECONDS = 3600  # a temp file this old belongs to a killed writer, not a slow one
 COLUMNS = ["h1", "h2", "scores", "windows", "truncated"]
 SPACE = 1 << 64
 SLICES = 4  # ranges of the key space read at a time, per file's worth of entries
@@ -94,98 +98,6 @@ class Pruned:
         return asdict(self)
 
 
-def open_cache(url: str) -> tuple[ResultCache, list[str], list[str]]:
-    """The cache at `url`, its identities (folders with a record of ours) and the folders named like identities
-    that hold no record of ours (left alone; see `_strangers`). A folder that does not exist, or
-    that holds no identity of ours, is exit 5, before anything in it is touched: pointed at a user's folder by
-    mistake, compact or prune would otherwise remove files that merely look like a cache's."""
-    cache = ResultCache(url)
-    with cache_errors():
-        there = cache.store.exists(cache.layout.root) and cache.store.isdir(cache.layout.root)
-        if not there:
-            raise OutputError(
-                f"No cache at '{url}': the folder does not exist; check the path (the --cache of the runs)."
-            )
-        candidates = cache.identities()
-        keys = [key for key in candidates if _is_identity_record(cache.identity_record(key), key)]
-    if not keys:
-        raise OutputError(
-            f"'{url}' is not a batchscore cache: no folder in it holds an identity.json that batchscore wrote; "
-            "nothing was changed. Pass the folder the runs were given as --cache."
-        )
-    return cache, keys, [cache.layout.url(cache.folder(k)) for k in candidates if k not in keys]
-
-
-def _strangers(strangers: list[str]) -> None:
-    if strangers:
-        log.warning(
-            f"Left {len(strangers)} folder(s) named like an identity alone, e.g. {strangers[0]}: they hold no "
-            "identity.json that batchscore wrote."
-        )
-
-
-def _is_identity_record(record: dict[str, Any] | None, key: str) -> bool:
-    """identity.json as a run writes it: the identity, which hashes to the folder's name, and that name."""
-    if record is None or record.get("key") != key or not isinstance(record.get("identity"), dict):
-        return False
-    return identity_hash(record["identity"]) == key
-
-
-def _ours(cache: ResultCache, path: str) -> bool:
-    """A name of ours is a plain file (locally: not a folder or a link someone put under that name)."""
-    if not cache.layout.local:
-        return True
-    return os.path.isfile(path) and not os.path.islink(path)
-
-
-def _temp_name_of_ours(name: str) -> bool:
-    from ..output.layout import TEMP
-
-    match = TEMP.match(name)
-    if match is None:
-        return False
-    return bool(FILE_NAME.match(match.group(1))) or match.group(1) == IDENTITY_RECORD
-
-
-def _stale_temp_of_ours(path: str) -> bool:
-    """A temp file a killed writer of ours left (local disks only): our temp name, a plain file, an hour old or
-    more (a younger one may be a live writer's), and empty or starting as our writers start it (Parquet's magic,
-    or identity.json's brace)."""
-    name = os.path.basename(path)
-    if not _temp_name_of_ours(name) or not os.path.isfile(path) or os.path.islink(path):
-        return False
-    try:
-        if time.time() - os.path.getmtime(path) < STALE_TEMP_SECONDS:
-            return False
-        with open(path, "rb") as fh:
-            head = fh.read(4)
-    except FileNotFoundError:  # renamed into place or removed meanwhile
-        return False
-    start = b"{" if name.startswith(f".{IDENTITY_RECORD}.") else b"PAR1"
-    return head == b"" or head.startswith(start) or start.startswith(head)
-
-
-def _read_ours(cache: ResultCache, key: str, path: str) -> CacheFile | DamagedFile | None:
-    """A file named like a cache file: its footer if it proves it this identity's, a DamagedFile if not (`ours`:
-    proven ours but unreadable), None if it is gone. Locally, a folder or a link under that name is not ours."""
-    if not _ours(cache, path):
-        return DamagedFile("not a plain file")
-    try:
-        return CacheFile.read(cache.store, path, key)
-    except FileNotFoundError:
-        return None
-    except DamagedFile as exc:
-        return exc
-
-
-def _leftovers(what: str, left: list[str]) -> None:
-    if left:
-        log.warning(
-            f"Left {len(left)} file(s) in place that batchscore cannot prove it wrote for their identity, e.g. "
-            f"{left[0]}; they were not {what}: move them out of the cache if they are yours."
-        )
-
-
 # --- compact ---------------------------------------------------------------------------------------------------
 
 
@@ -197,16 +109,16 @@ def compact(url: str, identity: str | None = None, file_entries: int = FILE_ENTR
         cache, keys, strangers = open_cache(url)
         if identity is not None:
             if identity not in keys:
-                raise ConfigError(_unknown(url, [identity], keys))
+                raise ConfigError(unknown_identities(url, [identity], keys))
             keys = [identity]
         else:
-            _strangers(strangers)
+            warn_strangers(strangers)
         result = Compacted()
         for key in keys:
             result.identities += 1
-            result.temp_removed += _remove_stale_temps(cache, key)
+            result.temp_removed += remove_stale_temps(cache, key)
             _compact_identity(cache, key, file_entries, result)
-    _leftovers("merged or removed", result.foreign_left)
+    warn_leftovers("merged or removed", result.foreign_left)
     result.seconds = round(time.monotonic() - started, 3)
     return result
 
@@ -215,7 +127,7 @@ def _compact_identity(cache: ResultCache, key: str, file_entries: int, result: C
     files: list[CacheFile] = []
     damaged: list[str] = []
     for path in cache.files(key):
-        read = _read_ours(cache, key, path)
+        read = read_ours(cache, key, path)
         if read is None:  # another compaction merged it meanwhile: leave this identity to that one
             result.stopped.append(key)
             return
@@ -349,24 +261,9 @@ def _merge(parts: list[pa.Table], low: int, high: int, width: int) -> tuple[np.n
 
 def _remove_damaged(cache: ResultCache, damaged: list[str], result: Compacted) -> None:
     for path in damaged:
-        if _ours(cache, path):
+        if plain_file(cache, path):
             cache.store.remove(path)
             result.damaged_removed.append(cache.layout.url(path))
-
-
-def _remove_stale_temps(cache: ResultCache, key: str) -> int:
-    """Temp files a killed writer left in an identity folder (local disks only), an hour old or more."""
-    if not cache.layout.local:
-        return 0
-    folder = cache.folder(key)
-    removed = 0
-    for name in cache.store.names(folder):
-        path = os.path.join(folder, name)
-        if _stale_temp_of_ours(path):
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(path)
-                removed += 1
-    return removed
 
 
 # --- info ------------------------------------------------------------------------------------------------------
@@ -376,7 +273,7 @@ def info(url: str) -> list[IdentityFacts]:
     """Each identity folder: identity.json's record, its files, entries (footer rows) and bytes."""
     with cache_errors():
         cache, keys, strangers = open_cache(url)
-        _strangers(strangers)
+        warn_strangers(strangers)
         facts = []
         for key in keys:
             found = IdentityFacts(key, cache.identity_record(key))
@@ -384,7 +281,7 @@ def info(url: str) -> list[IdentityFacts]:
             for name in cache.store.names(folder):
                 path = f"{folder}/{name}"
                 if FILE_NAME.match(name):
-                    read = _read_ours(cache, key, path)
+                    read = read_ours(cache, key, path)
                     if read is None:  # compacted away since the listing
                         continue
                     if isinstance(read, DamagedFile):
@@ -394,7 +291,7 @@ def info(url: str) -> list[IdentityFacts]:
                     found.entries += read.rows
                     with contextlib.suppress(OutputError):
                         found.bytes += cache.store.size(path)
-                elif name != IDENTITY_RECORD and not _temp_name_of_ours(name):
+                elif name != IDENTITY_RECORD and not temp_name_of_ours(name):
                     found.foreign.append(cache.layout.url(path))
             facts.append(found)
     return facts
@@ -416,8 +313,8 @@ def prune(url: str, keep: list[str]) -> Pruned:
         cache, keys, strangers = open_cache(url)
         unknown = [k for k in keep if k not in keys]
         if unknown:
-            raise ConfigError(_unknown(url, unknown, keys))
-        _strangers(strangers)
+            raise ConfigError(unknown_identities(url, unknown, keys))
+        warn_strangers(strangers)
         result = Pruned(kept=sorted(set(keep)))
         for key in keys:
             if key in keep:
@@ -429,14 +326,14 @@ def prune(url: str, keep: list[str]) -> Pruned:
             for name in sorted(names, key=lambda n: n == IDENTITY_RECORD):
                 path = f"{folder}/{name}"
                 if FILE_NAME.match(name):
-                    read = _read_ours(cache, key, path)
+                    read = read_ours(cache, key, path)
                     if read is None:  # gone meanwhile (another prune or a compaction)
                         continue
                     ours = isinstance(read, CacheFile) or read.ours
                 elif name == IDENTITY_RECORD:
-                    ours = _ours(cache, path)
-                elif _temp_name_of_ours(name):
-                    if not cache.layout.local or not _stale_temp_of_ours(path):
+                    ours = plain_file(cache, path)
+                elif temp_name_of_ours(name):
+                    if not cache.layout.local or not stale_temp_of_ours(path):
                         continue  # a writer's file in flight: not removed, not foreign
                     ours = True
                 else:
@@ -454,15 +351,6 @@ def prune(url: str, keep: list[str]) -> Pruned:
             result.removed.append(key)
             result.foreign_left.extend(foreign)
     return result
-
-
-def _unknown(url: str, asked: list[str], keys: list[str]) -> str:
-    listed = ", ".join(keys) if keys else "none"
-    names = ", ".join(asked)
-    return (
-        f"Identity {names} is not in the cache '{url}' (its identities: {listed}); "
-        f"`batchscore cache info {url}` lists them."
-    )
 
 
 __all__ = ["Compacted", "IdentityFacts", "Pruned", "compact", "info", "prune"]

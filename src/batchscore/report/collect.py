@@ -4,7 +4,7 @@ Only the columns a chart needs are read (each model's label and score, `scores` 
 --by columns); histograms and counts are added up per batch, so memory stays bounded whatever the output's
 size. The samples are picked in the same pass by position only (the lowest scores, and the rows with the
 smallest random keys per label: a uniform sample), then their texts are read in a second, short pass over
-the few files that hold them.
+the few files that hold them (report.samples). The --by groupings are parsed and checked in report.grouping.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import ConfigError
 from ..output.manifest import sum_stats
+from .grouping import By
+from .samples import Sample, keep_lowest, keep_random, read_samples
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -29,109 +30,7 @@ MAX_GROUPS = 100_000  # distinct --by values kept; the rest are counted as "othe
 MAX_OTHER_VALUES = 100_000  # distinct values past MAX_GROUPS counted (by hash); past this, "more than"
 TOP_GROUPS = 30  # groups drawn, the rest summed as "other"
 MAX_WINDOW_BIN = 32  # windows per row: the last bin holds this many and more
-TEXT_CHARS = 300  # a sample's text, cut to this many characters
 OTHER = "other"
-NULL = "(null)"
-TRUNCATIONS = {"year": (4, "%Y"), "month": (7, "%Y-%m"), "day": (10, "%Y-%m-%d")}
-# What text must start with for a :unit: an ISO date (or its year, or year and month), then nothing, a '-' or a
-# time. Anything else would be cut to its first 4, 7 or 10 characters and grouped as if it were a date.
-ISO_TEXT = {
-    "year": r"^\d{4}(-|$)",
-    "month": r"^\d{4}-(0[1-9]|1[0-2])(-|$)",
-    "day": r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])([T ]|$)",
-}
-ISO_FORM = {"year": "YYYY", "month": "YYYY-MM", "day": "YYYY-MM-DD"}
-UNITS = ", ".join(f":{unit}" for unit in TRUNCATIONS)
-
-
-@dataclass(frozen=True)
-class By:
-    """A --by COLUMN[:year|month|day] grouping."""
-
-    column: str
-    unit: str | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> By:
-        column, _, unit = text.rpartition(":") if text.rpartition(":")[2] in TRUNCATIONS else (text, "", "")
-        if not column:
-            raise ConfigError(f"--by {text!r} names no column; pass --by COLUMN or --by COLUMN:month.")
-        return cls(column, unit or None)
-
-    @property
-    def title(self) -> str:
-        return self.column + (f" (by {self.unit})" if self.unit else "")
-
-    @property
-    def spec(self) -> str:
-        return self.column + (f":{self.unit}" if self.unit else "")
-
-    def check(self, schema: pa.Schema) -> None:
-        """Refuse, before any row is read, a column the output lacks or one this grouping cannot use (exit 2)."""
-        import pyarrow as pa
-
-        if self.column not in schema.names:
-            column, _, unit = self.column.rpartition(":")
-            if column in schema.names:
-                raise ConfigError(f"--by {self.column}: '{unit}' is not a unit; units are {UNITS}.")
-            shown = ", ".join(schema.names)
-            raise ConfigError(f"--by column '{self.column}' is not in the output; its columns are: {shown}.")
-        kind = _plain(schema.field(self.column).type)
-        if self.unit is not None and not (pa.types.is_timestamp(kind) or pa.types.is_date(kind) or _is_text(kind)):
-            raise ConfigError(
-                f"--by {self.spec}: column '{self.column}' holds {kind}, not dates; a :unit applies to a date or "
-                f"timestamp column (or ISO date text); pass --by {self.column} to group by its values."
-            )
-        binary = pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_fixed_size_binary(kind)
-        if pa.types.is_nested(kind) or binary or pa.types.is_binary_view(kind):
-            raise ConfigError(
-                f"--by {self.spec}: column '{self.column}' holds {kind}; pass a column of text, numbers or dates."
-            )
-
-    def keys(self, values: pa.Array) -> pa.Array:
-        """The group of each row, as text: the value, or its date truncated to the unit (`check` has passed)."""
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
-        if pa.types.is_dictionary(values.type):
-            values = values.dictionary_decode()
-        kind = values.type
-        if self.unit is not None:
-            width, fmt = TRUNCATIONS[self.unit]
-            if pa.types.is_timestamp(kind) or pa.types.is_date(kind):
-                values = pc.strftime(values, format=fmt)
-            else:
-                self._check_iso(values)
-                values = pc.utf8_slice_codeunits(values, 0, width)  # ISO dates and times: 2024-05-17...
-        elif not _is_text(kind):
-            values = pc.cast(values, pa.string())
-        return pc.fill_null(values, NULL)
-
-    def _check_iso(self, values: pa.Array) -> None:
-        import pyarrow.compute as pc
-
-        assert self.unit is not None
-        dates = pc.match_substring_regex(values, ISO_TEXT[self.unit])
-        if pc.all(dates).as_py() is False:  # None: only nulls
-            first = pc.filter(values, pc.invert(dates))[0].as_py()
-            shown = first if len(first) <= 40 else first[:39] + "…"
-            raise ConfigError(
-                f"--by {self.spec}: column '{self.column}' holds text that is not an ISO date ({shown!r}); a :unit "
-                f"applies to a date or timestamp column, or text starting {ISO_FORM[self.unit]}; pass "
-                f"--by {self.column} to group by its values."
-            )
-
-
-def _plain(kind: pa.DataType) -> pa.DataType:
-    import pyarrow as pa
-
-    return kind.value_type if pa.types.is_dictionary(kind) else kind
-
-
-def _is_text(kind: pa.DataType) -> bool:
-    import pyarrow as pa
-
-    return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
 
 
 @dataclass
@@ -160,18 +59,6 @@ class Overflow:
             self.seen.add(hash(name))
         elif hash(name) not in self.seen:
             self.more = True
-
-
-@dataclass
-class Sample:
-    file: int  # index into the survey's data files
-    row: int  # row in that file
-    score: float
-    label: str
-    key: float = 0.0  # the random key of a random sample
-    text: str | None = None
-    id: Any = None
-    number: int | None = None  # the row's number in the output (input order)
 
 
 @dataclass
@@ -215,6 +102,11 @@ class ModelFacts:
     def scored(self) -> int:
         return sum(self.counts)
 
+    @property
+    def picked(self) -> list[Sample]:
+        """The samples kept: the lowest scores, then each label's random ones."""
+        return [*self.lowest, *(s for kept in self.random.values() for s in kept)]
+
 
 @dataclass
 class Facts:
@@ -252,7 +144,7 @@ def collect(survey: Survey, by: list[By], threshold: float = 0.6, samples: int =
     config = survey.config
     text_column = config.get("text_column") if config.get("text_column") in schema.names else None
     id_column = config.get("id_column") if config.get("id_column") in schema.names else None
-    _read_samples(survey, files, models, text_column, id_column)
+    read_samples(survey, files, [s for model in models for s in model.picked], text_column, id_column)
     return Facts(
         survey=survey,
         summary=summary,
@@ -392,8 +284,8 @@ def _add(
     for title, values in keys.items():
         _add_groups(model, title, values, codes, valid)
     rows = np.flatnonzero(valid)
-    _keep_lowest(model, rows, score, code, number, offset, samples)
-    _keep_random(model, rows, score, code, number, offset, samples, rng)
+    model.lowest = keep_lowest(model.lowest, model.labels, rows, score, code, number, offset, samples)
+    keep_random(model.random, model.labels, rows, score, code, number, offset, samples, rng)
 
 
 def _margins(column: pa.Array) -> np.ndarray:
@@ -426,89 +318,6 @@ def _add_groups(model: ModelFacts, title: str, values: pa.Array, codes: np.ndarr
         counts = groups[name]
         for label in np.flatnonzero(row):
             counts[label] += int(row[label])
-
-
-def _keep_lowest(
-    model: ModelFacts, rows: np.ndarray, score: np.ndarray, code: np.ndarray, number: int, offset: int, samples: int
-) -> None:
-    if not samples or not len(rows):
-        return
-    if model.lowest and len(model.lowest) >= samples:
-        bar = model.lowest[-1].score
-        candidates = np.flatnonzero(score < bar)
-    else:
-        candidates = np.arange(len(rows))
-    if len(candidates) > samples:
-        candidates = candidates[np.argpartition(score[candidates], samples - 1)[:samples]]
-    found = [Sample(number, offset + int(rows[i]), float(score[i]), model.labels[int(code[i])]) for i in candidates]
-    model.lowest = sorted(model.lowest + found, key=lambda s: (s.score, s.file, s.row))[:samples]
-
-
-def _keep_random(
-    model: ModelFacts,
-    rows: np.ndarray,
-    score: np.ndarray,
-    code: np.ndarray,
-    number: int,
-    offset: int,
-    samples: int,
-    rng: np.random.Generator,
-) -> None:
-    """A uniform sample per label: the `samples` rows with the smallest random keys (one key per row)."""
-    if not samples or not len(rows):
-        return
-    keys = rng.random(len(rows))
-    order = np.lexsort((keys, code))
-    sorted_codes = code[order]
-    for label in np.unique(sorted_codes):
-        start = np.searchsorted(sorted_codes, label, "left")
-        stop = min(np.searchsorted(sorted_codes, label, "right"), start + samples)
-        kept = model.random.get(int(label), [])
-        picked = [
-            Sample(number, offset + int(rows[i]), float(score[i]), model.labels[int(label)], key=float(keys[i]))
-            for i in order[start:stop]
-        ]
-        model.random[int(label)] = sorted(kept + picked, key=lambda s: s.key)[:samples]
-
-
-def _read_samples(
-    survey: Survey, files: list[str], models: list[ModelFacts], text_column: str | None, id_column: str | None
-) -> None:
-    """Fill each sample's text, id and row number, reading only the row groups that hold a sample."""
-    import pyarrow.parquet as pq
-
-    wanted: dict[int, list[Sample]] = {}
-    for model in models:
-        for sample in [*model.lowest, *(s for kept in model.random.values() for s in kept)]:
-            wanted.setdefault(sample.file, []).append(sample)
-    columns = [c for c in (text_column, id_column) if c]
-    chunk_rows = survey.identity.get("chunk_rows") if survey.identity else None
-    for number, found in sorted(wanted.items()):
-        part = survey.parts[number] if not (survey.complete and survey.layout.single_file) else None
-        first = part.index * chunk_rows if part is not None and isinstance(chunk_rows, int) else 0
-        for sample in found:
-            sample.number = first + sample.row
-        if not columns:
-            continue
-        with survey.store.fs.open(files[number], "rb") as fh:
-            reader = pq.ParquetFile(fh)
-            starts = np.cumsum([0] + [reader.metadata.row_group(i).num_rows for i in range(reader.num_row_groups)])
-            by_group: dict[int, list[Sample]] = {}
-            for sample in found:
-                by_group.setdefault(int(np.searchsorted(starts, sample.row, "right") - 1), []).append(sample)
-            for group, in_group in by_group.items():
-                table = reader.read_row_group(group, columns=columns)
-                for sample in in_group:
-                    row = sample.row - int(starts[group])
-                    if text_column:
-                        text = table.column(text_column)[row].as_py()
-                        sample.text = None if text is None else _cut(str(text))
-                    if id_column:
-                        sample.id = table.column(id_column)[row].as_py()
-
-
-def _cut(text: str) -> str:
-    return text if len(text) <= TEXT_CHARS else text[:TEXT_CHARS] + "…"
 
 
 def _chunk_times(survey: Survey) -> list[dict[str, Any]]:

@@ -197,7 +197,7 @@ def test_invalid_utf8_csv_with_encoding_utf8_replace(tmp_path, tiny_model, outpu
 
 
 BIG_ROWS, BAD_ROW = 60_000, 50_000
-READ_BLOCK = 1 << 22  # pyarrow's CSV read block in source.py; schema inference parses only the first one
+READ_BLOCK = 1 << 22  # the CSV read block (input/text_format.py BLOCK_SIZE); schema inference parses only the first one
 PAD = b" and the rest of this review says it was really quite fine overall and I would buy it again"
 
 

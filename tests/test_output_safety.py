@@ -443,7 +443,7 @@ def test_readers_see_every_row_exactly_once(corpus, tiny_model, reference, tmp_p
 # ------------------------------------------------------------ 7. --overwrite with a bad input keeps the old output
 
 
-READ_BLOCK = 1 << 22  # pyarrow's CSV read block in source.py; schema inference parses only the first one
+READ_BLOCK = 1 << 22  # the CSV read block (input/text_format.py BLOCK_SIZE); schema inference parses only the first one
 
 
 def test_overwrite_with_a_bad_row_near_the_end_keeps_the_old_output(tiny_model, tmp_path):

@@ -142,6 +142,20 @@ def test_score_function_is_the_cli_job(corpus, tiny_model, cli_output, tmp_path)
         batchscore.score(str(corpus[0]), str(tmp_path / "other"), model=tiny_model, chunk_size=10)
 
 
+def test_score_logs_the_warnings_the_cli_prints(tmp_path, tiny_model, caplog):
+    """batchscore.score() returns the manifest; the warnings the CLI prints (here: an input without rows) are
+    logged, not dropped."""
+    import logging
+
+    empty = tmp_path / "empty.csv"
+    empty.write_text("text\n", encoding="utf-8")
+    with caplog.at_level(logging.WARNING, logger="batchscore"):
+        manifest = batchscore.score(str(empty), str(tmp_path / "out"), model=tiny_model)
+    assert manifest["rows"] == 0
+    logged = [r.getMessage() for r in caplog.records if r.name == "batchscore.job" and r.levelno == logging.WARNING]
+    assert logged == ["The input has no rows; wrote an empty output with the schema."]
+
+
 def test_score_with_report_writes_the_page_its_manifest_names(corpus, tiny_model, tmp_path):
     """The page `report=True` records in the manifest is written by the library too, not only by the CLI."""
     out = tmp_path / "lib"

@@ -9,6 +9,7 @@ library's `Scorer`.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import sys
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from .output import Existing, Output, OutputWriter
     from .plan import Plan
     from .scoring import Scorers, ScoringRules
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -59,7 +62,8 @@ def score(input: str, output: str | None = None, *, config_file: str | None = No
     `top_k`, `chunk_rows`, `num_shards`, `shard_index`, `overwrite`, ...), then
     `config_file`'s values, then the defaults; BATCHSCORE_* environment
     variables are not read. Errors are `batchscore.errors.BatchscoreError`s
-    carrying the CLI's exit code.
+    carrying the CLI's exit code; the warnings the CLI prints are logged
+    (logger `batchscore.job`).
 
     Example::
 
@@ -77,7 +81,10 @@ def score(input: str, output: str | None = None, *, config_file: str | None = No
             f"Unknown option '{unknown[0]}'; options are the CLI's, with underscores (see `batchscore score --help`)."
         )
     cfg = build_config({**options, "input": input, "output": output}, env={}, config_file=config_file)
-    return run_job(cfg).manifest
+    result = run_job(cfg)
+    for warning in result.warnings:  # what the CLI prints: a resumed run, a cache that refused writes, ...
+        log.warning(warning)
+    return result.manifest
 
 
 def run_job(cfg: JobConfig, process_started: float | None = None) -> JobResult:

@@ -211,6 +211,29 @@ CASES = [
         lambda t, m: (["score", _csv(t), "--model", m, "--num-shards", "2", "--shard-index", "2"], {}),
     ),
     case("unknown-option", {2}, lambda t, m: (["score", _csv(t), "--model", m, "--no-such-option"], {})),
+    case("two-models-no-prefix", {2}, lambda t, m: (["score", _csv(t), "--model", m, "--model", m], {})),
+    case(
+        "window-overlap-past-the-window",
+        {2},
+        lambda t, m: (
+            ["score", _csv(t), "--model", m, "-o", t / "o", "--long-text", "window", "--max-length", "16"]
+            + ["--window-overlap", "64"],
+            {},
+        ),
+    ),
+    # --- places (ownership.py): a writer where another owns the place (2; the output's own place is 5)
+    case(
+        "cache-inside-the-output",
+        {2},
+        lambda t, m: (["score", _csv(t), "--model", m, "-o", t / "o", "--cache", t / "o" / "cache"], {}),
+    ),
+    case(
+        "cache-is-the-input-folder",
+        {2},
+        lambda t, m: (["score", _parquet(t / "data").parent, "--model", m, "-o", t / "o", "--cache", t / "data"], {}),
+    ),
+    case("report-png-inside-the-output", {2}, lambda t, m: _png_inside(t, m)),
+    case("cache-admin-on-a-folder-not-a-cache", {5}, lambda t, m: (["cache", "info", _parquet(t / "d").parent], {})),
     # --- model files (4)
     case("model-missing", {4}, lambda t, m: (["score", _csv(t), "--model", t / "no-model"], {})),
     case(
@@ -251,6 +274,11 @@ CASES = [
     case("marker-empty", {5}, lambda t, m: _damaged_marker(t, m, b"")),
     case("marker-count-as-text", {5}, lambda t, m: _damaged_marker(t, m, "num_shards")),
 ]
+
+
+def _png_inside(tmp_path, model):
+    out, _ = _finished(tmp_path, model)
+    return ["report", out, "--png", out / "charts"], {}
 
 
 def _foreign_part(tmp_path, model):

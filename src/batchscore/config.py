@@ -68,7 +68,7 @@ def library_specs(arguments: Mapping[str, Any], models: Any = None) -> list[Mode
     if unknown:
         named = ", ".join("result_prefix" if k == "prefix" else k for k in MODEL_KEYS)
         raise ConfigError(f"Unknown argument '{unknown[0]}'; a model's arguments are: {named}.")
-    run = dataclasses.replace(JobConfig().model_specs[0], **_typed_entry(given, "the arguments"))
+    run = ModelSpec(**_typed_entry(given, "the arguments"))
     return [run] if models is None else [dataclasses.replace(run, **m) for m in models_from(models, "models=")]
 
 

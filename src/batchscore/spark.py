@@ -25,9 +25,6 @@ if TYPE_CHECKING:
     from .scorer import Scorer
     from .scoring import ScoringRules
 
-# Scorer arguments that are not a model's options (the rest are: config.MODEL_KEYS).
-SCORER_ONLY = ("batch_tokens", "allow_pickle", "trust_remote_code", "head")
-
 _SCORERS: dict[
     tuple[tuple[str, Any], ...], Scorer
 ] = {}  # one loaded model per Python worker process and settings: Spark reuses its workers
@@ -51,12 +48,22 @@ def _rules(text_column: str, arguments: dict[str, Any], models: Any = None) -> l
     from .scoring import rules_for
     from .scoring.load import model_head
 
-    own = {k: v for k, v in arguments.items() if k not in SCORER_ONLY}
+    own = {k: v for k, v in arguments.items() if k not in _scorer_keywords() | {"head"}}
     specs = library_specs(own, models)
     rules = rules_for(specs, text_column, arguments.get("batch_tokens"))
     trust = arguments.get("trust_remote_code", False)
     heads = [arguments.get("head") or model_head(spec.model, spec.revision, trust) for spec in specs]
     return [each.for_head(head) for each, head in zip(rules, heads)]
+
+
+def _scorer_keywords() -> set[str]:
+    """The Scorer's own keywords, which are not a model's options: its keyword-only parameters."""
+    import inspect
+
+    from .scorer import Scorer
+
+    parameters = inspect.signature(Scorer.__init__).parameters.values()
+    return {p.name for p in parameters if p.kind is p.KEYWORD_ONLY}
 
 
 def _schema(input_schema: StructType, rules: list[ScoringRules]) -> StructType:

@@ -78,8 +78,12 @@ class CacheStep:
     def __init__(self, cache: ResultCache, models: list[ModelScorer]):
         self.cache = cache
         self.scopes: list[CacheScope] = [
-            cache.scope(cache_part(model, FORMAT), len(model.labels), {"model": model.model_id, "revision": rev})
-            for model, rev in ((m, m.loaded.revision) for m in models)
+            cache.scope(
+                cache_part(model, FORMAT),
+                len(model.labels),
+                {"model": model.model_id, "revision": model.loaded.revision},
+            )
+            for model in models
         ]
         self.skipped_seen = 0
 

@@ -98,16 +98,16 @@ class ScoringCore:
         for model, each in zip(self.models, rows):
             columns |= model.columns(each, valid)
         columns = {f.name: columns[f.name] for f in self.fields}
+        works = [None if encodings is None else encodings.items[self.group[n]] for n in range(len(self.models))]
+        counts = [model.counts(each, columns, work) for model, each, work in zip(self.models, rows, works)]
         stats = ChunkStats(
             rows=len(valid),
             empty_text_rows=int((~valid).sum()),
+            first=counts[0],
             tokenizations=0 if encodings is None else len(encodings.items),
+            models=self._entries(counts, seconds),
             cache=cached,
         )
-        works = [None if encodings is None else encodings.items[self.group[n]] for n in range(len(self.models))]
-        counts = [model.counts(each, columns, work) for model, each, work in zip(self.models, rows, works)]
-        stats.first = counts[0]
-        stats.models = self._entries(counts, seconds)
         return ScoredChunk(columns, stats)
 
     def empty_stats(self) -> ChunkStats:

@@ -15,11 +15,9 @@ def run_part(scorer: ModelScorer) -> dict[str, Any]:
     """The model's part of the run identity. Keys appear only where they change results, so that outputs written
     before an option existed keep their identity: the prefix when set, the window options in window mode, the
     threshold for a multi-label head (only its `labels` column depends on it)."""
-    from ..output.identity import model_fingerprint
-
     loaded, spec = scorer.loaded, scorer.rules.spec
     identity: dict[str, Any] = {
-        "model": model_fingerprint(loaded.model_id, loaded.revision),
+        "model": scorer.fingerprint,
         "top_k": spec.top_k,
         **({"result_prefix": spec.prefix} if spec.prefix else {}),
         "max_length": loaded.max_length,
@@ -37,12 +35,10 @@ def cache_part(scorer: ModelScorer, cache_format: int) -> dict[str, Any]:
     labels and head function, the max length, the precision and the device kind (bf16 on a GPU and on a CPU
     differ), and the window options. top_k and the threshold only choose from the kept scores; the batch size
     only regroups rows (see docs/cache.md for what that changes)."""
-    from ..output.identity import model_fingerprint
-
     loaded = scorer.loaded
     identity: dict[str, Any] = {
         "format": cache_format,
-        "model": model_fingerprint(loaded.model_id, loaded.revision),
+        "model": scorer.fingerprint,
         "labels": list(loaded.labels),
         "head": scorer.function,
         "max_length": loaded.max_length,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Iterator
+import functools
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
@@ -62,6 +63,14 @@ class ModelScorer:
     @property
     def model_id(self) -> str:
         return self.loaded.model_id
+
+    @functools.cached_property
+    def fingerprint(self) -> dict[str, Any]:
+        """The model by content (output.identity.model_fingerprint): hashed once, though the run identity and
+        the cache identity both hold it (a 2 GB model hashes in about 2 s)."""
+        from ..output.identity import model_fingerprint
+
+        return model_fingerprint(self.loaded.model_id, self.loaded.revision)
 
     def run(self, work: EncodedChunk, on_batch: OnBatch | None = None) -> RowScores:
         """Every row's scores for an encoded chunk: the model's logits through its head's function, a long text's

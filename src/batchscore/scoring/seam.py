@@ -57,10 +57,11 @@ def open_scorers(
     `check` gets each model's rules completed by its head as soon as its config is read, before the weights
     load: the columns a head adds are refused in seconds, not after minutes of loading.
     """
+    import functools
+
     from ..options import model_and_revision
     from .cache_step import refuse_window_scores
     from .core import ScoringCore
-    from .heads import score_function
     from .load import check_free_memory, load_model
     from .models import ModelScorer
 
@@ -79,11 +80,14 @@ def open_scorers(
             each.spec.max_length,
             allow_pickle=allow_pickle,
             trust_remote_code=trust_remote_code,
-            on_config=None if check is None else _checking(check, each, score_function),
+            on_config=None if check is None else functools.partial(_check_head, check, each),
         )
         models.append(ModelScorer(loaded, each))
     return ScoringCore(models, cache)
 
 
-def _checking(check: Callable[[ScoringRules], None], rules: ScoringRules, head_of: Callable[[Any], str]) -> Any:
-    return lambda config: check(rules.for_head(head_of(config)))
+def _check_head(check: Callable[[ScoringRules], None], rules: ScoringRules, config: Any) -> None:
+    """`check` on `rules` completed by the head of the model whose config was just read."""
+    from .heads import score_function
+
+    check(rules.for_head(score_function(config)))

@@ -76,8 +76,12 @@ def library_specs(arguments: Mapping[str, Any], models: Any = None) -> list[Mode
 class JobConfig:
     input: str | None = None
     output: str | None = None
+    output_format: str = "parquet"
+    table_mode: str = "append"
+    catalog: str | None = None  # Iceberg: a SQL catalog URI or a pyiceberg catalog name; None: the default
     model: str | None = None
     revision: str | None = None
+    input_version: int | None = None  # a table INPUT's version (Delta) or snapshot id (Iceberg); None: the latest
     text_column: str = "text"
     id_column: str | None = None
     keep_columns: tuple[str, ...] | None = None  # None = every input column
@@ -370,6 +374,7 @@ def build_config(
                 values[opt.name] = _coerce(opt, layer[opt.name], origin)
                 break
     _check_shards(values.get("num_shards"), values.get("shard_index"))
+    _check_table(values)
     # model and models are one setting: the first layer that sets either decides (a --model on the command
     # line replaces a config file's models list, and --model given twice replaces its model).
     for origin, layer in layers:
@@ -382,6 +387,18 @@ def build_config(
             values.pop("models" if given == ["model"] else "model", None)
             break
     return JobConfig(**values, config_file=config_file)
+
+
+def _check_table(values: dict[str, Any]) -> None:
+    """The table options make sense together, before anything is opened."""
+    table = values.get("output_format") in ("delta", "iceberg")
+    mode = values.get("table_mode")
+    if mode not in (None, "append") and not table:
+        raise ConfigError(f"--table-mode {mode} is for tables; pass --output-format delta or iceberg as well.")
+    if mode == "merge" and not values.get("id_column"):
+        raise ConfigError("--table-mode merge needs --id-column NAME: the key that matches rows in the table.")
+    if values.get("output_format") == "iceberg" and not values.get("output"):
+        raise ConfigError("--output-format iceberg needs -o NAMESPACE.TABLE, the table in --catalog.")
 
 
 def _check_shards(num_shards: int | None, shard_index: int | None) -> None:

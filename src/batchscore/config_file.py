@@ -119,6 +119,8 @@ def resolve_paths(values: dict[str, Any], config_file: str) -> dict[str, Any]:
             continue
         there = os.path.normpath(os.path.join(folder, value))
         explicit = value in (".", "..") or value.startswith(("./", "../"))
+        if key == "output" and values.get("output_format") == "iceberg":
+            continue  # NAMESPACE.TABLE names a table in its catalog, not a path
         if key == "output" or explicit or _exists(there):
             resolved[key] = there
     if isinstance(values.get("models"), list):  # each model's path, like `model`

@@ -136,7 +136,7 @@ class Job:
 
         cfg = self.cfg
         self.output: Output = Output.open(cfg.output_path)
-        self.input = open_input(cfg, self.output, self.all_rules)
+        self.input = open_input(cfg, self.output.layout.location, self.all_rules)
         # Before the model load, which can take minutes: a taken output fails at once.
         self.existing: Existing = check_output(self.output, cfg.overwrite)
         check_places(cfg, self.output, self.input)

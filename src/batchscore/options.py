@@ -17,6 +17,13 @@ REFERENCE_REVISION = "af0f99b"
 OFFLINE_MODEL_NAME = "minilm-vader-sentiment"
 
 
+def batchscore_home() -> str:
+    """$BATCHSCORE_HOME, defaulting to ~/.cache/batchscore ($XDG_CACHE_HOME/batchscore when that is set)."""
+    return os.environ.get("BATCHSCORE_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "batchscore"
+    )
+
+
 def offline_model_dir() -> str:
     """Where `batchscore build-model` writes by default: a user cache, so an installed wheel works anywhere.
 
@@ -24,10 +31,7 @@ def offline_model_dir() -> str:
     ~/.cache/batchscore ($XDG_CACHE_HOME/batchscore when that is set). The repo's
     `make model` writes models/minilm-vader-sentiment instead.
     """
-    home = os.environ.get("BATCHSCORE_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "batchscore"
-    )
-    return os.path.join(home, "models", OFFLINE_MODEL_NAME)
+    return os.path.join(batchscore_home(), "models", OFFLINE_MODEL_NAME)
 
 
 def model_and_revision(model: str | None, revision: str | None) -> tuple[str, str | None]:
@@ -43,6 +47,8 @@ ENV_PREFIX = "BATCHSCORE_"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 TOP_K = ("1", "all")
 LONG_TEXT = ("truncate", "window")
+OUTPUT_FORMATS = ("parquet", "delta", "iceberg")
+TABLE_MODES = ("append", "overwrite", "merge")
 AGGREGATES = ("mean", "max")
 # --long-text window defaults: an overlap that gives a sentence cut at a window's edge its context again, and a
 # cap of about 110,000 tokens per text at 512-token windows.
@@ -95,6 +101,29 @@ OPTIONS: tuple[Option, ...] = (
         metavar="PATH",
     ),
     Option(
+        "output_format",
+        "choice",
+        "parquet: a folder of Parquet parts (or one .parquet file); delta: a Delta Lake table at --output "
+        "(a path or URL); iceberg: the Iceberg table NAMESPACE.TABLE of --catalog. Tables get each run's rows "
+        "in one commit; see docs/tables.md.",
+        choices=OUTPUT_FORMATS,
+    ),
+    Option(
+        "table_mode",
+        "choice",
+        "Delta and Iceberg outputs: append the run's rows; overwrite the table's rows (older versions stay for "
+        "time travel); or merge on --id-column (rows with a key in the table are updated, the rest inserted).",
+        choices=TABLE_MODES,
+    ),
+    Option(
+        "catalog",
+        "str",
+        "Iceberg catalog, for an Iceberg output or input: sqlite:///FILE.db, postgresql://USER@HOST/DB (either "
+        "with ?warehouse=URL), or the name of a catalog configured for pyiceberg (REST, Glue, Hive). Default: "
+        "a SQLite catalog in $BATCHSCORE_HOME/iceberg.",
+        metavar="URI_OR_NAME",
+    ),
+    Option(
         "model",
         "str",
         f"Model id on the Hub or local model directory. Default: {REFERENCE_MODEL}. Give it several times to "
@@ -108,6 +137,13 @@ OPTIONS: tuple[Option, ...] = (
         "Model revision (commit, tag or branch). Default: "
         f"{REFERENCE_REVISION} for the reference model (default or named), else the repo's main branch.",
         metavar="REV",
+    ),
+    Option(
+        "input_version",
+        "count",
+        "A Delta or Iceberg table as INPUT: read this version (Delta) or snapshot id (Iceberg). Default: the "
+        "latest when the run starts, recorded so that a resume reads the same rows.",
+        metavar="N",
     ),
     Option("text_column", "str", "Column holding the text to score.", metavar="NAME"),
     Option("id_column", "str", "Column identifying rows; always kept, as the first output column.", metavar="NAME"),

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from .cache import ResultCache
     from .config import JobConfig, ModelSpec
     from .input.base import Reader
+    from .location import Location
     from .output import Output
     from .scoring import ScoringRules
 
@@ -49,8 +50,9 @@ def check_places(cfg: JobConfig, output: Output, given: Input) -> None:
         check(writers, [output_place(output.layout), *input_places(cfg.input, files)])
 
 
-def open_input(cfg: JobConfig, output: Output, all_rules: list[ScoringRules]) -> Input:
-    """Open the input (refusing one that overlaps the output) and check each model's columns in every file."""
+def open_input(cfg: JobConfig, output: Location, all_rules: list[ScoringRules]) -> Input:
+    """Open the input (refusing one that overlaps `output`, the output's place) and check each model's columns in
+    every file."""
     from .input import open_source
     from .scoring import CLI_HINTS
 
@@ -64,7 +66,7 @@ def open_input(cfg: JobConfig, output: Output, all_rules: list[ScoringRules]) ->
         dataset_config=cfg.dataset_config,
         encoding=cfg.encoding,
         csv_infer_types=cfg.csv_infer_types,
-        output=output.layout.location,
+        output=output,
     )
     source = reopen()
     schema = source.schema

@@ -36,7 +36,7 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet "$(TORCH)"
-	$(BIN)/pip install --quiet -e ".[test,build]"
+	$(BIN)/pip install --quiet -e ".[test,build,delta,iceberg]"
 	@touch $@
 
 install: $(STAMP)
@@ -54,7 +54,7 @@ typecheck: $(STAMP)
 # The slow tests also run batchscore on Ray Data and Spark: their extras (ray, pyspark: ~400 MB) come in here only.
 SLOW_STAMP := $(VENV)/.installed-slow
 $(SLOW_STAMP): $(STAMP)
-	$(BIN)/pip install --quiet -e ".[test,build,ray,spark]"
+	$(BIN)/pip install --quiet -e ".[test,build,delta,iceberg,ray,spark]"
 	@touch $@
 
 test-slow: $(SLOW_STAMP)

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from .output import Existing, Output, OutputWriter
+    from .output.table import Table
     from .plan import Plan
     from .scoring import Scorers, ScoringRules
 
@@ -114,6 +115,10 @@ class Job:
         self.check()
         self.load()
         result = self.write()
+        if self.table is not None and result.shard is None and "table" not in result.manifest:
+            from .output.table import publish
+
+            result.manifest = publish(self.table, self.output, result.manifest)  # the one table commit
         if self.cfg.report and result.shard is None:
             result.report = self._write_report(result)
         return result
@@ -135,8 +140,18 @@ class Job:
         from .preflight import check_places, open_cache, open_input
 
         cfg = self.cfg
-        self.output: Output = Output.open(cfg.output_path)
-        self.input = open_input(cfg, self.output.layout.location, self.all_rules)
+        if cfg.output_format == "parquet":
+            self.table: Table | None = None
+            self.output: Output = Output.open(cfg.output_path)
+            self.input = open_input(cfg, self.output.layout.location, self.all_rules)
+        else:
+            from .output.table import open_table, staging_folder
+
+            # A table's rows are staged as a folder output's parts are, in a folder of the table's named by the job.
+            self.table = open_table(cfg)
+            self.input = open_input(cfg, self.table.location, self.all_rules)
+            source = self.input.source
+            self.output = Output.open(staging_folder(self.table, cfg, source.fingerprint or source.description))
         # Before the model load, which can take minutes: a taken output fails at once.
         self.existing: Existing = check_output(self.output, cfg.overwrite)
         check_places(cfg, self.output, self.input)
@@ -234,7 +249,12 @@ class Job:
             "config": effective,
         }
         self.schema = self._schema()
-        sink = OutputWriter(self.output, self.schema, metadata, self._identity(), plan.overwrite, plan.shard)
+        identity = self._identity()
+        if self.table is not None:
+            done = self._already_in_table(identity)
+            if done is not None:
+                return done
+        sink = OutputWriter(self.output, self.schema, metadata, identity, plan.overwrite, plan.shard)
         wait = loaded.accelerator.wait_for_everyone  # a barrier across ranks
         if plan.clear_first and not plan.main:
             wait()  # for rank 0 to clear the old output
@@ -259,6 +279,21 @@ class Job:
                 cfg.output_path, shard_summary, warnings=self.warnings, shard=(plan.shard.index, plan.shard.count)
             )
         return self.finish()
+
+    def _already_in_table(self, identity: dict) -> JobResult | None:
+        """A table output that has this run's commit already (a rerun after the commit): nothing to score; the
+        staging folder a kill left behind the commit goes. A table whose columns clash is refused (exit 5)."""
+        from .output.table import commit_id, described, drop_staging
+
+        assert self.table is not None
+        self.table.check_schema(self.schema)
+        cid = commit_id(identity, self.cfg.table_mode)
+        found = self.table.committed(cid)
+        if found is None:
+            return None
+        drop_staging(self.output)
+        manifest = found.manifest | {"table": described(self.table, found.version, self.cfg.table_mode, cid)}
+        return JobResult(self.cfg.output_path, manifest, already_complete=True)
 
     def _schema(self) -> pa.Schema:
         import pyarrow as pa

@@ -7,3 +7,9 @@ says where a table's files live. The table as output is the output layer's
 """
 
 TABLE_FORMATS = ("delta", "iceberg")
+
+
+def first_line(exc: BaseException) -> str:
+    """A library's error, its first line, for a one-line message."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

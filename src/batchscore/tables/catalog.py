@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..errors import BatchscoreError, ConfigError, OutputError
+from . import first_line
 from .extras import require
 
 if TYPE_CHECKING:
@@ -97,12 +98,7 @@ def open_catalog(catalog: str | None, error: type[BatchscoreError] = OutputError
             "postgresql://..., or configure the catalog for pyiceberg (~/.pyiceberg.yaml)."
         ) from None
     except Exception as exc:
-        raise error(f"Cannot reach the Iceberg {shown(catalog)}: {_first_line(exc)}; check that it runs.") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+        raise error(f"Cannot reach the Iceberg {shown(catalog)}: {first_line(exc)}; check that it runs.") from None
 
 
 def table_identifier(spec: str, error: type[BatchscoreError] = ConfigError) -> tuple[str, str]:

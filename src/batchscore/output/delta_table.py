@@ -1,0 +1,138 @@
+"""A Delta Lake table as the output, through deltalake (delta-rs): one version per run.
+
+The version carries an application transaction (`batchscore-<commit id>`,
+version 1) that delta-rs records in the table's log, and the manifest in its
+commit info. `transaction_version` answers "is this run in?" from the log's
+latest state, without reading data. Concurrent appenders are delta-rs's to
+reconcile (a blind append is retried on a newer version); a commit that still
+loses is retried by `publish`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..errors import OutputError
+from ..location import Location
+from ..tables import first_line
+from ..tables.extras import require
+from .table import COMMIT_KEY, MANIFEST_KEY, STAGING, CommitConflict, Committed, clashes, manifest_of
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+
+def app_id(commit_id: str) -> str:
+    return f"batchscore-{commit_id}"
+
+
+@dataclass
+class DeltaOutput:
+    spec: str
+    uri: str  # absolute path, or URL
+    format: str = "delta"
+
+    @classmethod
+    def open(cls, spec: str) -> DeltaOutput:
+        require("deltalake")
+        uri = spec.rstrip("/") if "://" in spec else os.path.abspath(spec)
+        table = cls(spec, uri)
+        if table._exists() is False and "://" not in uri and os.path.isfile(uri):
+            raise OutputError(f"Delta output '{spec}' is a file; pass a folder path (the table's root).")
+        return table
+
+    @property
+    def location(self) -> Location:
+        return Location.at(self.uri)
+
+    def staging_root(self) -> str:
+        return f"{self.uri}/{STAGING}"
+
+    def _exists(self) -> bool:
+        from deltalake import DeltaTable
+
+        try:
+            return DeltaTable.is_deltatable(self.uri)
+        except Exception as exc:  # an unreachable store
+            raise OutputError(f"Cannot read Delta table '{self.spec}': {first_line(exc)}") from None
+
+    def _table(self) -> Any:
+        from deltalake import DeltaTable
+
+        return DeltaTable(self.uri) if self._exists() else None
+
+    def check_schema(self, schema: pa.Schema) -> None:
+        import pyarrow as pa
+
+        table = self._table()
+        if table is None:
+            return
+        clash = clashes(pa.schema(table.schema().to_arrow()), schema)
+        if clash:
+            raise OutputError(
+                f"Delta table '{self.spec}' does not fit this run: {clash}; pass --result-prefix (or other "
+                "--keep-columns) so the columns differ, or choose another table."
+            )
+
+    def committed(self, commit_id: str) -> Committed | None:
+        table = self._table()
+        if table is None or table.transaction_version(app_id(commit_id)) is None:
+            return None
+        for entry in table.history():  # newest first
+            if entry.get(COMMIT_KEY) == commit_id:
+                return Committed(int(entry["version"]), manifest_of(entry.get(MANIFEST_KEY)))
+        return Committed(table.version(), {})  # history cleaned up since: the transaction still proves it
+
+    def commit(
+        self, rows: pa.RecordBatchReader, mode: str, key: str | None, commit_id: str, manifest: dict[str, Any]
+    ) -> int:
+        from deltalake import CommitProperties, Transaction
+        from deltalake.exceptions import CommitFailedError
+
+        properties = CommitProperties(
+            app_transactions=[Transaction(app_id(commit_id), 1)],
+            custom_metadata={COMMIT_KEY: commit_id, MANIFEST_KEY: json.dumps(manifest, sort_keys=True)},
+        )
+        try:
+            self._write(rows, mode, key, properties)
+        except CommitFailedError as exc:  # another writer won a race delta-rs could not reconcile
+            raise CommitConflict(first_line(exc)) from None
+        except Exception as exc:
+            raise OutputError(f"Cannot commit to Delta table '{self.spec}': {first_line(exc)}") from None
+        found = self.committed(commit_id)
+        assert found is not None, "the commit just made carries its id"
+        return found.version
+
+    def _write(self, rows: pa.RecordBatchReader, mode: str, key: str | None, properties: Any) -> None:
+        from deltalake import DeltaTable, write_deltalake
+
+        if mode == "merge" and self._exists():
+            assert key is not None, "config checks --table-mode merge has --id-column"
+            column = "`" + key.replace("`", "``") + "`"
+            (
+                DeltaTable(self.uri)
+                .merge(
+                    rows,
+                    predicate=f"t.{column} = s.{column}",
+                    source_alias="s",
+                    target_alias="t",
+                    merge_schema=True,
+                    commit_properties=properties,
+                )
+                .when_matched_update_all()
+                .when_not_matched_insert_all()
+                .execute()
+            )
+            return
+        # A merge into a table not made yet is its first append. schema_mode "merge": a new model's columns are
+        # added (older rows read them as null); no column is ever dropped, even by an overwrite.
+        write_deltalake(
+            self.uri,
+            rows,
+            mode="overwrite" if mode == "overwrite" else "append",
+            schema_mode="merge",
+            commit_properties=properties,
+        )

@@ -1,0 +1,236 @@
+"""A table (Delta Lake, Apache Iceberg) as the output: staged like parts, published in one commit.
+
+A run's chunks are staged exactly as a folder output's parts are (same commit,
+resume, lease and finalize), in a hidden folder of the table's own place:
+
+    TABLE/_batchscore_staging/<job key>/part-000000.parquet ...   (Iceberg: under the table's location)
+
+The job key names the job (input, options), so every shard of it and every
+rerun finds the same folder, and two different jobs appending to one table at
+once stage apart. Readers of the table never see staged files: a table is read
+through its log (Delta) or its snapshots (Iceberg), never by listing.
+
+When the staged output is complete, `publish` makes it one table commit (one
+Delta version, one Iceberg snapshot) that carries the run's commit id (Delta: an
+application transaction and the commit info; Iceberg: a snapshot summary
+property). A rerun asks the table first: if the commit id is there, the rows
+are in and nothing is committed again. Then the staging folder goes. So a kill
+before, during or right after the commit, then a rerun, leaves each row in the
+table exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ..errors import OutputError
+from .identity import run_hash
+from .layout import part_name
+from .manifest import listed_parts, output_schema
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from ..config import JobConfig
+    from ..location import Location
+    from .store import Output
+
+STAGING = "_batchscore_staging"
+COMMIT_KEY = "batchscore.commit"  # the commit id, in Delta's commit info and Iceberg's snapshot summary
+MANIFEST_KEY = "batchscore.manifest"  # the run's manifest, as JSON, beside it
+# Options that change neither the rows nor the scores: a rerun that changes them is the same job.
+_NOT_THE_JOB = {
+    "batch_tokens", "num_workers", "threads", "progress", "progress_every", "report", "quiet", "verbose",
+    "log_format", "shard_index", "num_shards", "overwrite", "cache", "config_file",
+}  # fmt: skip
+
+
+COMMIT_TRIES = 5  # a commit that loses a race with another writer is tried again, the table checked first
+
+
+class CommitConflict(Exception):
+    """Another writer committed first in a way this commit cannot build on; trying again may succeed."""
+
+
+@dataclass(frozen=True)
+class Committed:
+    """A run's commit found in the table: its version (Delta) or snapshot id (Iceberg), and the run's manifest."""
+
+    version: int
+    manifest: dict[str, Any]
+
+
+class Table(Protocol):
+    """One Delta or Iceberg table, as the job and finalize use it."""
+
+    format: str  # "delta" or "iceberg"
+    spec: str  # as the user named it
+
+    @property
+    def location(self) -> Location:
+        """The table's own place: the input may not be in it."""
+        ...
+
+    def staging_root(self) -> str:
+        """The folder (path or URL) holding every job's staging folder."""
+        ...
+
+    def check_schema(self, schema: pa.Schema) -> None:
+        """Refuse (exit 5) a table whose columns clash with the run's."""
+        ...
+
+    def committed(self, commit_id: str) -> Committed | None:
+        """The commit that carries `commit_id`, if the table has it."""
+        ...
+
+    def commit(
+        self, rows: pa.RecordBatchReader, mode: str, key: str | None, commit_id: str, manifest: dict[str, Any]
+    ) -> int:
+        """Add, replace or merge (on column `key`) `rows` in one commit carrying `commit_id`; its version.
+        Raises CommitConflict when another writer won a race."""
+        ...
+
+
+def open_table(cfg: JobConfig) -> Table:
+    """The table `-o` names in `--output-format` (opened; not created before the first commit)."""
+    if cfg.output_format == "delta":
+        from .delta_table import DeltaOutput
+
+        return DeltaOutput.open(cfg.output_path)
+    from .iceberg_table import IcebergOutput
+
+    return IcebergOutput.open(cfg.output_path, cfg.catalog)
+
+
+def staging_folder(table: Table, cfg: JobConfig, input_fingerprint: Any) -> str:
+    """Where this job stages its parts in `table`."""
+    job = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_THE_JOB}
+    return f"{table.staging_root()}/{run_hash({'input': input_fingerprint, 'job': job})}"
+
+
+def commit_id(identity: dict[str, Any], mode: str) -> str:
+    """What a table commit carries: the run (its identity) and how its rows went in. The same rows appended and
+    then merged are two commits; the same run appended twice is one."""
+    return run_hash({"run": identity, "table_mode": mode})
+
+
+def staged_rows(output: Output) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    """The staged parts' rows in chunk order, one part in memory at a time, with the schema a table stores
+    (batchscore's footer keys left out)."""
+    import pyarrow.parquet as pq
+
+    store, layout = output.store, output.layout
+    parts = listed_parts(store)
+    schema = output_schema(store, layout.path(part_name(parts[0]))).with_metadata(None)
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for index in parts:
+            with store.fs.open(layout.path(part_name(index)), "rb") as fh:
+                for batch in pq.ParquetFile(fh).iter_batches():
+                    yield batch.cast(schema)
+
+    return schema, batches()
+
+
+def publish(table: Table, staged: Output, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Commit a complete staged output into the table once, then remove the staging folder; the manifest, with
+    the commit's version (or snapshot id) under "table". Under the staging folder's lease: two finalizes of one
+    job never both commit."""
+    from .lease import open_lease
+
+    config = manifest.get("config", {})
+    mode, key = config.get("table_mode", "append"), config.get("id_column")
+    identity = manifest.get("run")
+    if not isinstance(identity, dict):
+        raise OutputError(f"Staged run '{staged.layout.url()}' has no run identity; rerun with --overwrite.")
+    cid = commit_id(identity, mode)
+    with open_lease(staged.layout, wait=True):
+        version, already = _commit_once(table, staged, mode, key, cid, manifest)
+        staged.store.remove(staged.layout.root)
+    table_facts = described(table, version, mode, cid) | ({"already_committed": True} if already else {})
+    return {**manifest, "table": table_facts}
+
+
+def drop_staging(staged: Output) -> None:
+    """Remove a staging folder whose rows the table has (a kill came after the commit), once nobody writes it."""
+    from .lease import open_lease
+
+    if staged.store.exists(staged.layout.root):
+        with open_lease(staged.layout, wait=True):
+            staged.store.remove(staged.layout.root)
+
+
+def _commit_once(
+    table: Table, staged: Output, mode: str, key: str | None, cid: str, manifest: dict[str, Any]
+) -> tuple[int, bool]:
+    """Commit the staged rows unless the table has them; (version, whether they were in already)."""
+    import time
+
+    import pyarrow as pa
+
+    kept = {k: v for k, v in manifest.items() if k != "chunk_times"}  # per-chunk detail: the report's, not the log's
+    conflict = ""
+    for attempt in range(COMMIT_TRIES):
+        found = table.committed(cid)
+        if found is not None:
+            return found.version, True
+        schema, batches = staged_rows(staged)
+        table.check_schema(schema)
+        try:
+            return table.commit(pa.RecordBatchReader.from_batches(schema, batches), mode, key, cid, kept), False
+        except CommitConflict as exc:
+            conflict = str(exc)
+            time.sleep(0.2 * 2**attempt)
+    raise OutputError(
+        f"{table.format.capitalize()} table '{table.spec}' kept changing under this run's commit ({conflict}); "
+        "rerun when the other writers are done: the staged rows are kept and committed then."
+    )
+
+
+def described(table: Table, version: int, mode: str, cid: str) -> dict[str, Any]:
+    """The manifest's "table": which table, which commit."""
+    where = "version" if table.format == "delta" else "snapshot_id"
+    return {"format": table.format, "table": table.spec, where: version, "mode": mode, "commit": cid}
+
+
+def manifest_of(text: str | None) -> dict[str, Any]:
+    """A commit's stored manifest; {} if it cannot be read (a hand-made commit with our key)."""
+    try:
+        found = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def clashes(table_schema: pa.Schema, schema: pa.Schema) -> str | None:
+    """The first column both have with types a table cannot hold together, in words; None if they fit."""
+    have = {f.name: f.type for f in table_schema}
+    for field in schema:
+        if field.name in have and not same_kind(have[field.name], field.type):
+            return f"column '{field.name}' is {have[field.name]} in the table but {field.type} in this run"
+    return None
+
+
+def same_kind(a: pa.DataType, b: pa.DataType) -> bool:
+    """Types a table stores alike: string and large_string, list and large_list, ... (field names aside)."""
+    return _plain(a) == _plain(b)
+
+
+def _plain(kind: pa.DataType) -> str:
+    import pyarrow as pa
+
+    if pa.types.is_large_string(kind) or pa.types.is_string_view(kind):
+        return "string"
+    if pa.types.is_large_binary(kind) or pa.types.is_binary_view(kind):
+        return "binary"
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_list_view(kind):
+        return f"list<{_plain(kind.value_type)}>"
+    if pa.types.is_struct(kind):
+        fields = (kind.field(i) for i in range(kind.num_fields))
+        return "struct<" + ",".join(f"{f.name}:{_plain(f.type)}" for f in fields) + ">"
+    if pa.types.is_timestamp(kind):
+        return f"timestamp[{kind.tz is not None}]"  # units differ by format (Iceberg: us); the zone does not
+    return str(kind)

@@ -148,7 +148,7 @@ class Job:
             from .output.table import open_table, staging_folder
 
             # A table's rows are staged as a folder output's parts are, in a folder of the table's named by the job.
-            self.table = open_table(cfg)
+            self.table = open_table(cfg.output_format, cfg.output_path, cfg.catalog)
             self.input = open_input(cfg, self.table.location, self.all_rules)
             source = self.input.source
             self.output = Output.open(staging_folder(self.table, cfg, source.fingerprint or source.description))

@@ -71,7 +71,7 @@ def score(config_file: str | None, **cli_values: Any) -> None:
     m = result.manifest
     summary = fields(
         output=result.output,
-        rows=m["rows"],
+        rows=m.get("rows"),
         scored_rows=m.get("scored_rows"),
         empty_text_rows=m.get("empty_text_rows"),
         truncated_rows=m.get("truncated_rows"),
@@ -80,8 +80,18 @@ def score(config_file: str | None, **cli_values: Any) -> None:
         seconds=m.get("seconds"),
         already_complete=result.already_complete,
         **({"report": report} if report else {}),
+        **({"table": m["table"]} if m.get("table") else {}),
     )
     then = f"; report: {report}" if report else ""
+    table = m.get("table")
+    if table:
+        then = f" ({_commit_words(table)}){then}"
+    if result.already_complete and table:
+        log.info(
+            f"Already in the table: {result.output} has this run's {m.get('rows', '?')} rows{then}; nothing to do.",
+            **summary,
+        )
+        return
     if result.already_complete:
         log.info(
             f"Already complete: {result.output} holds this job's {m['rows']} rows; nothing to do "
@@ -110,6 +120,12 @@ def score(config_file: str | None, **cli_values: Any) -> None:
     log.info(f"Shard {shard} of {num_shards}: {counts} in its {m['chunks']} chunks -> {result.output}{then}", **summary)
 
 
+def _commit_words(table: dict) -> str:
+    """Which commit of a table holds the run: `delta version 3, append`."""
+    where = f"version {table['version']}" if "version" in table else f"snapshot {table.get('snapshot_id')}"
+    return f"{table['format']} {where}, {table.get('mode', 'append')}"
+
+
 def _refuse_memory_output(output: str) -> None:
     """memory:// lives inside one Python process: from the command line, the output would vanish at exit."""
     protocols = [part.split("://", 1)[0].lower() for part in output.split("::") if "://" in part]
@@ -123,8 +139,23 @@ def _refuse_memory_output(output: str) -> None:
 
 @main.command(context_settings=CONTEXT, epilog=EXIT_CODES_HELP)
 @click.argument("output")
+@click.option(
+    "--output-format",
+    type=click.Choice(["parquet", "delta", "iceberg"]),
+    default="parquet",
+    envvar="BATCHSCORE_OUTPUT_FORMAT",
+    show_default=True,
+    help="What OUTPUT is: a folder (or .parquet file), a Delta table, or an Iceberg table NAMESPACE.TABLE.",
+)
+@click.option(
+    "--catalog",
+    default=None,
+    envvar="BATCHSCORE_CATALOG",
+    metavar="URI_OR_NAME",
+    help="The Iceberg table's catalog, as `score --catalog`.",
+)
 @log_options
-def finalize(output: str, **log_values: Any) -> None:
+def finalize(output: str, output_format: str, catalog: str | None, **log_values: Any) -> None:
     """Finish OUTPUT written by independent shards: check every chunk, write the manifest.
 
     Run it once after every `batchscore score ... --num-shards K --shard-index I`
@@ -133,15 +164,22 @@ def finalize(output: str, **log_values: Any) -> None:
     followed by another finalize completes the output. Finalizing a complete
     output is a no-op.
 
+    A Delta or Iceberg table (--output-format) gets each staged run's rows in
+    one commit.
+
     \b
     Example:
       for i in 0 1 2; do batchscore score big.jsonl -o out/big --num-shards 3 --shard-index $i; done
       batchscore finalize out/big
+      batchscore finalize s3://lake/review_scores --output-format delta
     """
     from ..output import finalize as finalize_output
 
     settings = log_settings(log_values)
     configure(**settings)
+    if output_format != "parquet":
+        _finalize_table(output, output_format, catalog, settings["verbose"])
+        return
     done = guarded(lambda: finalize_output(output), settings["verbose"])
     for warning in done.warnings:
         log.warning(warning)
@@ -157,6 +195,19 @@ def finalize(output: str, **log_values: Any) -> None:
         log.info(f"Already complete: {output} holds {m['rows']} rows; nothing to do.", **summary)
         return
     log.info(f"Finalized {output}: {m['scored_rows']} of {m['rows']} rows scored, in {m['chunks']} chunks.", **summary)
+
+
+def _finalize_table(output: str, output_format: str, catalog: str | None, verbose: bool) -> None:
+    from ..output.table import finalize_table, open_table
+
+    manifests, warnings = guarded(lambda: finalize_table(open_table(output_format, output, catalog)), verbose)
+    for warning in warnings:
+        log.warning(warning)
+    for m in manifests:
+        table = m["table"]
+        said = "Already in the table" if table.get("already_committed") else "Finalized"
+        summary = fields(output=output, rows=m.get("rows"), scored_rows=m.get("scored_rows"), table=table)
+        log.info(f"{said}: {output} has the run's {m.get('rows')} rows ({_commit_words(table)}).", **summary)
 
 
 @main.command(context_settings=CONTEXT, epilog=EXIT_CODES_HELP)

@@ -40,7 +40,7 @@ class DeltaOutput:
         require("deltalake")
         uri = spec.rstrip("/") if "://" in spec else os.path.abspath(spec)
         table = cls(spec, uri)
-        if table._exists() is False and "://" not in uri and os.path.isfile(uri):
+        if not table.exists() and "://" not in uri and os.path.isfile(uri):
             raise OutputError(f"Delta output '{spec}' is a file; pass a folder path (the table's root).")
         return table
 
@@ -51,7 +51,7 @@ class DeltaOutput:
     def staging_root(self) -> str:
         return f"{self.uri}/{STAGING}"
 
-    def _exists(self) -> bool:
+    def exists(self) -> bool:
         from deltalake import DeltaTable
 
         try:
@@ -62,7 +62,7 @@ class DeltaOutput:
     def _table(self) -> Any:
         from deltalake import DeltaTable
 
-        return DeltaTable(self.uri) if self._exists() else None
+        return DeltaTable(self.uri) if self.exists() else None
 
     def check_schema(self, schema: pa.Schema) -> None:
         import pyarrow as pa
@@ -109,7 +109,7 @@ class DeltaOutput:
     def _write(self, rows: pa.RecordBatchReader, mode: str, key: str | None, properties: Any) -> None:
         from deltalake import DeltaTable, write_deltalake
 
-        if mode == "merge" and self._exists():
+        if mode == "merge" and self.exists():
             assert key is not None, "config checks --table-mode merge has --id-column"
             column = "`" + key.replace("`", "``") + "`"
             (

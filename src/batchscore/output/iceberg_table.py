@@ -59,6 +59,9 @@ class IcebergOutput:
     def staging_root(self) -> str:
         return f"{_fsspec_url(self.table_location)}/{STAGING}"
 
+    def exists(self) -> bool:
+        return self._table() is not None
+
     def _table(self) -> Any:
         return _load(self.catalog, self.spec, self.catalog_spec)
 

@@ -78,6 +78,10 @@ class Table(Protocol):
         """The folder (path or URL) holding every job's staging folder."""
         ...
 
+    def exists(self) -> bool:
+        """Has the table been created (by a first commit, or by its owner)?"""
+        ...
+
     def check_schema(self, schema: pa.Schema) -> None:
         """Refuse (exit 5) a table whose columns clash with the run's."""
         ...
@@ -94,15 +98,15 @@ class Table(Protocol):
         ...
 
 
-def open_table(cfg: JobConfig) -> Table:
-    """The table `-o` names in `--output-format` (opened; not created before the first commit)."""
-    if cfg.output_format == "delta":
+def open_table(output_format: str, spec: str, catalog: str | None = None) -> Table:
+    """The table `spec` names in `output_format` (opened; not created before the first commit)."""
+    if output_format == "delta":
         from .delta_table import DeltaOutput
 
-        return DeltaOutput.open(cfg.output_path)
+        return DeltaOutput.open(spec)
     from .iceberg_table import IcebergOutput
 
-    return IcebergOutput.open(cfg.output_path, cfg.catalog)
+    return IcebergOutput.open(spec, catalog)
 
 
 def staging_folder(table: Table, cfg: JobConfig, input_fingerprint: Any) -> str:
@@ -152,6 +156,34 @@ def publish(table: Table, staged: Output, manifest: dict[str, Any]) -> dict[str,
         staged.store.remove(staged.layout.root)
     table_facts = described(table, version, mode, cid) | ({"already_committed": True} if already else {})
     return {**manifest, "table": table_facts}
+
+
+def finalize_table(table: Table) -> tuple[list[dict[str, Any]], list[str]]:
+    """`batchscore finalize` of a table: each job staged in it is finalized as a folder output is (every chunk
+    checked) and published in its one commit. Its manifests, and why the others were not (another job's shards
+    still running, or a chunk missing: exit 5 naming the shards to rerun when no job could be finalized)."""
+    from .finalize import finalize
+    from .store import Output
+
+    root = Output.open(table.staging_root())
+    folders = sorted(name for name in root.store.names() if not name.startswith((".", "_")))
+    if not folders and table.exists():  # a finalize run again (a retried task): its commit is in the table
+        return [], [f"Nothing to finalize: no run is staged in {table.format} table '{table.spec}'."]
+    if not folders:
+        raise OutputError(
+            f"{table.format.capitalize()} table '{table.spec}' has no staged run to finalize; run every shard "
+            f"(batchscore score ... --output-format {table.format} --num-shards K --shard-index I) first."
+        )
+    done, refused = [], []
+    for name in folders:
+        staged = Output.open(root.layout.path(name))
+        try:
+            done.append(publish(table, staged, finalize(staged).manifest))
+        except OutputError as exc:
+            refused.append(exc)
+    if not done:
+        raise refused[0]
+    return done, [f"Left a staged run as it is: {exc}" for exc in refused]
 
 
 def drop_staging(staged: Output) -> None:

@@ -113,11 +113,19 @@ def score(config_file: str | None, **cli_values: Any) -> None:
         return
     shard, num_shards = result.shard
     then = (
-        f"; when every shard is done, run: batchscore finalize {result.output}"
+        f"; when every shard is done, run: batchscore finalize {result.output}{_table_flags(cfg)}"
         if cfg.num_shards
         else "; rank 0 writes the manifest"
     )
     log.info(f"Shard {shard} of {num_shards}: {counts} in its {m['chunks']} chunks -> {result.output}{then}", **summary)
+
+
+def _table_flags(cfg: JobConfig) -> str:
+    """What `batchscore finalize` needs to be told of a table output."""
+    if cfg.output_format == "parquet":
+        return ""
+    catalog = f" --catalog {cfg.catalog}" if cfg.catalog else ""
+    return f" --output-format {cfg.output_format}{catalog}"
 
 
 def _commit_words(table: dict) -> str:
@@ -203,6 +211,8 @@ def _finalize_table(output: str, output_format: str, catalog: str | None, verbos
     manifests, warnings = guarded(lambda: finalize_table(open_table(output_format, output, catalog)), verbose)
     for warning in warnings:
         log.warning(warning)
+    if not manifests:
+        log.info(f"Nothing to finalize: no run is staged in {output_format} table {output}.", **fields(output=output))
     for m in manifests:
         table = m["table"]
         said = "Already in the table" if table.get("already_committed") else "Finalized"

@@ -153,7 +153,7 @@ def publish(table: Table, staged: Output, manifest: dict[str, Any]) -> dict[str,
     cid = commit_id(identity, mode)
     with open_lease(staged.layout, wait=True):
         version, already = _commit_once(table, staged, mode, key, cid, manifest)
-        staged.store.remove(staged.layout.root)
+        _remove_staging(staged)
     table_facts = described(table, version, mode, cid) | ({"already_committed": True} if already else {})
     return {**manifest, "table": table_facts}
 
@@ -168,7 +168,7 @@ def finalize_table(table: Table) -> tuple[list[dict[str, Any]], list[str]]:
     root = Output.open(table.staging_root())
     folders = sorted(name for name in root.store.names() if not name.startswith((".", "_")))
     if not folders and table.exists():  # a finalize run again (a retried task): its commit is in the table
-        return [], [f"Nothing to finalize: no run is staged in {table.format} table '{table.spec}'."]
+        return [], []
     if not folders:
         raise OutputError(
             f"{table.format.capitalize()} table '{table.spec}' has no staged run to finalize; run every shard "
@@ -192,7 +192,20 @@ def drop_staging(staged: Output) -> None:
 
     if staged.store.exists(staged.layout.root):
         with open_lease(staged.layout, wait=True):
-            staged.store.remove(staged.layout.root)
+            _remove_staging(staged)
+
+
+def _remove_staging(staged: Output) -> None:
+    """The job's staging folder, then the folder of staging folders if no other job stages there (local disks;
+    object stores have no empty folders)."""
+    import os
+
+    staged.store.remove(staged.layout.root)
+    if staged.layout.local:
+        try:
+            os.rmdir(os.path.dirname(staged.layout.root))  # only ever removes an empty folder
+        except OSError:
+            pass
 
 
 def _commit_once(
@@ -242,7 +255,9 @@ def clashes(table_schema: pa.Schema, schema: pa.Schema) -> str | None:
     have = {f.name: f.type for f in table_schema}
     for field in schema:
         if field.name in have and not same_kind(have[field.name], field.type):
-            return f"column '{field.name}' is {have[field.name]} in the table but {field.type} in this run"
+            return (
+                f"column '{field.name}' is {_plain(have[field.name])} in the table but {_plain(field.type)} in this run"
+            )
     return None
 
 

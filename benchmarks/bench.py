@@ -31,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_tables import table_bench, tables_markdown
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 OFFLINE_MODEL = ROOT / "models" / "minilm-vader-sentiment"
@@ -424,6 +426,22 @@ def plan_bench(rows: int, repeats: int, chunk_rows: int, shards: int = 4, redo_s
             "real_tokens_per_s_per_core": round(first["real_tokens"] / med["scoring_s"] / cores),
         },
     }
+
+
+def tables_section(rows: int, repeats: int, chunk_rows: int = 50_000) -> dict:
+    """A near-free run of `rows` rows into a Parquet folder, a Delta table and an Iceberg table."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    build = ROOT / "build" / "bench"
+    model = near_free_model(build / "near-free")
+    data = build / f"tables-{rows}.parquet"
+    if not data.exists():
+        texts = bench_texts(min(rows, 100_000), seed=2)
+        ids = pa.array(range(rows), pa.int64())
+        pq.write_table(pa.table({"id": ids, "text": [texts[i % len(texts)] for i in range(rows)]}), data)
+    print(f"table outputs: {rows:,} rows, near-free model, parquet / delta / iceberg", flush=True)
+    return table_bench(rows, repeats, chunk_rows, model, data, timed_cli)
 
 
 def plan_markdown(plan: dict) -> str:
@@ -1033,6 +1051,7 @@ def report_markdown(report: dict) -> str:
         + "\n".join(extra)
         + "\n"
         + (f"\n{plan_markdown(report['plan'])}\n" if "plan" in report else "")
+        + (f"\n{tables_markdown(report['tables'])}\n" if "tables" in report else "")
         + (f"\n{long_markdown(report['long_documents'])}\n" if "long_documents" in report else "")
         + (f"\n{precision_markdown(report['precisions'])}\n" if "precisions" in report else "")
         + (f"\n{several_markdown(report['several_models'])}\n" if "several_models" in report else "")
@@ -1069,7 +1088,8 @@ trials in fresh processes, on the same model, texts and device, and writes this 
   scheduler pays them) with a near-free model (1 layer, 64 wide), so that what is measured is everything
   around the model: one run, the same job as 4 independent shards one after another plus `finalize`, and a
   rerun after a crash lost 10% of the parts. The feed rate is that job's rows/s after start-up: the most this
-  machine's cores can hand a GPU.
+  machine's cores can hand a GPU. The same near-free model, 1 M rows, into a Parquet folder, a Delta table and
+  an Iceberg table (SQLite catalog), alternating: what the one table commit costs on top.
 - **The result cache** (`--cache`, [cache.md](cache.md)): whole processes on the reference-shaped model, a
   fresh cache per trial: the first run against a rerun of the same input, the input grown by 10% new texts
   against a full run without the cache, a corpus with 30% repeated rows with an empty cache against none; and,
@@ -1108,6 +1128,20 @@ TARGETS = (
     ("peak RSS at 10x rows / at 1x", lambda r: r["memory"]["ratio"], "<=", 1.15, "{:.2f}"),
     ("4 shards + finalize vs one run", lambda r: r["plan"]["shards_vs_one"], "<=", 1.3, "{:.2f}x"),
     ("redo 10% of the parts vs one run", lambda r: r["plan"]["redo_vs_one"], "<=", 0.15, "{:.2f}x"),
+    (
+        "1 M near-free rows into a Delta table vs a Parquet folder",
+        lambda r: r["tables"]["delta_vs_parquet"],
+        "<=",
+        1.05,
+        "{:.2f}x",
+    ),
+    (
+        "1 M near-free rows into an Iceberg table vs a Parquet folder",
+        lambda r: r["tables"]["iceberg_vs_parquet"],
+        "<=",
+        1.05,
+        "{:.2f}x",
+    ),
     (
         "window tokens/s vs truncate, documents ≥ 2,000 tokens",
         lambda r: r["long_documents"]["window_vs_truncate_tokens_per_s"],
@@ -1227,6 +1261,18 @@ def main() -> None:
         default=60_000,
         help="rows for the shards / resume / host feed rate runs (near-free model); 0 skips them",
     )
+    parser.add_argument(
+        "--table-rows",
+        type=int,
+        default=1_000_000,
+        help="rows of the near-free run committed to a Parquet folder, a Delta and an Iceberg table; 0 skips it",
+    )
+    parser.add_argument("--table-repeats", type=int, default=2, help="alternating rounds of those three runs")
+    parser.add_argument(
+        "--tables-only",
+        action="store_true",
+        help="run only the table outputs section: print its table and write tables.json into --out",
+    )
     parser.add_argument("--plan-chunk-rows", type=int, default=3_000)
     parser.add_argument("--plan-repeats", type=int, default=2)
     parser.add_argument(
@@ -1321,6 +1367,12 @@ def main() -> None:
         args.cache_lookup_rows,
         args.cache_lookup_repeats,
     )
+    if args.tables_only:
+        section = tables_section(args.table_rows, args.table_repeats)
+        print("\n" + tables_markdown(section))
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "tables.json").write_text(json.dumps(section, indent=2) + "\n")
+        return
     if args.cache_only:
         section = cache_bench(*cache_args)
         print("\n" + cache_markdown(section))
@@ -1421,6 +1473,8 @@ def main() -> None:
     if args.plan_rows:
         print(f"near-free model: one run, 4 shards, a resume ({args.plan_rows:,} rows)", flush=True)
         report["plan"] = plan_bench(args.plan_rows, args.plan_repeats, args.plan_chunk_rows)
+    if args.table_rows:
+        report["tables"] = tables_section(args.table_rows, args.table_repeats)
     if args.long_docs:
         print(f"long documents: --long-text truncate vs window ({args.long_docs} documents)", flush=True)
         report["long_documents"] = long_document_bench(model_dir, args.long_docs, args.repeats)

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-pytest_plugins = ["stores"]  # a real S3-compatible server, tmpfs mounts: tests/stores.py
+pytest_plugins = ["stores", "postgres"]  # S3 server, tmpfs mounts: tests/stores.py; PostgreSQL: tests/postgres.py
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")

@@ -118,19 +118,22 @@ class Job:
         if self.table is not None and result.shard is None and "table" not in result.manifest:
             from .output.table import publish
 
+            if self.cfg.report:  # from the staged parts, which go with the commit
+                result.report = self._write_report(result, self.output.layout.spec)
             result.manifest = publish(self.table, self.output, result.manifest)  # the one table commit
-        if self.cfg.report and result.shard is None:
-            result.report = self._write_report(result)
+        elif self.cfg.report and result.shard is None and self.table is None:
+            result.report = self._write_report(result, result.output)
         return result
 
-    def _write_report(self, result: JobResult) -> str:
-        """--report: the page beside the complete output, where the manifest says (also on a rerun of a complete
-        one), for the CLI and `batchscore.score` alike. A page that cannot be written is the error's exit code; the
-        output is complete and stays so. The report package is imported only here."""
+    def _write_report(self, result: JobResult, output: str) -> str:
+        """--report: the page of the complete `output` beside the output the user named, where the manifest says
+        (also on a rerun of a complete one), for the CLI and `batchscore.score` alike. A page that cannot be
+        written is the error's exit code; the output is complete and stays so. The report package is imported
+        only here."""
         from .output.layout import report_path
         from .report import write_report
 
-        return write_report(result.output, result.manifest.get("report") or report_path(result.output)).path
+        return write_report(output, result.manifest.get("report") or report_path(result.output)).path
 
     # --- 1. open: output, input, columns, plan ------------------------------------------------------------------
 

@@ -53,7 +53,9 @@ class Status:
         return asdict(self)
 
 
-def status(spec: str) -> Status:
+def status(spec: str, finalize_target: str | None = None) -> Status:
+    """`finalize_target`: what `batchscore finalize` is given for this output, where it is not `spec` (a table's
+    staged run is finalized through its table)."""
     from .output.survey import survey
 
     found = survey(spec)
@@ -107,8 +109,44 @@ def status(spec: str) -> Status:
         notes=found.notes,
     )
     if not live:
-        result.next_step = _next_step(found.layout.url(), shards, count)
+        result.next_step = _next_step(finalize_target or found.layout.url(), shards, count)
     return result
+
+
+def table_status(output_format: str, spec: str, catalog: str | None = None) -> Status:
+    """The status of a Delta or Iceberg table output: its staged runs (each read as a folder output is), else
+    batchscore's newest commit to it. A staged run that is complete but not committed (killed before its
+    commit) is stopped: a rerun or a finalize commits it."""
+    from .errors import OutputError
+    from .output.table import open_table, staged_runs
+
+    table = open_table(output_format, spec, catalog)
+    flags = f" --output-format {output_format}" + (f" --catalog {catalog}" if catalog else "")
+    runs = [status(run, finalize_target=f"{spec}{flags}") for run in staged_runs(table)]
+    if not runs:
+        last = table.latest_commit()
+        if last is None:
+            raise OutputError(
+                f"{output_format.capitalize()} table '{spec}' has no run of batchscore, staged or committed."
+            )
+        m = last.manifest
+        chunks = m["chunks"] if isinstance(m.get("chunks"), int) else 0
+        rows = m["rows"] if isinstance(m.get("rows"), int) else 0
+        where = "version" if output_format == "delta" else "snapshot"
+        found = Status(spec, "complete", EXIT_OK, chunks, chunks, rows, rows_per_second=_rate(m))
+        found.notes.append(
+            f"last batchscore commit: {where} {last.version} ({m.get('config', {}).get('table_mode', 'append')})"
+        )
+        return found
+    found = next((r for r in runs if r.state == "in progress"), runs[0])
+    found.notes.append(f"staged in {found.output}, not yet committed to the table")
+    found.output = spec
+    if found.state == "complete":
+        found.state, found.exit_code = "stopped", EXIT_STOPPED
+        found.next_step = f"every chunk is staged: run batchscore finalize {spec}{flags} (or rerun the score command)"
+    if len(runs) > 1:
+        found.notes.append(f"{len(runs) - 1} other run(s) staged in the table as well")
+    return found
 
 
 def _rate(manifest: dict[str, Any]) -> float | None:

@@ -16,6 +16,8 @@ from .shell import (
     log_options,
     log_settings,
     main,
+    table_options,
+    table_settings,
 )
 
 log = logging.getLogger(__name__)
@@ -95,6 +97,7 @@ def report(
 @main.command(context_settings=CONTEXT, epilog=STATUS_EXIT_CODES_HELP)
 @click.argument("output")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout, for machines.")
+@table_options
 @log_options
 def status(output: str, as_json: bool, **log_values: Any) -> int:
     """How far the run writing OUTPUT is (or was): chunks committed per shard out of the plan's total, rows,
@@ -106,15 +109,22 @@ def status(output: str, as_json: bool, **log_values: Any) -> int:
     Examples:
       batchscore status out/big
       batchscore status s3://bucket/scored/day --json   # exit 0 complete, 10 in progress, 11 stopped
+      batchscore status lake/review_scores --output-format delta   # a table: its staged run, or last commit
     """
     import json
 
     from ..status import describe
     from ..status import status as read_status
 
+    output_format, catalog = table_settings(log_values)
     settings = log_settings(log_values)
     configure(**settings)
-    found = guarded(lambda: read_status(output), settings["verbose"])
+    if output_format == "parquet":
+        found = guarded(lambda: read_status(output), settings["verbose"])
+    else:
+        from ..status import table_status
+
+        found = guarded(lambda: table_status(output_format, output, catalog), settings["verbose"])
     if as_json:
         click.echo(json.dumps(found.to_json(), sort_keys=True))  # the command's result, on stdout
     else:

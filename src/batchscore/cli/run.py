@@ -18,6 +18,8 @@ from .shell import (
     log_options,
     log_settings,
     main,
+    table_options,
+    table_settings,
 )
 
 if TYPE_CHECKING:
@@ -147,23 +149,9 @@ def _refuse_memory_output(output: str) -> None:
 
 @main.command(context_settings=CONTEXT, epilog=EXIT_CODES_HELP)
 @click.argument("output")
-@click.option(
-    "--output-format",
-    type=click.Choice(["parquet", "delta", "iceberg"]),
-    default="parquet",
-    envvar="BATCHSCORE_OUTPUT_FORMAT",
-    show_default=True,
-    help="What OUTPUT is: a folder (or .parquet file), a Delta table, or an Iceberg table NAMESPACE.TABLE.",
-)
-@click.option(
-    "--catalog",
-    default=None,
-    envvar="BATCHSCORE_CATALOG",
-    metavar="URI_OR_NAME",
-    help="The Iceberg table's catalog, as `score --catalog`.",
-)
+@table_options
 @log_options
-def finalize(output: str, output_format: str, catalog: str | None, **log_values: Any) -> None:
+def finalize(output: str, **log_values: Any) -> None:
     """Finish OUTPUT written by independent shards: check every chunk, write the manifest.
 
     Run it once after every `batchscore score ... --num-shards K --shard-index I`
@@ -183,6 +171,7 @@ def finalize(output: str, output_format: str, catalog: str | None, **log_values:
     """
     from ..output import finalize as finalize_output
 
+    output_format, catalog = table_settings(log_values)
     settings = log_settings(log_values)
     configure(**settings)
     if output_format != "parquet":
@@ -222,6 +211,7 @@ def _finalize_table(output: str, output_format: str, catalog: str | None, verbos
 
 @main.command(context_settings=CONTEXT, epilog=EXIT_CODES_HELP)
 @click.argument("output")
+@table_options
 @log_options
 def manifest(output: str, **log_values: Any) -> None:
     """Print the manifest of a complete OUTPUT as JSON (it lives in a Parquet footer, where readers skip it).
@@ -230,12 +220,19 @@ def manifest(output: str, **log_values: Any) -> None:
     Example:
       batchscore manifest out/reviews | python -m json.tool
       batchscore manifest s3://bucket/scored/reviews.parquet
+      batchscore manifest lake/review_scores --output-format delta   # the table's latest batchscore commit
     """
     import json
 
     from ..output import read_manifest
 
+    output_format, catalog = table_settings(log_values)
     settings = log_settings(log_values)
     configure(**settings)
-    found = guarded(lambda: read_manifest(output), settings["verbose"])
+    if output_format == "parquet":
+        found = guarded(lambda: read_manifest(output), settings["verbose"])
+    else:
+        from ..output.table import latest_manifest, open_table
+
+        found = guarded(lambda: latest_manifest(open_table(output_format, output, catalog)), settings["verbose"])
     click.echo(json.dumps(found, indent=2, sort_keys=True))  # the command's result, on stdout

@@ -225,6 +225,26 @@ def log_options(func: _F) -> _F:
     return func
 
 
+TABLE_OPTIONS = ("output_format", "catalog")
+
+
+def table_options(func: _F) -> _F:
+    """--output-format and --catalog, for the commands that read or finish an output that may be a table."""
+    for opt in reversed([o for o in OPTIONS if o.name in TABLE_OPTIONS]):
+        func = _click_option(opt)(func)
+    return func
+
+
+def table_settings(values: dict[str, Any]) -> tuple[str, str | None]:
+    """(output format, catalog) of a command with `table_options`, from the command line, else the env vars;
+    taken out of `values`."""
+    found = {}
+    for opt in OPTIONS:
+        if opt.name in TABLE_OPTIONS:
+            found[opt.name] = values.pop(opt.name, None) or os.environ.get(opt.envvar) or None
+    return (found["output_format"] or "parquet").lower(), found["catalog"]
+
+
 def log_settings(values: Mapping[str, Any], config_file: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Logging options from the command line, else env vars, else `config_file`'s values (when already read)."""
     found: dict[str, Any] = {}

@@ -83,8 +83,15 @@ class DeltaOutput:
             return None
         for entry in table.history():  # newest first
             if entry.get(COMMIT_KEY) == commit_id:
-                return Committed(int(entry["version"]), manifest_of(entry.get(MANIFEST_KEY)))
-        return Committed(table.version(), {})  # history cleaned up since: the transaction still proves it
+                return Committed(int(entry["version"]), manifest_of(entry.get(MANIFEST_KEY)), commit_id)
+        return Committed(table.version(), {}, commit_id)  # history cleaned up since: the transaction proves it
+
+    def latest_commit(self) -> Committed | None:
+        table = self._table()
+        for entry in table.history() if table is not None else []:  # newest first
+            if entry.get(COMMIT_KEY):
+                return Committed(int(entry["version"]), manifest_of(entry.get(MANIFEST_KEY)), entry[COMMIT_KEY])
+        return None
 
     def commit(
         self, rows: pa.RecordBatchReader, mode: str, key: str | None, commit_id: str, manifest: dict[str, Any]

@@ -80,11 +80,25 @@ class IcebergOutput:
         table = self._table()
         if table is None:
             return None
-        for snapshot in table.snapshots():
+        found = [c for c in self._commits(table) if c.commit_id == commit_id]
+        return found[-1] if found else None
+
+    def latest_commit(self) -> Committed | None:
+        table = self._table()
+        commits = self._commits(table) if table is not None else []
+        return commits[-1] if commits else None
+
+    @staticmethod
+    def _commits(table: Any) -> list[Committed]:
+        """batchscore's snapshots, oldest first (an overwrite's delete snapshot carries the id too: the last is
+        the one with the rows)."""
+        commits = []
+        for snapshot in sorted(table.snapshots(), key=lambda s: (s.timestamp_ms, s.sequence_number or 0)):
             summary = snapshot.summary
-            if summary is not None and summary.get(COMMIT_KEY) == commit_id:
-                return Committed(snapshot.snapshot_id, manifest_of(summary.get(MANIFEST_KEY)))
-        return None
+            if summary is not None and summary.get(COMMIT_KEY):
+                manifest = manifest_of(summary.get(MANIFEST_KEY))
+                commits.append(Committed(snapshot.snapshot_id, manifest, summary[COMMIT_KEY]))
+        return commits
 
     def commit(
         self, rows: pa.RecordBatchReader, mode: str, key: str | None, commit_id: str, manifest: dict[str, Any]

@@ -61,6 +61,7 @@ class Committed:
 
     version: int
     manifest: dict[str, Any]
+    commit_id: str = ""
 
 
 class Table(Protocol):
@@ -90,6 +91,10 @@ class Table(Protocol):
         """The commit that carries `commit_id`, if the table has it."""
         ...
 
+    def latest_commit(self) -> Committed | None:
+        """The newest commit batchscore made to the table."""
+        ...
+
     def commit(
         self, rows: pa.RecordBatchReader, mode: str, key: str | None, commit_id: str, manifest: dict[str, Any]
     ) -> int:
@@ -100,6 +105,11 @@ class Table(Protocol):
 
 def open_table(output_format: str, spec: str, catalog: str | None = None) -> Table:
     """The table `spec` names in `output_format` (opened; not created before the first commit)."""
+    from ..errors import ConfigError
+    from ..tables import TABLE_FORMATS
+
+    if output_format not in TABLE_FORMATS:
+        raise ConfigError(f"--output-format must be parquet, delta or iceberg; got '{output_format}'.")
     if output_format == "delta":
         from .delta_table import DeltaOutput
 
@@ -158,6 +168,27 @@ def publish(table: Table, staged: Output, manifest: dict[str, Any]) -> dict[str,
     return {**manifest, "table": table_facts}
 
 
+def latest_manifest(table: Table) -> dict[str, Any]:
+    """`batchscore manifest` of a table: the manifest of batchscore's newest commit to it, with that commit."""
+    found = table.latest_commit()
+    if found is None:
+        raise OutputError(
+            f"{table.format.capitalize()} table '{table.spec}' has no commit by batchscore; score into it first."
+        )
+    info = found.manifest.get("table") or {}
+    mode = (found.manifest.get("config") or {}).get("table_mode", "append")
+    return {**found.manifest, "table": {**info, **described(table, found.version, mode, found.commit_id)}}
+
+
+def staged_runs(table: Table) -> list[str]:
+    """The staging folders (paths or URLs) of the jobs staged in the table, committed or not."""
+    from .store import Output
+
+    root = Output.open(table.staging_root())
+    names = sorted(name for name in root.store.names() if not name.startswith((".", "_")))
+    return [f"{table.staging_root()}/{name}" for name in names]
+
+
 def finalize_table(table: Table) -> tuple[list[dict[str, Any]], list[str]]:
     """`batchscore finalize` of a table: each job staged in it is finalized as a folder output is (every chunk
     checked) and published in its one commit. Its manifests, and why the others were not (another job's shards
@@ -165,8 +196,7 @@ def finalize_table(table: Table) -> tuple[list[dict[str, Any]], list[str]]:
     from .finalize import finalize
     from .store import Output
 
-    root = Output.open(table.staging_root())
-    folders = sorted(name for name in root.store.names() if not name.startswith((".", "_")))
+    folders = staged_runs(table)
     if not folders and table.exists():  # a finalize run again (a retried task): its commit is in the table
         return [], []
     if not folders:
@@ -175,8 +205,8 @@ def finalize_table(table: Table) -> tuple[list[dict[str, Any]], list[str]]:
             f"(batchscore score ... --output-format {table.format} --num-shards K --shard-index I) first."
         )
     done, refused = [], []
-    for name in folders:
-        staged = Output.open(root.layout.path(name))
+    for folder in folders:
+        staged = Output.open(folder)
         try:
             done.append(publish(table, staged, finalize(staged).manifest))
         except OutputError as exc:

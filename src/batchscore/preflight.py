@@ -4,8 +4,9 @@ page, or an unreachable cache fails in seconds, not after minutes of loading."""
 from __future__ import annotations
 
 import functools
+import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .errors import ConfigError
 
@@ -18,6 +19,8 @@ if TYPE_CHECKING:
     from .location import Location
     from .output import Output
     from .scoring import ScoringRules
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -67,8 +70,15 @@ def open_input(cfg: JobConfig, output: Location, all_rules: list[ScoringRules]) 
         encoding=cfg.encoding,
         csv_infer_types=cfg.csv_infer_types,
         output=output,
+        catalog=cfg.catalog,
+        input_version=cfg.input_version,
     )
     source = reopen()
+    pinned = getattr(source, "pinned", None)
+    if pinned is not None:  # a Delta or Iceberg table: one version of it, in this process and in every worker
+        if cfg.input_version is None and not cfg.overwrite:
+            source = _as_recorded(source, recorded_input(output), reopen)
+        reopen = source.pinned()  # type: ignore[attr-defined]
     schema = source.schema
     assert schema is not None  # every reader knows its schema once open
     text_type = schema.field(cfg.text_column).type if cfg.text_column in schema.names else None
@@ -78,6 +88,50 @@ def open_input(cfg: JobConfig, output: Location, all_rules: list[ScoringRules]) 
     read_columns = list(dict.fromkeys([*out_columns, cfg.text_column]))
     source.require(read_columns, cfg.text_column)  # in every file of a folder, not just the first
     return Input(source, schema, reopen, out_columns, read_columns)
+
+
+def recorded_input(output: Location) -> Any:
+    """The input fingerprint that the run whose files `output` holds recorded (the manifest's run identity, else
+    the first part's); None where it holds none, or cannot be read (check_output tells why, later)."""
+    import json
+
+    from .errors import OutputError
+    from .output.layout import MANIFEST, MANIFEST_KEY, Layout, part_name
+    from .output.manifest import listed_parts, part_identity
+    from .output.store import Store
+
+    layout = Layout.at(output.spec, output.fs, output.path)
+    store = Store(layout)
+    try:
+        footer = store.footer(layout.target if layout.target is not None else layout.path(MANIFEST))
+        try:
+            run = json.loads((footer or {})[MANIFEST_KEY]).get("run")
+        except (KeyError, ValueError, AttributeError):
+            run = None
+        for index in [] if isinstance(run, dict) else listed_parts(store):
+            run = part_identity(store.footer(layout.path(part_name(index))))
+            if isinstance(run, dict):
+                break
+    except OutputError:
+        return None
+    return run.get("input") if isinstance(run, dict) else None
+
+
+def _as_recorded(source: Reader, recorded: Any, reopen: functools.partial) -> Reader:
+    """`source`, a table opened at its latest version, opened again at the version the output's earlier run
+    read, where that run read this same table: a resume reads the rows it started on, though the table moved on."""
+    key = source.version_key  # type: ignore[attr-defined]
+    found = source.fingerprint
+    if not isinstance(recorded, dict) or recorded.get(key) is None or recorded.get(key) == found.get(key):
+        return source
+    if {k: v for k, v in recorded.items() if k != key} != {k: v for k, v in found.items() if k != key}:
+        return source  # another table: the output's check refuses it, or --overwrite replaces it
+    older = reopen.func(*reopen.args, **{**reopen.keywords, "input_version": recorded[key]})
+    log.info(
+        f"Reading {older.description}, as the output's earlier run did (now at {found.get(key)}); pass "
+        "--overwrite to score the latest."
+    )
+    return older
 
 
 def open_cache(url: str | None, specs: list[ModelSpec]) -> ResultCache | None:

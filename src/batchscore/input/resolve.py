@@ -1,4 +1,5 @@
-"""What an input spec names: files (a path, folder, glob or fsspec URL), a saved dataset, or a Hub dataset."""
+"""What an input spec names: files (a path, folder, glob or fsspec URL), a saved dataset, a Hub dataset, or a
+Delta Lake or Apache Iceberg table."""
 
 from __future__ import annotations
 
@@ -18,12 +19,22 @@ if TYPE_CHECKING:
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".jsonl": "json", ".json": "json"}
 HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 FILES, SAVED_DATASET, HUB_DATASET = "files", "saved dataset", "Hub dataset"
+DELTA_TABLE, ICEBERG_TABLE = "Delta table", "Iceberg table"
+ICEBERG_PREFIX = "iceberg:"  # iceberg:NAMESPACE.TABLE, a table of --catalog
+DELTA_LOG = "_delta_log"
 
 
 def kind_of(spec: str) -> str:
-    """FILES, SAVED_DATASET (a `save_to_disk` folder) or HUB_DATASET (a Hub name, or a Hub-style folder with a
-    README.md); InputError where it names nothing."""
+    """FILES, SAVED_DATASET (a `save_to_disk` folder), HUB_DATASET (a Hub name, or a Hub-style folder with a
+    README.md), DELTA_TABLE (a folder holding `_delta_log/`) or ICEBERG_TABLE (`iceberg:NAMESPACE.TABLE`);
+    InputError where it names nothing."""
+    if spec.startswith(ICEBERG_PREFIX):
+        return ICEBERG_TABLE
+    if is_delta_table(spec):
+        return DELTA_TABLE
     if is_url(spec) or os.path.exists(spec) or any(ch in spec for ch in WILDCARDS):
+        if not is_url(spec):
+            _refuse_inside_delta(spec)
         if not is_url(spec) and os.path.isdir(spec):
             if any(os.path.exists(os.path.join(spec, n)) for n in ("state.json", "dataset_dict.json")):
                 return SAVED_DATASET
@@ -37,6 +48,38 @@ def kind_of(spec: str) -> str:
 
 def is_url(text: str) -> bool:
     return "://" in text
+
+
+def is_delta_table(spec: str) -> bool:
+    """A folder holding a Delta log. Checked before the folder is taken for files: its Parquet files include
+    those the log has removed, and read as files they would be scored as rows."""
+    if any(ch in spec for ch in WILDCARDS) or format_of(spec) is not None:
+        return False
+    if not is_url(spec):
+        return os.path.isdir(os.path.join(spec, DELTA_LOG))
+    import fsspec
+
+    try:
+        fs, path = fsspec.core.url_to_fs(spec)
+        return bool(fs.isdir(path.rstrip("/") + "/" + DELTA_LOG))
+    except (ImportError, ValueError, OSError):
+        return False  # resolve_files says what is wrong with the URL
+
+
+def _refuse_inside_delta(spec: str) -> None:
+    """A folder or file inside a local Delta table (a partition folder, one of its data files) is refused: read
+    as plain Parquet it would bring back rows the log has deleted or replaced."""
+    here = os.path.abspath(spec)
+    while True:
+        parent = os.path.dirname(here)
+        if parent == here:
+            return
+        here = parent
+        if os.path.isdir(os.path.join(here, DELTA_LOG)):
+            raise InputError(
+                f"'{spec}' is inside the Delta table '{here}'; pass the table's folder, which reads its current "
+                "rows (its files alone would include deleted ones)."
+            )
 
 
 def format_of(path: str) -> str | None:

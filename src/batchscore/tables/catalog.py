@@ -54,8 +54,10 @@ def catalog_properties(catalog: str | None) -> tuple[str, dict[str, str]]:
     given = [v for k, v in query if k == "warehouse"]
     rest = urlencode([(k, v) for k, v in query if k != "warehouse"])
     uri = catalog.split("?", 1)[0] + (f"?{rest}" if rest else "")  # by hand: urlunsplit drops sqlite:///'s //
-    if scheme == "postgres":  # SQLAlchemy knows only the long name
-        uri = "postgresql" + uri[len("postgres") :]
+    if scheme in ("postgres", "postgresql"):
+        # SQLAlchemy knows only the long name, and takes a bare postgresql:// for psycopg 3; the iceberg extra
+        # installs psycopg2 (pyiceberg's sql-postgres).
+        uri = _postgres_driver() + uri[len(scheme) :]
     if given:
         warehouse = given[-1] if "://" in given[-1] else _file_url(given[-1])
     elif scheme == "sqlite":
@@ -64,6 +66,13 @@ def catalog_properties(catalog: str | None) -> tuple[str, dict[str, str]]:
     else:
         warehouse = _file_url(os.path.join(default_catalog_dir(), "warehouse"))
     return DEFAULT_NAME, {"type": "sql", "uri": uri, "warehouse": warehouse}
+
+
+def _postgres_driver() -> str:
+    """The SQLAlchemy scheme for the PostgreSQL driver installed: psycopg2 (the extra's), else psycopg 3."""
+    import importlib.util
+
+    return "postgresql+psycopg2" if importlib.util.find_spec("psycopg2") else "postgresql+psycopg"
 
 
 def shown(catalog: str | None) -> str:

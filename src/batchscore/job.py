@@ -157,7 +157,8 @@ class Job:
             self.output = Output.open(staging_folder(self.table, cfg, source.fingerprint or source.description))
         # Before the model load, which can take minutes: a taken output fails at once.
         self.existing: Existing = check_output(self.output, cfg.overwrite)
-        check_places(cfg, self.output, self.input)
+        # A table's place is the table's (its staging folder is inside): no cache or page may be in it.
+        check_places(cfg, self.output.layout.location if self.table is None else self.table.location, self.input)
         self.cache = open_cache(cfg.cache, self.specs)
         # Under torchrun / accelerate launch the ranks are known before accelerate starts, so the check covers
         # this rank's share before the model loads; `load` makes sure accelerate agrees.

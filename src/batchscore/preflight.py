@@ -17,7 +17,6 @@ if TYPE_CHECKING:
     from .config import JobConfig, ModelSpec
     from .input.base import Reader
     from .location import Location
-    from .output import Output
     from .scoring import ScoringRules
 
 log = logging.getLogger(__name__)
@@ -34,7 +33,7 @@ class Input:
     read_columns: list[str]  # those plus the text column
 
 
-def check_places(cfg: JobConfig, output: Output, given: Input) -> None:
+def check_places(cfg: JobConfig, output: Location, given: Input) -> None:
     """The cache and the report page, where ownership's rule allows them (the output's own place against the
     input is checked as the input opens)."""
     from .output.layout import report_path
@@ -50,7 +49,7 @@ def check_places(cfg: JobConfig, output: Output, given: Input) -> None:
         # The cache meets the input only where it meets the input's root (a file, folder or glob base); the
         # page is a file that could be one of the input's files (a second per 20,000 files: only with it).
         files = given.source.files if cfg.report else []
-        check(writers, [output_place(output.layout), *input_places(cfg.input, files)])
+        check(writers, [output_place(output), *input_places(cfg.input, files)])
 
 
 def open_input(cfg: JobConfig, output: Location, all_rules: list[ScoringRules]) -> Input:
@@ -128,8 +127,8 @@ def _as_recorded(source: Reader, recorded: Any, reopen: functools.partial) -> Re
         return source  # another table: the output's check refuses it, or --overwrite replaces it
     older = reopen.func(*reopen.args, **{**reopen.keywords, "input_version": recorded[key]})
     log.info(
-        f"Reading {older.description}, as the output's earlier run did (now at {found.get(key)}); pass "
-        "--overwrite to score the latest."
+        f"Reading {older.description}, as the output's earlier run did (the table's latest: {key} "
+        f"{found.get(key)}); pass --overwrite to score the latest."
     )
     return older
 

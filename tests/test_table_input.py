@@ -246,3 +246,14 @@ def test_missing_library_exits_2_naming_the_extra(tiny_model, tmp_path, module, 
     assert len(lines) == 1 and lines[0].startswith("Error: "), lines
     assert f"batchscore[{extra}]" in lines[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_delta_on_s3_read_with_the_environments_settings(tiny_model, tmp_path, s3_server, s3_bucket):
+    """delta-rs finds the store from AWS_ENDPOINT_URL, AWS_ALLOW_HTTP and the keys in the environment."""
+    table = delta_table(f"s3://{s3_bucket}/reviews", versions=2, storage_options={"AWS_S3_ALLOW_UNSAFE_RENAME": "true"})
+    out = tmp_path / "out"
+    # Workers read the data files with fsspec's s3fs, each with its own, never through delta-rs.
+    assert_ok(run_score(table, tiny_model, out, "--num-workers", "2", "--chunk-rows", "3"))
+    got = assert_like_parquet(out, tmp_path, tiny_model)
+    assert sorted(got.column("id").to_pylist()) == [v * 100 + i for v in range(2) for i in range(4)]
+    assert manifest_of(out)["run"]["input"]["delta"] == f"s3://{s3_bucket}/reviews"

@@ -38,8 +38,10 @@ class DeltaFiles:
     uri: str  # the table, as deltalake resolved it (absolute), for messages and the fingerprint
     table_id: str  # the table's id (metaData.id): a table deleted and made again at the same path is another
     version: int
-    fs: AbstractFileSystem
-    paths: list[str]  # the data files on fs, in reading order
+    # The store by URL, opened again by each reader: an fsspec instance made before a fork is not usable after it
+    # (s3fs's event loop belongs to the parent), and DataLoader workers inherit the parent's objects.
+    location: str
+    paths: list[str]  # the data files on the store, in reading order
     partitions: list[dict[str, Any]]  # each file's partition values, typed as the schema says
     schema: pa.Schema
 
@@ -54,11 +56,12 @@ class DeltaReader(ParquetReader):
     version_key = "version"  # the fingerprint's key that pins the table's rows
 
     def __init__(self, table: DeltaFiles) -> None:
+        import fsspec
         import pyarrow as pa
         import pyarrow.dataset as ds
 
         self.table = table
-        self.fs, self.paths = table.fs, table.paths
+        self.fs, self.paths = fsspec.core.url_to_fs(table.location)[0], table.paths
         self.files_schema = table.schema
         self.partitions = Partitions({}, {})  # the schema already holds them; nothing to add from folders
         try:
@@ -66,7 +69,7 @@ class DeltaReader(ParquetReader):
                 table.paths,
                 schema=table.schema,
                 format=ds.ParquetFileFormat(),
-                filesystem=_arrow_fs(table.fs),
+                filesystem=_arrow_fs(self.fs),
                 partitions=[_partition_expression(values, table.schema) for values in table.partitions],
             )
             fragments = list(dataset.get_fragments())
@@ -87,11 +90,11 @@ class DeltaReader(ParquetReader):
         Reader.__init__(
             self,
             f"Delta table {table.uri} at version {table.version}",
-            [display(table.fs, p) for p in table.paths],
+            [display(self.fs, p) for p in table.paths],
             table.schema,
             row,
             {"delta": table.uri, "table_id": table.table_id, "version": table.version},
-            local=is_local(table.fs),
+            local=is_local(self.fs),
             root=table.uri,
         )
 
@@ -155,7 +158,7 @@ def open_delta(spec: str, version: int | None) -> DeltaReader:
             uri=display(fs, root) if not is_local(fs) else root,
             table_id=str(table.metadata().id),
             version=table.version(),
-            fs=fs,
+            location=resolved,
             paths=[paths[i] for i in order],
             partitions=[values[i] or {} for i in order],
             schema=schema,
@@ -193,10 +196,9 @@ def _refuse_unreadable(table: Any, spec: str) -> None:
                 "(PURGE)) and rerun, or export the table."
             )
     if features:
-        fixes = "export it (e.g. to Parquet) and score the export"
         raise InputError(
             f"Cannot read the Delta table '{spec}': it uses {', '.join(sorted(features))}, which batchscore "
-            f"cannot apply reading its files; {fixes}."
+            "cannot apply reading its files; export it (e.g. to Parquet) and score the export."
         )
 
 

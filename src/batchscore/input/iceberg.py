@@ -151,10 +151,10 @@ def catalog_key(catalog: str | None) -> str:
 
 def _no_snapshot(name: str, where: str, snapshot: int, table: Any) -> str:
     ids = [s.snapshot_id for s in table.metadata.snapshots]
-    listed = ", ".join(map(str, ids[-5:])) if ids else "none yet"
+    listed = f"its newest: {', '.join(map(str, ids[-3:]))}" if ids else "it has none yet"
     return (
-        f"The Iceberg table '{name}' of {where} has no snapshot {snapshot} (its latest: {listed}; expired "
-        "snapshots are gone); pass one of them to --input-version, or leave it out for the current one."
+        f"The Iceberg table '{name}' of {where} has no snapshot {snapshot} ({listed}; expired snapshots are "
+        "gone); pass one of its snapshot ids to --input-version, or leave it out for the current one."
     )
 
 

@@ -345,3 +345,14 @@ def test_two_appenders_at_once_both_land_once(fmt, place, tiny_model, tmp_path):
     ids = sorted(place.read(fmt).column("id").to_pylist())
     assert ids == list(range(30)) + list(range(1000, 1030))
     assert len(place.commits(fmt)) == 2
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_merge_whose_run_repeats_a_key_is_an_input_error_and_changes_nothing(fmt, place, tiny_model, tmp_path):
+    first = write_corpus(tmp_path / "night1.parquet", range(5))
+    assert_ok(run_score(first, tiny_model, place.target(fmt), "--id-column", "id", *place.args(fmt)))
+    twice = write_corpus(tmp_path / "night2.parquet", [1, 2, 2, 7])
+    mode = ["--table-mode", "merge", "--id-column", "id"]
+    result = run_score(twice, tiny_model, place.target(fmt), *mode, *place.args(fmt))
+    assert_error(result, 3, "needs each --id-column value once", "'id' repeats some")
+    assert len(place.commits(fmt)) == 1 and place.read(fmt).num_rows == 5

@@ -19,7 +19,16 @@ from ..errors import OutputError
 from ..location import Location
 from ..tables import first_line
 from ..tables.extras import require
-from .table import COMMIT_KEY, MANIFEST_KEY, STAGING, CommitConflict, Committed, clashes, manifest_of
+from .table import (
+    COMMIT_KEY,
+    MANIFEST_KEY,
+    STAGING,
+    CommitConflict,
+    Committed,
+    clashes,
+    manifest_of,
+    repeated_keys,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -108,6 +117,9 @@ class DeltaOutput:
         except CommitFailedError as exc:  # another writer won a race delta-rs could not reconcile
             raise CommitConflict(first_line(exc)) from None
         except Exception as exc:
+            repeated = repeated_keys(self, key, exc)
+            if repeated is not None:
+                raise repeated from None
             raise OutputError(f"Cannot commit to Delta table '{self.spec}': {first_line(exc)}") from None
         found = self.committed(commit_id)
         assert found is not None, "the commit just made carries its id"

@@ -18,7 +18,16 @@ from ..errors import ConfigError, OutputError
 from ..location import Location
 from ..tables import first_line
 from ..tables.catalog import open_catalog, shown, table_identifier, warehouse_of
-from .table import COMMIT_KEY, MANIFEST_KEY, STAGING, CommitConflict, Committed, clashes, manifest_of
+from .table import (
+    COMMIT_KEY,
+    MANIFEST_KEY,
+    STAGING,
+    CommitConflict,
+    Committed,
+    clashes,
+    manifest_of,
+    repeated_keys,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -124,6 +133,9 @@ class IcebergOutput:
         except (OutputError, ConfigError):
             raise
         except Exception as exc:
+            repeated = repeated_keys(self, key, exc)
+            if repeated is not None:
+                raise repeated from None
             raise OutputError(f"Cannot commit to Iceberg table '{self.spec}': {first_line(exc)}") from None
         found = self.committed(commit_id)
         assert found is not None, "the commit just made carries its id"

@@ -265,6 +265,20 @@ def _commit_once(
     )
 
 
+def repeated_keys(table: Table, key: str | None, exc: BaseException) -> BaseException | None:
+    """A merge the library refused for repeated keys in the run, as the input error it is (exit 3)."""
+    from ..errors import InputError
+
+    said = str(exc)
+    if "multiple source rows" not in said and "Duplicate rows" not in said:
+        return None
+    return InputError(
+        f"--table-mode merge into {table.format} table '{table.spec}' needs each --id-column value once, but "
+        f"this run's '{key}' repeats some; remove the duplicates from the input, or use --table-mode append. "
+        "The staged rows are kept."
+    )
+
+
 def described(table: Table, version: int, mode: str, cid: str) -> dict[str, Any]:
     """The manifest's "table": which table, which commit."""
     where = "version" if table.format == "delta" else "snapshot_id"

@@ -8,6 +8,8 @@ database, its warehouse $BATCHSCORE_HOME/iceberg/warehouse. Either URI takes
 `?warehouse=URL` to put the warehouse elsewhere (s3://bucket/warehouse, ...).
 Any other name is a catalog pyiceberg configures itself (~/.pyiceberg.yaml or
 PYICEBERG_CATALOG__NAME__* variables): REST, Glue, Hive, ...
+An s3:// warehouse of a SQL catalog takes its endpoint and region from
+AWS_ENDPOINT_URL(_S3) and AWS_REGION, as boto3 and delta-rs do.
 """
 
 from __future__ import annotations
@@ -65,7 +67,24 @@ def catalog_properties(catalog: str | None) -> tuple[str, dict[str, str]]:
         warehouse = _file_url(os.path.join(os.path.dirname(os.path.abspath(database)), "warehouse"))
     else:
         warehouse = _file_url(os.path.join(default_catalog_dir(), "warehouse"))
-    return DEFAULT_NAME, {"type": "sql", "uri": uri, "warehouse": warehouse}
+    return DEFAULT_NAME, {"type": "sql", "uri": uri, "warehouse": warehouse, **_s3_from_env(warehouse)}
+
+
+def _s3_from_env(warehouse: str) -> dict[str, str]:
+    """pyiceberg's S3 properties for an s3:// warehouse, from the AWS variables that boto3, s3fs and delta-rs
+    read by themselves but pyiceberg's FileIO does not: the endpoint (AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL: a
+    MinIO, Ceph or moto server) and the region (AWS_REGION, AWS_DEFAULT_REGION; without one pyiceberg asks AWS
+    itself where the bucket is, which a private server cannot answer). Credentials it finds on its own."""
+    if not warehouse.startswith(("s3://", "s3a://", "s3n://")):
+        return {}
+    found = {}
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        found["s3.endpoint"] = endpoint
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if region:
+        found["s3.region"] = region
+    return found
 
 
 def _postgres_driver() -> str:

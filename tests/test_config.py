@@ -157,6 +157,10 @@ def test_every_option_reads_its_env_var():
         "progress_every": "15",
         "report": "yes",
         "cache": "s3://bucket/score-cache/",
+        "output_format": "delta",
+        "table_mode": "merge",
+        "catalog": "sqlite:///c.db",
+        "input_version": "12",
     }
     assert set(values) == {o.name for o in OPTIONS} - {"models"}  # models replaces model: its own test below
     cfg = build_config({}, env={f"BATCHSCORE_{k.upper()}": v for k, v in values.items()})
@@ -168,6 +172,12 @@ def test_every_option_reads_its_env_var():
     assert (cfg.progress_every, cfg.report, cfg.cache) == (15, True, "s3://bucket/score-cache/")
     assert (cfg.encoding, cfg.allow_pickle, cfg.trust_remote_code, cfg.csv_infer_types) == ("latin-1", True, True, True)
     assert (cfg.num_shards, cfg.shard_index) == (4, 3)
+    assert (cfg.output_format, cfg.table_mode, cfg.catalog, cfg.input_version) == (
+        "delta",
+        "merge",
+        "sqlite:///c.db",
+        12,
+    )
     assert (cfg.result_prefix, cfg.threshold) == ("pred_", 0.25)
     assert (cfg.long_text, cfg.window_overlap, cfg.aggregate, cfg.max_windows, cfg.window_scores) == (
         "window",

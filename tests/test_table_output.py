@@ -356,3 +356,12 @@ def test_a_merge_whose_run_repeats_a_key_is_an_input_error_and_changes_nothing(f
     result = run_score(twice, tiny_model, place.target(fmt), *mode, *place.args(fmt))
     assert_error(result, 3, "needs each --id-column value once", "'id' repeats some")
     assert len(place.commits(fmt)) == 1 and place.read(fmt).num_rows == 5
+
+
+def test_a_config_file_names_an_iceberg_table_not_a_path(tmp_path):
+    from batchscore.config import build_config
+
+    config = tmp_path / "nightly.yaml"
+    config.write_text("output_format: iceberg\noutput: analytics.review_scores\ntable_mode: merge\nid_column: id\n")
+    cfg = build_config({"input": "x.parquet"}, env={}, config_file=str(config))
+    assert (cfg.output, cfg.output_format, cfg.table_mode) == ("analytics.review_scores", "iceberg", "merge")

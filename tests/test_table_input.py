@@ -257,3 +257,21 @@ def test_delta_on_s3_read_with_the_environments_settings(tiny_model, tmp_path, s
     got = assert_like_parquet(out, tmp_path, tiny_model)
     assert sorted(got.column("id").to_pylist()) == [v * 100 + i for v in range(2) for i in range(4)]
     assert manifest_of(out)["run"]["input"]["delta"] == f"s3://{s3_bucket}/reviews"
+
+
+def test_delta_resume_of_a_version_cleaned_up_since(tiny_model, tmp_path):
+    from deltalake import DeltaTable, write_deltalake
+
+    table = delta_table(tmp_path / "reviews", versions=2)
+    out = tmp_path / "out"
+    assert_ok(run_score(table, tiny_model, out, "--chunk-rows", "2"))
+    for name in ("_SUCCESS", "_manifest.parquet", "part-000003.parquet"):
+        os.remove(out / name)
+    write_deltalake(table, rows(7), mode="append", partition_by=["lang"])
+    DeltaTable(table).create_checkpoint()  # version 2's checkpoint; then the log of versions 0 and 1 goes
+    for version in (0, 1):
+        os.remove(os.path.join(table, "_delta_log", f"{version:020d}.json"))
+    line = assert_error(run_score(table, tiny_model, out, "--chunk-rows", "2"), 3, "earlier run over version 1")
+    assert "--overwrite" in line
+    assert_ok(run_score(table, tiny_model, out, "--chunk-rows", "2", "--overwrite"))
+    assert read_out(out).num_rows == 12

@@ -125,7 +125,16 @@ def _as_recorded(source: Reader, recorded: Any, reopen: functools.partial) -> Re
         return source
     if {k: v for k, v in recorded.items() if k != key} != {k: v for k, v in found.items() if k != key}:
         return source  # another table: the output's check refuses it, or --overwrite replaces it
-    older = reopen.func(*reopen.args, **{**reopen.keywords, "input_version": recorded[key]})
+    from .errors import InputError
+    from .input.resolve import VersionGone
+
+    try:
+        older = reopen.func(*reopen.args, **{**reopen.keywords, "input_version": recorded[key]})
+    except VersionGone as exc:
+        raise InputError(
+            f"The output holds an earlier run over {key} {recorded[key]} of this table, which cannot be read now "
+            f"({exc.why}); pass --overwrite to score the latest, or another -o."
+        ) from None
     log.info(
         f"Reading {older.description}, as the output's earlier run did (the table's latest: {key} "
         f"{found.get(key)}); pass --overwrite to score the latest."

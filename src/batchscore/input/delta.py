@@ -21,6 +21,7 @@ from .base import Reader
 from .hive import Partitions
 from .messages import unreadable
 from .parquet import ParquetReader
+from .resolve import VersionGone
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -108,10 +109,11 @@ class DeltaReader(ParquetReader):
         try:
             return self._row_groups(path)
         except FileNotFoundError:
-            raise InputError(
-                f"Data file '{display(self.fs, path)}' of the Delta table {self.table.uri} (version "
-                f"{self.table.version}) is gone (VACUUM removes the files of old versions); pass a newer "
-                "--input-version, or leave it out for the latest."
+            why = f"its data file '{display(self.fs, path)}' is gone: VACUUM removes the files of old versions"
+            raise VersionGone(
+                f"Cannot read version {self.table.version} of the Delta table {self.table.uri}: {why}; pass a newer "
+                "--input-version, or leave it out for the latest.",
+                why,
             ) from None
         except (pa.ArrowException, OSError) as exc:
             raise InputError(unreadable(display(self.fs, path), "parquet", exc)) from None
@@ -129,11 +131,17 @@ def open_delta(spec: str, version: int | None) -> DeltaReader:
     try:
         # Storage options come from the environment (AWS_ENDPOINT_URL, AWS_ALLOW_HTTP, ...): delta-rs reads it.
         table = DeltaTable(uri, version=version)
-    except TableNotFoundError as exc:
-        raise InputError(f"No Delta table at '{spec}' ({first_line(exc)}); check the path.") from None
     except (DeltaError, OSError, ValueError) as exc:
-        if version is not None:
-            raise InputError(_no_version(spec, uri, version, exc)) from None
+        latest = _latest(uri) if version is not None else None
+        if latest is not None:  # the table is there, that version is not (or its log was cleaned up)
+            why = f"its latest is {latest}; the log of old versions may have been cleaned up"
+            raise VersionGone(
+                f"The Delta table '{spec}' has no version {version} ({why}); pass an existing --input-version, "
+                "or leave it out for the latest.",
+                why,
+            ) from None
+        if isinstance(exc, TableNotFoundError):
+            raise InputError(f"No Delta table at '{spec}' ({first_line(exc)}); check the path.") from None
         raise InputError(f"Cannot read the Delta table '{spec}': {first_line(exc)}.") from None
     _refuse_unreadable(table, spec)
     resolved = table.table_uri.rstrip("/")
@@ -208,19 +216,14 @@ def _files_with_deletion_vectors(table: Any) -> int:
     return pa.table(table.deletion_vectors()).num_rows
 
 
-def _no_version(spec: str, uri: str, version: int, exc: BaseException) -> str:
+def _latest(uri: str) -> int | None:
+    """The table's latest version; None where it cannot be read either."""
     from deltalake import DeltaTable
 
     try:
-        latest: int | None = DeltaTable(uri).version()
-    except Exception:  # the latest cannot be read either: the first error says why
-        latest = None
-    if latest is None:
-        return f"Cannot read version {version} of the Delta table '{spec}': {first_line(exc)}."
-    return (
-        f"The Delta table '{spec}' has no version {version} (its latest is {latest}; the log of old versions "
-        "may have been cleaned up); pass an existing --input-version, or leave it out for the latest."
-    )
+        return DeltaTable(uri).version()
+    except Exception:  # the first error says why
+        return None
 
 
 def _data_path(fs: AbstractFileSystem, root: str, path: str) -> str:

@@ -18,7 +18,7 @@ from .base import Reader
 from .hive import Partitions
 from .messages import unreadable
 from .parquet import ParquetReader, _check_utf8, _RowGroupCursor
-from .resolve import ICEBERG_PREFIX
+from .resolve import ICEBERG_PREFIX, VersionGone
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -59,7 +59,7 @@ class IcebergReader(ParquetReader):
             current = table.current_snapshot()
             snapshot = current.snapshot_id if current is not None else None
         elif snapshot is not None and table.snapshot_by_id(snapshot) is None:
-            raise InputError(_no_snapshot(name, where, snapshot, table))
+            raise _no_snapshot(name, where, snapshot, table)
         self.table, self.snapshot_id = table, snapshot
         try:
             if snapshot is None:  # no snapshot yet: the schema, no rows
@@ -149,12 +149,13 @@ def catalog_key(catalog: str | None) -> str:
     return text[len("catalog '") : -1] if text.startswith("catalog '") else text
 
 
-def _no_snapshot(name: str, where: str, snapshot: int, table: Any) -> str:
+def _no_snapshot(name: str, where: str, snapshot: int, table: Any) -> VersionGone:
     ids = [s.snapshot_id for s in table.metadata.snapshots]
-    listed = f"its newest: {', '.join(map(str, ids[-3:]))}" if ids else "it has none yet"
-    return (
-        f"The Iceberg table '{name}' of {where} has no snapshot {snapshot} ({listed}; expired snapshots are "
-        "gone); pass one of its snapshot ids to --input-version, or leave it out for the current one."
+    why = f"its newest: {', '.join(map(str, ids[-3:]))}; expired snapshots are gone" if ids else "it has none yet"
+    return VersionGone(
+        f"The Iceberg table '{name}' of {where} has no snapshot {snapshot} ({why}); pass one of its snapshot ids "
+        "to --input-version, or leave it out for the current one.",
+        why,
     )
 
 

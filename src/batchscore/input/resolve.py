@@ -24,6 +24,15 @@ ICEBERG_PREFIX = "iceberg:"  # iceberg:NAMESPACE.TABLE, a table of --catalog
 DELTA_LOG = "_delta_log"
 
 
+class VersionGone(InputError):
+    """A table's version or snapshot that is not there (never was, or cleaned up since). `why` says so without
+    the fix, for a message that names another one (the version came from the output's earlier run)."""
+
+    def __init__(self, message: str, why: str) -> None:
+        super().__init__(message)
+        self.why = why
+
+
 def kind_of(spec: str) -> str:
     """FILES, SAVED_DATASET (a `save_to_disk` folder), HUB_DATASET (a Hub name, or a Hub-style folder with a
     README.md), DELTA_TABLE (a folder holding `_delta_log/`) or ICEBERG_TABLE (`iceberg:NAMESPACE.TABLE`);

@@ -365,3 +365,30 @@ def test_a_config_file_names_an_iceberg_table_not_a_path(tmp_path):
     config.write_text("output_format: iceberg\noutput: analytics.review_scores\ntable_mode: merge\nid_column: id\n")
     cfg = build_config({"input": "x.parquet"}, env={}, config_file=str(config))
     assert (cfg.output, cfg.output_format, cfg.table_mode) == ("analytics.review_scores", "iceberg", "merge")
+
+
+def test_a_nightly_merge_with_the_cache_scores_only_what_is_new(place, tiny_model, tmp_path):
+    cache = ["--cache", str(tmp_path / "cache"), "--table-mode", "merge", "--id-column", "id"]
+    night1 = write_corpus(tmp_path / "night1.parquet", range(30))
+    assert_ok(run_score(night1, tiny_model, place.target("delta"), *cache, *place.args("delta")))
+    night2 = write_corpus(tmp_path / "night2.parquet", range(40))  # the whole export again, 10 rows new
+    assert_ok(run_score(night2, tiny_model, place.target("delta"), *cache, *place.args("delta")))
+    manifest = place.commits("delta")[-1]["batchscore.manifest"]
+    import json
+
+    m = json.loads(manifest)
+    assert (m["rows"], m["rows_from_cache"], m["distinct_texts_scored"]) == (40, 30, 10)
+    assert sorted(place.read("delta").column("id").to_pylist()) == list(range(40))
+
+
+def test_long_texts_in_windows_go_into_a_table_as_into_a_folder(place, tiny_model, tmp_path):
+    long = " ".join(["a wonderful film, truly a joy to watch"] * 120)
+    path = tmp_path / "long.parquet"
+    pq.write_table(pa.table({"id": pa.array([0, 1], pa.int64()), "text": [long, "short and awful"]}), path)
+    window = ["--long-text", "window", "--max-length", "64", "--window-overlap", "8"]
+    folder = tmp_path / "folder"
+    assert_ok(run_score(path, tiny_model, folder, *window))
+    assert_ok(run_score(path, tiny_model, place.target("delta"), *window, *place.args("delta")))
+    expected = pq.read_table(folder).sort_by("id")
+    assert_same_table(by_id(place.read("delta"), expected), expected.replace_schema_metadata(None))
+    assert expected.column("windows").to_pylist()[0] > 1

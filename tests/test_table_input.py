@@ -148,6 +148,13 @@ def test_delta_deletion_vectors_enabled_but_none_present_is_read(tiny_model, tmp
     assert_error(run_score(table, tiny_model, tmp_path / "other"), 3, "deletion vectors", "PURGE")
 
 
+def test_delta_column_mapping_is_refused(tiny_model, tmp_path):
+    # Reader version 2 lists no features: deltalake's own pyarrow dataset would read the files' physical names.
+    table = delta_table(tmp_path / "mapped", versions=1, configuration={"delta.columnMapping.mode": "name"})
+    assert_error(run_score(table, tiny_model, tmp_path / "out"), 3, "columnMapping", "export it")
+    assert not (tmp_path / "out").exists()
+
+
 # --- Iceberg ---------------------------------------------------------------------------------------------------
 
 

@@ -92,6 +92,7 @@ def test_no_recipe_overwrites():
     assert {p.name for p in files} >= {
         "airflow_dag.py",
         "airflow_sharded_dag.py",
+        "airflow_delta_merge_dag.py",
         "crontab.example",
         "slurm_array.sh",
         "slurm_finalize.sh",
@@ -592,3 +593,130 @@ def test_airflow_dags(tiny_model, tmp_path):
         **{k + " (s)": round(v, 1) for k, v in af.timings.items()},
     }
     print("\nAirflow timings:", json.dumps(timings))
+
+
+def write_export(folder: Path, rows: dict[int, str]) -> None:
+    """The export as the upstream job leaves it each night: one Parquet file, rewritten in place."""
+    import pyarrow as pa
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.iterdir():
+        old.unlink()
+    pq.write_table(
+        pa.table({"id": pa.array(list(rows), pa.int64()), "text": list(rows.values())}), folder / "part.parquet"
+    )
+
+
+@pytest.mark.slow
+def test_airflow_delta_merge_dag(tiny_model, tmp_path):
+    """jobs/airflow_delta_merge_dag.py under Airflow 3 (`airflow dags test`, SQLite, offline): night 1 merges an
+    export of ids 0..29 into a new Delta table (one commit); night 2's export is the whole current state, ids
+    0..39 with 20..29 rewritten: one more commit, rows 0..19 as they were, 20..29 rescored, 30..39 inserted, and
+    the cache scored only the 20 new or changed texts; night 2 again commits nothing; version 0 is still night 1.
+    """
+    deltalake = pytest.importorskip("deltalake")
+    bin_dir, install_s = side_venv("airflow", AIRFLOW, timeout=INSTALL_TIMEOUT)
+    export, table, cache = tmp_path / "export", tmp_path / "lake" / "reviews_scored", tmp_path / "cache"
+    af = Airflow(
+        bin_dir,
+        tmp_path / "airflow",
+        BATCHSCORE_BIN=BATCHSCORE,
+        BATCHSCORE_EXPORT=export,
+        BATCHSCORE_TABLE=table,
+        BATCHSCORE_CACHE=cache,
+        BATCHSCORE_MODEL=tiny_model,
+        BATCHSCORE_CHUNK_ROWS=CHUNK_ROWS,
+    )
+    af.run("db", "migrate")
+    shutil.copy(JOBS / "airflow_delta_merge_dag.py", af.dags / "airflow_delta_merge_dag.py")
+    errors = json_output(af.run("dags", "list-import-errors", "--local", "-o", "json").stdout)
+    assert errors == [], errors
+    dag_ids = {d["dag_id"] for d in json_output(af.run("dags", "list", "--local", "-o", "json").stdout)}
+    assert dag_ids == {"batchscore_delta_merge"}, dag_ids
+    warned = subprocess.run(
+        [str(bin_dir / "python"), "-c", WARNINGS_SCRIPT, str(af.dags / "airflow_delta_merge_dag.py")],
+        env=af.env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert json.loads(warned) == [], warned
+
+    def nightly(date: str) -> str:
+        result = af.run("dags", "test", "batchscore_delta_merge", date)
+        log = result.stdout + result.stderr
+        own = [line for line in log.splitlines() if "py.warnings" in line and str(af.dags) in line]
+        assert not own, "warnings from the DAG file:\n" + "\n".join(own)
+        return log
+
+    def rows(version=None) -> dict[int, dict]:
+        found = deltalake.DeltaTable(str(table), version=version).to_pyarrow_table().to_pylist()
+        by_id = {row["id"]: row for row in found}
+        assert len(by_id) == len(found), "an id twice in the table"
+        return by_id
+
+    def commits() -> list[dict]:
+        return [h for h in deltalake.DeltaTable(str(table)).history() if "batchscore.commit" in h]
+
+    def manifest() -> dict:
+        result = subprocess.run(
+            [str(BATCHSCORE), "manifest", str(table), "--output-format", "delta"],
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    # Night 1: a new table.
+    first = {i: f"Review {i}: " + ("great, really great" if i % 2 else "awful, sadly") for i in range(30)}
+    write_export(export, first)
+    log = nightly("2026-01-02")
+    assert "Scored 30 of 30 rows" in log and "delta version 0, merge" in log, log[-4000:]
+    night1 = rows()
+    assert sorted(night1) == list(range(30))
+    assert {i: r["text"] for i, r in night1.items()} == first
+    assert all(r["label"] and r["score"] is not None for r in night1.values())
+    assert len(commits()) == 1 and deltalake.DeltaTable(str(table)).version() == 0
+    m = manifest()
+    assert (m["rows"], m["rows_from_cache"], m["distinct_texts_scored"]) == (30, 0, 30), m
+    assert not (table / "_batchscore_staging").exists()
+
+    # Night 2: the whole current export, ids 0..39; 20..29 have new texts, 30..39 are new rows.
+    second = (
+        {i: first[i] for i in range(20)}
+        | {i: f"Review {i}, edited: the replacement broke in a week" for i in range(20, 30)}
+        | {i: f"Review {i}: new today, " + ("lovely" if i % 2 else "meh") for i in range(30, 40)}
+    )
+    write_export(export, second)
+    log = nightly("2026-01-03")
+    assert "20 from the cache, 20 texts run" in log and "delta version 1, merge" in log, log[-4000:]
+    night2 = rows()
+    assert sorted(night2) == list(range(40))
+    assert {i: r["text"] for i, r in night2.items()} == second
+    assert all(night2[i] == night1[i] for i in range(20)), "rows 0..19 changed"
+    assert all(night2[i]["score"] != night1[i]["score"] for i in range(20, 30)), "rows 20..29 not rescored"
+    assert all(night2[i]["label"] and night2[i]["score"] is not None for i in range(20, 40))
+    assert [c["version"] for c in commits()] == [1, 0]
+    m = manifest()
+    assert (m["rows"], m["rows_from_cache"], m["distinct_texts_scored"]) == (40, 20, 20), m
+    assert m["table"]["version"] == 1 and m["table"]["mode"] == "merge", m["table"]
+    assert m["table"]["commit"] == commits()[0]["batchscore.commit"]
+
+    # Night 2 again (a clear, a rerun): already in the table, nothing committed.
+    log = nightly("2026-01-03")
+    assert "Already in the table" in log and "delta version 1, merge" in log, log[-4000:]
+    assert deltalake.DeltaTable(str(table)).version() == 1 and len(commits()) == 2
+    assert rows() == night2
+
+    # Time travel: version 0 is still night 1.
+    assert rows(version=0) == night1
+    previous = deltalake.DeltaTable(str(table))
+    previous.load_as_version(commits()[1]["version"])  # as the DAG's docstring shows
+    assert {r["id"]: r["text"] for r in previous.to_pyarrow_table().to_pylist()} == first
+
+    timings = {
+        "pip install (s)": None if install_s is None else round(install_s, 1),
+        **{k + " (s)": round(v, 1) for k, v in af.timings.items()},
+    }
+    print("\nAirflow delta merge timings:", json.dumps(timings))

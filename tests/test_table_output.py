@@ -392,3 +392,25 @@ def test_long_texts_in_windows_go_into_a_table_as_into_a_folder(place, tiny_mode
     expected = pq.read_table(folder).sort_by("id")
     assert_same_table(by_id(place.read("delta"), expected), expected.replace_schema_metadata(None))
     assert expected.column("windows").to_pylist()[0] > 1
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_status_manifest_and_report_of_a_table(fmt, place, corpus, tiny_model, tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.chdir(tmp_path)  # an Iceberg table's page goes beside its name, in the current folder
+    target = place.target(fmt)
+    shard = ["--num-shards", 2, "--shard-index", 0, "--chunk-rows", CHUNK]
+    assert_ok(run_score(corpus, tiny_model, target, *shard, *place.args(fmt)))
+    stopped = invoke(["status", target, *place.args(fmt)])
+    assert stopped.exit_code == 11, stopped.output
+    assert "not yet committed to the table" in stopped.stdout and "then batchscore finalize" in stopped.stdout
+    assert f"--output-format {fmt}" in stopped.stdout
+    done = assert_ok(run_score(corpus, tiny_model, target, "--chunk-rows", CHUNK, "--report", *place.args(fmt)))
+    page = tmp_path / done.stderr.split("report: ")[-1].strip().rstrip(".")  # an absolute path stays itself
+    assert f"<title>batchscore report: {fmt} table {target}</title>" in page.read_text()
+    complete = invoke(["status", target, *place.args(fmt)])
+    assert complete.exit_code == 0 and "last batchscore commit" in complete.stdout, complete.output
+    manifest = json.loads(assert_ok(invoke(["manifest", target, *place.args(fmt)])).stdout)
+    assert manifest["rows"] == ROWS and manifest["table"]["format"] == fmt and manifest["table"]["mode"] == "append"
+    assert manifest["table"]["version" if fmt == "delta" else "snapshot_id"] is not None

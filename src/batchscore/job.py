@@ -119,13 +119,14 @@ class Job:
             from .output.table import publish
 
             if self.cfg.report:  # from the staged parts, which go with the commit
-                result.report = self._write_report(result, self.output.layout.spec)
+                shown = f"{self.cfg.output_format} table {self.cfg.output_path}"
+                result.report = self._write_report(result, self.output.layout.spec, shown)
             result.manifest = publish(self.table, self.output, result.manifest)  # the one table commit
         elif self.cfg.report and result.shard is None and self.table is None:
             result.report = self._write_report(result, result.output)
         return result
 
-    def _write_report(self, result: JobResult, output: str) -> str:
+    def _write_report(self, result: JobResult, output: str, shown_as: str | None = None) -> str:
         """--report: the page of the complete `output` beside the output the user named, where the manifest says
         (also on a rerun of a complete one), for the CLI and `batchscore.score` alike. A page that cannot be
         written is the error's exit code; the output is complete and stays so. The report package is imported
@@ -133,7 +134,8 @@ class Job:
         from .output.layout import report_path
         from .report import write_report
 
-        return write_report(output, result.manifest.get("report") or report_path(result.output)).path
+        page = result.manifest.get("report") or report_path(result.output)
+        return write_report(output, page, shown_as=shown_as).path
 
     # --- 1. open: output, input, columns, plan ------------------------------------------------------------------
 

@@ -45,8 +45,10 @@ def write_report(
     low_confidence: float = LOW_CONFIDENCE,
     samples: int = SAMPLES,
     png_dir: str | None = None,
+    shown_as: str | None = None,
 ) -> Report:
-    """Write the report page of the output at `output` (a path or URL) to `path` (default: `default_path`)."""
+    """Write the report page of the output at `output` (a path or URL) to `path` (default: `default_path`);
+    `shown_as`: what the page calls the output (a table's staged run: the table)."""
     from ..output.survey import survey
     from .collect import By, collect
     from .page import render_page
@@ -65,7 +67,7 @@ def write_report(
             raise OutputError(
                 f"Cannot create the PNG folder '{png_dir}' ({exc.strerror}); pass another --png."
             ) from None
-    page, charts = render_page(facts, png_dir)
+    page, charts = render_page(facts, png_dir, shown_as)
     _write(path, page.encode("utf-8"))
     return Report(path, charts, facts)
 

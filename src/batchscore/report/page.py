@@ -81,11 +81,13 @@ class Charts:
         return f'<img class="plot" data-chart="{_e(name)}" alt="{_e(alt)}" src="data:image/svg+xml;base64,{data}">'
 
 
-def render_page(facts: Facts, png_dir: str | None = None) -> tuple[str, list[str]]:
-    """The HTML page, and the names of its charts (the PNG files' stems)."""
+def render_page(facts: Facts, png_dir: str | None = None, name: str | None = None) -> tuple[str, list[str]]:
+    """The HTML page, and the names of its charts (the PNG files' stems); `name`: what the page calls the output
+    (default: its URL)."""
     charts = Charts(png_dir)
+    name = name or facts.survey.layout.url()
     with plots.style():
-        body = [_header(facts), _run(facts), _warnings(facts)]
+        body = [_header(facts, name), _run(facts), _warnings(facts)]
         several = len(facts.models) > 1
         for model in facts.models:
             body.append(_model(facts, model, charts, several))
@@ -96,7 +98,7 @@ def render_page(facts: Facts, png_dir: str | None = None) -> tuple[str, list[str
         f'<p class="sub">Computed by batchscore in {facts.seconds:.1f} s, streaming {facts.rows_read:,} rows from '
         f"{len(facts.files):,} files, at {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}.</p>"
     )
-    title = f"batchscore report: {facts.survey.layout.url()}"
+    title = f"batchscore report: {name}"
     page = (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -109,7 +111,7 @@ def _progress(facts: Facts) -> tuple[int, int | None]:
     return len(facts.survey.parts), facts.survey.num_chunks
 
 
-def _header(facts: Facts) -> str:
+def _header(facts: Facts, name: str) -> str:
     survey = facts.survey
     if survey.complete:
         state = '<span class="state complete">complete</span>'
@@ -119,7 +121,7 @@ def _header(facts: Facts) -> str:
         state = (
             f'<span class="state running">in progress: {done:,} of {_n(total) if total else "?"} chunks{share}</span>'
         )
-    return f'<h1>batchscore report</h1><p class="sub">{_e(survey.layout.url())} &nbsp; {state}</p>'
+    return f'<h1>batchscore report</h1><p class="sub">{_e(name)} &nbsp; {state}</p>'
 
 
 def _seconds(facts: Facts) -> float | None:

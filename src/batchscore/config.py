@@ -139,7 +139,7 @@ class JobConfig:
     def output_path(self) -> str:
         if self.output:
             return self.output
-        named = str(self.input).rstrip("/")
+        named = str(self.input).rstrip("/").removeprefix("iceberg:")  # an Iceberg table input: ns.table.scored
         if "://" not in named and os.path.basename(named) in ("", ".", ".."):
             named = os.path.abspath(named or "/")  # input `.`: name the output after the folder
         base = os.path.basename(named) or "input"

@@ -140,7 +140,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "input_version",
-        "count",
+        "int",
         "A Delta or Iceberg table as INPUT: read this version (Delta) or snapshot id (Iceberg). Default: the "
         "latest when the run starts, recorded so that a resume reads the same rows.",
         metavar="N",

@@ -19,16 +19,7 @@ from ..errors import OutputError
 from ..location import Location
 from ..tables import first_line
 from ..tables.extras import require
-from .table import (
-    COMMIT_KEY,
-    MANIFEST_KEY,
-    STAGING,
-    CommitConflict,
-    Committed,
-    clashes,
-    manifest_of,
-    repeated_keys,
-)
+from .table import COMMIT_KEY, MANIFEST_KEY, STAGING, Committed, clashes, commit_errors, manifest_of
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -104,7 +95,7 @@ class DeltaOutput:
 
     def commit(
         self, rows: pa.RecordBatchReader, mode: str, key: str | None, commit_id: str, manifest: dict[str, Any]
-    ) -> int:
+    ) -> None:
         from deltalake import CommitProperties, Transaction
         from deltalake.exceptions import CommitFailedError
 
@@ -112,18 +103,8 @@ class DeltaOutput:
             app_transactions=[Transaction(app_id(commit_id), 1)],
             custom_metadata={COMMIT_KEY: commit_id, MANIFEST_KEY: json.dumps(manifest, sort_keys=True)},
         )
-        try:
+        with commit_errors(self, key, (CommitFailedError,)):  # a race delta-rs could not reconcile: tried again
             self._write(rows, mode, key, properties)
-        except CommitFailedError as exc:  # another writer won a race delta-rs could not reconcile
-            raise CommitConflict(first_line(exc)) from None
-        except Exception as exc:
-            repeated = repeated_keys(self, key, exc)
-            if repeated is not None:
-                raise repeated from None
-            raise OutputError(f"Cannot commit to Delta table '{self.spec}': {first_line(exc)}") from None
-        found = self.committed(commit_id)
-        assert found is not None, "the commit just made carries its id"
-        return found.version
 
     def _write(self, rows: pa.RecordBatchReader, mode: str, key: str | None, properties: Any) -> None:
         from deltalake import DeltaTable, write_deltalake

@@ -18,16 +18,7 @@ from ..errors import ConfigError, OutputError
 from ..location import Location
 from ..tables import first_line
 from ..tables.catalog import open_catalog, shown, table_identifier, warehouse_of
-from .table import (
-    COMMIT_KEY,
-    MANIFEST_KEY,
-    STAGING,
-    CommitConflict,
-    Committed,
-    clashes,
-    manifest_of,
-    repeated_keys,
-)
+from .table import COMMIT_KEY, MANIFEST_KEY, STAGING, Committed, clashes, commit_errors, manifest_of
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -111,11 +102,11 @@ class IcebergOutput:
 
     def commit(
         self, rows: pa.RecordBatchReader, mode: str, key: str | None, commit_id: str, manifest: dict[str, Any]
-    ) -> int:
+    ) -> None:
         from pyiceberg.exceptions import CommitFailedException
 
         properties = {COMMIT_KEY: commit_id, MANIFEST_KEY: json.dumps(manifest, sort_keys=True)}
-        try:
+        with commit_errors(self, key, (CommitFailedException,)):  # another writer's snapshot first: tried again
             table = self._table() or self._create(rows.schema)
             if {f.name for f in rows.schema} - set(table.schema().column_names):
                 with table.update_schema() as update:  # its own metadata commit, before the rows' snapshot
@@ -128,18 +119,6 @@ class IcebergOutput:
                 table.overwrite(rows, snapshot_properties=properties)
             else:
                 table.append(rows, snapshot_properties=properties)
-        except CommitFailedException as exc:
-            raise CommitConflict(first_line(exc)) from None
-        except (OutputError, ConfigError):
-            raise
-        except Exception as exc:
-            repeated = repeated_keys(self, key, exc)
-            if repeated is not None:
-                raise repeated from None
-            raise OutputError(f"Cannot commit to Iceberg table '{self.spec}': {first_line(exc)}") from None
-        found = self.committed(commit_id)
-        assert found is not None, "the commit just made carries its id"
-        return found.version
 
     def _create(self, schema: pa.Schema) -> Any:
         self.catalog.create_namespace_if_not_exists(self.namespace)

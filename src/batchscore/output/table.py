@@ -21,6 +21,7 @@ table exactly once.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -97,9 +98,9 @@ class Table(Protocol):
 
     def commit(
         self, rows: pa.RecordBatchReader, mode: str, key: str | None, commit_id: str, manifest: dict[str, Any]
-    ) -> int:
-        """Add, replace or merge (on column `key`) `rows` in one commit carrying `commit_id`; its version.
-        Raises CommitConflict when another writer won a race."""
+    ) -> None:
+        """Add, replace or merge (on column `key`) `rows` in one commit carrying `commit_id`, inside
+        `commit_errors`."""
         ...
 
 
@@ -255,28 +256,45 @@ def _commit_once(
         schema, batches = staged_rows(staged)
         table.check_schema(schema)
         try:
-            return table.commit(pa.RecordBatchReader.from_batches(schema, batches), mode, key, cid, kept), False
+            table.commit(pa.RecordBatchReader.from_batches(schema, batches), mode, key, cid, kept)
         except CommitConflict as exc:
             conflict = str(exc)
             time.sleep(0.2 * 2**attempt)
+            continue
+        found = table.committed(cid)
+        assert found is not None, "the commit just made carries its id"
+        return found.version, False
     raise OutputError(
         f"{table.format.capitalize()} table '{table.spec}' kept changing under this run's commit ({conflict}); "
         "rerun when the other writers are done: the staged rows are kept and committed then."
     )
 
 
-def repeated_keys(table: Table, key: str | None, exc: BaseException) -> BaseException | None:
-    """A merge the library refused for repeated keys in the run, as the input error it is (exit 3)."""
-    from ..errors import InputError
+@contextlib.contextmanager
+def commit_errors(table: Table, key: str | None, conflicts: tuple[type[BaseException], ...]) -> Iterator[None]:
+    """A table library's errors during a commit, in batchscore's words: `conflicts` (another writer won a race)
+    become CommitConflict, for `publish` to try again; a merge refused for keys the run repeats is the input
+    error it is (exit 3); anything else the library raises, exit 5 naming the table."""
+    from ..errors import BatchscoreError, InputError
+    from ..tables import first_line
 
-    said = str(exc)
-    if "multiple source rows" not in said and "Duplicate rows" not in said:
-        return None
-    return InputError(
-        f"--table-mode merge into {table.format} table '{table.spec}' needs each --id-column value once, but "
-        f"this run's '{key}' repeats some; remove the duplicates from the input, or use --table-mode append. "
-        "The staged rows are kept."
-    )
+    try:
+        yield
+    except conflicts as exc:
+        raise CommitConflict(first_line(exc)) from None
+    except BatchscoreError:
+        raise
+    except Exception as exc:
+        said = str(exc)
+        if "multiple source rows" in said or "Duplicate rows" in said:  # delta-rs's MERGE, pyiceberg's upsert
+            raise InputError(
+                f"--table-mode merge into {table.format} table '{table.spec}' needs each --id-column value once, "
+                f"but this run's '{key}' repeats some; remove the duplicates from the input, or use --table-mode "
+                "append. The staged rows are kept."
+            ) from None
+        raise OutputError(
+            f"Cannot commit to {table.format.capitalize()} table '{table.spec}': {first_line(exc)}"
+        ) from None
 
 
 def described(table: Table, version: int, mode: str, cid: str) -> dict[str, Any]:

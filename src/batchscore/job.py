@@ -298,7 +298,8 @@ class Job:
         if found is None:
             return None
         drop_staging(self.output)
-        manifest = found.manifest | {"table": described(self.table, found.version, self.cfg.table_mode, cid)}
+        info = described(self.table, found.version, self.cfg.table_mode, cid) | {"already_committed": True}
+        manifest = found.manifest | {"table": info}
         return JobResult(self.cfg.output_path, manifest, already_complete=True)
 
     def _schema(self) -> pa.Schema:

@@ -88,13 +88,11 @@ def score(config_file: str | None, **cli_values: Any) -> None:
     table = m.get("table")
     if table:
         then = f" ({_commit_words(table)}){then}"
-    if result.already_complete and table:
-        log.info(
-            f"Already in the table: {result.output} has this run's {m.get('rows', '?')} rows{then}; nothing to do.",
-            **summary,
-        )
+    if table and table.get("already_committed"):
+        words = f"Already in the table: {result.output} has this run's {m.get('rows', '?')} rows{then}; nothing to do."
+        log.info(words, **summary)
         return
-    if result.already_complete:
+    if result.already_complete and not table:  # a table's staged run, complete, just committed: said below
         log.info(
             f"Already complete: {result.output} holds this job's {m['rows']} rows; nothing to do "
             f"(--overwrite to redo it){then}.",

@@ -121,10 +121,22 @@ class IcebergOutput:
                 table.append(rows, snapshot_properties=properties)
 
     def _create(self, schema: pa.Schema) -> Any:
-        self.catalog.create_namespace_if_not_exists(self.namespace)
-        return self.catalog.create_table_if_not_exists(
-            (self.namespace, self.name), schema=schema, location=self.table_location
-        )
+        """The table, made with the run's columns. Another run's first commit may make the namespace or the table
+        at the same moment (a SQL catalog checks, then inserts): theirs is as good as ours."""
+        try:
+            self.catalog.create_namespace_if_not_exists(self.namespace)
+        except Exception:
+            if not self.catalog.namespace_exists(self.namespace):
+                raise
+        try:
+            return self.catalog.create_table_if_not_exists(
+                (self.namespace, self.name), schema=schema, location=self.table_location
+            )
+        except Exception:
+            table = self._table()
+            if table is None:
+                raise
+            return table
 
 
 def _load(catalog: Catalog, spec: str, catalog_spec: str | None) -> Any:

@@ -108,14 +108,13 @@ def open_catalog(catalog: str | None, error: type[BatchscoreError] = OutputError
     """The catalog `--catalog` names, opened: exit 2 when pyiceberg cannot configure it, `error`'s exit code
     when it cannot be reached."""
     require("pyiceberg")
-    from pyiceberg.catalog import load_catalog
 
     name, properties = catalog_properties(catalog)
     uri = properties.get("uri", "")
     if uri.startswith("sqlite:///"):
         os.makedirs(os.path.dirname(os.path.abspath(uri[len("sqlite:///") :])) or ".", exist_ok=True)
     try:
-        return load_catalog(name, **properties)
+        return _load_catalog(name, properties)
     except ModuleNotFoundError as exc:
         raise ConfigError(
             f"The {shown(catalog)} needs the '{exc.name}' package; install it with: pip install 'batchscore[iceberg]'."
@@ -127,6 +126,25 @@ def open_catalog(catalog: str | None, error: type[BatchscoreError] = OutputError
         ) from None
     except Exception as exc:
         raise error(f"Cannot reach the Iceberg {shown(catalog)}: {first_line(exc)}; check that it runs.") from None
+
+
+def _load_catalog(name: str, properties: dict[str, str]) -> Catalog:
+    """pyiceberg's load_catalog; a SQL catalog that finds no tables of its own creates them, and two first runs
+    doing that at once make one fail on the other's tables or rows (PostgreSQL: DuplicateTable, UniqueViolation):
+    it is opened again, and finds them."""
+    import time
+
+    from pyiceberg.catalog import load_catalog
+
+    for attempt in range(3):
+        try:
+            return load_catalog(name, **properties)
+        except Exception as exc:
+            said = str(exc)
+            if attempt == 2 or ("already exists" not in said and "duplicate key" not in said):
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def table_identifier(spec: str, error: type[BatchscoreError] = ConfigError) -> tuple[str, str]:

@@ -44,20 +44,42 @@ def table_bench(
             )
     median = {f: statistics.median(s) for f, s in seconds.items()}
     return {
+        "machine": machine(),
         "rows": rows,
         "chunk_rows": chunk_rows,
         "trials": repeats,
         "seconds": {f: round(median[f], 2) for f in FORMATS},
+        "trial_seconds": {f: [round(x, 1) for x in s] for f, s in seconds.items()},
         "delta_vs_parquet": round(median["delta"] / median["parquet"], 3),
         "iceberg_vs_parquet": round(median["iceberg"] / median["parquet"], 3),
     }
 
 
+def machine() -> str:
+    """This machine's CPU in words (the section may be run alone, on another machine than the rest of a report)."""
+    import os
+
+    model, flags = "unknown CPU", set()
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name") and model == "unknown CPU":
+                    model = line.split(":", 1)[1].strip()
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    simd = next((f for f in ("amx_tile", "avx512_bf16", "avx512f", "avx2") if f in flags), "")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{model}, {cores} cores{', ' + simd if simd else ''}"
+
+
 def tables_markdown(section: dict) -> str:
     s = section["seconds"]
+    where = f" on {section['machine']}" if section.get("machine") else ""
     return "\n".join(
         [
-            f"Table outputs ({section['rows']:,} rows, near-free model, whole processes, chunks of "
+            f"Table outputs ({section['rows']:,} rows, near-free model, whole processes{where}, chunks of "
             f"{section['chunk_rows']:,} rows, medians of {section['trials']} alternating rounds; the table runs "
             "stage parts as a folder run writes them, then commit once):",
             "",

@@ -31,8 +31,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_tables import table_bench, tables_markdown
-
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 OFFLINE_MODEL = ROOT / "models" / "minilm-vader-sentiment"
@@ -428,6 +426,21 @@ def plan_bench(rows: int, repeats: int, chunk_rows: int, shards: int = 4, redo_s
     }
 
 
+def _bench_tables():
+    """benchmarks/bench_tables.py, beside this file (loaded by path: tests load this file by path too)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_tables", HERE / "bench_tables.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def tables_markdown(section: dict) -> str:
+    return _bench_tables().tables_markdown(section)
+
+
 def tables_section(rows: int, repeats: int, chunk_rows: int = 50_000) -> dict:
     """A near-free run of `rows` rows into a Parquet folder, a Delta table and an Iceberg table."""
     import pyarrow as pa
@@ -441,7 +454,7 @@ def tables_section(rows: int, repeats: int, chunk_rows: int = 50_000) -> dict:
         ids = pa.array(range(rows), pa.int64())
         pq.write_table(pa.table({"id": ids, "text": [texts[i % len(texts)] for i in range(rows)]}), data)
     print(f"table outputs: {rows:,} rows, near-free model, parquet / delta / iceberg", flush=True)
-    return table_bench(rows, repeats, chunk_rows, model, data, timed_cli)
+    return _bench_tables().table_bench(rows, repeats, chunk_rows, model, data, timed_cli)
 
 
 def plan_markdown(plan: dict) -> str:

@@ -1,6 +1,7 @@
 """The test infrastructure for table outputs works: a real PostgreSQL for Iceberg SQL catalogs (tests/postgres.py),
 and the read-back helpers of tests/table_readers.py on Delta and Iceberg tables written here directly with
-deltalake / pyiceberg, on local disk and on the moto S3 server (tests/stores.py)."""
+deltalake / pyiceberg, on local disk and on the moto S3 server (tests/stores.py). The helpers' own checks: in the
+slow suite (make test-slow); the table tests that use them run every time."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ from table_readers import (
     read_delta,
     read_iceberg,
 )
+
+pytestmark = pytest.mark.slow
 
 deltalake = pytest.importorskip("deltalake")
 pytest.importorskip("pyiceberg")

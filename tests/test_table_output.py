@@ -282,8 +282,19 @@ KILLER = textwrap.dedent(
 )
 
 
+# Staging and mid-commit kills are the slow suite's (make test-slow): the same rules as a folder output's resume,
+# and a commit that is atomic; the kills on either side of the commit run every time.
+SLOW_POINTS = {"staging", "during-commit"}
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
-@pytest.mark.parametrize("point", ["staging", "before-commit", "during-commit", "after-commit"])
+@pytest.mark.parametrize(
+    "point",
+    [
+        pytest.param(p, marks=pytest.mark.slow) if p in SLOW_POINTS else p
+        for p in ("staging", "before-commit", "during-commit", "after-commit")
+    ],
+)
 def test_a_sigkill_at_each_stage_then_a_rerun_leaves_every_row_once(
     fmt, point, place, corpus, tiny_model, reference, tmp_path
 ):

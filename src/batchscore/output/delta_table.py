@@ -19,7 +19,7 @@ from ..errors import OutputError
 from ..location import Location
 from ..tables import first_line
 from ..tables.extras import require
-from .table import COMMIT_KEY, MANIFEST_KEY, STAGING, Committed, clashes, commit_errors, manifest_of
+from .table_base import COMMIT_KEY, MANIFEST_KEY, STAGING, Committed, clashes, commit_errors, manifest_of
 
 if TYPE_CHECKING:
     import pyarrow as pa

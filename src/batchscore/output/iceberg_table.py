@@ -18,7 +18,7 @@ from ..errors import ConfigError, OutputError
 from ..location import Location
 from ..tables import first_line
 from ..tables.catalog import open_catalog, shown, table_identifier, warehouse_of
-from .table import COMMIT_KEY, MANIFEST_KEY, STAGING, Committed, clashes, commit_errors, manifest_of
+from .table_base import COMMIT_KEY, MANIFEST_KEY, STAGING, Committed, clashes, commit_errors, manifest_of
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -282,3 +282,22 @@ def test_delta_resume_of_a_version_cleaned_up_since(tiny_model, tmp_path):
     assert "--overwrite" in line
     assert_ok(run_score(table, tiny_model, out, "--chunk-rows", "2", "--overwrite"))
     assert read_out(out).num_rows == 12
+
+
+def test_a_table_into_a_table_resumes_the_version_it_staged(tiny_model, tmp_path):
+    """A table output's staged run, stopped (one shard of two done), then the input table moved on: the rerun
+    reads the version it staged from, finishes and commits it; the next run reads the latest."""
+    from deltalake import DeltaTable, write_deltalake
+
+    source = delta_table(tmp_path / "reviews", versions=2)
+    scores = tmp_path / "scores"
+    args = ["--chunk-rows", "2", "--output-format", "delta"]
+    assert_ok(run_score(source, tiny_model, scores, *args, "--num-shards", "2", "--shard-index", "0"))
+    write_deltalake(source, rows(7), mode="append", partition_by=["lang"])  # the input moves on: version 2
+    resumed = assert_ok(run_score(source, tiny_model, scores, *args))
+    assert "version 1" in resumed.stderr and "Resuming" in resumed.stderr
+    table = DeltaTable(str(scores))
+    assert table.version() == 0 and table.to_pyarrow_table().num_rows == 8  # input versions 0 and 1: 4 rows each
+    latest = assert_ok(run_score(source, tiny_model, scores, *args))  # nothing staged: the latest, version 2
+    assert "(delta version 1, append)" in latest.stderr
+    assert DeltaTable(str(scores)).to_pyarrow_table().num_rows == 8 + 12

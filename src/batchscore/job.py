@@ -9,6 +9,7 @@ library's `Scorer`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -150,13 +151,15 @@ class Job:
             self.output: Output = Output.open(cfg.output_path)
             self.input = open_input(cfg, self.output.layout.location, self.all_rules)
         else:
+            from .location import Location
             from .output.table import open_table, staging_folder
 
             # A table's rows are staged as a folder output's parts are, in a folder of the table's named by the job.
-            self.table = open_table(cfg.output_format, cfg.output_path, cfg.catalog)
-            self.input = open_input(cfg, self.table.location, self.all_rules)
-            source = self.input.source
-            self.output = Output.open(staging_folder(self.table, cfg, source.fingerprint or source.description))
+
+            table = self.table = open_table(cfg.output_format, cfg.output_path, cfg.catalog)
+            staged = functools.partial(staging_folder, table, cfg)
+            self.input = open_input(cfg, table.location, self.all_rules, lambda source: Location.at(staged(source)))
+            self.output = Output.open(staged(self.input.source))
         # Before the model load, which can take minutes: a taken output fails at once.
         self.existing: Existing = check_output(self.output, cfg.overwrite)
         # A table's place is the table's (its staging folder is inside): no cache or page may be in it.

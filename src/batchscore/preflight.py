@@ -52,9 +52,15 @@ def check_places(cfg: JobConfig, output: Location, given: Input) -> None:
         check(writers, [output_place(output), *input_places(cfg.input, files)])
 
 
-def open_input(cfg: JobConfig, output: Location, all_rules: list[ScoringRules]) -> Input:
+def open_input(
+    cfg: JobConfig,
+    output: Location,
+    all_rules: list[ScoringRules],
+    recorded_at: Callable[[Reader], Location] | None = None,
+) -> Input:
     """Open the input (refusing one that overlaps `output`, the output's place) and check each model's columns in
-    every file."""
+    every file. `recorded_at`: where an earlier run of this job keeps its parts, given the input as opened (a
+    table output's staging folder); default `output`."""
     from .input import open_source
     from .scoring import CLI_HINTS
 
@@ -76,7 +82,8 @@ def open_input(cfg: JobConfig, output: Location, all_rules: list[ScoringRules]) 
     pinned = getattr(source, "pinned", None)
     if pinned is not None:  # a Delta or Iceberg table: one version of it, in this process and in every worker
         if cfg.input_version is None and not cfg.overwrite:
-            source = _as_recorded(source, recorded_input(output), reopen)
+            earlier = recorded_at(source) if recorded_at is not None else output
+            source = _as_recorded(source, recorded_input(earlier), reopen)
         reopen = source.pinned()  # type: ignore[attr-defined]
     schema = source.schema
     assert schema is not None  # every reader knows its schema once open

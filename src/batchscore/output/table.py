@@ -62,10 +62,16 @@ def open_table(output_format: str, spec: str, catalog: str | None = None) -> Tab
     return IcebergOutput.open(spec, catalog)
 
 
-def staging_folder(table: Table, cfg: JobConfig, input_fingerprint: Any) -> str:
-    """Where this job stages its parts in `table`."""
+def staging_folder(table: Table, cfg: JobConfig, source: Any) -> str:
+    """Where this job stages its parts in `table`: named by the input (its content's fingerprint, else its
+    description) and the options that change results. A table input's version is left out of the name, so a
+    rerun after that table moved on finds the staged run and reads the version it recorded (preflight pins it)."""
     job = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_THE_JOB}
-    return f"{table.staging_root()}/{run_hash({'input': input_fingerprint, 'job': job})}"
+    found = source.fingerprint or source.description
+    version = getattr(source, "version_key", None)
+    if version is not None and isinstance(found, dict):
+        found = {k: v for k, v in found.items() if k != version}
+    return f"{table.staging_root()}/{run_hash({'input': found, 'job': job})}"
 
 
 def commit_id(identity: dict[str, Any], mode: str) -> str:

@@ -425,3 +425,33 @@ def test_status_manifest_and_report_of_a_table(fmt, place, corpus, tiny_model, t
     manifest = json.loads(assert_ok(invoke(["manifest", target, *place.args(fmt)])).stdout)
     assert manifest["rows"] == ROWS and manifest["table"]["format"] == fmt and manifest["table"]["mode"] == "append"
     assert manifest["table"]["version" if fmt == "delta" else "snapshot_id"] is not None
+
+
+def test_a_commit_that_keeps_losing_to_other_writers_is_exit_5_and_keeps_the_staged_rows(
+    place, corpus, tiny_model, monkeypatch
+):
+    """Every try loses a race the library could not reconcile: after COMMIT_TRIES, one line, exit 5; the staged run
+    stays, and a rerun once the others are done commits it."""
+    import time
+
+    from deltalake.exceptions import CommitFailedError
+
+    from batchscore.output import delta_table
+
+    real, tries = delta_table.DeltaOutput._write, []
+
+    def losing(self, *args, **kwargs):
+        tries.append(1)
+        raise CommitFailedError("Transaction failed: a concurrent transaction deleted the same data")
+
+    monkeypatch.setattr(delta_table.DeltaOutput, "_write", losing)
+    monkeypatch.setattr(time, "sleep", lambda seconds: None)
+    result = run_score(corpus, tiny_model, place.target("delta"), *place.args("delta"))
+    assert_error(result, 5, "kept changing under this run's commit", "the staged rows are kept")
+    assert len(tries) == 5 and os.listdir(os.path.join(place.target("delta"), "_batchscore_staging"))
+    monkeypatch.setattr(delta_table.DeltaOutput, "_write", real)
+    assert (
+        "(delta version 0, append)"
+        in assert_ok(run_score(corpus, tiny_model, place.target("delta"), *place.args("delta"))).stderr
+    )
+    assert place.read("delta").num_rows == ROWS

@@ -6,6 +6,7 @@ and every output is checked against scoring the same rows from a Parquet file.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -16,8 +17,10 @@ import pytest
 
 from helpers import assert_error, assert_ok, assert_same_table, invoke, manifest_of, run_score
 
-pytest.importorskip("deltalake")
-pytest.importorskip("pyiceberg")
+# Checked without importing them: deltalake (a Rust runtime) and pyiceberg load only in the tests that use them,
+# never into every other test of the session at collection.
+if importlib.util.find_spec("deltalake") is None or importlib.util.find_spec("pyiceberg") is None:
+    pytest.skip("the delta and iceberg extras are not installed", allow_module_level=True)
 
 LANGS = ["en", "fr", "de"]
 

@@ -3,6 +3,7 @@ PostgreSQL and S3 in test_table_stores.py): every mode, exactly once through rea
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -16,8 +17,10 @@ import pytest
 
 from helpers import assert_error, assert_ok, assert_same_table, invoke, run_score
 
-pytest.importorskip("deltalake")
-pytest.importorskip("pyiceberg")
+# Checked without importing them: deltalake (a Rust runtime) and pyiceberg load only in the tests that use them,
+# never into every other test of the session at collection.
+if importlib.util.find_spec("deltalake") is None or importlib.util.find_spec("pyiceberg") is None:
+    pytest.skip("the delta and iceberg extras are not installed", allow_module_level=True)
 
 ROWS, CHUNK = 60, 10
 FORMATS = ["delta", "iceberg"]

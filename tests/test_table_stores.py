@@ -8,6 +8,7 @@ only for DuckDB 1.5.5) read tables in a side virtualenv in the slow test at the 
 from __future__ import annotations
 
 import fcntl
+import importlib.util
 import json
 import os
 import shutil
@@ -27,8 +28,10 @@ from postgres import with_driver
 from table_readers import S3Config, assert_all_readers_agree, normalise, read_delta, read_iceberg
 from test_table_output import KILLER, by_id, write_corpus
 
-pytest.importorskip("deltalake")
-pytest.importorskip("pyiceberg")
+# Checked without importing them: deltalake (a Rust runtime) and pyiceberg load only in the tests that use them,
+# never into every other test of the session at collection.
+if importlib.util.find_spec("deltalake") is None or importlib.util.find_spec("pyiceberg") is None:
+    pytest.skip("the delta and iceberg extras are not installed", allow_module_level=True)
 
 ROWS, CHUNK = 40, 10
 TABLE = "ns.scores"

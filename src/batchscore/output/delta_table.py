@@ -19,7 +19,7 @@ from ..errors import OutputError
 from ..location import Location
 from ..tables import first_line
 from ..tables.extras import require
-from .table_base import COMMIT_KEY, MANIFEST_KEY, STAGING, Committed, clashes, commit_errors, manifest_of
+from .table_base import COMMIT_KEY, MANIFEST_KEY, STAGING, Committed, commit_errors, manifest_of, refuse_clashes
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -70,12 +70,7 @@ class DeltaOutput:
         table = self._table()
         if table is None:
             return
-        clash = clashes(pa.schema(table.schema().to_arrow()), schema)
-        if clash:
-            raise OutputError(
-                f"Delta table '{self.spec}' does not fit this run: {clash}; pass --result-prefix (or other "
-                "--keep-columns) so the columns differ, or choose another table."
-            )
+        refuse_clashes(self, pa.schema(table.schema().to_arrow()), schema)
 
     def committed(self, commit_id: str) -> Committed | None:
         table = self._table()

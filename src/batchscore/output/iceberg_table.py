@@ -18,7 +18,7 @@ from ..errors import ConfigError, OutputError
 from ..location import Location
 from ..tables import first_line
 from ..tables.catalog import open_catalog, shown, table_identifier, warehouse_of
-from .table_base import COMMIT_KEY, MANIFEST_KEY, STAGING, Committed, clashes, commit_errors, manifest_of
+from .table_base import COMMIT_KEY, MANIFEST_KEY, STAGING, Committed, commit_errors, manifest_of, refuse_clashes
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -69,12 +69,7 @@ class IcebergOutput:
         table = self._table()
         if table is None:
             return
-        clash = clashes(table.schema().as_arrow(), schema)
-        if clash:
-            raise OutputError(
-                f"Iceberg table '{self.spec}' does not fit this run: {clash}; pass --result-prefix (or other "
-                "--keep-columns) so the columns differ, or choose another table."
-            )
+        refuse_clashes(self, table.schema().as_arrow(), schema)
 
     def committed(self, commit_id: str) -> Committed | None:
         table = self._table()

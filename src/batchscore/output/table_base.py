@@ -110,6 +110,17 @@ def manifest_of(text: str | None) -> dict[str, Any]:
     return found if isinstance(found, dict) else {}
 
 
+def refuse_clashes(table: Table, table_schema: pa.Schema, schema: pa.Schema) -> None:
+    """Exit 5 naming the first column the table holds with another type than the run's (the one wording of
+    both formats)."""
+    clash = clashes(table_schema, schema)
+    if clash:
+        raise OutputError(
+            f"{table.format.capitalize()} table '{table.spec}' does not fit this run: {clash}; pass --result-prefix "
+            "(or other --keep-columns) so the columns differ, or choose another table."
+        )
+
+
 def clashes(table_schema: pa.Schema, schema: pa.Schema) -> str | None:
     """The first column both have with types a table cannot hold together, in words; None if they fit."""
     have = {f.name: f.type for f in table_schema}

@@ -7,11 +7,9 @@ only for DuckDB 1.5.5) read tables in a side virtualenv in the slow test at the 
 
 from __future__ import annotations
 
-import fcntl
 import importlib.util
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -26,6 +24,7 @@ import pytest
 from helpers import assert_ok, assert_same_table, invoke, run_score
 from postgres import with_driver
 from table_readers import S3Config, assert_all_readers_agree, normalise, read_delta, read_iceberg
+from test_jobs import INSTALL_TIMEOUT, side_venv
 from test_table_output import KILLER, by_id, write_corpus
 
 # Checked without importing them: deltalake (a Rust runtime) and pyiceberg load only in the tests that use them,
@@ -432,48 +431,8 @@ def test_an_s3_warehouse_takes_the_endpoint_and_region_from_the_environment(monk
 # and DuckDB loads only a build for its own version: a side virtualenv holds DuckDB 1.5.5 and both. The iceberg
 # extension loads avro when it starts (and would download it): avro's package too, loaded first.
 DUCKDB_EXTENSIONS = ["duckdb==1.5.5"] + [f"duckdb-extension-{name}==1.5.5" for name in ("delta", "iceberg", "avro")]
-INSTALL_TIMEOUT = float(os.environ.get("BATCHSCORE_TEST_INSTALL_TIMEOUT", 900))  # seconds, then skip
 
 
-def side_venv(name: str, requirements: list[str], timeout: float) -> Path:
-    """A virtualenv under ~/.cache/batchscore-test-NAME/venv with `requirements`, built once and reused (as
-    test_jobs.py's); its bin folder. Skips the test when the install fails or takes longer than `timeout`."""
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / f"batchscore-test-{name}"
-    venv = cache / "venv"
-    stamp = venv / ".installed"
-    wanted = "\n".join(requirements)
-    cache.mkdir(parents=True, exist_ok=True)
-    with open(cache / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one install at a time, across test processes
-        if stamp.is_file() and stamp.read_text() == wanted and (venv / "bin" / "python").exists():
-            return venv / "bin"
-        shutil.rmtree(venv, ignore_errors=True)
-        start = time.monotonic()
-        try:
-            subprocess.run(
-                [sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, text=True, timeout=timeout
-            )
-            pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-            subprocess.run(
-                [*pip, *requirements],
-                check=True,
-                capture_output=True,
-                text=True,
-                timeout=max(1.0, timeout - (time.monotonic() - start)),
-            )
-        except subprocess.TimeoutExpired:
-            shutil.rmtree(venv, ignore_errors=True)
-            pytest.skip(f"installing {' '.join(requirements)} took over {timeout:.0f}s")
-        except subprocess.CalledProcessError as exc:
-            shutil.rmtree(venv, ignore_errors=True)
-            pytest.skip(f"could not install {' '.join(requirements)}: {(exc.stderr or '').strip()[-800:]}")
-        stamp.write_text(wanted)
-        return venv / "bin"
-
-
-# Run by the side virtualenv's Python: load extensions from their packages' files (offline: no INSTALL, no
-# autoload), scan the table, and write what it read as Parquet. argv: extensions (a,b: in order), scan, location,
-# out.
 DUCKDB_SCAN = """
 import importlib.util, json, sys
 from pathlib import Path
@@ -524,7 +483,7 @@ def test_duckdb_delta_and_iceberg_extensions_read_batchscores_tables(corpus, tin
     """DuckDB 1.5.5's own delta_scan and iceberg_scan, loaded offline from the PyPI packages' files, read a Delta
     table and an Iceberg table (local warehouse) that batchscore wrote in two commits (the second adds a model's
     columns), as deltalake and pyiceberg read them."""
-    bin_dir = side_venv("duckdb-extensions", DUCKDB_EXTENSIONS, timeout=INSTALL_TIMEOUT)
+    bin_dir, _ = side_venv("duckdb-extensions", DUCKDB_EXTENSIONS, timeout=INSTALL_TIMEOUT)
     more = write_corpus(tmp_path / "more.parquet", range(ROWS, ROWS + 6))
     second = ["--model", three_label_model, "--result-prefix", "", "--result-prefix", "topic_"]
     delta = str(tmp_path / "delta")

@@ -82,6 +82,8 @@ class JobConfig:
     model: str | None = None
     revision: str | None = None
     input_version: int | None = None  # a table INPUT's version (Delta) or snapshot id (Iceberg); None: the latest
+    on_bad_row: str = "fail"
+    max_bad_rows: str | None = None  # a count or a percentage of the records read; None: DEFAULT_MAX_BAD_ROWS
     text_column: str = "text"
     id_column: str | None = None
     keep_columns: tuple[str, ...] | None = None  # None = every input column
@@ -375,6 +377,7 @@ def build_config(
                 break
     _check_shards(values.get("num_shards"), values.get("shard_index"))
     _check_table(values)
+    _check_bad_rows(values)
     # model and models are one setting: the first layer that sets either decides (a --model on the command
     # line replaces a config file's models list, and --model given twice replaces its model).
     for origin, layer in layers:
@@ -399,6 +402,17 @@ def _check_table(values: dict[str, Any]) -> None:
         raise ConfigError("--table-mode merge needs --id-column NAME: the key that matches rows in the table.")
     if values.get("output_format") == "iceberg" and not values.get("output"):
         raise ConfigError("--output-format iceberg needs -o NAMESPACE.TABLE, the table in --catalog.")
+
+
+def _check_bad_rows(values: dict[str, Any]) -> None:
+    from .quarantine.budget import parse_budget
+
+    budget = values.get("max_bad_rows")
+    if budget is None:
+        return
+    if values.get("on_bad_row") != "quarantine":
+        raise ConfigError(f"--max-bad-rows {budget} is for --on-bad-row quarantine; pass that as well.")
+    parse_budget(budget)  # a clear error now, not after the model loads
 
 
 def _check_shards(num_shards: int | None, shard_index: int | None) -> None:

@@ -164,11 +164,35 @@ class Job:
         self.existing: Existing = check_output(self.output, cfg.overwrite)
         # A table's place is the table's (its staging folder is inside): no cache or page may be in it.
         check_places(cfg, self.output.layout.location if self.table is None else self.table.location, self.input)
+        self.quarantine = self._open_quarantine()
         self.cache = open_cache(cfg.cache, self.specs)
         # Under torchrun / accelerate launch the ranks are known before accelerate starts, so the check covers
         # this rank's share before the model loads; `load` makes sure accelerate agrees.
         self.ranks = launcher_ranks()
         self.plan: Plan = for_process(cfg, self.input.source.num_rows, *self.ranks)
+
+    def _open_quarantine(self) -> Quarantine | None:
+        """--on-bad-row quarantine: where the bad records go, and how many the run may set aside."""
+        from .quarantine.budget import parse_budget
+        from .quarantine.split import ERROR_COLUMN
+
+        cfg = self.cfg
+        if cfg.on_bad_row != "quarantine":
+            return None
+        if self.table is not None:
+            raise ConfigError(
+                f"--on-bad-row quarantine writes Parquet outputs for now, not {cfg.output_format} tables; score "
+                "into a Parquet folder, or leave out --on-bad-row quarantine."
+            )
+        if ERROR_COLUMN in self.input.out_columns:
+            raise ConfigError(
+                f"The input has a column '{ERROR_COLUMN}', which --on-bad-row quarantine adds to the output (why a "
+                "row has no results); leave it out with --keep-columns, or rename it."
+            )
+        from .options import DEFAULT_MAX_BAD_ROWS
+
+        budget = parse_budget(cfg.max_bad_rows or DEFAULT_MAX_BAD_ROWS)
+        return Quarantine(self.output.layout.url(self.output.layout.quarantine), budget)
 
     # --- 2. check: parse this process's rows before the model loads ---------------------------------------------
 
@@ -256,6 +280,7 @@ class Job:
             "revision": loaded.revision,
             **({"models": self._models()} if len(scorer.models) > 1 else {}),
             "config": effective,
+            **({"quarantine": self.quarantine.place} if self.quarantine is not None else {}),
         }
         self.schema = self._schema()
         identity = self._identity()
@@ -277,8 +302,18 @@ class Job:
                 self.warnings.append(f"Resuming: {len(sink.committed)} chunks already committed in {cfg.output_path}.")
             self.plan = plan = plan.with_committed(sink.committed)
             startup = time.time() - self.process_started
-            scored = self._score_chunks(sink)
+            if self.quarantine is not None:  # the chunks an earlier run committed count against the budget too
+                for stats in sink.committed_stats():
+                    self.quarantine.add(stats)
+            try:
+                scored = self._score_chunks(sink)
+            finally:
+                if self.quarantine is not None:  # also when the budget stops the run
+                    for line in self.quarantine.log_lines():
+                        log.warning(line)
             self._finish_cache()
+            if self.quarantine is not None:
+                self.quarantine.check(final=True)
             assert scored.num_chunks is not None  # every reader ends with an InputEnd
             empty = self.scorer.empty_stats().as_footer()
             sink.finish_shard(self._run_facts(sink, scored, startup), scored.num_chunks, empty)
@@ -309,12 +344,19 @@ class Job:
         import pyarrow as pa
 
         schema = self.input.schema
-        return pa.schema([schema.field(c) for c in self.input.out_columns] + self.scorer.fields)
+        fields = [schema.field(c) for c in self.input.out_columns] + self.scorer.fields
+        if self.quarantine is not None:
+            from .quarantine.split import error_field
+
+            fields.append(error_field())
+        return pa.schema(fields)
 
     def _identity(self) -> dict:
         from .output import run_identity
 
-        return run_identity(self.cfg, self.input.source, self.scorer.identity_parts(), self.input.out_columns)
+        identity = run_identity(self.cfg, self.input.source, self.scorer.identity_parts(), self.input.out_columns)
+        # Quarantining changes which rows the output holds (and adds `error`); its budget changes neither.
+        return identity | ({"on_bad_row": "quarantine"} if self.quarantine is not None else {})
 
     def _models(self) -> list[dict]:
         """Each model of a run of several, as it was loaded, for the parts' metadata."""
@@ -392,15 +434,19 @@ class Job:
                 scoring_started = time.time()
                 chunk = work.chunk
                 result = scorer.score(work, progress.batch)
-                table = pa.Table.from_arrays(
-                    [chunk.table.column(c) for c in given.out_columns]
-                    + [result.columns[f.name] for f in scorer.fields],
-                    schema=self.schema,
-                )
+                columns = [chunk.table.column(c) for c in given.out_columns]
+                columns += [result.columns[f.name] for f in scorer.fields]
+                stats = result.stats.as_footer()
+                entries = None
+                if self.quarantine is not None:
+                    columns, entries, stats = self.quarantine.set_aside(chunk, columns, stats)
+                table = pa.Table.from_arrays(columns, schema=self.schema)
                 now = time.time()
-                stats = result.stats.as_footer() | {"progress": self._chunk_progress(last, scoring_started, now)}
+                stats |= {"progress": self._chunk_progress(last, scoring_started, now)}
                 last = now
-                sink.write(chunk.index, table, stats)
+                sink.write(chunk.index, table, stats, entries)
+                if self.quarantine is not None:
+                    self.quarantine.check(final=False)  # a count budget stops the run as soon as it is spent
                 if scored.first_commit is None:
                     sink.flush()
                     scored.first_commit = time.time()
@@ -461,6 +507,83 @@ class Job:
         if manifest["rows"] == 0:
             self.warnings.append("The input has no rows; wrote an empty output with the schema.")
         return JobResult(self.cfg.output_path, manifest, warnings=self.warnings)
+
+
+@dataclass
+class Quarantine:
+    """--on-bad-row quarantine, for one process: where the bad records go, and how many it has met."""
+
+    place: str  # the quarantine folder, as the user would type it
+    budget: Any  # quarantine.budget.Budget
+    bad: int = 0  # bad records in this shard's committed chunks (an earlier run's included)
+    records: int = 0  # records read in them
+    kinds: dict = field(default_factory=dict)
+    new_kinds: dict = field(default_factory=dict)  # met by this process (kinds also holds earlier runs')
+    examples: dict = field(default_factory=dict)  # kind -> the first entry of that kind this process met
+
+    def add(self, stats: dict) -> None:
+        self.bad += stats.get("bad_rows", 0)
+        self.records += stats.get("records", stats.get("rows", 0))
+        for kind, count in (stats.get("bad_row_kinds") or {}).items():
+            self.kinds[kind] = self.kinds.get(kind, 0) + count
+
+    def set_aside(self, chunk: Any, columns: list, stats: dict) -> tuple[list, Any, dict]:
+        """A scored chunk's output columns without the records that have no row, plus `error`; its quarantine
+        entries; its footer stats with the bad records counted (they are no empty texts)."""
+        from .quarantine.rows import BAD
+        from .quarantine.split import split_chunk
+
+        if BAD not in chunk.table.column_names:  # a reader without bad records (a Hub or saved dataset, a table)
+            import pyarrow as pa
+
+            columns = columns + [pa.nulls(chunk.num_rows, pa.string())]
+            stats = stats | {"records": chunk.num_rows, "bad_rows": 0, "bad_rows_kept": 0, "bad_row_kinds": {}}
+            self.add(stats)
+            return columns, None, stats
+        split = split_chunk(chunk.table, chunk.start)
+        self._first_of_kinds(split.entries)
+        columns = [c.filter(split.keep) for c in columns] + [split.errors]
+        bad = sum(split.kinds.values())
+        for kind, count in split.kinds.items():
+            self.new_kinds[kind] = self.new_kinds.get(kind, 0) + count
+        stats = (
+            stats
+            | split.stats
+            | {
+                "records": chunk.num_rows,
+                "rows": chunk.num_rows - (bad - split.kept),
+                "empty_text_rows": stats.get("empty_text_rows", 0) - bad,
+            }
+        )
+        self.add(stats)
+        return columns, split.entries, stats
+
+    def _first_of_kinds(self, entries: Any) -> None:
+        for entry in entries.slice(0, 1000).to_pylist():
+            self.examples.setdefault(entry["error_kind"], entry)
+
+    def log_lines(self) -> list[str]:
+        """One line per kind of bad record this run met (not one per record), with its first, for the log."""
+        lines = []
+        for kind, entry in sorted(self.examples.items()):
+            where = entry["source_file"] or "the input"
+            if entry["line"] is not None:
+                at = f"line {entry['line']:,}"
+            elif entry["row"] is not None:
+                at = f"row {entry['row']:,}"
+            else:
+                at = f"input row {entry['input_row']:,}"
+            lines.append(
+                f"Set aside {self.new_kinds.get(kind, 0):,} {kind} records in {self.place}; the first: {where}, "
+                f"{at}: {entry['error_message']}."
+            )
+        return lines
+
+    def check(self, final: bool) -> None:
+        from .quarantine.budget import over_budget
+
+        if self.bad and self.budget.over(self.bad, self.records, final):
+            raise over_budget(self.bad, self.budget, self.records, self.kinds, self.place)
 
 
 def _round(seconds: float | None) -> float | None:

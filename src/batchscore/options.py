@@ -49,6 +49,10 @@ TOP_K = ("1", "all")
 LONG_TEXT = ("truncate", "window")
 OUTPUT_FORMATS = ("parquet", "delta", "iceberg")
 TABLE_MODES = ("append", "overwrite", "merge")
+ON_BAD_ROW = ("fail", "quarantine")
+# --on-bad-row quarantine without --max-bad-rows: a run stops once more than this share of the records it read
+# were bad (a broken export, not a stray record); see docs/errors.md.
+DEFAULT_MAX_BAD_ROWS = "1%"
 AGGREGATES = ("mean", "max")
 # --long-text window defaults: an overlap that gives a sentence cut at a window's edge its context again, and a
 # cap of about 110,000 tokens per text at 512-token windows.
@@ -122,6 +126,21 @@ OPTIONS: tuple[Option, ...] = (
         "with ?warehouse=URL), or the name of a catalog configured for pyiceberg (REST, Glue, Hive). Default: "
         "a SQLite catalog in $BATCHSCORE_HOME/iceberg.",
         metavar="URI_OR_NAME",
+    ),
+    Option(
+        "on_bad_row",
+        "choice",
+        "A record that cannot be read or scored (a broken CSV row or JSON line, text of the wrong type, invalid "
+        "UTF-8, an undecodable Parquet page, a text the tokenizer rejects): fail stops the run naming it (exit "
+        "3); quarantine writes it to OUT.quarantine/ beside the output and goes on. See docs/errors.md.",
+        choices=ON_BAD_ROW,
+    ),
+    Option(
+        "max_bad_rows",
+        "str",
+        "--on-bad-row quarantine: stop (exit 3) once more records than this are bad: a count (1000) or a share "
+        f"of the records read (0.5%). Default: {DEFAULT_MAX_BAD_ROWS}.",
+        metavar="N_OR_PCT",
     ),
     Option(
         "model",

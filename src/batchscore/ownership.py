@@ -36,6 +36,7 @@ OUTPUT = "the output"
 CACHE = "the cache"
 PAGE = "the report page"
 PNGS = "the PNG folder"
+QUARANTINE = "the quarantine"
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,12 @@ def cache_place(spec: str) -> Place:
 def page_place(spec: str, fix: str = "pass another -o (the default is beside the output)") -> Place:
     # A file: nothing can be inside it, and writing it replaces whatever is at its path.
     return Place(PAGE, _at(spec, "-o"), fix, owns_below=True, whole=True)
+
+
+def quarantine_place(spec: str) -> Place:
+    # Parquet files beside the output: read whole (polars, DuckDB), and read back as input rows inside an input.
+    fix = "choose another --output (the quarantine is beside it, OUT.quarantine/)"
+    return Place(QUARANTINE, _at(spec, "-o"), fix, owns_below=True, whole=True, fits_in_input=False)
 
 
 def png_place(spec: str) -> Place:

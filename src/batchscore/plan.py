@@ -21,6 +21,8 @@ import re
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Callable, Generator, Iterable, Protocol
 
+from .quarantine.rows import BAD
+
 if TYPE_CHECKING:
     import pyarrow as pa
 
@@ -160,7 +162,8 @@ class Chunk:
 
     def select(self, columns: list[str]) -> Chunk:
         """The same chunk holding only `columns` (what the output keeps of it)."""
-        return Chunk(self.index, self.start, self.table.select(columns), self.rows_read)
+        kept = columns + [BAD] if BAD in self.table.column_names else columns  # bad records ride along to the sink
+        return Chunk(self.index, self.start, self.table.select(kept), self.rows_read)
 
 
 @dataclass

@@ -40,6 +40,11 @@ def check_places(cfg: JobConfig, output: Location, given: Input) -> None:
     from .ownership import cache_place, check, input_places, output_place, page_place
 
     writers = []
+    if cfg.on_bad_row == "quarantine" and cfg.output_format == "parquet":
+        from .output.layout import quarantine_path
+        from .ownership import quarantine_place
+
+        writers.append(quarantine_place(quarantine_path(cfg.output_path)))
     if cfg.report:
         fix = "choose another --output (the page is written beside it), or leave out --report"
         writers.append(page_place(report_path(cfg.output_path), fix))
@@ -48,7 +53,7 @@ def check_places(cfg: JobConfig, output: Location, given: Input) -> None:
     if writers:
         # The cache meets the input only where it meets the input's root (a file, folder or glob base); the
         # page is a file that could be one of the input's files (a second per 20,000 files: only with it).
-        files = given.source.files if cfg.report else []
+        files = given.source.files if cfg.report or cfg.on_bad_row == "quarantine" else []
         check(writers, [output_place(output), *input_places(cfg.input, files)])
 
 
@@ -77,6 +82,7 @@ def open_input(
         output=output,
         catalog=cfg.catalog,
         input_version=cfg.input_version,
+        lenient=cfg.on_bad_row == "quarantine",
     )
     source = reopen()
     pinned = getattr(source, "pinned", None)

@@ -78,6 +78,7 @@ def score(config_file: str | None, **cli_values: Any) -> None:
         empty_text_rows=m.get("empty_text_rows"),
         truncated_rows=m.get("truncated_rows"),
         truncated_tokens=m.get("truncated_tokens"),
+        **{k: m[k] for k in ("records", "bad_rows", "bad_row_kinds", "quarantined_rows", "error_rows") if k in m},
         chunks=m.get("chunks"),
         seconds=m.get("seconds"),
         already_complete=result.already_complete,
@@ -108,9 +109,20 @@ def score(config_file: str | None, **cli_values: Any) -> None:
     if "rows_from_cache" in m:
         truncated += f", {m['rows_from_cache']:,} from the cache, {m['distinct_texts_scored']:,} texts run"
     counts = f"{m['scored_rows']} of {m['rows']} rows ({m['empty_text_rows']} without text, {truncated})"
+    if "bad_rows" in m:  # --on-bad-row quarantine
+        from ..output.layout import quarantine_path
+
+        place = m.get("quarantine") or quarantine_path(result.output)
+        bad = (
+            f"; {m['bad_rows']:,} bad records of {m['records']:,} read ({m['quarantined_rows']:,} without a row, "
+            f"{m['error_rows']:,} rows with an error) set aside in {place}"
+        )
+    else:
+        bad = ""
     if result.shard is None:
-        log.info(f"Scored {counts} in {m['seconds']:.1f}s -> {result.output}{then}", **summary)
+        log.info(f"Scored {counts} in {m['seconds']:.1f}s -> {result.output}{bad}{then}", **summary)
         return
+    counts += bad
     shard, num_shards = result.shard
     then = (
         f"; when every shard is done, run: batchscore finalize {result.output}{_table_flags(cfg)}"

@@ -23,6 +23,9 @@ class Reader:
     # saved datasets, which define it as a method); None where it must be read from the start (CSV, TSV, JSONL,
     # Hub streams).
     read_rows: Callable[[list[str] | None, int, int], Iterator] | None = None
+    # --on-bad-row quarantine, where a format has bad records (CSV, TSV, JSON Lines, Parquet): every batch has the
+    # BAD column (quarantine.rows) and a bad record is never an error.
+    lenient: bool = False
 
     def __init__(
         self,

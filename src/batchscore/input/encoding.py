@@ -67,3 +67,8 @@ def check_format_encoding(fmt: str, encoding: str | None) -> None:
     check_encoding(encoding)
     if fmt not in ("csv", "tsv") and encoding and encoding.replace("-", "").lower() not in ("utf8",):
         raise InputError(f"--encoding applies to CSV/TSV files only; {fmt} input must be UTF-8.")
+
+
+def is_utf8(encoding: str | None) -> bool:
+    """Is `encoding` (None: the default) plain UTF-8, the bytes pyarrow reads text files as without transcoding?"""
+    return not encoding or codecs.lookup(encoding).name == "utf-8"

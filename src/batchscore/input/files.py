@@ -21,7 +21,16 @@ class FileReader(Reader):
 
     fmt: str  # "parquet", "csv", "tsv" or "json"
 
-    def __init__(self, found: FileSet, spec: str, *, encoding: str | None = None, infer_types: bool = False) -> None:
+    def __init__(
+        self,
+        found: FileSet,
+        spec: str,
+        *,
+        encoding: str | None = None,
+        infer_types: bool = False,
+        lenient: bool = False,
+    ) -> None:
+        self.lenient = lenient
         self.fs, self.paths = found.fs, found.paths
         self.partitions = hive_partitions(found.paths, found.root)
         schemas = self.file_schemas()

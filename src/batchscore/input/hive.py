@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..quarantine.rows import BAD
+
 if TYPE_CHECKING:
     import pyarrow as pa
 
@@ -28,8 +30,8 @@ class Partitions:
         for name in names:
             value = self.values[path].get(name)
             table = table.append_column(self.fields[name], pa.array([value] * table.num_rows, self.fields[name].type))
-        if columns is not None:
-            table = table.select(columns)
+        if columns is not None:  # the BAD column of a lenient reader rides along (quarantine.rows)
+            table = table.select(columns + [n for n in table.column_names if n == BAD])
         return table
 
     def in_files(self, columns: list[str] | None) -> list[str] | None:

@@ -25,6 +25,7 @@ def open_source(
     output: Location | None = None,
     catalog: str | None = None,
     input_version: int | None = None,
+    lenient: bool = False,
 ) -> Reader:
     """Open the input `spec` names. Raises InputError with the fix named.
 
@@ -32,7 +33,7 @@ def open_source(
     inside an input folder are left out. `catalog`: the Iceberg catalog of an `iceberg:NAMESPACE.TABLE` input;
     `input_version`: a table's version (Delta) or snapshot id (Iceberg), None for the latest. Module-level and
     keyword-only, so that functools.partial of it pickles for DataLoader workers (a table's reader pins its
-    version with its own `pinned()`).
+    version with its own `pinned()`). `lenient`: --on-bad-row quarantine (see Reader.lenient).
     """
     if output is not None:
         # Before reading: an input inside the output would be left out whole and look like no input at all.
@@ -61,10 +62,10 @@ def open_source(
     if fmt == "parquet":
         from .parquet import ParquetReader
 
-        return ParquetReader(found, spec, encoding=encoding, infer_types=csv_infer_types)
+        return ParquetReader(found, spec, encoding=encoding, infer_types=csv_infer_types, lenient=lenient)
     from .text import TextReader
 
-    return TextReader(found, spec, fmt, text_column, encoding=encoding, infer_types=csv_infer_types)
+    return TextReader(found, spec, fmt, text_column, encoding=encoding, infer_types=csv_infer_types, lenient=lenient)
 
 
 def _open_table(

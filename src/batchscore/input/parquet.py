@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Iterator
 
 from ..errors import InputError
 from ..location import display
+from ..quarantine.rows import BAD
 from .base import READ_BATCH_ROWS
 from .files import FileReader
 from .messages import unreadable
@@ -32,7 +33,15 @@ class _RowGroupCursor:
 class ParquetReader(FileReader):
     fmt = "parquet"
 
-    def __init__(self, found: FileSet, spec: str, *, encoding: str | None = None, infer_types: bool = False) -> None:
+    def __init__(
+        self,
+        found: FileSet,
+        spec: str,
+        *,
+        encoding: str | None = None,
+        infer_types: bool = False,
+        lenient: bool = False,
+    ) -> None:
         import pyarrow as pa
         import pyarrow.dataset as ds
 
@@ -43,7 +52,7 @@ class ParquetReader(FileReader):
         except (pa.ArrowException, OSError) as exc:
             one = found.paths[0] if len(found.paths) == 1 else None
             raise InputError(unreadable(spec, "parquet", exc, found.fs, one)) from None
-        super().__init__(found, spec, encoding=encoding, infer_types=infer_types)
+        super().__init__(found, spec, encoding=encoding, infer_types=infer_types, lenient=lenient)
         # Every row group of every file, in input order, and the global index of its first row.
         self.groups: list[tuple[str, ds.Fragment]] = []  # (file, one of its row groups)
         self.starts: list[int] = []
@@ -118,10 +127,15 @@ class ParquetReader(FileReader):
         """(fragment of one row group, its row count) for each row group of `path`, in file order."""
         return [(group, group.row_groups[0].num_rows) for group in self.fragments[path].split_by_row_group()]
 
-    def _group_batches(self, path: str, group: ds.Fragment, columns: list[str] | None) -> Iterator[pa.RecordBatch]:
+    def _group_batches(
+        self, path: str, group: ds.Fragment, columns: list[str] | None
+    ) -> Iterator[pa.RecordBatch | pa.Table]:
         import pyarrow as pa
 
         at = f"{display(self.fs, path)}, row group {group.row_groups[0].id}"
+        if self.lenient:
+            yield from self._lenient_group(path, group, [c for c in columns if c != BAD] if columns else columns, at)
+            return
         try:
             schema = self.files_schema.remove_metadata()
             for batch in group.to_batches(schema=schema, columns=columns, batch_size=READ_BATCH_ROWS):
@@ -129,6 +143,68 @@ class ParquetReader(FileReader):
                 yield batch
         except (pa.ArrowException, OSError) as exc:
             raise InputError(unreadable(at, "parquet", exc)) from None
+
+    def _lenient_group(self, path: str, group: ds.Fragment, columns: list[str] | None, at: str) -> Iterator[pa.Table]:
+        """--on-bad-row quarantine: a row group's batches with the BAD column. Rows with invalid UTF-8 keep their
+        row with the text (and any other bad string) null; the rows of a page that cannot be decoded, from the
+        first row not yet read to the end of the row group, are bad records without a row."""
+        import pyarrow as pa
+
+        from ..quarantine.rows import BadRecord, null_rows, with_bad
+
+        where = display(self.fs, path)
+        first = self._file_rows_before(path, group)
+        total = group.row_groups[0].num_rows
+        done = 0
+        schema = self.files_schema.remove_metadata()
+        wanted = pa.schema([schema.field(c) for c in columns]) if columns is not None else schema
+        try:
+            for batch in group.to_batches(schema=schema, columns=columns, batch_size=READ_BATCH_ROWS):
+                table = with_bad(batch)
+                invalid = _invalid_utf8(batch)
+                if invalid:
+                    from ..quarantine.rows import nulled
+
+                    for row, names in invalid.items():
+                        message = "invalid UTF-8 in column " + ", ".join(f"'{n}'" for n in names)
+                        entry = BadRecord("invalid_encoding", message, where, row=first + done + row, kept=True)
+                        for name in names:
+                            table = nulled(table, name, {row: entry})
+                done += batch.num_rows
+                yield table
+        except (pa.ArrowException, OSError) as exc:
+            message = f"{at}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+            entries = [BadRecord("undecodable_parquet", message, where, row=first + row) for row in range(done, total)]
+            if entries:
+                yield null_rows(wanted, entries)
+
+    def _file_rows_before(self, path: str, group: ds.Fragment) -> int:
+        """Rows of `path` before row group `group`."""
+        wanted = group.row_groups[0].id
+        return sum(g.row_groups[0].num_rows for g, _ in self._row_groups(path) if g.row_groups[0].id < wanted)
+
+
+def _invalid_utf8(batch: pa.RecordBatch | pa.Table) -> dict[int, list[str]]:
+    """Row -> the string columns whose values there are not valid UTF-8 (Parquet readers do not check)."""
+    import pyarrow as pa
+
+    found: dict[int, list[str]] = {}
+    for name, column in zip(batch.schema.names, batch.columns):
+        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+            continue
+        try:
+            column.validate(full=True)
+            continue
+        except pa.ArrowInvalid:
+            pass
+        as_bytes = column.cast(pa.large_binary() if pa.types.is_large_string(column.type) else pa.binary())
+        for row, value in enumerate(as_bytes.to_pylist()):
+            if value is not None:
+                try:
+                    value.decode("utf-8")
+                except UnicodeDecodeError:
+                    found.setdefault(row, []).append(name)
+    return found
 
 
 def _check_utf8(batch: pa.RecordBatch, where: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING, Iterator
 
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 from ..location import display
 from .files import FileReader
 from .messages import unreadable
@@ -27,22 +27,38 @@ class TextReader(FileReader):
         *,
         encoding: str | None = None,
         infer_types: bool = False,
+        lenient: bool = False,
     ) -> None:
+        from .encoding import is_utf8
+
+        if lenient and not is_utf8(encoding):
+            raise ConfigError(
+                f"--on-bad-row quarantine reads UTF-8 text files, and this input is --encoding {encoding}; "
+                "convert it to UTF-8 (iconv), or leave out --on-bad-row quarantine."
+            )
         self.fmt = fmt
         self.text = TextFormat(fmt, text_column, encoding, infer_types)
         self.widths: dict[str, int] = {}  # file -> how many columns it has itself
         self.rows: dict[str, int] = {}  # file -> rows read, once a read of the whole file ends
-        super().__init__(found, spec, encoding=encoding, infer_types=infer_types)
+        super().__init__(found, spec, encoding=encoding, infer_types=infer_types, lenient=lenient)
 
     def file_schemas(self) -> dict[str, pa.Schema]:
         found = {}
         for path in self.paths:
             with self._reading(path):
-                found[path] = self.text.schema(self.fs, path, self._where(path))
+                found[path] = self.text.schema(self.fs, path, self._where(path), self.lenient)
             self.widths[path] = len(found[path])
         return found
 
-    def read_file(self, path: str, columns: list[str] | None) -> Iterator[pa.RecordBatch]:
+    def read_file(self, path: str, columns: list[str] | None) -> Iterator[pa.RecordBatch | pa.Table]:
+        if self.lenient:
+            from .lenient_text import LenientText
+
+            width = self.widths.get(path, len(self.files_schema))
+            lenient = LenientText(self.text, self.fs, path, self._where(path), self.files_schema, columns, width)
+            with self._reading(path):
+                yield from lenient.batches()
+            return
         rows = 0
         one_column = self.widths.get(path) == 1  # then its empty lines are records
         with self._reading(path):
@@ -53,7 +69,7 @@ class TextReader(FileReader):
 
     def verify(self) -> None:
         """CSV, local files: Python's strict csv module reads each file again (see TextFormat.verify)."""
-        if self.fmt != "csv":
+        if self.fmt != "csv" or self.lenient:  # lenient: a record the csv module reads otherwise is quarantined
             return
         for path in self.paths:
             with self._reading(path):

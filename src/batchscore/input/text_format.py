@@ -19,7 +19,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Iterator
+from typing import IO, TYPE_CHECKING, Callable, Iterator
 
 from ..errors import InputError
 from .locate import find_open_quote
@@ -48,12 +48,13 @@ class TextFormat:
         column_types: dict | None = None,
         columns: list[str] | None = None,
         one_column: bool = False,
+        on_invalid: Callable | None = None,
     ) -> tuple:
         import pyarrow.csv as pacsv
 
         # One column: an empty line is a record holding an empty field (pyarrow and polars write a null so).
         # More columns: an empty line holds no record (a writer writes `,` for two empty fields).
-        empty_lines = {"ignore_empty_lines": not one_column}
+        empty_lines: dict = {"ignore_empty_lines": not one_column, "invalid_row_handler": on_invalid}
         if self.fmt == "tsv":  # IANA TSV: no quoting, so no field spans lines
             parse = pacsv.ParseOptions(delimiter="\t", quote_char=False, newlines_in_values=False, **empty_lines)
         else:  # reviews and comments often hold quoted newlines: slower, but correct
@@ -71,6 +72,7 @@ class TextFormat:
         schema: pa.Schema | None = None,
         columns: list[str] | None = None,
         one_column: bool = False,
+        on_invalid: Callable | None = None,
     ) -> pa.RecordBatchReader:
         import pyarrow as pa
         import pyarrow.json as pajson
@@ -89,17 +91,38 @@ class TextFormat:
             types = {self.text_column: pa.string()}
         else:
             types = {f.name: f.type for f in schema}
-        return pacsv.open_csv(stream, *self._csv_options(block_size, types, columns, one_column))
+        return pacsv.open_csv(stream, *self._csv_options(block_size, types, columns, one_column, on_invalid))
+
+    def parse_block(
+        self,
+        data: bytes,
+        schema: pa.Schema,
+        columns: list[str] | None,
+        one_column: bool = False,
+        on_invalid: Callable | None = None,
+    ) -> pa.Table:
+        """Records held whole in `data` (CSV/TSV: the header first), read as `batches` reads them.
+        `on_invalid`: pyarrow's invalid_row_handler (CSV/TSV: a record with too many or too few fields)."""
+        import io
+
+        block_size = max(len(data) + 1, 1 << 16)  # every record in one block: none straddles
+        return self._reader(io.BytesIO(data), block_size, schema, columns, one_column, on_invalid).read_all()
 
     # --- reading --------------------------------------------------------------------------------------------
 
-    def schema(self, fs: AbstractFileSystem, path: str, where: str = "") -> pa.Schema:
-        """The file's columns and their types as they will be read."""
+    def schema(self, fs: AbstractFileSystem, path: str, where: str = "", lenient: bool = False) -> pa.Schema:
+        """The file's columns and their types as they will be read. `lenient`: from the good records of the
+        first block (--on-bad-row quarantine)."""
         import pyarrow as pa
 
-        found = self._first_look(fs, path, where)
+        sample = None
+        if lenient:
+            from .lenient_text import good_sample
+
+            sample = good_sample(self, fs, path, where)
+        found = self._first_look(fs, path, where, sample=sample)
         if self.fmt != "json" and len(found) == 1:  # read again as its records will be: empty lines count
-            strict = self._first_look(fs, path, where, one_column=True)
+            strict = self._first_look(fs, path, where, one_column=True, sample=sample)
             if strict.names != found.names:
                 raise InputError(
                     f"Cannot read '{where or path}' as {self.fmt}: line 1 is empty where the header "
@@ -111,9 +134,16 @@ class TextFormat:
             return found
         return pa.schema([pa.field(name, pa.string()) for name in found.names])
 
-    def _first_look(self, fs: AbstractFileSystem, path: str, where: str, one_column: bool = False) -> pa.Schema:
+    def _first_look(
+        self, fs: AbstractFileSystem, path: str, where: str, one_column: bool = False, sample: bytes | None = None
+    ) -> pa.Schema:
+        import io
+
         import pyarrow as pa
 
+        if sample is not None:
+            size = max(len(sample) + 1, 1 << 16)
+            return self._reader(io.BytesIO(sample), size, one_column=one_column).schema
         block_size = BLOCK_SIZE
         while True:
             try:

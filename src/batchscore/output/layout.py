@@ -54,6 +54,13 @@ def report_path(output: str) -> str:
     return base.removesuffix(".parquet") + ".report.html"
 
 
+def quarantine_path(output: str) -> str:
+    """Where --on-bad-row quarantine keeps the bad records: beside the output, never inside it (polars reads every
+    non-empty file under an output folder). OUT.quarantine/ for a folder, x.quarantine/ for x.parquet."""
+    base = output.rstrip("/") or output
+    return base.removesuffix(".parquet") + ".quarantine"
+
+
 def part_name(index: int) -> str:
     return f"part-{index:06d}.parquet"
 
@@ -162,6 +169,12 @@ class Layout:
 
     def path(self, *names: str) -> str:
         return "/".join((self.root, *names))
+
+    @property
+    def quarantine(self) -> str:
+        """The quarantine folder (fs path): one Parquet file of bad records per chunk that met any, named as its
+        part is."""
+        return quarantine_path(self.final)
 
     def record(self, name: str) -> str:
         return self.path(RECORDS, name)

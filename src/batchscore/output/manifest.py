@@ -57,7 +57,7 @@ def sum_stats(stats: list[dict[str, Any]]) -> dict[str, Any]:
         head["value_summary"] = _value_summary(values)
     return {
         "rows": totals["rows"],
-        "scored_rows": totals["rows"] - totals["empty_text_rows"],
+        "scored_rows": totals["rows"] - totals["empty_text_rows"] - totals["bad_rows_kept"],
         "empty_text_rows": totals["empty_text_rows"],
         "truncated_rows": totals["truncated_rows"],
         "truncated_tokens": totals["truncated_tokens"],
@@ -73,6 +73,23 @@ def sum_stats(stats: list[dict[str, Any]]) -> dict[str, Any]:
         **{k: totals[k] for k in CACHE_COUNTS if any(k in s for s in stats)},
         **head,
         **_models(stats),
+        **_bad_rows(stats, totals),
+    }
+
+
+def _bad_rows(stats: list[dict[str, Any]], totals: Counter[str]) -> dict[str, Any]:
+    """--on-bad-row quarantine: the bad records by kind; every record read is an output row or one of them."""
+    if not any("bad_rows" in s for s in stats):
+        return {}
+    kinds: Counter[str] = Counter()
+    for s in stats:
+        kinds.update(s.get("bad_row_kinds", {}))
+    return {
+        "records": totals["records"],  # rows + quarantined_rows
+        "bad_rows": totals["bad_rows"],
+        "bad_row_kinds": dict(sorted(kinds.items())),
+        "quarantined_rows": totals["bad_rows"] - totals["bad_rows_kept"],  # bad records without an output row
+        "error_rows": totals["bad_rows_kept"],  # output rows with null results and an `error`
     }
 
 
@@ -287,7 +304,7 @@ def rebuild(layout: Layout, store: Store) -> dict[str, Any] | None:
     if not indices or len(stats) < len(parsed) or len({s.get("run") for s in stats}) != 1:
         return None
     first = footers[indices[0]]
-    if not proves_complete(part_identity(first), [s.get("rows") for s in stats]):
+    if not proves_complete(part_identity(first), [s.get("records", s.get("rows")) for s in stats]):
         return None
     manifest = {
         **(_load(first, METADATA_KEY) or {}),

@@ -342,7 +342,7 @@ class Store:
         """Remove what a killed writer had in flight (local disks only: object stores have no temp files)."""
         if not self.layout.local:
             return
-        folders = [(self.layout.root, owns), (self.layout.path(RECORDS), owns)]
+        folders = [(self.layout.root, owns), (self.layout.path(RECORDS), owns), (self.layout.quarantine, owns)]
         if self.layout.target is not None:  # the single-file form: a merge killed before its rename
             parent, target = os.path.split(self.layout.target)
             folders.append((parent, lambda name: name == target))

@@ -258,6 +258,17 @@ class OutputWriter:
         parts = [
             layout.path(part_name(i)) for i in listed_parts(store) if self.overwrite != "shard" or self.shard.owns(i)
         ]
+        set_aside = [  # the quarantine beside the output: its files of the chunks cleared
+            f"{layout.quarantine}/{n}"
+            for n in store.names(layout.quarantine)
+            if part_index(n) is not None and (self.overwrite != "shard" or self.shard.owns(part_index(n) or 0))
+        ]
+        for path in set_aside:
+            if not is_ours(store.footer(path)):
+                raise OutputError(
+                    f"'{layout.url(path)}' was not written by batchscore; it is never removed or replaced, even "
+                    "with --overwrite: move it, or choose another --output."
+                )
         for path in parts:  # every one checked before any is removed: a foreign file stops the clearing untouched
             our_footer(layout, store, path)
         manifest = layout.path(MANIFEST)
@@ -267,7 +278,7 @@ class OutputWriter:
                 f"'{layout.url(manifest)}' was not written by batchscore; it is never removed or "
                 "replaced, even with --overwrite: move it, or choose another --output."
             )
-        for path in parts:
+        for path in parts + set_aside:
             store.remove(path)
         for path in [layout.path(SUCCESS), manifest, *records]:
             store.remove(path)
@@ -287,16 +298,38 @@ class OutputWriter:
             self.lease.release()
         return False
 
-    def write(self, index: int, table: pa.Table, stats: dict) -> None:
+    def write(self, index: int, table: pa.Table, stats: dict, quarantine: pa.Table | None = None) -> None:
+        """Commit chunk `index`: its bad records (`quarantine`, when it met any) first, then its part. A chunk is
+        committed once its part is there, so a kill between the two leaves a quarantine file that the rerun,
+        redoing the chunk, writes again the same: each entry is there once."""
         while len(self._pending) >= MAX_PENDING_WRITES:
             self._pending.pop(0).result()
         assert self._pool is not None, "write() outside the with block"
-        self._pending.append(self._pool.submit(self._write_part, index, table, stats))
+        self._pending.append(self._pool.submit(self._write_part, index, table, stats, quarantine))
 
-    def _write_part(self, index: int, table: pa.Table, stats: dict) -> None:
+    def _write_quarantine(self, index: int, entries: pa.Table) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
+        path = f"{self.layout.quarantine}/{part_name(index)}"
+        footer = self.store.footer(path)
+        if self.store.exists(path) and not is_ours(footer):
+            raise OutputError(
+                f"'{self.layout.url(path)}' was not written by batchscore; it is never replaced: move it, or "
+                "choose another --output (the quarantine is beside it)."
+            )
+        marks = {METADATA_KEY: json.dumps({"quarantine_of": self.layout.url(), "run": self.run, "chunk": index})}
+        buffer = pa.BufferOutputStream()
+        pq.write_table(entries.replace_schema_metadata(marks), buffer)
+        self.store.makedirs(self.layout.quarantine)
+        self.lease.commit(path, buffer.getvalue().to_pybytes())
+
+    def _write_part(self, index: int, table: pa.Table, stats: dict, quarantine: pa.Table | None = None) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if quarantine is not None and quarantine.num_rows:
+            self._write_quarantine(index, quarantine)
         stats = {**stats, "run": self.run}
         schema = self.schema.with_metadata({**self.schema.metadata, CHUNK_KEY: json.dumps(stats)})
         buffer = pa.BufferOutputStream()
@@ -309,6 +342,10 @@ class OutputWriter:
         for future in self._pending:
             future.result()
         self._pending.clear()
+
+    def committed_stats(self) -> list[dict]:
+        """The footer counts of this shard's chunks an earlier run committed."""
+        return [self._stats[i] for i in sorted(self.committed) if i in self._stats]
 
     def shard_stats(self) -> dict:
         """The counts over this shard's committed parts."""

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ..plan import Chunk
+from ..quarantine.rows import BAD
 from .prefixes import return_freed_memory, seen_prefixes
 from .windows import Windows, WindowSpec, cut_windows
 
@@ -66,9 +67,42 @@ def chunk_texts(table: pa.Table, text_column: str) -> tuple[np.ndarray, list[str
     if not pa.types.is_string(texts.type) and not pa.types.is_large_string(texts.type):
         texts = texts.cast(pa.string())
     valid = text_mask(texts)
+    if BAD in table.column_names:  # a bad record's row (quarantine.rows) is never scored
+        valid &= table.column(BAD).is_null().to_numpy(zero_copy_only=False)
     # Picked in Python, not by an Arrow filter: a filter would copy the texts (50 MB for a 50 MB text).
     every = texts.to_pylist()
     return valid, [every[i] for i in np.flatnonzero(valid)]
+
+
+def _without_rejected(
+    chunk: Chunk,
+    text_column: str,
+    tokenizer: PreTrainedTokenizerBase,
+    strings: list[str],
+    positions: np.ndarray,
+    failure: Exception,
+) -> Chunk:
+    """The chunk with each text the tokenizer rejects marked bad (--on-bad-row quarantine: its row is kept, text
+    null); without the BAD column (--on-bad-row fail) the first one is an error naming its row."""
+    from ..errors import InputError
+    from ..quarantine.rows import BAD, BadRecord, nulled
+
+    rejected: dict[int, BadRecord] = {}
+    for position, text in zip(positions, strings):
+        try:
+            tokenizer([text])
+        except Exception as exc:  # whatever the tokenizer raises is its refusal of this text
+            message = f"the tokenizer rejects this text: {type(exc).__name__}: {str(exc).splitlines()[0]}"[:500]
+            if BAD not in chunk.table.column_names:
+                raise InputError(
+                    f"Row {chunk.start + int(position):,} of the input: {message}; fix that row, or pass "
+                    "--on-bad-row quarantine to set such rows aside."
+                ) from None
+            raw = text.encode("utf-8", "surrogatepass")
+            rejected[int(position)] = BadRecord("tokenizer_rejected", message, raw=raw, kept=True)
+    if not rejected:
+        raise failure  # not one text alone: the tokenizer's failure is not the input's
+    return Chunk(chunk.index, chunk.start, nulled(chunk.table, text_column, rejected), chunk.rows_read)
 
 
 def text_mask(texts: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -127,7 +161,20 @@ def encode_chunk(
     work.truncated = np.zeros(len(valid), np.int64)
     if len(positions) == 0:
         return work
-    units, cut = _tokenize(tokenizer, strings, positions, max_length, windows, work)
+    try:
+        units, cut = _tokenize(tokenizer, strings, positions, max_length, windows, work)
+    except Exception as exc:  # a text the tokenizer rejects (a lone surrogate, a custom tokenizer's refusal)
+        chunk = _without_rejected(chunk, text_column, tokenizer, strings, positions, exc)
+        return encode_chunk(
+            chunk,
+            text_column=text_column,
+            out_columns=out_columns,
+            tokenizer=tokenizer,
+            max_length=max_length,
+            batch_tokens=batch_tokens,
+            pad_multiple=pad_multiple,
+            windows=windows,
+        )
     if cut:
         return_freed_memory()  # now that the tokenizer's work on the cut texts is freed
     if work.windows is not None:

@@ -48,6 +48,8 @@ class Status:
     foreign: list[str] = field(default_factory=list)
     next_step: str | None = None
     notes: list[str] = field(default_factory=list)
+    # --on-bad-row quarantine: records, bad_rows, bad_row_kinds, quarantined_rows, error_rows, quarantine
+    bad_records: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -66,7 +68,9 @@ def status(spec: str, finalize_target: str | None = None) -> Status:
         manifest = found.manifest or {}
         chunks = manifest["chunks"] if isinstance(manifest.get("chunks"), int) else committed
         rows = manifest["rows"] if isinstance(manifest.get("rows"), int) else rows
-        return Status(url, "complete", EXIT_OK, chunks, chunks, rows, rows_per_second=_rate(manifest))
+        done = Status(url, "complete", EXIT_OK, chunks, chunks, rows, rows_per_second=_rate(manifest))
+        done.bad_records = _bad_records(manifest, found)
+        return done
     total = found.num_chunks
     count = _shard_count(found)
     shards = []
@@ -110,7 +114,21 @@ def status(spec: str, finalize_target: str | None = None) -> Status:
     )
     if not live:
         result.next_step = _next_step(finalize_target or found.layout.url(), shards, count)
+    if found.parts:
+        from .output.manifest import sum_stats
+
+        result.bad_records = _bad_records(sum_stats([p.stats for p in found.parts]), found)
     return result
+
+
+def _bad_records(counts: dict[str, Any], found: Any) -> dict[str, Any] | None:
+    """The bad records counted so far (a run with --on-bad-row quarantine), and where they are."""
+    if "bad_rows" not in counts:
+        return None
+    from .output.layout import quarantine_path
+
+    keys = ("records", "bad_rows", "bad_row_kinds", "quarantined_rows", "error_rows")
+    return {k: counts.get(k) for k in keys} | {"quarantine": quarantine_path(found.layout.url())}
 
 
 def table_status(output_format: str, spec: str, catalog: str | None = None) -> Status:
@@ -231,6 +249,13 @@ def describe(found: Status) -> list[str]:
         lines.append(f"parts of a run with other settings: chunks {', '.join(map(str, found.other_runs[:20]))}")
     if found.foreign:
         lines.append(f"files batchscore did not write: {', '.join(found.foreign[:10])}")
+    bad = found.bad_records
+    if bad:
+        kinds = ", ".join(f"{n:,} {k}" for k, n in (bad.get("bad_row_kinds") or {}).items())
+        lines.append(
+            f"bad records: {bad['bad_rows']:,} of {bad['records']:,} read{f' ({kinds})' if kinds else ''}, "
+            f"in {bad['quarantine']}"
+        )
     lines += found.notes
     if found.next_step:
         lines.append(f"next: {found.next_step}")

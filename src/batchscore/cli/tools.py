@@ -195,3 +195,38 @@ def cache_prune(url: str, keep: tuple[str, ...], **log_values: Any) -> None:
         f"{done.bytes_removed / 1e6:.1f} MB), kept {len(done.kept)}.",
         **fields(cache=url, **done.to_json()),
     )
+
+
+@main.command("redrive", context_settings=CONTEXT, epilog=EXIT_CODES_HELP)
+@click.argument("output")
+@click.argument("file")
+@click.option(
+    "--without-row-only",
+    is_flag=True,
+    help="Only the records that have no output row (leave out rows kept with an error).",
+)
+@log_options
+def redrive_command(output: str, file: str, without_row_only: bool, **log_values: Any) -> None:
+    """Write the records OUTPUT's run set aside (OUTPUT.quarantine/) to FILE, in their own format: fix them, then
+    score FILE with the run's options (see docs/errors.md#bad-records---on-bad-row-failquarantine).
+
+    \b
+    Example:
+      batchscore redrive out/reviews bad-reviews.csv
+      $EDITOR bad-reviews.csv && batchscore score bad-reviews.csv -o out/reviews-fixed --model ...
+    """
+    from ..quarantine.redrive import redrive
+
+    settings = log_settings(log_values)
+    configure(**settings)
+    done = guarded(lambda: redrive(output, file, without_row_only), settings["verbose"])
+    skipped = (
+        f"; {done.without_raw:,} left out: no bytes of them came from a file (an undecodable Parquet page: "
+        "repair the file; a text the tokenizer rejected: see its output row)"
+        if done.without_raw
+        else ""
+    )
+    if not done.records:
+        log.info(f"Nothing to write to {done.path}{skipped}.", **fields(records=0))
+        return
+    log.info(f"Wrote {done.records:,} set-aside records to {done.path}{skipped}.", **fields(records=done.records))

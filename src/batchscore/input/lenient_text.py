@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterator
 
@@ -325,7 +326,8 @@ class LenientText:
             try:
                 tables.append(self._parse(header, [raw]))
             except (pa.ArrowException, ValueError) as exc:
-                refused[i] = str(exc).splitlines()[0]
+                why = re.sub(r" (in|at) row \d+$", "", str(exc).splitlines()[0])  # the row of a one-row parse
+                refused[i] = f"a value that does not fit its column's type: {why}"
                 continue
             row_of[i] = len(tables) - 1
         for place in records.places:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..output.manifest import sum_stats
+from .bad_rows import bad_samples
 from .grouping import By
 from .samples import Sample, keep_lowest, keep_random, read_samples
 
@@ -124,6 +125,7 @@ class Facts:
     text_column: str | None
     id_column: str | None
     chunk_times: list[dict[str, Any]]  # {chunk, shard, seconds, finished}
+    bad_samples: list[dict[str, Any]] = field(default_factory=list)  # --on-bad-row quarantine: a few of each kind
 
 
 def collect(survey: Survey, by: list[By], threshold: float = 0.6, samples: int = 10, seed: int = 0) -> Facts:
@@ -158,6 +160,7 @@ def collect(survey: Survey, by: list[By], threshold: float = 0.6, samples: int =
         text_column=text_column,
         id_column=id_column,
         chunk_times=_chunk_times(survey),
+        bad_samples=bad_samples(survey, summary.get("bad_row_kinds") or {}) if summary.get("bad_rows") else [],
     )
 
 

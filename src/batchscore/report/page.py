@@ -87,7 +87,7 @@ def render_page(facts: Facts, png_dir: str | None = None, name: str | None = Non
     charts = Charts(png_dir)
     name = name or facts.survey.layout.url()
     with plots.style():
-        body = [_header(facts, name), _run(facts), _warnings(facts)]
+        body = [_header(facts, name), _run(facts), _warnings(facts), _bad_records(facts)]
         several = len(facts.models) > 1
         for model in facts.models:
             body.append(_model(facts, model, charts, several))
@@ -193,6 +193,43 @@ def _warnings(facts: Facts) -> str:
     if survey.foreign:
         found.append(f"Files batchscore did not write: {', '.join(survey.foreign[:5])}.")
     return "".join(f'<p class="warn">{_e(line)}</p>' for line in found)
+
+
+def _bad_records(facts: Facts) -> str:
+    """--on-bad-row quarantine: how many records were set aside, of which kinds, a few of each (escaped)."""
+    from ..output.layout import quarantine_path
+    from ..quarantine.rows import KINDS
+
+    s = facts.summary
+    if not s.get("bad_rows"):
+        return ""
+    place = s.get("quarantine") or quarantine_path(facts.survey.layout.url())
+    kinds = s.get("bad_row_kinds") or {}
+    out = [
+        "<h2>Bad records</h2>",
+        f"<p>{_n(s['bad_rows'])} of {_n(s.get('records'))} records read were bad: {_n(s.get('quarantined_rows'))} "
+        f"without an output row, {_n(s.get('error_rows'))} output rows with null results and an <code>error</code>. "
+        f"All are in <code>{_e(place)}</code> (<code>batchscore redrive</code> writes them back as an input file).</p>",
+        _table(["kind", "records", "what it is"], [[k, n, KINDS.get(k, "")] for k, n in kinds.items()], {1}),
+    ]
+    if facts.bad_samples:
+        rows = []
+        for e in facts.bad_samples:
+            where = e["source_file"] or ""
+            where += (
+                f", line {e['line']:,}"
+                if e["line"] is not None
+                else f", row {e['row']:,}"
+                if e["row"] is not None
+                else ""
+            )
+            rows.append(
+                f"<tr><td>{_e(e['error_kind'])}</td><td>{_e(where)}</td><td>{_e(e['error_message'])}</td>"
+                f'<td class="text">{_e(e["raw"])}</td></tr>'
+            )
+        head = "<tr><th>kind</th><th>where</th><th>why</th><th>record as read</th></tr>"
+        out.append(f"<h3>The first of each kind</h3><table>{head}{''.join(rows)}</table>")
+    return "".join(out)
 
 
 def _list(values: list[int]) -> str:

@@ -457,6 +457,33 @@ def tables_section(rows: int, repeats: int, chunk_rows: int = 50_000) -> dict:
     return _bench_tables().table_bench(rows, repeats, chunk_rows, model, data, timed_cli)
 
 
+def _bench_bad_rows():
+    """benchmarks/bench_bad_rows.py, beside this file (loaded by path, like bench_tables.py)."""
+    import importlib.util
+    import sys
+
+    sys.path.insert(0, str(HERE))  # it takes `machine` from bench_tables
+    spec = importlib.util.spec_from_file_location("bench_bad_rows", HERE / "bench_bad_rows.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def bad_rows_markdown(section: dict) -> str:
+    return _bench_bad_rows().bad_rows_markdown(section)
+
+
+def bad_rows_section(rows: int, repeats: int, chunk_rows: int = 50_000, share: float = 0.001) -> dict:
+    """A near-free run of `rows` good CSV rows, clean, and with `share` bad records quarantined."""
+    build = ROOT / "build" / "bench"
+    model = near_free_model(build / "near-free")
+    module = _bench_bad_rows()
+    clean, bad, kinds = module.corpora(bench_texts(min(rows, 100_000), seed=4), rows, share, build)
+    print(f"bad rows: {rows:,} rows, {sum(kinds.values()):,} bad records, near-free model, clean / quarantine")
+    return module.bad_rows_bench(rows, repeats, chunk_rows, model, clean, bad, kinds, timed_cli)
+
+
 def plan_markdown(plan: dict) -> str:
     f = plan["feed"]
     return "\n".join(
@@ -1065,6 +1092,7 @@ def report_markdown(report: dict) -> str:
         + "\n"
         + (f"\n{plan_markdown(report['plan'])}\n" if "plan" in report else "")
         + (f"\n{tables_markdown(report['tables'])}\n" if "tables" in report else "")
+        + (f"\n{bad_rows_markdown(report['bad_rows'])}\n" if "bad_rows" in report else "")
         + (f"\n{long_markdown(report['long_documents'])}\n" if "long_documents" in report else "")
         + (f"\n{precision_markdown(report['precisions'])}\n" if "precisions" in report else "")
         + (f"\n{several_markdown(report['several_models'])}\n" if "several_models" in report else "")
@@ -1146,6 +1174,13 @@ TARGETS = (
         lambda r: r["tables"]["delta_vs_parquet"],
         "<=",
         1.05,
+        "{:.2f}x",
+    ),
+    (
+        "1 M near-free CSV rows with 0.1% bad records, quarantined, vs the clean corpus",
+        lambda r: r["bad_rows"]["speed_vs_clean"],
+        ">=",
+        0.95,
         "{:.2f}x",
     ),
     (
@@ -1282,6 +1317,18 @@ def main() -> None:
     )
     parser.add_argument("--table-repeats", type=int, default=2, help="alternating rounds of those three runs")
     parser.add_argument(
+        "--bad-rows",
+        type=int,
+        default=1_000_000,
+        help="good CSV rows of the bad-records section (0 skips it): clean vs 0.1%% bad records quarantined",
+    )
+    parser.add_argument("--bad-rows-repeats", type=int, default=2, help="alternating rounds of those two runs")
+    parser.add_argument(
+        "--bad-rows-only",
+        action="store_true",
+        help="run only the bad-records section: print its table and write bad_rows.json into --out",
+    )
+    parser.add_argument(
         "--tables-only",
         action="store_true",
         help="run only the table outputs section: print its table and write tables.json into --out",
@@ -1380,6 +1427,12 @@ def main() -> None:
         args.cache_lookup_rows,
         args.cache_lookup_repeats,
     )
+    if args.bad_rows_only:
+        section = bad_rows_section(args.bad_rows, args.bad_rows_repeats)
+        print("\n" + bad_rows_markdown(section))
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "bad_rows.json").write_text(json.dumps(section, indent=2) + "\n")
+        return
     if args.tables_only:
         section = tables_section(args.table_rows, args.table_repeats)
         print("\n" + tables_markdown(section))
@@ -1488,6 +1541,8 @@ def main() -> None:
         report["plan"] = plan_bench(args.plan_rows, args.plan_repeats, args.plan_chunk_rows)
     if args.table_rows:
         report["tables"] = tables_section(args.table_rows, args.table_repeats)
+    if args.bad_rows:
+        report["bad_rows"] = bad_rows_section(args.bad_rows, args.bad_rows_repeats)
     if args.long_docs:
         print(f"long documents: --long-text truncate vs window ({args.long_docs} documents)", flush=True)
         report["long_documents"] = long_document_bench(model_dir, args.long_docs, args.repeats)

@@ -161,6 +161,8 @@ def test_every_option_reads_its_env_var():
         "table_mode": "merge",
         "catalog": "sqlite:///c.db",
         "input_version": "12",
+        "on_bad_row": "quarantine",
+        "max_bad_rows": "0.5%",
     }
     assert set(values) == {o.name for o in OPTIONS} - {"models"}  # models replaces model: its own test below
     cfg = build_config({}, env={f"BATCHSCORE_{k.upper()}": v for k, v in values.items()})
@@ -179,6 +181,7 @@ def test_every_option_reads_its_env_var():
         12,
     )
     assert (cfg.result_prefix, cfg.threshold) == ("pred_", 0.25)
+    assert (cfg.on_bad_row, cfg.max_bad_rows) == ("quarantine", "0.5%")
     assert (cfg.long_text, cfg.window_overlap, cfg.aggregate, cfg.max_windows, cfg.window_scores) == (
         "window",
         32,

@@ -31,9 +31,9 @@ if TYPE_CHECKING:
 
     from .text_format import TextFormat
 
-BLOCK_BYTES = 1 << 20  # what a block is read in
-# A block with a bad record is parsed again in pieces of about this many lines: few records go one by one.
-PIECE_LINES = 64
+# What a block is read in: small, so that at 0.1% bad records most blocks are still read whole by pyarrow (the
+# fast path); a block with a bad record is read record by record, at Python's pace.
+BLOCK_BYTES = 1 << 16
 MAX_OPEN_QUOTE_BYTES = 1 << 26  # a CSV quote still open after this much: cut the block anyway (resynchronize)
 
 
@@ -53,7 +53,8 @@ class _Records:
     good: list[bytes] = field(default_factory=list)
     places: list[int | BadRecord] = field(default_factory=list)  # index into good, or the bad record
     kept: dict[int, BadRecord] = field(default_factory=dict)  # index into good -> its bad text (row kept)
-    spots: list[BadRecord] = field(default_factory=list)  # each good record's place in the file
+    spots: list[tuple[int, int, int]] = field(default_factory=list)  # each good record's (line, row, byte offset)
+    used: int = 0  # bytes of the block these records are (the rest: a record the next block begins with)
 
 
 class LenientText:
@@ -87,19 +88,20 @@ class LenientText:
             if self.text.fmt != "json":
                 header = stream.readline()
                 at = _Where(offset=len(header), line=2)
-            buffer = b""
-            while True:
-                data = stream.read(BLOCK_BYTES)
-                buffer += data
-                cut = self._cut(buffer, eof=not data)
-                if cut:
-                    block, buffer = buffer[:cut], buffer[cut:]
-                    table = self._block(header, block, at)
-                    if table.num_rows:
-                        yield table
-                    at = _Where(at.offset + len(block), at.line + block.count(b"\n"), at.row + table.num_rows)
-                if not data:
-                    return
+            buffer, eof = b"", False
+            while buffer or not eof:  # `buffer` always starts where a record starts
+                if not eof:
+                    data = stream.read(BLOCK_BYTES)
+                    eof = not data
+                    buffer += data
+                cut = self._cut(buffer, eof)
+                if not cut:
+                    continue  # not one whole record yet: read on
+                table, used = self._block(header, buffer[:cut], at, final=eof and cut == len(buffer))
+                block, buffer = buffer[:used], buffer[used:]
+                at = _Where(at.offset + used, at.line + block.count(b"\n"), at.row + table.num_rows)
+                if table.num_rows:
+                    yield table
 
     # --- blocks -------------------------------------------------------------------------------------------------
 
@@ -121,47 +123,28 @@ class LenientText:
             return buffer.rfind(b"\n") + 1
         return 0
 
-    def _block(self, header: bytes, block: bytes, at: _Where) -> pa.Table:
+    def _block(self, header: bytes, block: bytes, at: _Where, final: bool) -> tuple[pa.Table, int]:
         import pyarrow as pa
 
+        """The block's records (with BAD), and how many of its bytes they are: all of them, but where a record
+        that began after a bad one runs past the block (a stray quote moved the cut), which the next block
+        begins with. `final`: the block ends the file."""
         fast = self._fast(header, block)
         if fast is not None:
-            return with_bad(fast)
-        tables = []
-        for piece in self._pieces(block):
-            table = self._fast(header, piece)
-            table = with_bad(table) if table is not None else self._slow(header, piece, at)
-            tables.append(table)
-            at = _Where(at.offset + len(piece), at.line + piece.count(b"\n"), at.row + table.num_rows)
-        return pa.concat_tables(tables)
-
-    def _pieces(self, block: bytes) -> list[bytes]:
-        """The block in pieces of about PIECE_LINES lines, each ending where a record ends (CSV: outside quotes)."""
-        lines = block.split(b"\n")
-        ends_with_break = lines[-1] == b""
-        if ends_with_break:
-            lines.pop()
-        pieces, start, quotes = [], 0, 0
-        for i, line in enumerate(lines):
-            if self.text.fmt == "csv":
-                quotes += line.count(b'"')
-            if i + 1 - start >= PIECE_LINES and quotes % 2 == 0:
-                pieces.append(b"\n".join(lines[start : i + 1]) + b"\n")
-                start = i + 1
-        if start < len(lines):
-            pieces.append(b"\n".join(lines[start:]) + (b"\n" if ends_with_break else b""))
-        return pieces
-
-    def _slow(self, header: bytes, block: bytes, at: _Where) -> pa.Table:
-        """A piece with a bad record, record by record."""
-        records = self._records(block, at)
+            return with_bad(fast), len(block)
+        records = self._records(block, at, final)
+        if not records.kept and len(records.good) == len(records.places):  # every record good: parse as it is
+            try:
+                return with_bad(self._parse(header, records.good, block[: records.used])), records.used
+            except (ValueError, pa.ArrowException):
+                pass  # pyarrow refuses one of them: found one by one below
         parsed = self._parse_good(header, records)
         bad: list[BadRecord | None] = [records.kept.get(i) for i in range(len(records.good))]
         table = in_order(parsed, records.places, bad)
         rows = {n: records.kept[p] for n, p in enumerate(records.places) if isinstance(p, int) and p in records.kept}
         if rows and self.text.text_column in table.column_names:
             table = nulled(table, self.text.text_column, rows)
-        return table
+        return table, records.used
 
     def _fast(self, header: bytes, block: bytes) -> pa.Table | None:
         """The block parsed whole by pyarrow, or None where it holds a bad record."""
@@ -171,96 +154,124 @@ class LenientText:
             return self.out_schema.empty_table()
         if self.text.fmt == "csv" and block.count(b'"') % 2:
             return None  # a quote left open would swallow the records after it
-        invalid: list[object] = []
-
-        def ragged(row: object) -> str:
-            invalid.append(row)
-            return "skip"
-
-        try:
-            table = self.text.parse_block(
-                header + block, self.schema, self.columns, self.one_column, ragged if self.text.fmt != "json" else None
-            )
+        try:  # a ragged row is pyarrow's error (its row handler prints a traceback for a row of bad bytes)
+            table = self.text.parse_block(header + block, self.schema, self.columns, self.one_column)
         except (pa.ArrowException, ValueError):
             return None
-        if invalid or not _valid_utf8(table):
+        if not _valid_utf8(table):
             return None
-        if self.text.fmt == "csv" and _spans_lines(table):
-            return None  # a stray quote pairs with the next one and joins the records between: checked one by one
+        if self.text.fmt == "csv" and not self._strictly_csv(block, table.num_rows):
+            return None  # a stray quote pairs with the next one and joins the records between: one by one
         return table
+
+    def _strictly_csv(self, block: bytes, rows: int) -> bool:
+        """Does Python's csv module, strictly (RFC 4180: a quoted field ends at a delimiter or a line break), read
+        the block as `rows` records of the header's width, as pyarrow did?"""
+        csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))
+        found = 0
+        try:
+            for record in csv.reader(io.StringIO(block.decode("utf-8"), newline=""), strict=True):
+                if len(record) == self.width or (self.one_column and not record):
+                    found += 1
+                elif record:  # (an empty line holds no record in a file of several columns)
+                    return False
+        except (csv.Error, UnicodeDecodeError):
+            return False
+        return found == rows
 
     # --- record by record ---------------------------------------------------------------------------------------
 
-    def _records(self, block: bytes, at: _Where) -> _Records:
+    def _records(self, block: bytes, at: _Where, final: bool = True) -> _Records:
+        """The block record by record; where a record may run past the block (not `final`), up to it."""
+        import itertools
+
         lines = block.split(b"\n")
         if lines and lines[-1] == b"":
             lines.pop()  # after the block's last line break
-        offsets = [at.offset]
-        for line in lines:
-            offsets.append(offsets[-1] + len(line) + 1)
-        found = _Records()
+        offsets = list(itertools.accumulate((len(line) + 1 for line in lines), initial=at.offset))
+        units = self._csv_units(block, lines, final) if self.text.fmt == "csv" else self._line_units(lines)
+        found = _Records(used=len(block))
         row = at.row
-        i = 0
-        while i < len(lines):
-            first = i
-            if not lines[i].strip(b"\r") and self.text.fmt != "json":
-                i += 1
-                if not self.one_column:
-                    continue  # an empty line holds no record (see text_format.py)
-                record = None
-            else:
-                i, record = self._next_record(lines, i)
-            raw = b"\n".join(lines[first:i])
-            spot = BadRecord("", "", self.where, at.line + first, row, offsets[first], raw)
-            row += 1
-            if record is None and not raw.strip() and self.text.fmt == "json":
-                row -= 1  # a blank line in JSON Lines holds no record
+        for first, end, record in units:
+            if record is _STOP:  # runs past the block: the next block begins with it
+                found.used = offsets[first] - at.offset
+                break
+            if record is _NO_RECORD:
                 continue
+            raw = lines[first] if end == first + 1 else b"\n".join(lines[first:end])
             if record is None:
                 found.good.append(raw)
-                found.spots.append(spot)
+                found.spots.append((at.line + first, row, offsets[first]))
                 found.places.append(len(found.good) - 1)
+                row += 1
                 continue
+            assert isinstance(record, tuple)
             kind, message, good = record
-            entry = BadRecord(kind, message, spot.file, spot.line, spot.row, spot.byte_offset, raw, good is not None)
+            entry = BadRecord(kind, message, self.where, at.line + first, row, offsets[first], raw, good is not None)
+            row += 1
             if good is None:
                 found.places.append(entry)
                 continue
             found.good.append(good)
-            found.spots.append(spot)
+            found.spots.append((at.line + first, row - 1, offsets[first]))
             found.kept[len(found.good) - 1] = entry
             found.places.append(len(found.good) - 1)
         return found
 
-    def _next_record(self, lines: list[bytes], i: int) -> tuple[int, tuple[str, str, bytes | None] | None]:
-        """(the line after the record that starts at line i, None for a good record or (kind, message, the bytes
-        to parse in its place where it keeps a row, else None))."""
-        if self.text.fmt == "json":
-            return i + 1, self._json_line(lines[i])
-        if self.text.fmt == "tsv":
-            return i + 1, self._fields(lines[i], lines[i].split(b"\t"))
-        end, quotes = i, lines[i].count(b'"')
-        while quotes % 2 and end + 1 < len(lines):
-            end += 1
-            quotes += lines[end].count(b'"')
-        if quotes % 2:
-            return i + 1, ("unparseable_record", "a quote opens a field that never closes", None)
-        raw = b"\n".join(lines[i : end + 1])
-        try:
-            # Over several lines, strictly: a quote closed where no field ends (`5,"multi`) was a stray one.
-            rows = list(csv.reader(io.StringIO(raw.decode("utf-8", "surrogateescape"), newline=""), strict=end > i))
-        except csv.Error as exc:
-            rows, why = [], str(exc)
-        else:
-            why = ""
-        if len(rows) == 1 and len(rows[0]) == self.width:
-            fields = [f.encode("utf-8", "surrogateescape") for f in rows[0]]
-            return end + 1, self._fields(raw, fields)
-        if len(rows) == 1 and not why:
-            why = f"{len(rows[0])} fields where the header has {self.width}"
-        if end > i:  # the record as quoted runs over several lines and does not fit: the quote on line i was stray
-            why = f"a stray quote: the field it opens runs to line {end - i + 1} of the record and does not end there"
-        return i + 1, ("unparseable_record", why or "the record does not parse as CSV", None)
+    def _line_units(self, lines: list[bytes]) -> Iterator[tuple[int, int, object]]:
+        """JSON Lines and TSV: a record is a line."""
+        for i, line in enumerate(lines):
+            if not line.strip(b"\r") if self.text.fmt == "tsv" else not line.strip():
+                yield i, i + 1, None if self.one_column else _NO_RECORD  # an empty line (see text_format.py)
+            elif self.text.fmt == "json":
+                yield i, i + 1, self._json_line(line)
+            else:
+                yield i, i + 1, self._fields(line, line.split(b"\t"))
+
+    def _csv_units(self, block: bytes, lines: list[bytes], final: bool) -> Iterator[tuple[int, int, object]]:
+        """CSV: each record's lines [first, end) and what is wrong with it, read by Python's csv module strictly
+        (RFC 4180: a quoted field ends at a delimiter or a line break). A record that does not parse makes only
+        its first line bad: reading starts again on the next line, so a stray quote costs one record."""
+        csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))
+        text = block.decode("utf-8", "surrogateescape").split("\n")  # the same lines: "\n" is one byte in UTF-8
+        valid = _decodes(block)
+        i = 0
+        while i < len(lines):
+            feed = _Feed(text, i, len(lines))
+            reader = csv.reader(feed, strict=True)
+            while True:
+                first = feed.next
+                if first >= len(lines):
+                    return
+                if not lines[first].strip(b"\r"):
+                    feed.next += 1
+                    yield first, first + 1, None if self.one_column else _NO_RECORD  # an empty line
+                    continue
+                try:
+                    fields = next(reader)
+                except csv.Error as exc:
+                    if feed.next >= len(lines) and not final:
+                        yield first, first, _STOP  # a quote still open at the block's end: it may close later
+                        return
+                    yield first, first + 1, ("unparseable_record", _csv_why(str(exc), feed.next - first), None)
+                    i = first + 1
+                    break  # a new reader from the next line
+                end = feed.next
+                if len(fields) != self.width and end - first > 1:  # a quote that opened no field: a stray one
+                    yield first, first + 1, ("unparseable_record", _csv_why("", end - first), None)
+                    i = first + 1
+                    break
+                raw = lines[first] if end == first + 1 else b"\n".join(lines[first:end])
+                if len(fields) != self.width:
+                    yield (
+                        first,
+                        end,
+                        ("unparseable_record", f"{len(fields)} fields where the header has {self.width}", None),
+                    )
+                elif valid:
+                    yield first, end, None
+                else:
+                    yield first, end, self._fields(raw, [f.encode("utf-8", "surrogateescape") for f in fields])
 
     def _fields(self, raw: bytes, fields: list[bytes]) -> tuple[str, str, bytes | None] | None:
         """A CSV/TSV record split into fields: its field count, then its bytes' encoding."""
@@ -332,9 +343,9 @@ class LenientText:
             row_of[i] = len(tables) - 1
         for place in records.places:
             if isinstance(place, int) and place in refused:
-                spot = records.spots[place]
-                why = refused[place]
-                places.append(BadRecord("wrong_type", why, spot.file, spot.line, spot.row, spot.byte_offset, spot.raw))
+                line, row, offset = records.spots[place]
+                raw = (records.kept[place].raw or b"") if place in records.kept else records.good[place]
+                places.append(BadRecord("wrong_type", refused[place], self.where, line, row, offset, raw))
             elif isinstance(place, int):
                 places.append(row_of[place])
                 if place in records.kept:
@@ -344,23 +355,45 @@ class LenientText:
         records.places, records.kept = places, kept
         return pa.concat_tables(tables) if tables else self.out_schema.empty_table()
 
-    def _parse(self, header: bytes, good: list[bytes]) -> pa.Table:
-        invalid: list[object] = []
-
-        def ragged(row: object) -> str:
-            invalid.append(row)
-            return "skip"
-
+    def _parse(self, header: bytes, good: list[bytes], data: bytes | None = None) -> pa.Table:
+        """`good` records parsed by pyarrow together (`data`: the same records as they are in the file)."""
         table = self.text.parse_block(
-            header + b"\n".join(good) + b"\n",
+            header + (data if data is not None else b"\n".join(good) + b"\n"),
             self.schema,
             self.columns,
             self.one_column,
-            ragged if self.text.fmt != "json" else None,
         )
-        if invalid or table.num_rows != len(good):
+        if table.num_rows != len(good):
             raise ValueError("the records do not parse one row each")
         return table
+
+
+_STOP = object()  # a unit's record: it may run past the block
+_NO_RECORD = object()  # a unit's record: none (an empty line)
+
+
+class _Feed:
+    """Lines for csv.reader, one at a time, so that after each record `next` is the line after it."""
+
+    def __init__(self, lines: list[str], start: int, count: int) -> None:
+        self.lines, self.next, self.count = lines, start, count
+
+    def __iter__(self) -> _Feed:
+        return self
+
+    def __next__(self) -> str:
+        if self.next >= self.count:
+            raise StopIteration
+        self.next += 1
+        return self.lines[self.next - 1] + "\n"
+
+
+def _csv_why(error: str, lines: int) -> str:
+    if lines > 1 or "expected after" in error:
+        return f"a stray quote: the field it opens does not end where a quote closes it ({error or 'too few fields'})"
+    if "end of data" in error:
+        return "a quote opens a field that never closes"
+    return error or "the record does not parse as CSV"
 
 
 def good_sample(text: TextFormat, fs: AbstractFileSystem, path: str, where: str) -> bytes:
@@ -428,18 +461,6 @@ def _serialize(fields: list[str], fmt: str) -> bytes:
     out = io.StringIO()
     csv.writer(out, lineterminator="").writerow(fields)
     return out.getvalue().encode()
-
-
-def _spans_lines(table: pa.Table) -> bool:
-    """Does any string value hold a line break (a quoted field over several lines)?"""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    for column in table.columns:
-        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-            if pc.any(pc.match_substring(column, "\n")).as_py():
-                return True
-    return False
 
 
 def _valid_utf8(table: pa.Table) -> bool:

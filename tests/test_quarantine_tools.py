@@ -7,10 +7,10 @@ import os
 
 import pyarrow.parquet as pq
 import pytest
-from helpers import assert_error, assert_ok, invoke, manifest_of, run_score
 
 from batchscore.errors import ConfigError
 from batchscore.quarantine.budget import Budget, parse_budget
+from helpers import assert_error, assert_ok, invoke, manifest_of, run_score
 
 CSV = (
     b"id,text\n"

@@ -305,6 +305,7 @@ class Job:
             if self.quarantine is not None:  # the chunks an earlier run committed count against the budget too
                 for stats in sink.committed_stats():
                     self.quarantine.add(stats)
+                self.quarantine.check(final=False)  # a rerun with the budget that stopped it scores nothing more
             try:
                 scored = self._score_chunks(sink)
             finally:

@@ -426,15 +426,19 @@ def plan_bench(rows: int, repeats: int, chunk_rows: int, shards: int = 4, redo_s
     }
 
 
-def _bench_tables():
-    """benchmarks/bench_tables.py, beside this file (loaded by path: tests load this file by path too)."""
+def _sibling(name: str):
+    """benchmarks/NAME.py, beside this file, loaded by path (tests load this file by path too)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("bench_tables", HERE / "bench_tables.py")
+    spec = importlib.util.spec_from_file_location(name, HERE / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _bench_tables():
+    return _sibling("bench_tables")
 
 
 def tables_markdown(section: dict) -> str:
@@ -458,16 +462,7 @@ def tables_section(rows: int, repeats: int, chunk_rows: int = 50_000) -> dict:
 
 
 def _bench_bad_rows():
-    """benchmarks/bench_bad_rows.py, beside this file (loaded by path, like bench_tables.py)."""
-    import importlib.util
-    import sys
-
-    sys.path.insert(0, str(HERE))  # it takes `machine` from bench_tables
-    spec = importlib.util.spec_from_file_location("bench_bad_rows", HERE / "bench_bad_rows.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _sibling("bench_bad_rows")
 
 
 def bad_rows_markdown(section: dict) -> str:
@@ -481,7 +476,8 @@ def bad_rows_section(rows: int, repeats: int, chunk_rows: int = 50_000, share: f
     module = _bench_bad_rows()
     clean, bad, kinds = module.corpora(bench_texts(min(rows, 100_000), seed=4), rows, share, build)
     print(f"bad rows: {rows:,} rows, {sum(kinds.values()):,} bad records, near-free model, clean / quarantine")
-    return module.bad_rows_bench(rows, repeats, chunk_rows, model, clean, bad, kinds, timed_cli)
+    machine = _bench_tables().machine()
+    return module.bad_rows_bench(rows, repeats, chunk_rows, model, clean, bad, kinds, timed_cli, machine)
 
 
 def plan_markdown(plan: dict) -> str:

@@ -70,11 +70,10 @@ def bad_rows_bench(
     bad: Path,
     kinds: dict[str, int],
     timed_cli: Callable[..., float],
+    machine: str = "",
 ) -> dict:
     """Median whole-process seconds of the clean corpus (default --on-bad-row fail) and of the corpus with bad
     records (--on-bad-row quarantine), alternating; the speed ratio in records read per second."""
-    from bench_tables import machine
-
     common = ["--model", str(model), "--chunk-rows", str(chunk_rows), "--no-progress"]
     seconds: dict[str, list[float]] = {"clean": [], "quarantine": []}
     bad_records = sum(kinds.values())
@@ -100,7 +99,7 @@ def bad_rows_bench(
     speed_clean = rows / median["clean"]
     speed_bad = (rows + bad_records) / median["quarantine"]
     return {
-        "machine": machine(),
+        "machine": machine,
         "rows": rows,
         "bad_records": bad_records,
         "bad_kinds": kinds,

@@ -169,12 +169,30 @@ def test_the_quarantine_may_not_be_inside_the_input_folder(tmp_path, tiny_model)
     assert_error(result, 2, "quarantine")
 
 
-def test_a_table_output_is_refused_for_now(tmp_path, tiny_model):
+def test_a_delta_tables_run_publishes_its_quarantine_beside_the_table_with_its_commit(tmp_path, tiny_model):
     pytest.importorskip("deltalake")
+    import deltalake
+    import pyarrow.dataset as ds
+
     source = tmp_path / "in.csv"
     source.write_bytes(CSV)
-    result = run_score(source, tiny_model, tmp_path / "t", "--output-format", "delta", "--on-bad-row", "quarantine")
-    assert_error(result, 2, "Parquet outputs")
+    table = tmp_path / "t"
+    args = ("--output-format", "delta", "--on-bad-row", "quarantine", "--max-bad-rows", "10")
+    assert_ok(run_score(source, tiny_model, table, *args))
+    rows = deltalake.DeltaTable(str(table)).to_pyarrow_table()
+    assert sorted(rows.column("id").to_pylist()) == ["1", "3", "4", "6"]
+    assert [e for e in rows.column("error").to_pylist() if e] == ["invalid_encoding: invalid UTF-8 in column 'text'"]
+    runs = os.listdir(tmp_path / "t.quarantine")
+    assert len(runs) == 1  # one folder per commit: runs appending to one table keep theirs apart
+    entries = ds.dataset(tmp_path / "t.quarantine" / runs[0], format="parquet").to_table()
+    assert sorted(entries.column("input_row").to_pylist()) == [1, 3, 4]
+    manifest = json.loads(assert_ok(invoke(["manifest", table, "--output-format", "delta"])).stdout)
+    assert manifest["quarantine"] == str(tmp_path / "t.quarantine" / runs[0])
+    assert not (table / "_batchscore_staging").exists()
+    # A rerun finds its commit: nothing is added to the table or to the quarantine.
+    assert "Already in the table" in assert_ok(run_score(source, tiny_model, table, *args)).output
+    assert os.listdir(tmp_path / "t.quarantine") == runs
+    assert ds.dataset(tmp_path / "t.quarantine", format="parquet").count_rows() == 3
 
 
 def test_an_input_column_named_error_is_refused(tmp_path, tiny_model):

@@ -179,11 +179,6 @@ class Job:
         cfg = self.cfg
         if cfg.on_bad_row != "quarantine":
             return None
-        if self.table is not None:
-            raise ConfigError(
-                f"--on-bad-row quarantine writes Parquet outputs for now, not {cfg.output_format} tables; score "
-                "into a Parquet folder, or leave out --on-bad-row quarantine."
-            )
         if ERROR_COLUMN in self.input.out_columns:
             raise ConfigError(
                 f"The input has a column '{ERROR_COLUMN}', which --on-bad-row quarantine adds to the output (why a "
@@ -192,6 +187,7 @@ class Job:
         from .options import DEFAULT_MAX_BAD_ROWS
 
         budget = parse_budget(cfg.max_bad_rows or DEFAULT_MAX_BAD_ROWS)
+        # A table's run stages its quarantine with its parts; the commit publishes it beside the table (write).
         return Quarantine(self.output.layout.url(self.output.layout.quarantine), budget)
 
     # --- 2. check: parse this process's rows before the model loads ---------------------------------------------
@@ -284,6 +280,11 @@ class Job:
         }
         self.schema = self._schema()
         identity = self._identity()
+        if self.quarantine is not None and self.table is not None:
+            from .output.table import commit_id, quarantine_of
+
+            self.quarantine.place = quarantine_of(self.table, commit_id(identity, cfg.table_mode))
+            metadata["quarantine"] = self.quarantine.place
         if self.table is not None:
             done = self._already_in_table(identity)
             if done is not None:

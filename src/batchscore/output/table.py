@@ -111,10 +111,35 @@ def publish(table: Table, staged: Output, manifest: dict[str, Any]) -> dict[str,
         raise OutputError(f"Staged run '{staged.layout.url()}' has no run identity; rerun with --overwrite.")
     cid = commit_id(identity, mode)
     with open_lease(staged.layout, wait=True):
+        _publish_quarantine(table, staged, cid)  # before the commit: a kill between the two redoes the copy
         version, already = _commit_once(table, staged, mode, key, cid, manifest)
         _remove_staging(staged)
     table_facts = described(table, version, mode, cid) | ({"already_committed": True} if already else {})
     return {**manifest, "table": table_facts}
+
+
+def quarantine_of(table: Table, cid: str) -> str:
+    """Where a table output's run keeps its bad records (--on-bad-row quarantine): beside the table, in a folder
+    of the run's commit, TABLE.quarantine/<commit id>/ (several runs append to one table)."""
+    from .layout import quarantine_path
+
+    return f"{quarantine_path(table.location.url)}/{cid}"
+
+
+def _publish_quarantine(table: Table, staged: Output, cid: str) -> None:
+    """The staged run's quarantine files, copied to `quarantine_of` the table (each whole; the same names and
+    bytes again on a rerun), so the table's rows and the run's bad records come out together."""
+    from .layout import part_index
+    from .store import Output
+
+    names = [n for n in staged.store.names(staged.layout.quarantine) if part_index(n) is not None]
+    if not names:
+        return
+    target = Output.open(quarantine_of(table, cid))
+    target.store.makedirs(target.layout.root)
+    for name in names:
+        with staged.layout.fs.open(f"{staged.layout.quarantine}/{name}", "rb") as fh:
+            target.store.put_bytes(target.layout.path(name), fh.read())
 
 
 def latest_manifest(table: Table) -> dict[str, Any]:
@@ -180,6 +205,7 @@ def _remove_staging(staged: Output) -> None:
     import os
 
     staged.store.remove(staged.layout.root)
+    staged.store.remove(staged.layout.quarantine)  # published with the commit (_publish_quarantine)
     if staged.layout.local:
         try:
             os.rmdir(os.path.dirname(staged.layout.root))  # only ever removes an empty folder

@@ -215,7 +215,7 @@ def redrive_command(output: str, file: str, without_row_only: bool, **log_values
       batchscore redrive out/reviews bad-reviews.csv
       $EDITOR bad-reviews.csv && batchscore score bad-reviews.csv -o out/reviews-fixed --model ...
     """
-    from ..quarantine.redrive import redrive
+    from ..redrive import redrive
 
     settings = log_settings(log_values)
     configure(**settings)

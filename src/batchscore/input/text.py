@@ -46,7 +46,12 @@ class TextReader(FileReader):
         found = {}
         for path in self.paths:
             with self._reading(path):
-                found[path] = self.text.schema(self.fs, path, self._where(path), self.lenient)
+                sample = None
+                if self.lenient:  # types from the good records only
+                    from .lenient_text import good_sample
+
+                    sample = good_sample(self.text, self.fs, path, self._where(path))
+                found[path] = self.text.schema(self.fs, path, self._where(path), sample)
             self.widths[path] = len(found[path])
         return found
 

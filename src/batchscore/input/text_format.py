@@ -110,16 +110,11 @@ class TextFormat:
 
     # --- reading --------------------------------------------------------------------------------------------
 
-    def schema(self, fs: AbstractFileSystem, path: str, where: str = "", lenient: bool = False) -> pa.Schema:
-        """The file's columns and their types as they will be read. `lenient`: from the good records of the
-        first block (--on-bad-row quarantine)."""
+    def schema(self, fs: AbstractFileSystem, path: str, where: str = "", sample: bytes | None = None) -> pa.Schema:
+        """The file's columns and their types as they will be read; from `sample` where given (the header and
+        the good records of the first block, under --on-bad-row quarantine)."""
         import pyarrow as pa
 
-        sample = None
-        if lenient:
-            from .lenient_text import good_sample
-
-            sample = good_sample(self, fs, path, where)
         found = self._first_look(fs, path, where, sample=sample)
         if self.fmt != "json" and len(found) == 1:  # read again as its records will be: empty lines count
             strict = self._first_look(fs, path, where, one_column=True, sample=sample)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import ConfigError, InputError, OutputError
+from .errors import ConfigError, InputError, OutputError
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "json", ".json": "json", ".ndjson": "json"}
 
@@ -24,8 +24,8 @@ def redrive(output: str, target: str, only_without_row: bool = False) -> Redrive
     import pyarrow.compute as pc
     import pyarrow.dataset as ds
 
-    from ..location import Location
-    from ..output.layout import quarantine_path
+    from .location import Location
+    from .output.layout import quarantine_path
 
     place = quarantine_path(output)
     location = Location.at(place)
@@ -59,7 +59,7 @@ def redrive(output: str, target: str, only_without_row: bool = False) -> Redrive
 
 
 def _format(path: str) -> str:
-    from ..input.streams import split_compression
+    from .input.streams import split_compression
 
     name = split_compression(path)[0].lower()
     for ext, fmt in FORMATS.items():
@@ -70,8 +70,8 @@ def _format(path: str) -> str:
 
 def _header(source: str) -> bytes:
     """The header line of a CSV/TSV input file, as it was."""
-    from ..input.streams import open_stream
-    from ..location import Location
+    from .input.streams import open_stream
+    from .location import Location
 
     where = Location.at(source)
     try:

@@ -98,6 +98,7 @@ def test_a_live_run_then_a_killed_one(big_input, tiny_model, tmp_path):
         "foreign": [],
         "next_step": None,
         "notes": [],
+        "bad_records": None,  # --on-bad-row quarantine only
     }
 
 

@@ -865,6 +865,10 @@ def test_count_budget_stops_after_the_chunk_that_spends_it_then_resumes(tmp_path
     assert [e["input_row"] for e in read_quarantine(out)] == [3, 10, 17, 24]
     assert not (out / "_SUCCESS").exists() and not (out / "_manifest.parquet").exists()
     before = committed_files(out)
+    # the same budget again: still over it, before another chunk is scored
+    result = run_score(src, tiny_model, out, *Q, *chunks, "--max-bad-rows", "3")
+    over_budget_error(result, "4 bad records", "--max-bad-rows 3")
+    assert committed_files(out) == before
 
     result = assert_ok(run_score(src, tiny_model, out, *Q, *chunks, "--max-bad-rows", "9"))
     assert "Resuming: 3 chunks already committed" in result.stderr
@@ -873,6 +877,19 @@ def test_count_budget_stops_after_the_chunk_that_spends_it_then_resumes(tmp_path
     assert len(after) == 6 + 6
     assert_complete(out, 60, bad, tiny_model)
     assert "9 bad records of 60 read" in result.stderr
+
+
+def test_a_chunk_whose_part_was_lost_after_its_quarantine_file_is_set_aside_once(tmp_path, tiny_model):
+    # As a kill between a chunk's two commits leaves it: its quarantine file there, its part not.
+    src, bad = budget_csv(tmp_path / "in.csv")
+    out = tmp_path / "out"
+    chunks = ("--chunk-rows", "10")
+    over_budget_error(run_score(src, tiny_model, out, *Q, *chunks, "--max-bad-rows", "3"), "4 bad records")
+    (out / "part-000002.parquet").unlink()
+    assert quarantine_files(out) == [f"part-{i:06d}.parquet" for i in range(3)]
+    result = assert_ok(run_score(src, tiny_model, out, *Q, *chunks, "--max-bad-rows", "20"))
+    assert "Resuming: 2 chunks already committed" in result.stderr
+    assert_complete(out, 60, bad, tiny_model)
 
 
 def test_share_budget_is_judged_at_the_end_then_resumes(tmp_path, tiny_model):

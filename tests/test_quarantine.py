@@ -316,22 +316,9 @@ def test_each_kind_is_set_aside_and_every_record_accounted_for(name, tmp_path, t
     assert quarantine_files(out) == ["part-000000.parquet"]
 
 
-# Bugs of --on-bad-row fail that were there before quarantine came (commit 76a710c behaves the same).
-FAIL_MODE_BUGS = {
-    "jsonl-invalid-utf8-in-text": "BUG (fail mode, also before 75a58cc): invalid UTF-8 bytes in a JSON Lines text "
-    "crash the run: exit 1 'internal error: UnicodeDecodeError ...; rerun with --verbose and report it'",
-    "jsonl-invalid-utf8-in-other-field": "BUG (fail mode, also before 75a58cc): invalid UTF-8 bytes in another JSON "
-    "Lines field are not noticed: exit 0, and the output's Parquet string column holds the invalid bytes (pyarrow's "
-    "validate(full=True) refuses the output)",
-}
-
-
 @pytest.mark.parametrize(
     "name",
-    [
-        pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=FAIL_MODE_BUGS[n])) if n in FAIL_MODE_BUGS else n
-        for n in CASES
-    ],
+    list(CASES),
 )
 def test_each_kind_stops_a_run_without_quarantine(name, tmp_path, tiny_model):
     case = CASES[name]
@@ -440,11 +427,6 @@ def test_parquet_invalid_utf8_keeps_the_row_with_the_value_null(column, tmp_path
     assert_error(run_score(src, tiny_model, tmp_path / "strict"), 3, str(src))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: nulled() keeps the invalid bytes under the null slot; pyarrow's utf8_is_space then rejects the "
-    "text column: exit 1 'internal error: ArrowInvalid: Invalid UTF8 sequence in input'",
-)
 @pytest.mark.parametrize(
     "bad",
     [
@@ -464,11 +446,6 @@ def test_parquet_text_of_invalid_bytes_only_is_set_aside(bad, tmp_path, tiny_mod
     check_accounting(out, 8, entries, pq.read_table(out))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the quarantine's raw is documented as 'the record as read; null where it could not be read (an "
-    "undecodable page)', but a Parquet invalid_encoding entry, whose value was read, has raw null",
-)
 def test_parquet_invalid_utf8_entry_keeps_the_bytes_read(tmp_path, tiny_model):
     src = parquet_with_invalid_utf8(tmp_path / "in.parquet", {("text", 5): b"caf\xff\xfe"})
     out = tmp_path / "out"
@@ -667,27 +644,22 @@ ALONE_AND_WITH_ANOTHER = {
         "jsonl",
         b'{"id": 1, "text": "good film"}\nnull\n{"id": 3, "text": "awful"}\n',
         b"[1, 2]\n",
-        "BUG: a JSON Lines line `null` is a row of nulls on the fast path (as --on-bad-row fail reads it) but a "
-        "not_json_object record without a row ('a JSON NoneType, not an object') when its block has another bad "
-        "record",
+        "a JSON Lines line `null` is a row of nulls (as --on-bad-row fail reads it), also when its block has another "
+        "bad record (once it was a not_json_object record there)",
     ),
     "jsonl-invalid-utf8-in-a-field-that-is-no-column": (
         "jsonl",
         b'{"id": 1, "text": "good film"}\n{"id": 2, "text": "fine", "note": "\xfe"}\n{"id": 3, "text": "awful"}\n',
         b"[1, 2]\n",
-        "BUG: invalid UTF-8 in a field that is not one of the input's columns is ignored on the fast path (the row "
-        "is scored, as --on-bad-row fail does) but makes the record an invalid_encoding one without a row when "
-        "its block has another bad record",
+        "invalid UTF-8 in a field that is not one of the input's columns is never read (the row is scored, as "
+        "--on-bad-row fail does), also when its block has another bad record",
     ),
 }
 
 
 @pytest.mark.parametrize(
     "name",
-    [
-        pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=ALONE_AND_WITH_ANOTHER[n][3]))
-        for n in ALONE_AND_WITH_ANOTHER
-    ],
+    list(ALONE_AND_WITH_ANOTHER),
 )
 def test_a_record_reads_the_same_with_or_without_another_bad_record_in_its_block(name, tmp_path, tiny_model):
     fmt, body, another, _ = ALONE_AND_WITH_ANOTHER[name]
@@ -749,13 +721,6 @@ def test_a_ragged_record_with_invalid_utf8_prints_no_traceback(fmt, line, tmp_pa
     assert unraisable == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: with --csv-infer-types the lenient reader finds the column types from the good records of its "
-    "first 64 KB block (lenient_text.BLOCK_BYTES) while --on-bad-row fail finds them from the first 4 MB "
-    "(text_format.BLOCK_SIZE): a file whose first 64 KB of ids are integers and a later id is 'x799' is read by "
-    "fail mode with id string, all 800 rows; by quarantine mode with id int64 and the record set aside as wrong_type",
-)
 def test_csv_infer_types_finds_the_types_fail_mode_finds(tmp_path, tiny_model):
     text = "review of this film: rather good and worth seeing again with friends or so they say"
     lines = [f"{i},{text}" for i in range(799)] + [f"x799,{text}"]

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import codecs
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError, InputError
 from .messages import printable
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 REPLACE_CODEC = "utf-8-replace"  # --encoding value: UTF-8 with bad bytes replaced by U+FFFD
 
@@ -72,3 +76,27 @@ def check_format_encoding(fmt: str, encoding: str | None) -> None:
 def is_utf8(encoding: str | None) -> bool:
     """Is `encoding` (None: the default) plain UTF-8, the bytes pyarrow reads text files as without transcoding?"""
     return not encoding or codecs.lookup(encoding).name == "utf-8"
+
+
+def invalid_utf8(batch: pa.RecordBatch | pa.Table) -> dict[int, list[tuple[str, bytes]]]:
+    """Row -> (column, its bytes) of each string value there that is not valid UTF-8: pyarrow's Parquet and JSON
+    readers copy bytes into strings unchecked."""
+    import pyarrow as pa
+
+    found: dict[int, list[tuple[str, bytes]]] = {}
+    for name, column in zip(batch.schema.names, batch.columns):
+        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+            continue
+        try:
+            column.validate(full=True)
+            continue
+        except pa.ArrowInvalid:
+            pass
+        as_bytes = column.cast(pa.large_binary() if pa.types.is_large_string(column.type) else pa.binary())
+        for row, value in enumerate(as_bytes.to_pylist()):
+            if value is not None:
+                try:
+                    value.decode("utf-8")
+                except UnicodeDecodeError:
+                    found.setdefault(row, []).append((name, value))
+    return found

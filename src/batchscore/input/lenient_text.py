@@ -300,6 +300,8 @@ class LenientText:
             value = json.loads(text)
         except ValueError as exc:
             return "not_json_object", f"not JSON: {exc}", None
+        if value is None:
+            return None  # `null`: pyarrow reads it as a row of nulls, as the strict reader does
         if not isinstance(value, dict):
             return "not_json_object", f"a JSON {type(value).__name__}, not an object", None
         column = self.text.text_column
@@ -308,7 +310,7 @@ class LenientText:
             value[column] = None
             what = {list: "list", dict: "object", bool: "boolean"}.get(type(got), "number")
             return "wrong_type", f"'{column}' is a {what}, not text", json.dumps(value).encode()
-        broken = _undecodable(value)
+        broken = [k for k in _undecodable(value) if k in self.names]  # a field that is no column is never read
         if broken:
             message = f"invalid UTF-8 (or a lone surrogate) in '{broken[0]}'"
             if broken != [column]:
@@ -337,7 +339,8 @@ class LenientText:
             try:
                 tables.append(self._parse(header, [raw]))
             except (pa.ArrowException, ValueError) as exc:
-                why = re.sub(r" (in|at) row \d+$", "", str(exc).splitlines()[0])  # the row of a one-row parse
+                # Without the row numbers of a one-record parse
+                why = re.sub(r" (in|at) row \d+$|Row #\d+: ", "", str(exc).splitlines()[0])
                 refused[i] = f"a value that does not fit its column's type: {why}"
                 continue
             row_of[i] = len(tables) - 1
@@ -399,10 +402,11 @@ def _csv_why(error: str, lines: int) -> str:
 def good_sample(text: TextFormat, fs: AbstractFileSystem, path: str, where: str) -> bytes:
     """The header and the good records of the file's first block: what its columns' types are found from."""
     from .streams import open_stream
+    from .text_format import BLOCK_SIZE
 
     with open_stream(fs, path) as stream:
         header = b"" if text.fmt == "json" else stream.readline()
-        data = stream.read(BLOCK_BYTES)
+        data = stream.read(BLOCK_SIZE)  # as much as the strict reader's first look reads
         more = bool(stream.read(1))
     line = header.decode("utf-8", "replace").removeprefix("\ufeff").rstrip("\r\n")
     names = line.split("\t") if text.fmt == "tsv" else next(csv.reader([line]), [])

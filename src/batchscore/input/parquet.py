@@ -9,6 +9,7 @@ from ..errors import InputError
 from ..location import display
 from ..quarantine.rows import BAD
 from .base import READ_BATCH_ROWS
+from .encoding import invalid_utf8
 from .files import FileReader
 from .messages import unreadable
 
@@ -161,14 +162,17 @@ class ParquetReader(FileReader):
         try:
             for batch in group.to_batches(schema=schema, columns=columns, batch_size=READ_BATCH_ROWS):
                 table = with_bad(batch)
-                invalid = _invalid_utf8(batch)
+                invalid = invalid_utf8(batch)
                 if invalid:
                     from ..quarantine.rows import nulled
 
-                    for row, names in invalid.items():
-                        message = "invalid UTF-8 in column " + ", ".join(f"'{n}'" for n in names)
-                        entry = BadRecord("invalid_encoding", message, where, row=first + done + row, kept=True)
-                        for name in names:
+                    for row, values in invalid.items():
+                        message = "invalid UTF-8 in column " + ", ".join(f"'{n}'" for n, _ in values)
+                        # `raw`: the first bad value's bytes, as read (a Parquet row has no bytes of its own)
+                        entry = BadRecord(
+                            "invalid_encoding", message, where, row=first + done + row, raw=values[0][1], kept=True
+                        )
+                        for name, _ in values:
                             table = nulled(table, name, {row: entry})
                 done += batch.num_rows
                 yield table
@@ -182,29 +186,6 @@ class ParquetReader(FileReader):
         """Rows of `path` before row group `group`."""
         wanted = group.row_groups[0].id
         return sum(g.row_groups[0].num_rows for g, _ in self._row_groups(path) if g.row_groups[0].id < wanted)
-
-
-def _invalid_utf8(batch: pa.RecordBatch | pa.Table) -> dict[int, list[str]]:
-    """Row -> the string columns whose values there are not valid UTF-8 (Parquet readers do not check)."""
-    import pyarrow as pa
-
-    found: dict[int, list[str]] = {}
-    for name, column in zip(batch.schema.names, batch.columns):
-        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
-            continue
-        try:
-            column.validate(full=True)
-            continue
-        except pa.ArrowInvalid:
-            pass
-        as_bytes = column.cast(pa.large_binary() if pa.types.is_large_string(column.type) else pa.binary())
-        for row, value in enumerate(as_bytes.to_pylist()):
-            if value is not None:
-                try:
-                    value.decode("utf-8")
-                except UnicodeDecodeError:
-                    found.setdefault(row, []).append(name)
-    return found
 
 
 def _check_utf8(batch: pa.RecordBatch, where: str) -> None:

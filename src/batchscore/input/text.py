@@ -68,9 +68,24 @@ class TextReader(FileReader):
         one_column = self.widths.get(path) == 1  # then its empty lines are records
         with self._reading(path):
             for batch in self.text.batches(self.fs, path, self.files_schema, columns, self._where(path), one_column):
+                if self.fmt == "json":
+                    self._check_utf8(batch, path, rows)
                 rows += batch.num_rows
                 yield batch
         self.rows[path] = rows
+
+    def _check_utf8(self, batch: pa.RecordBatch, path: str, before: int) -> None:
+        """JSON Lines: pyarrow copies invalid UTF-8 into its strings unchecked; the first such value is an error."""
+        from .encoding import invalid_utf8
+
+        found = invalid_utf8(batch)
+        if found:
+            row = min(found)
+            raise InputError(
+                f"Cannot read '{self._where(path)}' as json: record {before + row + 1:,} has invalid UTF-8 in "
+                f"'{found[row][0][0]}'; export the file again as UTF-8, or pass --on-bad-row quarantine to set "
+                "such records aside."
+            )
 
     def verify(self) -> None:
         """CSV, local files: Python's strict csv module reads each file again (see TextFormat.verify)."""

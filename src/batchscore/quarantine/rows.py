@@ -99,17 +99,14 @@ def in_order(parsed: pa.Table, places: Sequence[int | BadRecord], bad: Sequence[
 def nulled(table: pa.Table, column: str, rows: dict[int, BadRecord]) -> pa.Table:
     """`table` (with its BAD column) where each of `rows` has `column` null and its BadRecord (kept) as BAD."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     if not rows:
         return table
-    hit = [False] * table.num_rows
-    for i in rows:
-        hit[i] = True
-    mask = pa.array(hit)
+    # A take with null indices, not a mask over the column: the bad bytes must go, not just be hidden under a
+    # null (Arrow's string kernels read every value's bytes, and refuse invalid UTF-8 even in a null slot).
+    picks = pa.array([None if i in rows else i for i in range(table.num_rows)], pa.int64())
     index = table.column_names.index(column)
-    values = pc.if_else(mask, pa.scalar(None, table.schema.field(column).type), table.column(column))
-    table = table.set_column(index, table.schema.field(column), values)
+    table = table.set_column(index, table.schema.field(column), table.column(column).take(picks))
     old = table.column(BAD).to_pylist()
     entries = [rows[i] if i in rows else (None if old[i] is None else BadRecord(**old[i])) for i in range(len(old))]
     return table.set_column(table.column_names.index(BAD), pa.field(BAD, bad_type()), bad_array(entries))

@@ -200,10 +200,14 @@ class Job:
         the format or store. A rerun of a finished job writes nothing, so it skips
         the check; remote text files are checked as they are scored. The plan
         learns the input's row count here when the format did not tell it.
+        Under --on-bad-row quarantine no record stops the run, so the input is
+        read once, as it is scored (but before --overwrite clears an old output).
         """
         cfg, source, held = self.cfg, self.input.source, self.existing.state
         self.rows_checked = 0
         if not ((source.local and held != "complete") or (cfg.overwrite and held)):
+            return
+        if self.quarantine is not None and not (cfg.overwrite and held):
             return
         checked = self.plan
         if cfg.overwrite and cfg.num_shards is None:

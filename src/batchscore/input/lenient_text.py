@@ -112,13 +112,17 @@ class LenientText:
         end = buffer.rfind(b"\n")
         if end < 0 or self.text.fmt != "csv":
             return end + 1
-        # CSV: a line break ends a record only outside quotes (an even count of quotes before it).
+        # CSV: a line break ends a record only outside quotes (an even count of quotes before it). The buffer's
+        # quotes are counted once; each line given back from the end takes its own off.
+        quotes = buffer.count(b'"', 0, end)
         for _ in range(64):
-            if buffer.count(b'"', 0, end) % 2 == 0:
+            if quotes % 2 == 0:
                 return end + 1
-            end = buffer.rfind(b"\n", 0, end)
-            if end < 0:
+            before = buffer.rfind(b"\n", 0, end)
+            if before < 0:
                 break
+            quotes -= buffer.count(b'"', before, end)
+            end = before
         if len(buffer) > MAX_OPEN_QUOTE_BYTES:  # a quote open this long is a stray one: read on from a line break
             return buffer.rfind(b"\n") + 1
         return 0

@@ -66,7 +66,15 @@ def bad_array(entries: Sequence[BadRecord | None]) -> pa.Array:
     """One BAD value per row: None for a good row."""
     import pyarrow as pa
 
-    return pa.array([None if e is None else e.__dict__ for e in entries], bad_type())
+    # The few bad records built as structs, then put in place by a take (a null index: a good row's null).
+    found = [e for e in entries if e is not None]
+    if not found:
+        return pa.nulls(len(entries), bad_type())
+    places, n = [], 0
+    for e in entries:
+        places.append(None if e is None else n)
+        n += e is not None
+    return pa.array([e.__dict__ for e in found], bad_type()).take(pa.array(places, pa.int64()))
 
 
 def with_bad(batch: pa.RecordBatch | pa.Table, entries: Sequence[BadRecord | None] | None = None) -> pa.Table:

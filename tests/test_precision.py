@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import assert_ok, cpu_only, run_score
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -286,3 +288,38 @@ def test_int8_on_avx2_kernels(tiny_model):
     gap, bits = done.stdout.split()[-2:]
     assert int(bits) == 7
     assert float(gap) < int8_bound(7), gap
+
+
+@cpu_only
+@pytest.mark.parametrize("native, warned", [(False, True), (True, False), (None, False)])
+def test_bf16_on_a_cpu_without_native_bf16_says_so(native, warned, tiny_model, tmp_path, monkeypatch):
+    """No silent slow path: --precision bf16 where the CPU computes bf16 in software is one warning line naming
+    the cost and the way out (the CPU's flags come through a seam; None: flags unknown, nothing claimed)."""
+    from batchscore.scoring import cpu
+
+    monkeypatch.setattr(cpu, "native_bf16", lambda: native)
+    source = tmp_path / "in.csv"
+    source.write_text("text\ngood film\n")
+    result = assert_ok(run_score(source, tiny_model, tmp_path / "out", "--precision", "bf16"))
+    lines = [line for line in result.stderr.splitlines() if "no native bf16" in line]
+    if warned:
+        assert len(lines) == 1 and lines[0].startswith("Warning: --precision bf16"), result.stderr
+        assert "--precision fp32" in lines[0]
+    else:
+        assert lines == [], result.stderr
+
+
+def test_native_bf16_reads_the_cpu_flags(tmp_path, monkeypatch):
+    import functools
+
+    from batchscore.scoring import cpu
+
+    read = cpu.cpu_flags
+    info = tmp_path / "cpuinfo"
+    monkeypatch.setattr(cpu, "cpu_flags", functools.partial(read, str(info)))
+    for flags, expected in [("fpu avx2 fma", False), ("avx2 avx512f avx512_bf16", True), ("amx_bf16 amx_tile", True)]:
+        info.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+        assert read(str(info)) == set(flags.split())
+        assert cpu.native_bf16() is expected
+    info.unlink()  # no /proc/cpuinfo (not Linux): nothing is claimed
+    assert cpu.native_bf16() is None

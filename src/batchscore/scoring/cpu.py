@@ -21,6 +21,30 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
+# The CPU flags of a native bf16 matrix multiply: AVX-512 BF16 (AMD Zen 4 and later, Intel Cooper Lake) or AMX
+# (Intel Sapphire Rapids and later). Without them torch computes bf16 in software: measured 5.5x slower than fp32
+# on an AVX2 EPYC (reference-shaped DistilBERT, 600 real rows).
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str]:
+    """This CPU's feature flags (Linux); empty where unknown."""
+    try:
+        with open(cpuinfo) as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def native_bf16() -> bool | None:
+    """Does this CPU multiply bf16 natively? None where its flags are unknown (not Linux)."""
+    flags = cpu_flags()
+    return any(f in flags for f in NATIVE_BF16_FLAGS) if flags else None
+
+
 def allowed_cpus() -> int:
     """CPUs in this process's affinity mask, capped by its cgroup CPU quota (v2 or v1) when one is set."""
     try:

@@ -122,14 +122,15 @@ def score(config_file: str | None, **cli_values: Any) -> None:
     if result.shard is None:
         log.info(f"Scored {counts} in {m['seconds']:.1f}s -> {result.output}{bad}{then}", **summary)
         return
-    counts += bad
     shard, num_shards = result.shard
     then = (
         f"; when every shard is done, run: batchscore finalize {result.output}{_table_flags(cfg)}"
         if cfg.num_shards
         else "; rank 0 writes the manifest"
     )
-    log.info(f"Shard {shard} of {num_shards}: {counts} in its {m['chunks']} chunks -> {result.output}{then}", **summary)
+    log.info(
+        f"Shard {shard} of {num_shards}: {counts} in its {m['chunks']} chunks -> {result.output}{bad}{then}", **summary
+    )
 
 
 def _table_flags(cfg: JobConfig) -> str:

@@ -201,3 +201,26 @@ def test_an_input_column_named_error_is_refused(tmp_path, tiny_model):
     result = run_score(source, tiny_model, tmp_path / "out", "--on-bad-row", "quarantine")
     assert_error(result, 2, "'error'", "--keep-columns")
     assert_ok(run_score(source, tiny_model, tmp_path / "out2", "--on-bad-row", "quarantine", "--keep-columns", "text"))
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_a_record_larger_than_many_blocks_is_read_whole(fmt, tmp_path, tiny_model):
+    """A record of megabytes (a quoted CSV field over many lines, a JSON line) is read as one record: the block
+    grows until it holds the record, as it does in fail mode."""
+    from batchscore.input import lenient_text
+
+    long = "\n".join(f"line {i} of a long document, with a comma" for i in range(60_000))  # ~2.6 MB
+    assert len(long) > 20 * lenient_text.BLOCK_BYTES
+    if fmt == "csv":
+        data = b'id,text\n1,"short"\n2,"' + long.encode() + b'"\n3,three,fields\n4,last\n'
+    else:
+        rows = [{"id": 1, "text": "short"}, {"id": 2, "text": long}]
+        data = b"".join(json.dumps(r).encode() + b"\n" for r in rows) + b"[3]\n" + b'{"id": 4, "text": "last"}\n'
+    source = tmp_path / f"in.{fmt}"
+    source.write_bytes(data)
+    out = tmp_path / "out"
+    assert_ok(run_score(source, tiny_model, out, "--on-bad-row", "quarantine", "--max-bad-rows", "1"))
+    table = pq.read_table(out)
+    assert [str(i) for i in table.column("id").to_pylist()] == ["1", "2", "4"]
+    assert table.column("text").to_pylist()[1] == long
+    assert manifest_of(out)["bad_rows"] == 1

@@ -88,15 +88,19 @@ class LenientText:
             if self.text.fmt != "json":
                 header = stream.readline()
                 at = _Where(offset=len(header), line=2)
-            buffer, eof = b"", False
+            buffer, eof, want = b"", False, BLOCK_BYTES
             while buffer or not eof:  # `buffer` always starts where a record starts
                 if not eof:
-                    data = stream.read(BLOCK_BYTES)
+                    data = stream.read(want)
                     eof = not data
                     buffer += data
                 cut = self._cut(buffer, eof)
                 if not cut:
-                    continue  # not one whole record yet: read on
+                    # Not one whole record yet: read on, as much again as held (a 50 MB record is read in a few
+                    # reads, and its bytes scanned a few times, not once per 64 KB).
+                    want = max(BLOCK_BYTES, len(buffer))
+                    continue
+                want = BLOCK_BYTES
                 table, used = self._block(header, buffer[:cut], at, final=eof and cut == len(buffer))
                 block, buffer = buffer[:used], buffer[used:]
                 at = _Where(at.offset + used, at.line + block.count(b"\n"), at.row + table.num_rows)

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from .output import Existing, Output, OutputWriter
     from .output.table import Table
     from .plan import Plan
+    from .quarantine.tally import Quarantine
     from .scoring import Scorers, ScoringRules
 
 log = logging.getLogger(__name__)
@@ -175,6 +176,7 @@ class Job:
         """--on-bad-row quarantine: where the bad records go, and how many the run may set aside."""
         from .quarantine.budget import parse_budget
         from .quarantine.split import ERROR_COLUMN
+        from .quarantine.tally import Quarantine
 
         cfg = self.cfg
         if cfg.on_bad_row != "quarantine":
@@ -513,83 +515,6 @@ class Job:
         if manifest["rows"] == 0:
             self.warnings.append("The input has no rows; wrote an empty output with the schema.")
         return JobResult(self.cfg.output_path, manifest, warnings=self.warnings)
-
-
-@dataclass
-class Quarantine:
-    """--on-bad-row quarantine, for one process: where the bad records go, and how many it has met."""
-
-    place: str  # the quarantine folder, as the user would type it
-    budget: Any  # quarantine.budget.Budget
-    bad: int = 0  # bad records in this shard's committed chunks (an earlier run's included)
-    records: int = 0  # records read in them
-    kinds: dict = field(default_factory=dict)
-    new_kinds: dict = field(default_factory=dict)  # met by this process (kinds also holds earlier runs')
-    examples: dict = field(default_factory=dict)  # kind -> the first entry of that kind this process met
-
-    def add(self, stats: dict) -> None:
-        self.bad += stats.get("bad_rows", 0)
-        self.records += stats.get("records", stats.get("rows", 0))
-        for kind, count in (stats.get("bad_row_kinds") or {}).items():
-            self.kinds[kind] = self.kinds.get(kind, 0) + count
-
-    def set_aside(self, chunk: Any, columns: list, stats: dict) -> tuple[list, Any, dict]:
-        """A scored chunk's output columns without the records that have no row, plus `error`; its quarantine
-        entries; its footer stats with the bad records counted (they are no empty texts)."""
-        from .quarantine.rows import BAD
-        from .quarantine.split import split_chunk
-
-        if BAD not in chunk.table.column_names:  # a reader without bad records (a Hub or saved dataset, a table)
-            import pyarrow as pa
-
-            columns = columns + [pa.nulls(chunk.num_rows, pa.string())]
-            stats = stats | {"records": chunk.num_rows, "bad_rows": 0, "bad_rows_kept": 0, "bad_row_kinds": {}}
-            self.add(stats)
-            return columns, None, stats
-        split = split_chunk(chunk.table, chunk.start)
-        self._first_of_kinds(split.entries)
-        columns = [c.filter(split.keep) for c in columns] + [split.errors]
-        bad = sum(split.kinds.values())
-        for kind, count in split.kinds.items():
-            self.new_kinds[kind] = self.new_kinds.get(kind, 0) + count
-        stats = (
-            stats
-            | split.stats
-            | {
-                "records": chunk.num_rows,
-                "rows": chunk.num_rows - (bad - split.kept),
-                "empty_text_rows": stats.get("empty_text_rows", 0) - bad,
-            }
-        )
-        self.add(stats)
-        return columns, split.entries, stats
-
-    def _first_of_kinds(self, entries: Any) -> None:
-        for entry in entries.slice(0, 1000).to_pylist():
-            self.examples.setdefault(entry["error_kind"], entry)
-
-    def log_lines(self) -> list[str]:
-        """One line per kind of bad record this run met (not one per record), with its first, for the log."""
-        lines = []
-        for kind, entry in sorted(self.examples.items()):
-            where = entry["source_file"] or "the input"
-            if entry["line"] is not None:
-                at = f"line {entry['line']:,}"
-            elif entry["row"] is not None:
-                at = f"row {entry['row']:,}"
-            else:
-                at = f"input row {entry['input_row']:,}"
-            lines.append(
-                f"Set aside {self.new_kinds.get(kind, 0):,} {kind} records in {self.place}; the first: {where}, "
-                f"{at}: {entry['error_message']}."
-            )
-        return lines
-
-    def check(self, final: bool) -> None:
-        from .quarantine.budget import over_budget
-
-        if self.bad and self.budget.over(self.bad, self.records, final):
-            raise over_budget(self.bad, self.budget, self.records, self.kinds, self.place)
 
 
 def _round(seconds: float | None) -> float | None:

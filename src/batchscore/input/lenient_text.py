@@ -78,6 +78,7 @@ class LenientText:
         self.names = names if names is not None else schema.names if schema is not None else []
         out = schema if columns is None or schema is None else _project(schema, columns)
         self.out_schema: pa.Schema = out if out is not None else _project(None, [])
+        csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))  # a field of a 50 MB text is a field
 
     def batches(self) -> Iterator[pa.Table]:
         from .streams import open_stream
@@ -132,11 +133,11 @@ class LenientText:
         return 0
 
     def _block(self, header: bytes, block: bytes, at: _Where, final: bool) -> tuple[pa.Table, int]:
-        import pyarrow as pa
-
         """The block's records (with BAD), and how many of its bytes they are: all of them, but where a record
         that began after a bad one runs past the block (a stray quote moved the cut), which the next block
         begins with. `final`: the block ends the file."""
+        import pyarrow as pa
+
         fast = self._fast(header, block)
         if fast is not None:
             return with_bad(fast), len(block)
@@ -175,7 +176,6 @@ class LenientText:
     def _strictly_csv(self, block: bytes, rows: int) -> bool:
         """Does Python's csv module, strictly (RFC 4180: a quoted field ends at a delimiter or a line break), read
         the block as `rows` records of the header's width, as pyarrow did?"""
-        csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))
         found = 0
         try:
             for record in csv.reader(io.StringIO(block.decode("utf-8"), newline=""), strict=True):
@@ -240,7 +240,6 @@ class LenientText:
         """CSV: each record's lines [first, end) and what is wrong with it, read by Python's csv module strictly
         (RFC 4180: a quoted field ends at a delimiter or a line break). A record that does not parse makes only
         its first line bad: reading starts again on the next line, so a stray quote costs one record."""
-        csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))
         text = block.decode("utf-8", "surrogateescape").split("\n")  # the same lines: "\n" is one byte in UTF-8
         valid = _decodes(block)
         i = 0
@@ -271,22 +270,21 @@ class LenientText:
                     break
                 raw = lines[first] if end == first + 1 else b"\n".join(lines[first:end])
                 if len(fields) != self.width:
-                    yield (
-                        first,
-                        end,
-                        ("unparseable_record", f"{len(fields)} fields where the header has {self.width}", None),
-                    )
+                    yield first, end, self._ragged(len(fields))
                 elif valid:
                     yield first, end, None
                 else:
                     yield first, end, self._fields(raw, [f.encode("utf-8", "surrogateescape") for f in fields])
+
+    def _ragged(self, count: int) -> tuple[str, str, None]:
+        return "unparseable_record", f"{count} fields where the header has {self.width}", None
 
     def _fields(self, raw: bytes, fields: list[bytes]) -> tuple[str, str, bytes | None] | None:
         """A CSV/TSV record split into fields: its field count, then its bytes' encoding."""
         if len(fields) != self.width:
             if self.one_column and not raw.strip(b"\r"):
                 return None
-            return "unparseable_record", f"{len(fields)} fields where the header has {self.width}", None
+            return self._ragged(len(fields))
         try:
             raw.decode("utf-8")
             return None

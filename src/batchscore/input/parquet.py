@@ -57,11 +57,14 @@ class ParquetReader(FileReader):
         # Every row group of every file, in input order, and the global index of its first row.
         self.groups: list[tuple[str, ds.Fragment]] = []  # (file, one of its row groups)
         self.starts: list[int] = []
+        self.rows_before: dict[tuple[str, int], int] = {}  # (file, row group id) -> the file's rows before it
         row = 0
         for path in self.paths:
+            file_start = row
             for group, rows in self._row_groups(path):
                 self.groups.append((path, group))
                 self.starts.append(row)
+                self.rows_before[path, group.row_groups[0].id] = row - file_start
                 row += rows
         self._cursor: _RowGroupCursor | None = None
 
@@ -154,7 +157,7 @@ class ParquetReader(FileReader):
         from ..quarantine.rows import BadRecord, null_rows, with_bad
 
         where = display(self.fs, path)
-        first = self._file_rows_before(path, group)
+        first = self.rows_before[path, group.row_groups[0].id]
         total = group.row_groups[0].num_rows
         done = 0
         schema = self.files_schema.remove_metadata()
@@ -181,11 +184,6 @@ class ParquetReader(FileReader):
             entries = [BadRecord("undecodable_parquet", message, where, row=first + row) for row in range(done, total)]
             if entries:
                 yield null_rows(wanted, entries)
-
-    def _file_rows_before(self, path: str, group: ds.Fragment) -> int:
-        """Rows of `path` before row group `group`."""
-        wanted = group.row_groups[0].id
-        return sum(g.row_groups[0].num_rows for g, _ in self._row_groups(path) if g.row_groups[0].id < wanted)
 
 
 def _check_utf8(batch: pa.RecordBatch, where: str) -> None:

@@ -19,7 +19,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Callable, Iterator
+from typing import IO, TYPE_CHECKING, Iterator
 
 from ..errors import InputError
 from .locate import find_open_quote
@@ -48,13 +48,12 @@ class TextFormat:
         column_types: dict | None = None,
         columns: list[str] | None = None,
         one_column: bool = False,
-        on_invalid: Callable | None = None,
     ) -> tuple:
         import pyarrow.csv as pacsv
 
         # One column: an empty line is a record holding an empty field (pyarrow and polars write a null so).
         # More columns: an empty line holds no record (a writer writes `,` for two empty fields).
-        empty_lines: dict = {"ignore_empty_lines": not one_column, "invalid_row_handler": on_invalid}
+        empty_lines = {"ignore_empty_lines": not one_column}
         if self.fmt == "tsv":  # IANA TSV: no quoting, so no field spans lines
             parse = pacsv.ParseOptions(delimiter="\t", quote_char=False, newlines_in_values=False, **empty_lines)
         else:  # reviews and comments often hold quoted newlines: slower, but correct
@@ -72,7 +71,6 @@ class TextFormat:
         schema: pa.Schema | None = None,
         columns: list[str] | None = None,
         one_column: bool = False,
-        on_invalid: Callable | None = None,
     ) -> pa.RecordBatchReader:
         import pyarrow as pa
         import pyarrow.json as pajson
@@ -91,7 +89,7 @@ class TextFormat:
             types = {self.text_column: pa.string()}
         else:
             types = {f.name: f.type for f in schema}
-        return pacsv.open_csv(stream, *self._csv_options(block_size, types, columns, one_column, on_invalid))
+        return pacsv.open_csv(stream, *self._csv_options(block_size, types, columns, one_column))
 
     def parse_block(
         self,
@@ -99,14 +97,13 @@ class TextFormat:
         schema: pa.Schema,
         columns: list[str] | None,
         one_column: bool = False,
-        on_invalid: Callable | None = None,
     ) -> pa.Table:
-        """Records held whole in `data` (CSV/TSV: the header first), read as `batches` reads them.
-        `on_invalid`: pyarrow's invalid_row_handler (CSV/TSV: a record with too many or too few fields)."""
+        """Records held whole in `data` (CSV/TSV: the header first), read as `batches` reads them; a record with
+        too many or too few fields is pyarrow's error."""
         import io
 
         block_size = max(len(data) + 1, 1 << 16)  # every record in one block: none straddles
-        return self._reader(io.BytesIO(data), block_size, schema, columns, one_column, on_invalid).read_all()
+        return self._reader(io.BytesIO(data), block_size, schema, columns, one_column).read_all()
 
     # --- reading --------------------------------------------------------------------------------------------
 

@@ -312,8 +312,7 @@ class OutputWriter:
         import pyarrow.parquet as pq
 
         path = f"{self.layout.quarantine}/{part_name(index)}"
-        footer = self.store.footer(path)
-        if self.store.exists(path) and not is_ours(footer):
+        if self.store.exists(path) and not is_ours(self.store.footer(path)):
             raise OutputError(
                 f"'{self.layout.url(path)}' was not written by batchscore; it is never replaced: move it, or "
                 "choose another --output (the quarantine is beside it)."

@@ -13,6 +13,7 @@ its output row, with null results and an error.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
@@ -45,6 +46,7 @@ class BadRecord:
     kept: bool = False  # parsed, with its text nulled: it keeps an output row
 
 
+@functools.cache  # asked for every block a lenient reader reads
 def bad_type() -> pa.DataType:
     import pyarrow as pa
 

@@ -155,26 +155,19 @@ def encode_chunk(
     pad_multiple: int | None,
     windows: WindowSpec | None = None,
 ) -> EncodedChunk:
-    valid, strings = chunk_texts(chunk.table, text_column)
-    positions = np.flatnonzero(valid)
-    work = EncodedChunk(chunk.select(out_columns), valid)
-    work.truncated = np.zeros(len(valid), np.int64)
-    if len(positions) == 0:
-        return work
-    try:
-        units, cut = _tokenize(tokenizer, strings, positions, max_length, windows, work)
-    except Exception as exc:  # a text the tokenizer rejects (a lone surrogate, a custom tokenizer's refusal)
-        chunk = _without_rejected(chunk, text_column, tokenizer, strings, positions, exc)
-        return encode_chunk(
-            chunk,
-            text_column=text_column,
-            out_columns=out_columns,
-            tokenizer=tokenizer,
-            max_length=max_length,
-            batch_tokens=batch_tokens,
-            pad_multiple=pad_multiple,
-            windows=windows,
-        )
+    while True:
+        valid, strings = chunk_texts(chunk.table, text_column)
+        positions = np.flatnonzero(valid)
+        work = EncodedChunk(chunk.select(out_columns), valid)
+        work.truncated = np.zeros(len(valid), np.int64)
+        if len(positions) == 0:
+            return work
+        try:
+            units, cut = _tokenize(tokenizer, strings, positions, max_length, windows, work)
+            break
+        except Exception as exc:  # a text the tokenizer rejects (a lone surrogate, a custom tokenizer's refusal)
+            # Marked bad (or an error naming it, or `exc` again when no text alone is refused), then once more.
+            chunk = _without_rejected(chunk, text_column, tokenizer, strings, positions, exc)
     if cut:
         return_freed_memory()  # now that the tokenizer's work on the cut texts is freed
     if work.windows is not None:

@@ -130,7 +130,9 @@ def test_every_option_reads_its_env_var():
         "max_length": "64",
         "batch_tokens": "9",
         "chunk_rows": "8",
-        "precision": "fp32",
+        "precision": "fastest",
+        "min_agreement": "0.995",
+        "calibration_rows": "500",
         "limit": "5",
         "split": "s",
         "dataset_config": "c",
@@ -169,7 +171,8 @@ def test_every_option_reads_its_env_var():
     assert (cfg.input, cfg.output, cfg.model, cfg.revision) == ("in.csv", "out", "m", "r")
     assert (cfg.text_column, cfg.id_column, cfg.keep_columns) == ("t", "i", ("x", "y"))
     assert (cfg.top_k, cfg.max_length, cfg.batch_tokens, cfg.chunk_rows) == ("all", 64, 9, 8)
-    assert (cfg.precision, cfg.limit, cfg.split, cfg.dataset_config) == ("fp32", 5, "s", "c")
+    assert (cfg.precision, cfg.limit, cfg.split, cfg.dataset_config) == ("fastest", 5, "s", "c")
+    assert (cfg.min_agreement, cfg.calibration_rows) == (0.995, 500)
     assert (cfg.num_workers, cfg.progress, cfg.overwrite) == (0, True, True)
     assert (cfg.progress_every, cfg.report, cfg.cache) == (15, True, "s3://bucket/score-cache/")
     assert (cfg.encoding, cfg.allow_pickle, cfg.trust_remote_code, cfg.csv_infer_types) == ("latin-1", True, True, True)
@@ -241,7 +244,7 @@ def test_models_from_the_env_var_and_a_config_file(tmp_path):
         ),
         (
             "precision: [int8]",
-            "precision (from models entry 1, from config file JOB) must be one of auto, fp32, bf16, fp16, int8, "
+            "precision (from models entry 1, from config file JOB) must be one of auto, fp32, bf16, fp16, int8, fastest, "
             "got ['int8'] (a list).",
         ),
     ],

@@ -99,6 +99,8 @@ class JobConfig:
     batch_tokens: int | None = None  # None: CPU_BATCH_TOKENS or GPU_BATCH_TOKENS
     chunk_rows: int = 10000
     precision: str = "auto"
+    min_agreement: float | None = None  # --precision fastest; None: DEFAULT_MIN_AGREEMENT
+    calibration_rows: int | None = None  # --precision fastest; None: CALIBRATION_ROWS
     limit: int | None = None
     split: str = "train"
     dataset_config: str | None = None
@@ -378,6 +380,7 @@ def build_config(
     _check_shards(values.get("num_shards"), values.get("shard_index"))
     _check_table(values)
     _check_bad_rows(values)
+    _check_calibration(values)
     # model and models are one setting: the first layer that sets either decides (a --model on the command
     # line replaces a config file's models list, and --model given twice replaces its model).
     for origin, layer in layers:
@@ -413,6 +416,18 @@ def _check_bad_rows(values: dict[str, Any]) -> None:
     if values.get("on_bad_row") != "quarantine":
         raise ConfigError(f"--max-bad-rows {budget} is for --on-bad-row quarantine; pass that as well.")
     parse_budget(budget)  # a clear error now, not after the model loads
+
+
+def _check_calibration(values: dict[str, Any]) -> None:
+    """--min-agreement and --calibration-rows only mean something to a model calibrated with --precision fastest."""
+    given = [k for k in ("min_agreement", "calibration_rows") if values.get(k) is not None]
+    if not given:
+        return
+    models = values.get("models") or []
+    precisions = [values.get("precision")] + [m.get("precision") for m in models if isinstance(m, dict)]
+    if "fastest" not in precisions:
+        flag = "--" + given[0].replace("_", "-")
+        raise ConfigError(f"{flag} {values[given[0]]} is for --precision fastest; pass that as well.")
 
 
 def _check_shards(num_shards: int | None, shard_index: int | None) -> None:

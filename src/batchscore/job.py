@@ -239,6 +239,7 @@ class Job:
             allow_pickle=cfg.allow_pickle,
             trust_remote_code=cfg.trust_remote_code,
             check=self._check_head_columns,
+            calibrating=True,
         )
         self.all_rules = [model.rules for model in self.scorer.models]  # completed by each model's head
         self.rules = self.all_rules[0]
@@ -265,11 +266,23 @@ class Job:
         from .output import OutputWriter
 
         cfg, plan, scorer = self.cfg, self.plan, self.scorer
-        loaded = scorer.models[0].loaded
         # A few forked workers read and tokenize ahead of a GPU; on CPU they would take the model's cores.
         self.workers = cfg.num_workers
         if self.workers is None:
             self.workers = min(4, os.cpu_count() or 1) if scorer.on_gpu else 0
+        self.schema = self._schema()
+        identity = self._identity()
+        if self.quarantine is not None and self.table is not None:
+            from .output.table import commit_id, quarantine_of
+
+            self.quarantine.place = quarantine_of(self.table, commit_id(identity, cfg.table_mode))
+        if self.table is not None:
+            done = self._already_in_table(identity)
+            if done is not None:
+                return done
+        calibration = self._calibrate()
+        scorer = self.scorer
+        loaded = scorer.models[0].loaded
         effective = cfg.to_dict() | {
             "max_length": loaded.max_length,
             "precision": loaded.precision,
@@ -283,18 +296,8 @@ class Job:
             **({"models": self._models()} if len(scorer.models) > 1 else {}),
             "config": effective,
             **({"quarantine": self.quarantine.place} if self.quarantine is not None else {}),
+            **({"calibration": calibration} if calibration is not None else {}),
         }
-        self.schema = self._schema()
-        identity = self._identity()
-        if self.quarantine is not None and self.table is not None:
-            from .output.table import commit_id, quarantine_of
-
-            self.quarantine.place = quarantine_of(self.table, commit_id(identity, cfg.table_mode))
-            metadata["quarantine"] = self.quarantine.place
-        if self.table is not None:
-            done = self._already_in_table(identity)
-            if done is not None:
-                return done
         sink = OutputWriter(self.output, self.schema, metadata, identity, plan.overwrite, plan.shard)
         wait = loaded.accelerator.wait_for_everyone  # a barrier across ranks
         if plan.clear_first and not plan.main:
@@ -332,6 +335,18 @@ class Job:
             )
         return self.finish()
 
+    def _calibrate(self) -> dict | None:
+        """--precision fastest: each such model in the precision this output's writers use, calibrated on a sample
+        of the input unless the output records one already (calibration.py); the record, for the parts' metadata
+        and so the manifest. A rerun of a complete output scores nothing, so it calibrates nothing."""
+        from .calibration import calibrating, settle
+
+        if not calibrating(self.scorer) or (self.existing.state == "complete" and not self.cfg.overwrite):
+            return None
+        record, models = settle(self.cfg, self.scorer, self.output, self.input.reopen(), self.plan)
+        self.scorer = self.scorer.with_models(models)
+        return record
+
     def _already_in_table(self, identity: dict) -> JobResult | None:
         """A table output that has this run's commit already (a rerun after the commit): nothing to score; the
         staging folder a kill left behind the commit goes. A table whose columns clash is refused (exit 5)."""
@@ -360,9 +375,12 @@ class Job:
         return pa.schema(fields)
 
     def _identity(self) -> dict:
+        from .calibration import calibrating, min_agreement
         from .output import run_identity
 
         identity = run_identity(self.cfg, self.input.source, self.scorer.identity_parts(), self.input.out_columns)
+        if calibrating(self.scorer):  # its bar decides the precision; the sample's size only how well it is judged
+            identity |= {"min_agreement": min_agreement(self.cfg)}
         # Quarantining changes which rows the output holds (and adds `error`); its budget changes neither.
         return identity | ({"on_bad_row": "quarantine"} if self.quarantine is not None else {})
 

@@ -44,7 +44,11 @@ def model_and_revision(model: str | None, revision: str | None) -> tuple[str, st
 
 
 ENV_PREFIX = "BATCHSCORE_"
-PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8", "fastest")
+# --precision fastest: the label agreement with fp32 a faster precision must keep on the calibration sample, and
+# the sample's size (rows of the input's own text, spread over it); see docs/models.md.
+DEFAULT_MIN_AGREEMENT = 0.999
+CALIBRATION_ROWS = 1000
 TOP_K = ("1", "all")
 LONG_TEXT = ("truncate", "window")
 OUTPUT_FORMATS = ("parquet", "delta", "iceberg")
@@ -236,8 +240,24 @@ OPTIONS: tuple[Option, ...] = (
         "choice",
         "auto = fp32 on CPU (exact), bf16 (or fp16) on GPU. On CPU, bf16 and int8 are approximate: on real "
         "mixed text bf16 kept 99.95% of fp32's labels, int8 (dynamic int8 Linear layers, CPU only, the fastest) "
-        "98.4%, losing most on rows the model is unsure of; which to choose: docs/models.md.",
+        "98.4%, losing most on rows the model is unsure of. fastest = measure fp32 and what this device runs "
+        "natively (bf16, fp16, int8) on a sample of the input, and take the fastest that keeps "
+        "--min-agreement of fp32's labels (else fp32); which to choose: docs/models.md.",
         choices=PRECISIONS,
+    ),
+    Option(
+        "min_agreement",
+        "fraction",
+        "--precision fastest: the share of the sample's fp32 labels a faster precision must keep (1 keeps fp32, "
+        f"the only exact one). Default: {DEFAULT_MIN_AGREEMENT}.",
+        metavar="X",
+    ),
+    Option(
+        "calibration_rows",
+        "count",
+        "--precision fastest: rows of the input (spread over it) to measure each precision on. "
+        f"Default: {CALIBRATION_ROWS}.",
+        metavar="N",
     ),
     Option("limit", "count", "Score only the first N rows (for trying things).", metavar="N"),
     Option("split", "str", "Split of a Hub dataset or saved DatasetDict.", metavar="NAME"),

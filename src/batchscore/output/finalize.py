@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ..errors import OutputError
 from ..plan import Shard
-from .layout import MANIFEST, MANIFEST_KEY, RECORDS, SUCCESS, Layout, part_name
+from .layout import MANIFEST, MANIFEST_KEY, RECORDS, SUCCESS, Layout, finished_record, part_name
 from .lease import Lease, open_lease
 from .manifest import (
     listed_parts,
@@ -177,7 +177,7 @@ def _finalize_held(layout: Layout, store: Store, lease: Lease, report: str | Non
         lease.commit(layout.path(MANIFEST), manifest_bytes(schema, manifest))
         lease.commit(layout.path(SUCCESS), b"")  # last: from here on the output is complete
         for name in store.names(layout.path(RECORDS)):
-            if Shard.from_marker(name):  # their content is in the manifest now
+            if finished_record(name):  # their content is in the manifest now
                 store.remove(layout.record(name))
     return Finalized(manifest, warnings=warnings)
 

@@ -7,6 +7,7 @@
         shard-00001-of-00003.json     shard 1 of 3 has committed all its chunks (wider past 99999 shards)
         lease-all.json, lease-shard-00001-of-00003.json   leases on object stores (heartbeat records)
         lock, guard, shard-00001-of-00003.lock            kernel locks on local disks (0 bytes)
+        calibration.json              --precision fastest: the precision every writer of this output uses
 
 Every reader skips or reads harmlessly what is not data: pyarrow, pandas and
 Spark skip names starting with `_` or `.`; polars reads every non-empty file
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 SUCCESS = "_SUCCESS"
 MANIFEST = "_manifest.parquet"
 RECORDS = "_batchscore"
+CALIBRATION = "calibration.json"  # in RECORDS; output/calibration.py
 # Numbers in names are zero-padded (parts to 6 digits, shards to 5) and grow wider past that; only the
 # canonical spelling of a number counts, so `part-0000001.parquet` or `part-١٢٣٤٥٦.parquet` is nobody's part.
 PART = re.compile(r"^part-([0-9]{6,})\.parquet$")
@@ -45,6 +47,12 @@ METADATA_KEY = b"batchscore"
 RUN_KEY = b"batchscore.run"
 CHUNK_KEY = b"batchscore.chunk"
 MANIFEST_KEY = b"batchscore.manifest"
+
+
+def finished_record(name: str) -> bool:
+    """A run record whose content is in the manifest once the output is complete, so removed then: a shard's
+    marker, the calibration (leases and locks go with their holders)."""
+    return Shard.from_marker(name) is not None or name == CALIBRATION
 
 
 def report_path(output: str) -> str:

@@ -26,7 +26,7 @@ from .layout import (
     RUN_KEY,
     SUCCESS,
     Layout,
-    Shard,
+    finished_record,
     part_index,
     part_name,
 )
@@ -339,7 +339,7 @@ def tidy_complete(layout: Layout, store: Store) -> None:
                 store.remove(layout.root)
             else:
                 for name in store.names(layout.path(RECORDS)):
-                    if Shard.from_marker(name):
+                    if finished_record(name):
                         store.remove(layout.record(name))
     except OutputError:
         pass

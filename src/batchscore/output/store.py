@@ -365,6 +365,11 @@ KINDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
         "a number of seconds",
         lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
     ),
+    "fraction": (
+        "a number from 0 to 1",
+        lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1,
+    ),
+    "list": ("a list", lambda v: isinstance(v, list)),
 }
 
 

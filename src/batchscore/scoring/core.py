@@ -65,6 +65,7 @@ class ScoringCore:
         self.encoders = Encoders(tuple(encoders))
         self.fields = [f for model in models for f in model.fields]
         self.first = models[0]
+        self.result_cache = cache
         self.cache = None if cache is None else CacheStep(cache, models)
         self.worker_step: WorkerStep = self.encoders if self.cache is None else LookupFirst()
 
@@ -75,6 +76,10 @@ class ScoringCore:
     @property
     def batch_tokens(self) -> int:
         return self.first.batch_tokens
+
+    def with_models(self, models: list[ModelScorer]) -> ScoringCore:
+        """The same run with these models instead (each one's precision settled by --precision fastest)."""
+        return ScoringCore(models, self.result_cache)
 
     def identity_parts(self) -> list[dict[str, Any]]:
         """Each model's part of the run identity, in order."""

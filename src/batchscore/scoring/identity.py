@@ -21,7 +21,9 @@ def run_part(scorer: ModelScorer) -> dict[str, Any]:
         "top_k": spec.top_k,
         **({"result_prefix": spec.prefix} if spec.prefix else {}),
         "max_length": loaded.max_length,
-        "precision": loaded.precision,
+        # --precision fastest: the request (with the run's --min-agreement, job.py); each writer of the output
+        # scores in the precision the output's record names (output/calibration.py).
+        "precision": "fastest" if spec.precision == "fastest" else loaded.precision,
     }
     if scorer.rules.windowed:
         identity["long_text"] = spec.window_options()

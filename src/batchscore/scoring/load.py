@@ -52,7 +52,7 @@ def resolve_precision(precision: str, device_type: str) -> str:
     return "fp32"  # on CPUs without bf16 matrix units, bf16 is slower than fp32 for these models
 
 
-def _warn_slow_bf16() -> None:
+def warn_slow_bf16() -> None:
     """No silent slow path: bf16 on a CPU without native bf16 runs in software, several times slower than fp32."""
     from . import cpu
 
@@ -131,7 +131,7 @@ def load_model(
     if device_type != "cpu" and precision == "int8":
         raise ConfigError("--precision int8 is for CPUs; use bf16 or fp16 on a GPU.")
     if device_type == "cpu" and precision == "bf16":
-        _warn_slow_bf16()
+        warn_slow_bf16()
     # Pickled weights (.bin) can execute code when loaded: safetensors only unless allowed.
     use_safetensors = None if allow_pickle else True
     read = [n for n in weights if _is_safetensors(n)] or weights  # transformers takes safetensors when both

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
+from ..errors import ConfigError
+
 if TYPE_CHECKING:
     import pyarrow as pa
 
@@ -40,6 +42,8 @@ class Scorers(Protocol):
 
     def identity_parts(self) -> list[dict[str, Any]]: ...
 
+    def with_models(self, models: list[ModelScorer]) -> Scorers: ...
+
     def finish(self) -> CacheReport | None: ...
 
 
@@ -50,12 +54,15 @@ def open_scorers(
     allow_pickle: bool = False,
     trust_remote_code: bool = False,
     check: Callable[[ScoringRules], None] | None = None,
+    calibrating: bool = False,
 ) -> Scorers:
     """Every model of a run loaded, in order (several: their weights checked against free memory first), with
     the result cache in front of them when one is given.
 
     `check` gets each model's rules completed by its head as soon as its config is read, before the weights
-    load: the columns a head adds are refused in seconds, not after minutes of loading.
+    load: the columns a head adds are refused in seconds, not after minutes of loading. A model of `--precision
+    fastest` is loaded in fp32 for a caller that then calibrates it (`calibrating`: the job); any other caller is
+    refused it, since only a job has an input to calibrate on and an output to record the choice in.
     """
     import functools
 
@@ -66,6 +73,11 @@ def open_scorers(
     from .models import ModelScorer
 
     specs = [each.spec for each in rules]
+    if not calibrating and any(spec.precision == "fastest" for spec in specs):
+        raise ConfigError(
+            "precision 'fastest' is calibrated on a job's input (batchscore score, batchscore.score); here "
+            "pass the precision it chose (the manifest's calibration says which), or fp32, bf16, fp16, int8."
+        )
     if cache is not None:
         refuse_window_scores(specs)
     if len(specs) > 1:
@@ -76,7 +88,7 @@ def open_scorers(
         loaded = load_model(
             model_id,
             revision,
-            each.spec.precision,
+            "fp32" if each.spec.precision == "fastest" else each.spec.precision,  # calibration starts from fp32
             each.spec.max_length,
             allow_pickle=allow_pickle,
             trust_remote_code=trust_remote_code,

@@ -1,0 +1,234 @@
+"""--precision fastest: the choice made on a sample of the input, recorded in the output, and reused by every
+writer of it (a resume, another shard, a lost record's parts) instead of calibrating again."""
+
+import json
+import os
+
+import pyarrow as pa
+import pyarrow.csv
+import pyarrow.parquet as pq
+import pytest
+
+import batchscore
+from batchscore.errors import ConfigError
+from batchscore.output import Output
+from batchscore.output.calibration import record, recorded
+from batchscore.output.writer import OutputWriter
+from batchscore.scoring import calibrate
+from batchscore.scoring.calibrate import Measured, choose
+from helpers import assert_error, invoke, manifest_of
+
+ROWS, CHUNK = 240, 40  # 6 chunks
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("calibration")
+    words = "good bad fine awful great boring loved hated plot service really".split()
+    texts = [" ".join(words[(i * 7 + k * 3) % len(words)] for k in range(3 + i % 9)) for i in range(ROWS)]
+    texts[7] = None  # no text: no label, in every precision
+    path = folder / "in.parquet"
+    pq.write_table(pa.table({"text": texts, "n": list(range(ROWS))}), path)
+    return str(path)
+
+
+def fastest(corpus, model, out, **options):
+    return batchscore.score(
+        corpus, str(out), model=model, precision="fastest", chunk_rows=CHUNK, calibration_rows=60, **options
+    )
+
+
+@pytest.fixture
+def choose_int8(monkeypatch):
+    """The measurement runs as always; the choice is int8 whatever it measured, so the tests know what to expect."""
+    monkeypatch.setattr(calibrate, "choose", lambda measured, bar: "int8")
+
+
+@pytest.fixture
+def never_calibrate(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("calibrated again, though the output records a choice")
+
+    return lambda: monkeypatch.setattr(calibrate, "calibrate", refuse)
+
+
+@pytest.fixture(scope="module")
+def int8_scores(corpus, tiny_model, tmp_path_factory):
+    """What --precision int8 gives these rows: a run calibrated to int8 must give exactly these."""
+    out = tmp_path_factory.mktemp("int8") / "out"
+    batchscore.score(corpus, str(out), model=tiny_model, precision="int8", chunk_rows=CHUNK)
+    return pq.read_table(out).sort_by("n")
+
+
+def same_scores(out, expected):
+    got = pq.read_table(out).sort_by("n")
+    assert got.column("label").to_pylist() == expected.column("label").to_pylist()
+    assert got.column("score").to_pylist() == expected.column("score").to_pylist()
+
+
+def interrupted(corpus, model, out, monkeypatch, after=2, **options):
+    """A fastest run stopped once `after` chunks are committed, as a kill between chunks leaves it."""
+    write = OutputWriter.write
+    calls = []
+
+    def stop_after(self, *args, **kwargs):
+        if len(calls) == after:
+            raise RuntimeError("stopped")
+        calls.append(1)
+        return write(self, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(OutputWriter, "write", stop_after)
+        with pytest.raises(RuntimeError, match="stopped"):
+            fastest(corpus, model, out, **options)
+    return sorted(n for n in os.listdir(out) if n.startswith("part-"))
+
+
+def test_choice_is_measured_logged_and_recorded_in_the_manifest(corpus, tiny_model, tmp_path, caplog):
+    caplog.set_level("INFO", logger="batchscore")
+    manifest = fastest(corpus, tiny_model, tmp_path / "out")
+    calibration = manifest["calibration"]
+    assert calibration["min_agreement"] == 0.999 and calibration["sample_rows"] == 60
+    (entry,) = calibration["models"]
+    measured = {m["precision"]: m for m in entry["measured"]}
+    assert measured["fp32"]["agreement"] == 1.0 and "int8" in measured  # int8 is a candidate on every CPU
+    assert all(m["rows_per_second"] > 0 and 0 <= m["agreement"] <= 1 for m in measured.values())
+    assert entry["precision"] == choose([Measured(**m) for m in entry["measured"]], 0.999)
+    assert manifest["config"]["precision"] == entry["precision"]  # what the parts were scored in
+    assert manifest["run"]["precision"] == "fastest" and manifest["run"]["min_agreement"] == 0.999
+    lines = [r.getMessage() for r in caplog.records if "calibrated on 60 rows" in r.getMessage()]
+    assert len(lines) == 1 and "int8" in lines[0] and "--min-agreement 0.999" in lines[0]
+    # The record goes once the output is complete: polars reads every file under an output folder.
+    assert "calibration.json" not in os.listdir(tmp_path / "out" / "_batchscore")
+
+
+def test_a_bar_of_one_keeps_fp32_even_against_a_faster_candidate_that_agreed_on_every_row():
+    measured = [Measured("fp32", 100.0, 1.0), Measured("int8", 300.0, 1.0), Measured("bf16", 200.0, 1.0)]
+    assert choose(measured, 1.0) == "fp32"
+    assert choose(measured, 0.999) == "int8"
+    # Below the bar, or not faster by the margin: fp32.
+    assert choose([Measured("fp32", 100.0, 1.0), Measured("int8", 300.0, 0.99)], 0.999) == "fp32"
+    assert choose([Measured("fp32", 100.0, 1.0), Measured("int8", 103.0, 1.0)], 0.999) == "fp32"
+    assert choose([Measured("fp32", 100.0, 1.0), Measured("int8", 300.0, 0.99)], 0.98) == "int8"
+
+
+def test_min_agreement_one_gives_fp32_end_to_end(corpus, tiny_model, tmp_path):
+    manifest = fastest(corpus, tiny_model, tmp_path / "out", min_agreement=1)
+    assert manifest["calibration"]["models"][0]["precision"] == "fp32"
+    assert manifest["config"]["precision"] == "fp32"
+
+
+def test_resume_takes_the_recorded_choice(
+    corpus, tiny_model, tmp_path, monkeypatch, choose_int8, never_calibrate, int8_scores
+):
+    out = tmp_path / "out"
+    committed = interrupted(corpus, tiny_model, out, monkeypatch)
+    assert len(committed) == 2
+    assert json.loads((out / "_batchscore" / "calibration.json").read_text())["models"][0]["precision"] == "int8"
+    never_calibrate()
+    manifest = fastest(corpus, tiny_model, out)
+    assert manifest["calibration"]["models"][0]["precision"] == "int8"
+    same_scores(out, int8_scores)
+
+
+def test_a_lost_record_is_read_back_from_the_parts(
+    corpus, tiny_model, tmp_path, monkeypatch, choose_int8, never_calibrate, int8_scores
+):
+    out = tmp_path / "out"
+    interrupted(corpus, tiny_model, out, monkeypatch)
+    (out / "_batchscore" / "calibration.json").unlink()
+    never_calibrate()
+    fastest(corpus, tiny_model, out)
+    same_scores(out, int8_scores)
+
+
+def test_shards_take_the_first_shards_choice(
+    corpus, tiny_model, tmp_path, monkeypatch, choose_int8, never_calibrate, int8_scores
+):
+    out = tmp_path / "out"
+    fastest(corpus, tiny_model, out, num_shards=2, shard_index=0)
+    never_calibrate()
+    fastest(corpus, tiny_model, out, num_shards=2, shard_index=1)
+    result = invoke(["finalize", str(out)])
+    assert result.exit_code == 0, result.output
+    manifest = manifest_of(out)
+    assert manifest["calibration"]["models"][0]["precision"] == "int8"
+    same_scores(out, int8_scores)
+
+
+def test_first_record_wins(tmp_path):
+    output = Output.open(str(tmp_path / "out"))
+    first = {"min_agreement": 0.999, "models": [{"model": "m", "precision": "int8"}]}
+    second = {"min_agreement": 0.999, "models": [{"model": "m", "precision": "fp32"}]}
+    assert record(output, first) == first
+    assert record(output, second) == first  # another writer recorded first: its choice is the output's
+    assert recorded(output) == first
+    assert record(output, second, replace=True) == second  # a whole --overwrite starts afresh
+    assert recorded(output) == second
+    assert [n for n in os.listdir(tmp_path / "out" / "_batchscore") if n.endswith(".tmp")] == []
+
+
+def test_overwrite_calibrates_again_and_another_bar_is_another_run(corpus, tiny_model, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    monkeypatch.setattr(calibrate, "choose", lambda measured, bar: "int8")
+    fastest(corpus, tiny_model, out)
+    monkeypatch.setattr(calibrate, "choose", lambda measured, bar: "fp32")
+    assert fastest(corpus, tiny_model, out)["calibration"]["models"][0]["precision"] == "int8"  # complete: as is
+    result = invoke(
+        [
+            "score",
+            corpus,
+            "-o",
+            str(out),
+            "--model",
+            tiny_model,
+            "--precision",
+            "fastest",
+            "--chunk-rows",
+            str(CHUNK),
+            "--min-agreement",
+            "0.99",
+        ]
+    )
+    assert_error(result, 5, "min_agreement", "--overwrite")
+    assert fastest(corpus, tiny_model, out, overwrite=True)["calibration"]["models"][0]["precision"] == "fp32"
+
+
+def test_calibration_options_need_fastest_and_the_library_scorer_refuses_it(corpus, tiny_model, tmp_path):
+    result = invoke(["score", corpus, "-o", str(tmp_path / "o"), "--model", tiny_model, "--min-agreement", "0.99"])
+    assert_error(result, 2, "--min-agreement 0.99 is for --precision fastest")
+    result = invoke(
+        [
+            "score",
+            corpus,
+            "-o",
+            str(tmp_path / "o"),
+            "--model",
+            tiny_model,
+            "--precision",
+            "fastest",
+            "--min-agreement",
+            "1.5",
+        ]
+    )
+    assert_error(result, 2, "min_agreement", "from 0 to 1")
+    with pytest.raises(ConfigError, match="fastest"):
+        batchscore.Scorer(model=tiny_model, precision="fastest")
+
+
+def test_sample_spreads_over_the_input(corpus, tmp_path):
+    from batchscore.calibration import sample
+    from batchscore.input import open_source
+
+    spread = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"text": [f"row {i}" if i % 5 else None for i in range(1000)]}), spread)
+    texts = sample(open_source(str(spread), text_column="text"), "text", 30, None, 1000).column("text").to_pylist()
+    assert len(texts) == 20 and None not in texts  # 10 runs of 3 rows, the first of each without text
+    positions = sorted(int(t.split()[1]) for t in texts)
+    assert positions[:2] == [1, 2] and positions[-1] == 902  # from the start to the last tenth
+    # A CSV is read from the start, not twice over: every k-th row of the first 50 x N.
+    csv = tmp_path / "in.csv"
+    pa.csv.write_csv(pa.table({"text": [f"row {i}" for i in range(3000)]}), csv)
+    texts = sample(open_source(str(csv), text_column="text"), "text", 20, None, None).column("text").to_pylist()
+    assert texts == [f"row {i}" for i in range(0, 1000, 50)]
+    assert sample(open_source(str(csv), text_column="text"), "text", 20, 100, None).num_rows == 20  # --limit

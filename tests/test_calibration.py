@@ -33,9 +33,8 @@ def corpus(tmp_path_factory):
 
 
 def fastest(corpus, model, out, **options):
-    return batchscore.score(
-        corpus, str(out), model=model, precision="fastest", chunk_rows=CHUNK, calibration_rows=60, **options
-    )
+    options = {"calibration_rows": 20, **options}  # 240 rows: at least 10 x the sample, or it is not worth it
+    return batchscore.score(corpus, str(out), model=model, precision="fastest", chunk_rows=CHUNK, **options)
 
 
 @pytest.fixture
@@ -88,7 +87,7 @@ def test_choice_is_measured_logged_and_recorded_in_the_manifest(corpus, tiny_mod
     caplog.set_level("INFO", logger="batchscore")
     manifest = fastest(corpus, tiny_model, tmp_path / "out")
     calibration = manifest["calibration"]
-    assert calibration["min_agreement"] == 0.999 and calibration["sample_rows"] == 60
+    assert calibration["min_agreement"] == 0.999 and calibration["sample_rows"] == 20
     (entry,) = calibration["models"]
     measured = {m["precision"]: m for m in entry["measured"]}
     assert measured["fp32"]["agreement"] == 1.0 and "int8" in measured  # int8 is a candidate on every CPU
@@ -96,26 +95,63 @@ def test_choice_is_measured_logged_and_recorded_in_the_manifest(corpus, tiny_mod
     assert entry["precision"] == choose([Measured(**m) for m in entry["measured"]], 0.999)
     assert manifest["config"]["precision"] == entry["precision"]  # what the parts were scored in
     assert manifest["run"]["precision"] == "fastest" and manifest["run"]["min_agreement"] == 0.999
-    lines = [r.getMessage() for r in caplog.records if "calibrated on 60 rows" in r.getMessage()]
+    lines = [r.getMessage() for r in caplog.records if "calibrated on 20 rows" in r.getMessage()]
     assert len(lines) == 1 and "int8" in lines[0] and "--min-agreement 0.999" in lines[0]
     # The record goes once the output is complete: polars reads every file under an output folder.
     assert "calibration.json" not in os.listdir(tmp_path / "out" / "_batchscore")
 
 
 def test_a_bar_of_one_keeps_fp32_even_against_a_faster_candidate_that_agreed_on_every_row():
-    measured = [Measured("fp32", 100.0, 1.0), Measured("int8", 300.0, 1.0), Measured("bf16", 200.0, 1.0)]
+    fp32 = Measured("fp32", 100.0, 1.0, 1000)
+    measured = [fp32, Measured("int8", 300.0, 1.0, 1000), Measured("bf16", 200.0, 1.0, 1000)]
     assert choose(measured, 1.0) == "fp32"
     assert choose(measured, 0.999) == "int8"
-    # Below the bar, or not faster by the margin: fp32.
-    assert choose([Measured("fp32", 100.0, 1.0), Measured("int8", 300.0, 0.99)], 0.999) == "fp32"
-    assert choose([Measured("fp32", 100.0, 1.0), Measured("int8", 103.0, 1.0)], 0.999) == "fp32"
-    assert choose([Measured("fp32", 100.0, 1.0), Measured("int8", 300.0, 0.99)], 0.98) == "int8"
+    # Below the bar, not faster by the margin, or dropped before the end of the sample: fp32.
+    assert choose([fp32, Measured("int8", 300.0, 0.99, 1000)], 0.999) == "fp32"
+    assert choose([fp32, Measured("int8", 103.0, 1.0, 1000)], 0.999) == "fp32"
+    assert choose([fp32, Measured("int8", 300.0, 1.0, 250)], 0.999) == "fp32"
+    assert choose([fp32, Measured("int8", 300.0, 0.99, 1000)], 0.98) == "int8"
+
+
+def test_candidates_that_cannot_win_are_dropped_early(tiny_model, monkeypatch):
+    """A candidate that changes labels is out once it changed more than the bar allows on the whole sample: it
+    is not scored on the rest, and fp32 stops with it."""
+    from batchscore.config import ModelSpec
+    from batchscore.scoring import open_scorers, rules_for
+    from batchscore.scoring.rules import CLI_HINTS
+
+    monkeypatch.setattr(calibrate, "candidates", lambda device: ["int8"])
+    real = calibrate._labels
+
+    def int8_flips_every_label(scorer, texts):
+        labels = real(scorer, texts)
+        return ["FLIPPED"] * len(labels) if scorer.loaded.precision == "int8" else labels
+
+    monkeypatch.setattr(calibrate, "_labels", int8_flips_every_label)
+    (rules,) = rules_for([ModelSpec(model=tiny_model, precision="fastest")], "text", None, CLI_HINTS)
+    scorer = open_scorers([rules], calibrating=True).models[0]
+    texts = pa.table({"text": [f"text number {i}" for i in range(400)]})
+    choice, chosen = calibrate.calibrate(scorer, texts, 0.999)
+    assert choice.precision == "fp32" and chosen is scorer
+    fp32, int8 = choice.measured
+    assert (fp32.rows, int8.rows, int8.agreement) == (50, 50, 0.0)  # one slice of 8, then nobody left to beat
+    assert "below the bar, dropped after 50 rows" in choice.summary(0.999)
+    assert calibrate.calibrate(scorer, texts, 1.0)[0].measured == ()  # a bar of 1: nothing to measure
 
 
 def test_min_agreement_one_gives_fp32_end_to_end(corpus, tiny_model, tmp_path):
     manifest = fastest(corpus, tiny_model, tmp_path / "out", min_agreement=1)
     assert manifest["calibration"]["models"][0]["precision"] == "fp32"
     assert manifest["config"]["precision"] == "fp32"
+
+
+def test_an_input_too_small_to_repay_calibrating_keeps_fp32(corpus, tiny_model, tmp_path, caplog, monkeypatch):
+    caplog.set_level("INFO", logger="batchscore")
+    monkeypatch.setattr(calibrate, "calibrate", lambda *a: pytest.fail("calibrated a 240-row input on 25 rows"))
+    manifest = fastest(corpus, tiny_model, tmp_path / "out", calibration_rows=25)  # 240 < 10 x 25
+    (entry,) = manifest["calibration"]["models"]
+    assert entry["precision"] == "fp32" and entry["measured"] == [] and "240 rows" in entry["reason"]
+    assert any("fewer than 10 x --calibration-rows 25" in r.getMessage() for r in caplog.records)
 
 
 def test_resume_takes_the_recorded_choice(
@@ -222,13 +258,18 @@ def test_sample_spreads_over_the_input(corpus, tmp_path):
 
     spread = tmp_path / "in.parquet"
     pq.write_table(pa.table({"text": [f"row {i}" if i % 5 else None for i in range(1000)]}), spread)
-    texts = sample(open_source(str(spread), text_column="text"), "text", 30, None, 1000).column("text").to_pylist()
+    table, total = sample(open_source(str(spread), text_column="text"), "text", 30, None, 1000)
+    texts = table.column("text").to_pylist()
+    assert total == 1000
     assert len(texts) == 20 and None not in texts  # 10 runs of 3 rows, the first of each without text
     positions = sorted(int(t.split()[1]) for t in texts)
     assert positions[:2] == [1, 2] and positions[-1] == 902  # from the start to the last tenth
     # A CSV is read from the start, not twice over: every k-th row of the first 50 x N.
     csv = tmp_path / "in.csv"
     pa.csv.write_csv(pa.table({"text": [f"row {i}" for i in range(3000)]}), csv)
-    texts = sample(open_source(str(csv), text_column="text"), "text", 20, None, None).column("text").to_pylist()
-    assert texts == [f"row {i}" for i in range(0, 1000, 50)]
-    assert sample(open_source(str(csv), text_column="text"), "text", 20, 100, None).num_rows == 20  # --limit
+    table, total = sample(open_source(str(csv), text_column="text"), "text", 20, None, None)
+    assert table.column("text").to_pylist() == [f"row {i}" for i in range(0, 1000, 50)]
+    assert total is None  # not read to its end: its size is unknown
+    table, total = sample(open_source(str(csv), text_column="text"), "text", 20, 100, None)  # --limit 100
+    assert (table.num_rows, total) == (20, 100)
+    assert sample(open_source(str(csv), text_column="text"), "text", 100, None, None)[1] == 3000  # read to the end

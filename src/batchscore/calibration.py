@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 # datasets, tables); else every k-th row of the first SCAN_FACTOR x N rows, not to read a whole CSV twice.
 SPANS = 10
 SCAN_FACTOR = 50
+# Calibrating scores the sample in two or three precisions, about two to three times the sample's rows in fp32's
+# time; a faster precision saves 20% to 50% of the rest, so an input under this many times the sample would lose.
+ROWS_PER_SAMPLE_ROW = 10
 # The CPU flags that decide which precisions run natively, kept in the record beside the choice.
 DECISIVE_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_bf16", "amx_int8")
 
@@ -89,11 +92,15 @@ def settle(
     return settled, models
 
 
-def sample(source: Source, column: str, rows: int, limit: int | None, num_rows: int | None) -> pa.Table:
-    """Up to `rows` texts of `column` (nulls and empty texts left out), spread over the input."""
+def sample(
+    source: Source, column: str, rows: int, limit: int | None, num_rows: int | None
+) -> tuple[pa.Table, int | None]:
+    """Up to `rows` texts of `column` (nulls and empty texts left out), spread over the input; and the input's
+    row count where it is known (after --limit), or the sample's reading saw its end."""
     import pyarrow as pa
 
     texts: list[str] = []
+    total: int | None = None
     if source.read_rows is not None and num_rows:
         total = min(num_rows, limit) if limit else num_rows
         spans = min(SPANS, total)
@@ -112,9 +119,11 @@ def sample(source: Source, column: str, rows: int, limit: int | None, num_rows: 
             seen.extend(_texts(piece, column))
             if count >= scan:
                 break
+        if count < scan or scan == limit:  # read to its end, or to --limit: the rows the run will read
+            total = count
         step = max(1, len(seen) // rows)
         texts = seen[::step]
-    return pa.table({column: pa.array(texts[:rows], pa.string())})
+    return pa.table({column: pa.array(texts[:rows], pa.string())}), total
 
 
 def _texts(piece: Any, column: str) -> list[str]:
@@ -132,14 +141,22 @@ def _calibrate(
 
     bar = min_agreement(cfg)
     column = scorers.models[which[0]].rules.text_column
-    texts = sample(source, column, cfg.calibration_rows or CALIBRATION_ROWS, cfg.limit, plan.num_rows)
+    wanted = cfg.calibration_rows or CALIBRATION_ROWS
+    texts, total = sample(source, column, wanted, cfg.limit, plan.num_rows)
+    small = total is not None and total < ROWS_PER_SAMPLE_ROW * wanted
     entries: list[dict[str, Any] | None] = [None] * len(scorers.models)
     chosen: dict[int, ModelScorer] = {}
     for n in which:
         model = scorers.models[n]
-        if texts.num_rows == 0:
-            choice, chosen[n] = Choice(EXACT), model
-            log.info(f"{_named(model, len(entries))}precision fp32: the input has no text to calibrate on.")
+        if texts.num_rows == 0 or small:
+            why = (
+                f"the input's {total:,} rows are fewer than {ROWS_PER_SAMPLE_ROW} x --calibration-rows {wanted:,}, "
+                "too few to win back what calibrating costs (a smaller --calibration-rows calibrates anyway)"
+                if small
+                else "the input has no text to calibrate on"
+            )
+            choice, chosen[n] = Choice(EXACT, reason=why), model
+            log.info(f"{_named(model, len(entries))}precision fp32: {why}.")
         else:
             choice, chosen[n] = calibrate(model, texts, bar)
             log.info(

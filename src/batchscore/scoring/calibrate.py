@@ -33,13 +33,15 @@ MIN_SPEEDUP = 1.05
 # Rows scored once in every precision before the timing starts: the first forward pass builds kernels and grows
 # the allocator's pools, which would count against whichever precision runs first.
 WARM_UP_ROWS = 16
+SLICES = 8
 
 
 @dataclass(frozen=True)
 class Measured:
     precision: str
     rows_per_second: float
-    agreement: float  # the share of the sample's rows whose label equals fp32's
+    agreement: float  # the share of the rows it scored whose label equals fp32's
+    rows: int  # of the sample: all of it, or as many as it took to drop it
 
 
 @dataclass(frozen=True)
@@ -48,33 +50,37 @@ class Choice:
 
     precision: str
     measured: tuple[Measured, ...] = ()
+    reason: str = ""  # why nothing was measured, where nothing was
+    sample_rows: int = 0
 
     def record(self) -> dict[str, Any]:
-        return {"precision": self.precision, "measured": [dataclasses.asdict(m) for m in self.measured]}
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> Choice:
-        return cls(str(record["precision"]), tuple(Measured(**m) for m in record.get("measured") or ()))
+        found = {
+            "precision": self.precision,
+            "measured": [dataclasses.asdict(m) for m in self.measured],
+        }  # sample_rows: the record's
+        return found | ({"reason": self.reason} if self.reason else {})
 
     def summary(self, min_agreement: float) -> str:
         """One line: what was chosen, and why the other candidates were not."""
-        base = next(m for m in self.measured if m.precision == EXACT)
-        chosen = f"chose {self.precision}" if self.precision != EXACT else "kept fp32 (exact)"
+        if not self.measured:
+            return f"kept fp32: {self.reason}"
+        base = self.measured[0]
         parts = []
-        for m in self.measured:
-            if m.precision == EXACT:
-                continue
+        for m in self.measured[1:]:
             speed = m.rows_per_second / base.rows_per_second
-            verdict = (
-                "chosen"
-                if m.precision == self.precision
-                else "below the bar"
-                if not qualifies(m.agreement, min_agreement)
-                else "not faster"
-                if speed < MIN_SPEEDUP
-                else "slower than the chosen"
-            )
+            if m.precision == self.precision:
+                verdict = "chosen"
+            elif m.rows < self.sample_rows:
+                why = "below the bar" if not qualifies(m.agreement, min_agreement) else "slower"
+                verdict = f"{why}, dropped after {m.rows:,} rows"
+            elif not qualifies(m.agreement, min_agreement):
+                verdict = "below the bar"
+            elif speed < MIN_SPEEDUP:
+                verdict = "not faster"
+            else:
+                verdict = "slower than the chosen"
             parts.append(f"{m.precision} {speed:.2f}x fp32's speed, {m.agreement:.2%} of its labels ({verdict})")
+        chosen = f"chose {self.precision}" if self.precision != EXACT else "kept fp32 (exact)"
         tried = "; ".join(parts) or "no faster precision runs natively here"
         return f"{chosen}: {tried}; --min-agreement {min_agreement:g}"
 
@@ -127,42 +133,60 @@ def in_precision(loaded: LoadedModel, precision: str) -> LoadedModel:
 def calibrate(scorer: ModelScorer, sample: pa.Table, min_agreement: float) -> tuple[Choice, ModelScorer]:
     """Score `sample` (rows of the text column) in fp32 and each candidate; the choice, and the scorer in it.
 
-    The sample is timed in two halves, the precisions taking turns in opposite orders, so a machine that slows
-    down or speeds up during the measurement favours none of them.
+    The sample is scored in SLICES slices, the precisions taking turns in opposite orders from one slice to the
+    next, so a machine that slows down or speeds up during the measurement favours none of them. A candidate is
+    dropped as soon as it cannot win: more labels changed than the bar allows on the whole sample, or (from the
+    second slice) slower than fp32; once every candidate is out, so is the measuring.
     """
     from .models import ModelScorer
 
+    if not qualifies(1.0, min_agreement):
+        exact = f"--min-agreement {min_agreement:g} asks for exact scores, which only fp32 gives"
+        return Choice(EXACT, reason=exact), scorer  # nothing but fp32 can pass the bar: nothing to measure
     scorers = {EXACT: scorer} | {
         p: ModelScorer(in_precision(scorer.loaded, p), scorer.rules) for p in candidates(scorer.loaded.device.type)
     }
-    order = list(scorers)
-    middle = sample.num_rows // 2
-    halves = [sample.slice(0, middle), sample.slice(middle)]
     for each in scorers.values():
         _labels(each, sample.slice(0, WARM_UP_ROWS))
-    seconds = dict.fromkeys(order, 0.0)
-    labels: dict[str, list] = {p: [None, None] for p in order}
-    for turn, half in enumerate(halves):
-        for precision in order if turn == 0 else reversed(order):
+    texts = sample.num_rows
+    allowed = int((1 - min_agreement) * texts + 1e-9)  # labels a candidate may change over the whole sample
+    seconds, rows, changed = dict.fromkeys(scorers, 0.0), dict.fromkeys(scorers, 0), dict.fromkeys(scorers, 0)
+    live = list(scorers)[1:]
+    bounds = [texts * k // SLICES for k in range(SLICES + 1)]
+    for turn, (start, stop) in enumerate(zip(bounds, bounds[1:])):
+        if not live or start == stop:
+            continue
+        piece = sample.slice(start, stop - start)
+        labels = {}
+        for precision in [EXACT, *live] if turn % 2 == 0 else [*reversed(live), EXACT]:
             started = time.perf_counter()
-            labels[precision][turn] = _labels(scorers[precision], half)
+            labels[precision] = _labels(scorers[precision], piece)
             seconds[precision] += time.perf_counter() - started
-    exact = labels[EXACT][0] + labels[EXACT][1]
-    scored = [n for n, label in enumerate(exact) if label is not None] or [0]
-    measured = []
-    for precision in order:
-        mine = labels[precision][0] + labels[precision][1]
-        agreement = sum(mine[n] == exact[n] for n in scored) / len(scored)
-        rate = sample.num_rows / max(seconds[precision], 1e-9)
-        measured.append(Measured(precision, round(rate, 2), round(agreement, 6)))
+            rows[precision] += piece.num_rows
+        for precision in live:
+            changed[precision] += sum(a != b for a, b in zip(labels[precision], labels[EXACT]))
+        rate = {p: rows[p] / max(seconds[p], 1e-9) for p in scorers}
+        live = [p for p in live if changed[p] <= allowed and (turn == 0 or rate[p] >= rate[EXACT])]
+    measured = [
+        Measured(p, round(rows[p] / max(seconds[p], 1e-9), 2), round(1 - changed[p] / max(rows[p], 1), 6), rows[p])
+        for p in scorers
+        if rows[p]
+    ]
     chosen = choose(measured, min_agreement)
-    return Choice(chosen, tuple(measured)), scorers[chosen]
+    return Choice(chosen, tuple(measured), sample_rows=texts), scorers[chosen]
 
 
 def choose(measured: list[Measured], min_agreement: float) -> str:
-    """The fastest precision that keeps the bar and beats fp32 (`measured[0]`) by MIN_SPEEDUP; else fp32."""
-    floor = measured[0].rows_per_second * MIN_SPEEDUP
-    passed = [m for m in measured[1:] if qualifies(m.agreement, min_agreement) and m.rows_per_second >= floor]
+    """The fastest precision measured on every row fp32 (`measured[0]`) was that keeps the bar and beats fp32 by
+    MIN_SPEEDUP; else fp32."""
+    base = measured[0]
+    passed = [
+        m
+        for m in measured[1:]
+        if m.rows >= base.rows
+        and qualifies(m.agreement, min_agreement)
+        and m.rows_per_second >= base.rows_per_second * MIN_SPEEDUP
+    ]
     return max(passed, key=lambda m: m.rows_per_second).precision if passed else EXACT
 
 

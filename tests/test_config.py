@@ -244,8 +244,8 @@ def test_models_from_the_env_var_and_a_config_file(tmp_path):
         ),
         (
             "precision: [int8]",
-            "precision (from models entry 1, from config file JOB) must be one of auto, fp32, bf16, fp16, int8, fastest, "
-            "got ['int8'] (a list).",
+            "precision (from models entry 1, from config file JOB) must be one of auto, fp32, bf16, fp16, int8, "
+            "fastest, got ['int8'] (a list).",
         ),
     ],
 )

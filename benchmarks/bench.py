@@ -14,11 +14,13 @@ docs/performance.md (a fixed intro, then the tables of this run).
 
     python benchmarks/bench.py --render benchmarks/results/bench.json   # re-render both pages, no run
     python benchmarks/bench.py --precisions-only --repeats 1 --out /tmp/bench   # the CPU precisions alone
+    python benchmarks/bench.py --calibrated-only --repeats 1 --out /tmp/bench   # --precision fastest vs fp32
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -214,6 +216,8 @@ def worker(args) -> dict:
         labels = table.column("label").to_pylist()
         first = manifest["seconds_to_first_chunk"]
         scored = {k: manifest[k] for k in ("real_tokens", "truncated_tokens", "windows", "windowed_rows")}
+        if manifest.get("calibration"):  # --precision fastest: what it chose, and what it measured
+            scored["calibration"] = manifest["calibration"]
         if args.top_k == "all":  # every label's score, for comparing precisions row by row
             scored["scores"] = [{s["label"]: s["score"] for s in row} for row in table.column("scores").to_pylist()]
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -478,6 +482,29 @@ def bad_rows_section(rows: int, repeats: int, chunk_rows: int = 50_000, share: f
     print(f"bad rows: {rows:,} rows, {sum(kinds.values()):,} bad records, near-free model, clean / quarantine")
     machine = _bench_tables().machine()
     return module.bad_rows_bench(rows, repeats, chunk_rows, model, clean, bad, kinds, timed_cli, machine)
+
+
+def _bench_calibration():
+    return _sibling("bench_calibration")
+
+
+def calibrated_markdown(section: dict) -> str:
+    return _bench_calibration().calibrated_markdown(section)
+
+
+def calibrated_section(model_dir: Path, rows: int, repeats: int) -> dict:
+    """fp32 against --precision fastest, whole jobs over `rows` rows of real mixed text (seed 1: other rows than
+    the precisions section's where the input allows)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data = ROOT / "build" / "bench" / f"calibrated-texts-{rows}.parquet"
+    data.parent.mkdir(parents=True, exist_ok=True)
+    if not data.exists():
+        pq.write_table(pa.table({"text": precision_texts(rows, seed=1)}), data)
+    print(f"--precision fastest vs fp32: {model_dir.name}, {rows:,} rows of real mixed text", flush=True)
+    scored = functools.partial(trial, top_k="all")
+    return _bench_calibration().calibrated_bench(model_dir, data, rows, repeats, scored, label_agreement)
 
 
 def plan_markdown(plan: dict) -> str:
@@ -966,6 +993,7 @@ def precision_bench(model_dir: Path, rows: int, repeats: int) -> dict:
     return {
         "model": model_dir.name,
         "rows": rows,
+        "cpu": _bench_calibration().cpu_stamp(),  # this CPU class only: bf16 and int8 differ most between classes
         "real_tokens": runs["fp32"][0]["real_tokens"],
         "trials": repeats,
         "uncertain_below": UNCERTAIN_BELOW,
@@ -989,8 +1017,9 @@ def precision_markdown(section: dict) -> str:
     lines = [
         f"CPU precisions on real, mixed text ({section['rows']:,} rows: tweets, movie and product reviews, NYT "
         f"editorial snippets in equal shares, one row in ten a pydoc passage; {section['real_tokens']:,} tokens; "
-        f"the trained offline model `{section['model']}`, whole jobs, medians of {section['trials']}). "
-        f"Uncertain rows: fp32 top score under {below} ({uncertain:,} rows).",
+        f"the trained offline model `{section['model']}`, whole jobs, medians of {section['trials']}"
+        + (f", on {_bench_calibration().stamp_text(section['cpu'])}" if section.get("cpu") else "")
+        + f"). Uncertain rows: fp32 top score under {below} ({uncertain:,} rows).",
         "",
         "| --precision | seconds | rows/s | vs fp32 | label agreement | on uncertain rows | labels changed "
         "| max score difference |",
@@ -1079,7 +1108,9 @@ def report_markdown(report: dict) -> str:
             f"{m['rows_10x']} rows (ratio {m['ratio']})."
         )
     return (
-        f"Machine: {machine['device']}, {machine['cpu_count']} CPU cores, torch {machine['torch']}, matmul peak "
+        f"Machine: {machine['device']}, {machine['cpu_count']} CPU cores"
+        + (f" ({_bench_calibration().stamp_text(machine['cpu'])})" if machine.get("cpu") else "")
+        + f", torch {machine['torch']}, matmul peak "
         f"{machine['matmul_peak_gflops']:.1f} GFLOP/s. Texts: {texts['rows']} rows, median "
         f"{texts['median_tokens']:.0f} tokens, p90 {texts['p90_tokens']}, {texts['rows_over_256_tokens']} rows over "
         f"256 tokens. Medians of {repeats} alternating trials; batchscore chunks of {chunk_rows} rows.\n\n"
@@ -1091,6 +1122,7 @@ def report_markdown(report: dict) -> str:
         + (f"\n{bad_rows_markdown(report['bad_rows'])}\n" if "bad_rows" in report else "")
         + (f"\n{long_markdown(report['long_documents'])}\n" if "long_documents" in report else "")
         + (f"\n{precision_markdown(report['precisions'])}\n" if "precisions" in report else "")
+        + (f"\n{calibrated_markdown(report['calibrated'])}\n" if "calibrated" in report else "")
         + (f"\n{several_markdown(report['several_models'])}\n" if "several_models" in report else "")
         + (f"\n{cache_markdown(report['cache'])}\n" if report.get("cache") else "")
     )
@@ -1160,6 +1192,20 @@ TARGETS = (
         lambda r: r["precisions"]["precisions"]["bf16"]["agreement"]["agreement"],
         ">=",
         OFFER_AGREEMENT,
+        "{:.2%}",
+    ),
+    (
+        "--precision fastest vs fp32, real mixed text, calibration included",
+        lambda r: r["calibrated"]["speed_vs_fp32"],
+        ">=",
+        1.0,
+        "{:.2f}x",
+    ),
+    (
+        "--precision fastest label agreement with fp32, real mixed text",
+        lambda r: r["calibrated"]["agreement"]["agreement"],
+        ">=",
+        0.999,
         "{:.2%}",
     ),
     ("peak RSS at 10x rows / at 1x", lambda r: r["memory"]["ratio"], "<=", 1.15, "{:.2f}"),
@@ -1367,6 +1413,17 @@ def main() -> None:
         help="run only the CPU precisions on real text: print its table and write precisions.json into --out",
     )
     parser.add_argument(
+        "--calibrated-rows",
+        type=int,
+        default=20_000,
+        help="rows of real, mixed text for --precision fastest against fp32 on CPU (calibration counted); 0 skips",
+    )
+    parser.add_argument(
+        "--calibrated-only",
+        action="store_true",
+        help="run only --precision fastest against fp32: print its table and write calibrated.json into --out",
+    )
+    parser.add_argument(
         "--precision-model",
         default=None,
         help=f"the trained model for that agreement; default: {OFFLINE_MODEL.relative_to(ROOT)} (make model)",
@@ -1410,6 +1467,12 @@ def main() -> None:
         print("\n" + precision_markdown(section))
         Path(args.out).mkdir(parents=True, exist_ok=True)
         (Path(args.out) / "precisions.json").write_text(json.dumps(section, indent=2) + "\n")
+        return
+    if args.calibrated_only:
+        section = calibrated_section(precision_model, args.calibrated_rows, args.repeats)
+        print("\n" + calibrated_markdown(section))
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "calibrated.json").write_text(json.dumps(section, indent=2) + "\n")
         return
     chunk_rows = args.chunk_rows or args.rows
     build = ROOT / "build" / "bench"
@@ -1491,6 +1554,7 @@ def main() -> None:
             "platform": platform.platform(),
             "torch": torch.__version__,
             "matmul_peak_gflops": round(peak / 1e9, 1),
+            "cpu": _bench_calibration().cpu_stamp(),
         },
         "texts": {
             "rows": len(texts),
@@ -1548,6 +1612,8 @@ def main() -> None:
                 f"CPU precisions on real, mixed text: {precision_model.name}, {args.precision_rows:,} rows", flush=True
             )
             report["precisions"] = precision_bench(precision_model, args.precision_rows, args.repeats)
+            if args.calibrated_rows:
+                report["calibrated"] = calibrated_section(precision_model, args.calibrated_rows, args.repeats)
         else:
             print(
                 f"CPU precisions on real text skipped: no trained model at {precision_model} (make model)", flush=True

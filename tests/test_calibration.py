@@ -264,6 +264,8 @@ def test_sample_spreads_over_the_input(corpus, tmp_path):
     assert len(texts) == 20 and None not in texts  # 10 runs of 3 rows, the first of each without text
     positions = sorted(int(t.split()[1]) for t in texts)
     assert positions[:2] == [1, 2] and positions[-1] == 902  # from the start to the last tenth
+    table, total = sample(open_source(str(spread), text_column="text"), "text", 5000, None, 1000)
+    assert (table.num_rows, total) == (800, 1000)  # a sample larger than the input: each row once
     # A CSV is read from the start, not twice over: every k-th row of the first 50 x N.
     csv = tmp_path / "in.csv"
     pa.csv.write_csv(pa.table({"text": [f"row {i}" for i in range(3000)]}), csv)

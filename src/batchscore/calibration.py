@@ -105,9 +105,9 @@ def sample(
         total = min(num_rows, limit) if limit else num_rows
         spans = min(SPANS, total)
         each = -(-rows // spans)
-        for span in range(spans):
-            start = span * total // spans
-            for piece in source.read_rows([column], start, min(total, start + each)):
+        starts = [span * total // spans for span in range(spans)] + [total]
+        for start, following in zip(starts, starts[1:]):
+            for piece in source.read_rows([column], start, min(following, start + each)):
                 texts.extend(_texts(piece, column))
     else:
         scan = rows * SCAN_FACTOR if limit is None else min(limit, rows * SCAN_FACTOR)

@@ -18,6 +18,9 @@ is reported in gpu-check.md / gpu-check.json and the check goes on to the next p
 - feed:    the host feed rate: a near-free model, so the job's rows/s is what the CPU side can hand a GPU,
            with 0 and with 8 DataLoader workers;
 - long, several: the long-document and the several-models rows of `make bench`, on this device.
+- calibrate: a `--precision fastest` job on the reference-shaped DistilBERT with `--min-agreement 0`, so that
+           every precision this device runs natively (bf16, fp16 on a GPU) is timed on the whole sample
+           against fp32: which precision to use there.
 
 With --device cpu (and no CUDA device needed) the same parts run with tiny models and a few rows, and the
 packages the GPU machine lacks are made unimportable (benchmarks/gpu_mirror/), so the script cannot rot
@@ -57,8 +60,9 @@ PARTS = (
     ("bench-bert-base", 80),
     ("feed", 50),
     ("long", 40),
-    ("several", 50),
-    ("tune", 45),
+    ("several", 40),
+    ("tune", 30),
+    ("calibrate", 25),
 )
 # What `tune` tries on the DistilBERT shape, beside the defaults: a larger token budget, more DataLoader workers.
 TUNE_VARIANTS = ({}, {"batch_tokens": 65_536}, {"num_workers": 8})
@@ -196,6 +200,22 @@ def part_tune(ctx: dict) -> dict:
     return {"runs": runs}
 
 
+def part_calibrate(ctx: dict) -> dict:
+    """--precision fastest on this device, every candidate timed on the whole sample (--min-agreement 0: none is
+    dropped for its labels; the model's random weights say nothing of a trained model's agreement anyway)."""
+    from batchscore.config import build_config
+    from batchscore.job import run_job
+
+    model, texts = shaped_model(ctx, "distilbert"), texts_file(ctx)
+    options = {"input": str(texts), "model": str(model), "output": str(Path(ctx["scratch"]) / "calibrated")}
+    options |= {"progress": False, "precision": "fastest", "min_agreement": 0, "overwrite": True}
+    options["calibration_rows"] = ctx["sizes"]["calibration_rows"]
+    started = time.perf_counter()
+    manifest = run_job(build_config(options, env={})).manifest
+    seconds = time.perf_counter() - started - manifest["model_load_seconds"]
+    return {"rows": manifest["rows"], "seconds": seconds, "calibration": manifest["calibration"]}
+
+
 def token_lengths_of(model: Path, texts: Path) -> list[int]:
     from bench import token_lengths
 
@@ -211,6 +231,7 @@ PART_FUNCTIONS = {
     "long": part_long,
     "several": part_several,
     "tune": part_tune,
+    "calibrate": part_calibrate,
 }
 
 
@@ -588,6 +609,25 @@ def markdown(report: dict) -> str:
         from bench import several_markdown
 
         lines += ["", several_markdown(several)]
+    calibrated = parts.get("calibrate", {}).get("result")
+    if calibrated:
+        record = calibrated["calibration"]
+        entry = record["models"][0]
+        lines += [
+            "",
+            f"`--precision fastest --min-agreement 0` (reference-shaped DistilBERT, {calibrated['rows']:,} rows, "
+            f"{record['sample_rows']:,}-row sample, {record.get('gpu') or record.get('device')}): chose "
+            f"**{entry['precision']}**. Agreement on random weights says nothing of a trained model's labels.",
+            "",
+            "| precision | rows/s on the sample | vs fp32 | label agreement |",
+            "| --- | ---: | ---: | ---: |",
+        ]
+        base = entry["measured"][0]["rows_per_second"] if entry["measured"] else None
+        for m in entry["measured"]:
+            lines.append(
+                f"| {m['precision']} | {_f(m['rows_per_second'])} | {m['rows_per_second'] / base:.2f}x | "
+                f"{m['agreement']:.2%} |"
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -13,8 +13,22 @@ import re
 
 # Sizes: on the GPU, enough work for each timed pass to last seconds; on the CPU dry run, a few rows.
 SIZES = {
-    "cuda": {"rows": 20_000, "warmup_rows": 1_000, "feed_copies": 3, "long_docs": 12, "several_rows": 20_000},
-    "cpu": {"rows": 64, "warmup_rows": 16, "feed_copies": 2, "long_docs": 2, "several_rows": 200},
+    "cuda": {
+        "rows": 20_000,
+        "warmup_rows": 1_000,
+        "feed_copies": 3,
+        "long_docs": 12,
+        "several_rows": 20_000,
+        "calibration_rows": 1_000,
+    },  # fmt: skip
+    "cpu": {
+        "rows": 64,
+        "warmup_rows": 16,
+        "feed_copies": 2,
+        "long_docs": 2,
+        "several_rows": 200,
+        "calibration_rows": 6,
+    },  # fmt: skip
 }
 
 # What the GPU machine has installed (issue 23), besides the standard library and these packages' own

@@ -61,7 +61,9 @@ def test_make_gpu_check_on_cpu_runs_every_part(pack, tmp_path):
     failed = {name: part for name, part in report["parts"].items() if part["status"] != "ok"}
     assert done.returncode == 0 and not failed, json.dumps(failed, indent=1)[-3000:] + done.stdout[-2000:]
     parts = report["parts"]
-    assert list(parts) == ["env", "tests", "bench-distilbert", "bench-bert-base", "feed", "long", "several", "tune"]
+    assert list(parts) == [
+        *("env", "tests", "bench-distilbert", "bench-bert-base", "feed", "long", "several", "tune", "calibrate")
+    ]
     env = parts["env"]["result"]
     # The job ran with `datasets` unimportable, as on the GPU machine.
     assert env["datasets_importable"] is False and env["job_without_datasets"]["rows"] == 64
@@ -72,8 +74,13 @@ def test_make_gpu_check_on_cpu_runs_every_part(pack, tmp_path):
         assert bench["rows"] == 64 and set(bench["systems"]) == {"pipeline", "batchscore"}
         assert bench["label_agreement"] == 1.0  # fp32 on CPU: the same labels as the pipeline
         assert all(s["rows_per_s"] > 0 and 0 < s["mfu"] < 1 for s in bench["systems"].values())
+    # --precision fastest on this device: fp32 and each candidate (int8 on a CPU) timed on the whole sample.
+    entry = parts["calibrate"]["result"]["calibration"]["models"][0]
+    assert [m["precision"] for m in entry["measured"]][0] == "fp32" and "int8" in str(entry["measured"])
+    assert parts["calibrate"]["result"]["rows"] == 64
     page = (out / "gpu-check.md").read_text()
     for heading in (
+        "--precision fastest --min-agreement 0",
         "| part | status |",
         "| model | system | rows/s |",
         "Host feed rate",
@@ -96,7 +103,7 @@ def test_a_part_over_its_time_is_reported_and_the_check_goes_on(pack, tmp_path):
     report = json.loads((out / "gpu-check.json").read_text())
     statuses = [part["status"] for part in report["parts"].values()]
     # 20 s: the first parts get their share and run out of it; the rest are skipped, each reported.
-    assert statuses[:2] == ["timeout", "timeout"] and statuses[2:] == ["skipped"] * 6
+    assert statuses[:2] == ["timeout", "timeout"] and statuses[2:] == ["skipped"] * 7
     assert "| env |" in (out / "gpu-check.md").read_text()
 
 

@@ -4,8 +4,9 @@
     each part's footer                  the same record, under "calibration" in the run's metadata; the manifest
 
 The first writer to record wins: shards started together each calibrate, and all but one find a record there
-already and take it instead of their own (on local disks a hard link, on S3 a conditional PUT; other stores
-check first, which leaves a moment in which two could both record). A resume and every later shard find the
+already and take it instead of their own (on local disks a hard link, on S3 a conditional PUT; other stores,
+whose fsspec back ends may not take a conditional write, check first, which leaves a moment in which two could
+both record). A resume and every later shard find the
 record, or, if it was lost, the parts' footers, and never calibrate again while the output is unfinished.
 """
 
@@ -58,10 +59,12 @@ def record(output: Output, choice: dict[str, Any], replace: bool = False) -> dic
         try:
             if layout.local:
                 _link_new(path, data)
+            elif layout.protocol in ("s3", "s3a"):
+                store.fs.pipe_file(path, data, mode="create")  # If-None-Match: two writers cannot both
             elif store.exists(path):
                 taken = True
             else:
-                store.fs.pipe_file(path, data, mode="create")  # S3: If-None-Match, so two writers cannot both
+                store.put_bytes(path, data)
         except FileExistsError:
             taken = True
     return store.read_record(path, FIELDS) if taken else choice

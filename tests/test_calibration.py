@@ -121,13 +121,13 @@ def test_candidates_that_cannot_win_are_dropped_early(tiny_model, monkeypatch):
     from batchscore.scoring.rules import CLI_HINTS
 
     monkeypatch.setattr(calibrate, "candidates", lambda device: ["int8"])
-    real = calibrate._labels
+    real = calibrate._scores
 
     def int8_flips_every_label(scorer, texts):
-        labels = real(scorer, texts)
-        return ["FLIPPED"] * len(labels) if scorer.loaded.precision == "int8" else labels
+        scores = real(scorer, texts)
+        return scores[:, ::-1] if scorer.loaded.precision == "int8" else scores  # every row's labels swapped
 
-    monkeypatch.setattr(calibrate, "_labels", int8_flips_every_label)
+    monkeypatch.setattr(calibrate, "_scores", int8_flips_every_label)
     (rules,) = rules_for([ModelSpec(model=tiny_model, precision="fastest")], "text", None, CLI_HINTS)
     scorer = open_scorers([rules], calibrating=True).models[0]
     texts = pa.table({"text": [f"text number {i}" for i in range(400)]})
@@ -137,6 +137,26 @@ def test_candidates_that_cannot_win_are_dropped_early(tiny_model, monkeypatch):
     assert (fp32.rows, int8.rows, int8.agreement) == (50, 50, 0.0)  # one slice of 8, then nobody left to beat
     assert "below the bar, dropped after 50 rows" in choice.summary(0.999)
     assert calibrate.calibrate(scorer, texts, 1.0)[0].measured == ()  # a bar of 1: nothing to measure
+
+
+def test_predicted_agreement_by_hand():
+    """Margins (top less runner-up) 0.75, 0.25, 0.125, 0.5; the other precision moves those differences by 0.125,
+    0, 0.25, 0. Only row 3's margin is under a move (0.25, one of the four): its chance 1/4, halved for the
+    direction; the mean over 4 rows is 1/32. A row without text (NaN) counts for neither."""
+    import numpy as np
+
+    from batchscore.scoring.calibrate import predicted_agreement
+
+    nan = [np.nan, np.nan]
+    exact = np.array([[0.875, 0.125], [0.625, 0.375], nan, [0.5625, 0.4375], [0.25, 0.75]])
+    other = np.array([[0.8125, 0.1875], [0.625, 0.375], nan, [0.4375, 0.5625], [0.25, 0.75]])
+    assert predicted_agreement(exact, other) == 1 - 1 / 32  # counted: 3 of 4
+    assert predicted_agreement(exact, exact) == 1.0
+    assert predicted_agreement(exact[:, :1], other[:, :1]) is None  # one score: no runner-up
+    # Counted, nothing changed; predicted, below the bar: the candidate does not pass.
+    fp32 = Measured("fp32", 100.0, 1.0, 1000)
+    assert choose([fp32, Measured("bf16", 200.0, 1.0, 1000, predicted=0.998)], 0.999) == "fp32"
+    assert choose([fp32, Measured("bf16", 200.0, 1.0, 1000, predicted=0.9995)], 0.999) == "bf16"
 
 
 def test_min_agreement_one_gives_fp32_end_to_end(corpus, tiny_model, tmp_path):

@@ -77,8 +77,8 @@ def settle(
             settled = recorded(output) or {}
             if not _fits(settled, cfg, scorers):
                 raise OutputError(
-                    f"Rank 0 recorded no usable calibration in '{output.layout.url()}'; rerun the job (the "
-                    "ranks' clocks or a shared disk that does not show rank 0's writes?)."
+                    f"Rank 0 recorded no usable calibration in '{output.layout.url()}'; put the output where "
+                    "every rank sees rank 0's writes (a shared disk or an object store) and rerun."
                 )
     models = list(scorers.models)
     for n in which:

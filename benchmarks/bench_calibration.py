@@ -80,14 +80,15 @@ def calibrated_markdown(section: dict) -> str:
         f"What the calibration measured on its {section['calibration']['sample_rows']:,}-row sample "
         f"(--min-agreement {section['calibration']['min_agreement']:g}):",
         "",
-        "| precision | rows measured | rows/s | vs fp32 | label agreement |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "| precision | rows measured | rows/s | vs fp32 | label agreement | predicted from the margins |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for m in measured:
+        predicted = "" if m.get("predicted") is None else f"{m['predicted']:.2%}"
         lines.append(
             f"| {m['precision']} | {m['rows']:,} | {m['rows_per_second']:,.1f} | "
-            f"{m['rows_per_second'] / base:.2f}x | {m['agreement']:.2%} |"
+            f"{m['rows_per_second'] / base:.2f}x | {m['agreement']:.2%} | {predicted} |"
         )
     if not measured:
-        lines.append(f"| (nothing measured: {entry.get('reason', '')}) | | | | |")
+        lines.append(f"| (nothing measured: {entry.get('reason', '')}) | | | | | |")
     return "\n".join(lines)

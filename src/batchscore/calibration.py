@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from .errors import OutputError
 from .options import CALIBRATION_ROWS, DEFAULT_MIN_AGREEMENT
@@ -49,10 +49,11 @@ def calibrating(scorers: Scorers) -> list[int]:
 
 
 def settle(
-    cfg: JobConfig, scorers: Scorers, output: Output, source: Source, plan: Plan
+    cfg: JobConfig, scorers: Scorers, output: Output, open_source: Callable[[], Source], plan: Plan
 ) -> tuple[dict[str, Any] | None, list[ModelScorer]]:
     """The record of the precisions the output's writers use (calibrating first where there is none yet) and the
-    run's models in them; None and the models as they are when no model asks for --precision fastest."""
+    run's models in them; None and the models as they are when no model asks for --precision fastest. The input
+    is opened again (`open_source`) only to calibrate: a writer that takes a recorded choice never reads it."""
     which = calibrating(scorers)
     if not which:
         return None, scorers.models
@@ -69,7 +70,7 @@ def settle(
         if found is not None and _fits(found, cfg, scorers):
             settled = found
         else:
-            mine, chosen = _calibrate(cfg, scorers, which, source, plan)
+            mine, chosen = _calibrate(cfg, scorers, which, open_source(), plan)
             settled = record(output, mine, replace=fresh or found is not None)
     if ranks:
         accelerator.wait_for_everyone()

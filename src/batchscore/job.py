@@ -343,7 +343,7 @@ class Job:
 
         if not calibrating(self.scorer) or (self.existing.state == "complete" and not self.cfg.overwrite):
             return None
-        record, models = settle(self.cfg, self.scorer, self.output, self.input.reopen(), self.plan)
+        record, models = settle(self.cfg, self.scorer, self.output, self.input.reopen, self.plan)
         self.scorer = self.scorer.with_models(models)
         return record
 

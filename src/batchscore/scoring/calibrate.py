@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import logging
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -24,8 +23,6 @@ if TYPE_CHECKING:
 
     from .load import LoadedModel
     from .models import ModelScorer
-
-log = logging.getLogger(__name__)
 
 EXACT = "fp32"
 # A candidate must beat fp32's rows per second by this much to be taken: a gain within the timing noise of a
@@ -159,7 +156,7 @@ def calibrate(scorer: ModelScorer, sample: pa.Table, min_agreement: float) -> tu
         _scores(each, sample.slice(0, WARM_UP_ROWS))
     texts = sample.num_rows
     allowed = int((1 - min_agreement) * texts + 1e-9)  # labels a candidate may change over the whole sample
-    seconds, rows = dict.fromkeys(scorers, 0.0), dict.fromkeys(scorers, 0)
+    seconds, rows, changed = dict.fromkeys(scorers, 0.0), dict.fromkeys(scorers, 0), dict.fromkeys(scorers, 0)
     exact: list[np.ndarray] = []
     moved: dict[str, list[np.ndarray]] = {p: [] for p in scorers}
     live = list(scorers)[1:]
@@ -177,8 +174,8 @@ def calibrate(scorer: ModelScorer, sample: pa.Table, min_agreement: float) -> tu
         exact.append(scores[EXACT])
         for precision in live:
             moved[precision].append(scores[precision])
+            changed[precision] += _changed(scores[EXACT], scores[precision])
         speed = {p: rows[p] / max(seconds[p], 1e-9) for p in scorers}
-        changed = {p: _changed(np.concatenate(exact[: len(moved[p])]), np.concatenate(moved[p])) for p in live}
         live = [p for p in live if changed[p] <= allowed and (turn == 0 or speed[p] >= speed[EXACT])]
     measured = [Measured(EXACT, round(rows[EXACT] / max(seconds[EXACT], 1e-9), 2), 1.0, rows[EXACT])]
     for precision in list(scorers)[1:]:
@@ -187,7 +184,7 @@ def calibrate(scorer: ModelScorer, sample: pa.Table, min_agreement: float) -> tu
         base, mine = np.concatenate(exact[: len(moved[precision])]), np.concatenate(moved[precision])
         valid = max(int((~np.isnan(base[:, 0])).sum()), 1)
         rate = round(rows[precision] / max(seconds[precision], 1e-9), 2)
-        agreement = round(1 - _changed(base, mine) / valid, 6)
+        agreement = round(1 - changed[precision] / valid, 6)
         measured.append(Measured(precision, rate, agreement, rows[precision], predicted_agreement(base, mine)))
     chosen = choose(measured, min_agreement)
     return Choice(chosen, tuple(measured), sample_rows=texts), scorers[chosen]

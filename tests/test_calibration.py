@@ -4,6 +4,7 @@ writer of it (a resume, another shard, a lost record's parts) instead of calibra
 import json
 import os
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv
 import pyarrow.parquet as pq
@@ -38,9 +39,11 @@ def fastest(corpus, model, out, **options):
 
 
 @pytest.fixture
-def choose_int8(monkeypatch):
-    """The measurement runs as always; the choice is int8 whatever it measured, so the tests know what to expect."""
+def choose_int8(monkeypatch, margin):
+    """The measurement runs as always; the choice is int8, rechecking rows within `margin` of a tie, whatever it
+    measured, so the tests know what to expect."""
     monkeypatch.setattr(calibrate, "choose", lambda measured, bar: "int8")
+    monkeypatch.setattr(calibrate, "recheck", lambda exact, other, function, bar: (margin, 0.5, None))
 
 
 @pytest.fixture
@@ -52,17 +55,47 @@ def never_calibrate(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def int8_scores(corpus, tiny_model, tmp_path_factory):
-    """What --precision int8 gives these rows: a run calibrated to int8 must give exactly these."""
-    out = tmp_path_factory.mktemp("int8") / "out"
-    batchscore.score(corpus, str(out), model=tiny_model, precision="int8", chunk_rows=CHUNK)
-    return pq.read_table(out).sort_by("n")
+def oracles(corpus, tiny_model, tmp_path_factory):
+    """What --precision int8 and --precision fp32 give these rows, in row order."""
+    outputs = {}
+    for precision in ("int8", "fp32"):
+        out = tmp_path_factory.mktemp(precision) / "out"
+        batchscore.score(corpus, str(out), model=tiny_model, precision=precision, chunk_rows=CHUNK)
+        outputs[precision] = pq.read_table(out).sort_by("n")
+    return outputs
+
+
+def int8_gaps(oracles):
+    """Each row's top-two logit gap in int8, from its score (two labels, softmax: log(p / (1 - p)))."""
+    score = np.array(oracles["int8"].column("score").to_pylist(), dtype=float)  # None (no text): NaN
+    return np.log(score / (1 - score))
+
+
+@pytest.fixture(scope="module")
+def margin(oracles):
+    """A recheck margin near the middle of the rows' int8 gaps, in a space between two of them (not to depend on
+    a score's last bits)."""
+    gaps = np.sort(int8_gaps(oracles)[~np.isnan(int8_gaps(oracles))])
+    middle = len(gaps) // 2 + int(np.argmax(np.diff(gaps[len(gaps) // 2 :]) > 1e-3))
+    return float((gaps[middle] + gaps[middle + 1]) / 2)
+
+
+@pytest.fixture(scope="module")
+def int8_rechecked(oracles, margin):
+    """What a run calibrated to int8 with that margin must give: fp32's label and score for a row int8 scored
+    within the margin of a tie, int8's for the others."""
+    close = int8_gaps(oracles) < margin
+    int8, fp32 = (oracles[p].to_pydict() for p in ("int8", "fp32"))
+    labels = [fp32["label"][n] if close[n] else int8["label"][n] for n in range(ROWS)]
+    scores = [fp32["score"][n] if close[n] else int8["score"][n] for n in range(ROWS)]
+    return {"label": labels, "score": scores, "close": close}
 
 
 def same_scores(out, expected):
     got = pq.read_table(out).sort_by("n")
-    assert got.column("label").to_pylist() == expected.column("label").to_pylist()
-    assert got.column("score").to_pylist() == expected.column("score").to_pylist()
+    assert got.column("label").to_pylist() == expected["label"]
+    # fp32 rechecks a few rows of a batch at a time: its sums may differ from a whole batch's in the last bits.
+    assert got.column("score").to_pylist() == pytest.approx(expected["score"], abs=1e-6, nan_ok=True)
 
 
 def interrupted(corpus, model, out, monkeypatch, after=2, **options):
@@ -111,11 +144,15 @@ def test_a_bar_of_one_keeps_fp32_even_against_a_faster_candidate_that_agreed_on_
     assert choose([fp32, Measured("int8", 103.0, 1.0, 1000)], 0.999) == "fp32"
     assert choose([fp32, Measured("int8", 300.0, 1.0, 250)], 0.999) == "fp32"
     assert choose([fp32, Measured("int8", 300.0, 0.99, 1000)], 0.98) == "int8"
+    # Its speed with its rechecks is what counts; so is its predicted agreement, where there is one.
+    rechecked = Measured("int8", 300.0, 0.99, 1000, 0.9995, 1.0, 0.2, 102.0)
+    assert choose([fp32, rechecked], 0.999) == "fp32"
+    assert choose([fp32, Measured("bf16", 200.0, 1.0, 1000, 0.998, 0.1, 0.01, 190.0)], 0.999) == "fp32"
+    assert choose([fp32, rechecked, Measured("bf16", 200.0, 0.998, 1000, 0.9999, 0.1, 0.01, 190.0)], 0.999) == "bf16"
 
 
 def test_candidates_that_cannot_win_are_dropped_early(tiny_model, monkeypatch):
-    """A candidate that changes labels is out once it changed more than the bar allows on the whole sample: it
-    is not scored on the rest, and fp32 stops with it."""
+    """A candidate is out once it is slower than fp32, its rechecks counted in: it is not scored on the rest."""
     from batchscore.config import ModelSpec
     from batchscore.scoring import open_scorers, rules_for
     from batchscore.scoring.rules import CLI_HINTS
@@ -134,29 +171,58 @@ def test_candidates_that_cannot_win_are_dropped_early(tiny_model, monkeypatch):
     choice, chosen = calibrate.calibrate(scorer, texts, 0.999)
     assert choice.precision == "fp32" and chosen is scorer
     fp32, int8 = choice.measured
-    assert (fp32.rows, int8.rows, int8.agreement) == (50, 50, 0.0)  # one slice of 8, then nobody left to beat
-    assert "below the bar, dropped after 50 rows" in choice.summary(0.999)
+    # Every label changed: every row must be rechecked, which makes it slower than fp32; out after the second
+    # slice of 8 (the first may be slow for either), and fp32 stops with it.
+    assert (fp32.rows, int8.rows, int8.rechecked) == (100, 100, 1.0) and int8.agreement < 0.05
+    assert int8.speed() < fp32.rows_per_second
+    assert "slower, dropped after 100 rows" in choice.summary(0.999)
     assert calibrate.calibrate(scorer, texts, 1.0)[0].measured == ()  # a bar of 1: nothing to measure
 
 
-def test_predicted_agreement_by_hand():
-    """Margins (top less runner-up) 0.75, 0.25, 0.125, 0.5; the other precision moves those differences by 0.125,
-    0, 0.25, 0. Only row 3's margin is under a move (0.25, one of the four): its chance 1/4, halved for the
-    direction; the mean over 4 rows is 1/32. A row without text (NaN) counts for neither."""
-    import numpy as np
+def by_gap_and_move(gaps, moves):
+    """Logits of two labels (function none: the scores are the logits): fp32's top-two gaps, and another
+    precision's, each moved by `moves`."""
+    exact = np.array([[0.0, g] for g in gaps])
+    return exact, exact + np.array([[0.0, m] for m in moves])
 
-    from batchscore.scoring.calibrate import predicted_agreement
 
-    nan = [np.nan, np.nan]
-    exact = np.array([[0.875, 0.125], [0.625, 0.375], nan, [0.5625, 0.4375], [0.25, 0.75]])
-    other = np.array([[0.8125, 0.1875], [0.625, 0.375], nan, [0.4375, 0.5625], [0.25, 0.75]])
-    assert predicted_agreement(exact, other) == 1 - 1 / 32  # counted: 3 of 4
-    assert predicted_agreement(exact, exact) == 1.0
-    assert predicted_agreement(exact[:, :1], other[:, :1]) is None  # one score: no runner-up
-    # Counted, nothing changed; predicted, below the bar: the candidate does not pass.
-    fp32 = Measured("fp32", 100.0, 1.0, 1000)
-    assert choose([fp32, Measured("bf16", 200.0, 1.0, 1000, predicted=0.998)], 0.999) == "fp32"
-    assert choose([fp32, Measured("bf16", 200.0, 1.0, 1000, predicted=0.9995)], 0.999) == "bf16"
+def test_recheck_margin_by_hand():
+    """Ten rows, --min-agreement 0.99: a trusted row may change with a chance of at most half of 1% on average,
+    and no sampled row that changed stays trusted."""
+    from batchscore.scoring.calibrate import recheck
+
+    # Row 0 is 0.05 from a tie and moves 1.0 the wrong way: its label changes, and its int8 gap is 0.95. The
+    # others move 0. A row whose gap is under 1.0 changes with a chance of 1 in 10, halved for the direction: 0.05
+    # each, over ten rows 0.005 a row. Rechecking the closest four (gaps 0.2 to 0.8) leaves 0.005 predicted, in
+    # the bar; but row 0 (gap 0.95), which did change, is trusted: rechecked too, up to gap 1.5, five rows.
+    exact, other = by_gap_and_move([0.05, 0.2, 0.4, 0.6, 0.8, 1.5, 2, 3, 4, 5], [-1.0] + [0.0] * 9)
+    assert recheck(exact, other, "none", 0.99) == (1.5, 0.5, 1.0)
+    # Nothing changed; rows 0.05 and 0.08 from a tie are each predicted to change with chance 0.05: rechecking
+    # one leaves 0.005, in the bar, but the floor (the 90th percentile move, 0.1) takes both: up to gap 3.
+    exact, other = by_gap_and_move([0.05, 0.08, 3, 4, 5, 6, 7, 8, 9, 10], [0.0] * 9 + [1.0])
+    assert recheck(exact, other, "none", 0.99) == (3.0, 0.2, 1.0)
+    # Nothing moves: nothing to recheck but rows closer to a tie than any the sample met. Rows without text (NaN)
+    # count for nothing; a head of one score has no tie to be near.
+    exact = np.vstack([exact, [np.nan, np.nan]])
+    assert recheck(exact, exact, "none", 0.99) == (0.05, 0.0, 1.0)
+    assert recheck(exact[:, :1], exact[:, :1], "none", 0.99) == (0.0, 0.0, None)
+    # Softmax scores: on the logits' scale again (log p1 - log p2), where the same moves give the same margin.
+    soft = np.exp(exact[:10]) / np.exp(exact[:10]).sum(1, keepdims=True)
+    shifted = np.exp(other) / np.exp(other).sum(1, keepdims=True)
+    assert recheck(soft, shifted, "softmax", 0.99) == pytest.approx((3.0, 0.2, 1.0))
+
+
+def test_rechecked_rows_take_fp32s_scores(corpus, tiny_model, tmp_path, oracles, margin, choose_int8, int8_rechecked):
+    """A run in int8 with a recheck margin: the rows int8 scores within the margin of a tie carry fp32's scores,
+    the others int8's; the margin is recorded with the choice."""
+    close = int8_rechecked["close"]
+    assert 0.3 < close.mean() < 0.7
+    int8 = np.array(oracles["int8"].column("score").to_pylist(), dtype=float)
+    fp32 = np.array(oracles["fp32"].column("score").to_pylist(), dtype=float)
+    assert np.nanmin(np.abs(int8 - fp32)[close]) > 1e-5  # the two precisions differ on every rechecked row
+    manifest = fastest(corpus, tiny_model, tmp_path / "out")
+    assert manifest["calibration"]["models"][0]["recheck_margin"] == margin
+    same_scores(tmp_path / "out", int8_rechecked)
 
 
 def test_min_agreement_one_gives_fp32_end_to_end(corpus, tiny_model, tmp_path):
@@ -175,7 +241,7 @@ def test_an_input_too_small_to_repay_calibrating_keeps_fp32(corpus, tiny_model, 
 
 
 def test_resume_takes_the_recorded_choice(
-    corpus, tiny_model, tmp_path, monkeypatch, choose_int8, never_calibrate, int8_scores
+    corpus, tiny_model, tmp_path, monkeypatch, choose_int8, never_calibrate, int8_rechecked
 ):
     out = tmp_path / "out"
     committed = interrupted(corpus, tiny_model, out, monkeypatch)
@@ -184,22 +250,22 @@ def test_resume_takes_the_recorded_choice(
     never_calibrate()
     manifest = fastest(corpus, tiny_model, out)
     assert manifest["calibration"]["models"][0]["precision"] == "int8"
-    same_scores(out, int8_scores)
+    same_scores(out, int8_rechecked)
 
 
 def test_a_lost_record_is_read_back_from_the_parts(
-    corpus, tiny_model, tmp_path, monkeypatch, choose_int8, never_calibrate, int8_scores
+    corpus, tiny_model, tmp_path, monkeypatch, choose_int8, never_calibrate, int8_rechecked
 ):
     out = tmp_path / "out"
     interrupted(corpus, tiny_model, out, monkeypatch)
     (out / "_batchscore" / "calibration.json").unlink()
     never_calibrate()
     fastest(corpus, tiny_model, out)
-    same_scores(out, int8_scores)
+    same_scores(out, int8_rechecked)
 
 
 def test_shards_take_the_first_shards_choice(
-    corpus, tiny_model, tmp_path, monkeypatch, choose_int8, never_calibrate, int8_scores
+    corpus, tiny_model, tmp_path, monkeypatch, choose_int8, never_calibrate, int8_rechecked
 ):
     out = tmp_path / "out"
     fastest(corpus, tiny_model, out, num_shards=2, shard_index=0)
@@ -209,7 +275,7 @@ def test_shards_take_the_first_shards_choice(
     assert result.exit_code == 0, result.output
     manifest = manifest_of(out)
     assert manifest["calibration"]["models"][0]["precision"] == "int8"
-    same_scores(out, int8_scores)
+    same_scores(out, int8_rechecked)
 
 
 def test_first_record_wins(tmp_path):

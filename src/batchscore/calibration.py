@@ -83,12 +83,16 @@ def settle(
                 )
     models = list(scorers.models)
     for n in which:
-        precision = settled["models"][n]["precision"]
+        entry = settled["models"][n]
+        precision, margin = entry["precision"], _margin(entry)
         model = chosen.get(n)
-        if model is None or model.loaded.precision != precision:
+        if model is None or (model.loaded.precision, model.recheck_margin) != (precision, margin):
             writer = "another writer of this output calibrated it first" if chosen else "the output records"
-            log.info(f"{_named(models[n], len(models))}precision {precision}, as {writer} (--precision fastest).")
-            model = _in(models[n], precision)
+            rechecks = f", rows within {margin:.3g} of a tie rechecked in fp32" if margin else ""
+            log.info(
+                f"{_named(models[n], len(models))}precision {precision}{rechecks}, as {writer} (--precision fastest)."
+            )
+            model = _in(models[n], precision, margin)
         models[n] = model
     return settled, models
 
@@ -189,14 +193,22 @@ def _fits(found: dict[str, Any], cfg: JobConfig, scorers: Scorers) -> bool:
     )
 
 
-def _in(model: ModelScorer, precision: str) -> ModelScorer:
+def _margin(entry: dict[str, Any]) -> float | None:
+    """The recorded recheck margin (scoring/models.Recheck); None where there is none (fp32, or recorded before
+    rechecks were)."""
+    margin = entry.get("recheck_margin")
+    return float(margin) if isinstance(margin, (int, float)) and margin > 0 else None
+
+
+def _in(model: ModelScorer, precision: str, margin: float | None) -> ModelScorer:
     from .scoring.calibrate import in_precision
     from .scoring.load import warn_slow_bf16
-    from .scoring.models import ModelScorer
+    from .scoring.models import ModelScorer, Recheck
 
     if precision == "bf16" and model.loaded.device.type == "cpu":
         warn_slow_bf16()  # recorded where bf16 was native; this shard's CPU may not be
-    return ModelScorer(in_precision(model.loaded, precision), model.rules)
+    recheck = None if margin is None or precision == "fp32" else Recheck(model.loaded, margin)
+    return ModelScorer(in_precision(model.loaded, precision), model.rules, recheck)
 
 
 def _named(model: ModelScorer, count: int) -> str:

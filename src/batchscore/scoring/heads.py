@@ -59,6 +59,30 @@ def apply(function: str, logits: np.ndarray) -> np.ndarray:
     return logits
 
 
+def top_two_gap(logits: np.ndarray) -> np.ndarray:
+    """Per row, how far its top logit is above the runner-up: how close its label is to changing. A head of one
+    score has no runner-up: infinitely far."""
+    if logits.shape[-1] < 2:
+        return np.full(logits.shape[0], np.inf)
+    two = np.partition(logits, -2, axis=-1)[:, -2:]
+    return two[:, 1] - two[:, 0]
+
+
+def as_logits(function: str, scores: np.ndarray) -> np.ndarray:
+    """Scores back on the logits' scale, as far as their differences go: the top-two gap of the result equals
+    that of the logits the scores came from (softmax: log scores differ by the logits' differences; sigmoid:
+    its inverse; none: the logits themselves). Float64; a score rounded to 0 or 1 comes back large, not infinite.
+    """
+    scores = scores.astype(np.float64)
+    tiny = np.finfo(np.float32).tiny
+    if function == SOFTMAX:
+        return np.log(np.maximum(scores, tiny))
+    if function == SIGMOID:
+        held = np.clip(scores, tiny, 1 - np.finfo(np.float32).eps)
+        return np.log(held) - np.log1p(-held)
+    return scores
+
+
 RESULT_NAMES = ("label", "score", "scores")
 LABELS = "labels"  # a multi-label (sigmoid) head's column: every label scoring at least the threshold
 

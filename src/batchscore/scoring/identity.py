@@ -35,8 +35,9 @@ def run_part(scorer: ModelScorer) -> dict[str, Any]:
 def cache_part(scorer: ModelScorer, cache_format: int) -> dict[str, Any]:
     """Everything that changes a row's cached scores: the model by content (its tokenizer files included), its
     labels and head function, the max length, the precision and the device kind (bf16 on a GPU and on a CPU
-    differ), and the window options. top_k and the threshold only choose from the kept scores; the batch size
-    only regroups rows (see docs/cache.md for what that changes)."""
+    differ), the margin under which rows are rechecked in fp32 where there is one, and the window options. top_k
+    and the threshold only choose from the kept scores; the batch size only regroups rows (see docs/cache.md for
+    what that changes)."""
     loaded = scorer.loaded
     identity: dict[str, Any] = {
         "format": cache_format,
@@ -47,6 +48,8 @@ def cache_part(scorer: ModelScorer, cache_format: int) -> dict[str, Any]:
         "precision": loaded.precision,
         "device": loaded.device.type,
     }
+    if scorer.recheck_margin is not None:
+        identity["recheck_margin"] = scorer.recheck_margin
     if scorer.rules.windowed:
         identity["long_text"] = scorer.rules.spec.window_options(cached_only=True)
     return identity

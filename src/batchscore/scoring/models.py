@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
@@ -25,11 +26,23 @@ if TYPE_CHECKING:
 OnBatch = Callable[[float, int], None]
 
 
+@dataclass(frozen=True)
+class Recheck:
+    """A second look in fp32 (--precision fastest): a row that the faster precision scores within `margin` of a tie
+    (its top two logits closer than that) is scored again in `exact`, fp32, and takes fp32's scores. Such rows are
+    the ones whose label the faster precision may have changed; the others are too far from a tie for its moves
+    (scoring/calibrate.py measures both on the input's own rows)."""
+
+    exact: LoadedModel
+    margin: float
+
+
 class ModelScorer:
     """A loaded classifier and the rules it scores by (completed by its head)."""
 
-    def __init__(self, loaded: LoadedModel, rules: ScoringRules):
+    def __init__(self, loaded: LoadedModel, rules: ScoringRules, recheck: Recheck | None = None):
         self.loaded = loaded
+        self.recheck = recheck if recheck is not None and recheck.margin > 0 else None
         self.function = score_function(loaded.model.config)
         self.rules = rules = rules.for_head(self.function)
         self.on_gpu = loaded.device.type == "cuda"
@@ -57,6 +70,10 @@ class ModelScorer:
         return WindowSpec.of(spec, room)
 
     @property
+    def recheck_margin(self) -> float | None:
+        return None if self.recheck is None else self.recheck.margin
+
+    @property
     def labels(self) -> list[str]:
         return self.loaded.labels
 
@@ -81,13 +98,26 @@ class ModelScorer:
         batches = work.batches if on_batch is None else _reported(work, on_batch)
         windows = work.windows
         units = len(work.valid) if windows is None else len(windows.row)
-        scores = apply(self.function, chunk_logits(self.loaded, batches, units))
+        logits = chunk_logits(self.loaded, batches, units)
+        if self.recheck is not None:
+            self._recheck(work, logits)
+        scores = apply(self.function, logits)
         if windows is None:
             scores[~work.valid] = 0.0  # rows without text: no scores (the head of zero logits is not one)
             return RowScores(scores, work.truncated)
         rows = aggregate(scores, windows.row, windows.text_tokens, len(work.valid), self.rules.spec.aggregate)
         per_window = None if windows.spans is None else WindowScores(scores, windows.row, windows.spans)
         return RowScores(rows, work.truncated, work.row_windows(), per_window)
+
+    def _recheck(self, work: EncodedChunk, logits: np.ndarray) -> None:
+        """The rows (with --long-text window, the windows) scored close to a tie, scored again in fp32, in place."""
+        from .heads import top_two_gap
+        from .run import rescore
+
+        assert self.recheck is not None
+        close = top_two_gap(logits) < self.recheck.margin
+        if close.any():
+            rescore(self.recheck.exact, work.batches, close, logits)
 
     def columns(self, rows: RowScores, valid: np.ndarray) -> dict[str, pa.Array]:
         """The result columns, keyed by name, in row order (null: no text). The (aggregated) scores decide label,

@@ -95,3 +95,22 @@ def chunk_logits(loaded: LoadedModel, batches: Iterable[TokenBatch], rows: int) 
             back = pinned.numpy()
     logits[np.concatenate(positions)] = back
     return logits
+
+
+def rescore(loaded: LoadedModel, batches: Iterable[TokenBatch], wanted: np.ndarray, logits: np.ndarray) -> int:
+    """Score again in `loaded` the rows of `batches` that `wanted` marks (by position), their logits put in place in
+    `logits`; how many rows that was. Each batch's marked rows go through as one smaller batch, padded as they were.
+    """
+    import torch
+
+    count = 0
+    with torch.inference_mode():
+        for batch in batches:
+            picked = wanted[batch.positions]
+            if not picked.any():
+                continue
+            index = torch.from_numpy(np.flatnonzero(picked))
+            inputs = {name: tensor.index_select(0, index) for name, tensor in batch.inputs.items()}
+            logits[batch.positions[picked]] = run_batch(loaded, inputs).cpu().numpy()
+            count += len(index)
+    return count

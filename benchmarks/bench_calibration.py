@@ -69,26 +69,33 @@ def calibrated_markdown(section: dict) -> str:
     entry = section["calibration"]["models"][0]
     measured = entry.get("measured") or []
     base = measured[0]["rows_per_second"] if measured else None
+    margin = entry.get("recheck_margin")
+    rechecks = f" with rows within {margin:.3g} of a tie rechecked in fp32" if margin else ""
     lines = [
         f"`--precision fastest` on real, mixed text ({section['rows']:,} rows, the trained offline model "
         f"`{section['model']}`, whole jobs, calibration included in its time, medians of {section['trials']} "
-        f"alternating rounds) on {stamp_text(section['cpu'])}: it chose **{', '.join(section['chosen'])}**, ran "
-        f"at **{section['speed_vs_fp32']:.2f}x** fp32's speed ({section['fastest_seconds']:.1f} s against "
-        f"{section['fp32_seconds']:.1f} s) and kept **{section['agreement']['agreement']:.2%}** of fp32's labels "
-        f"over the whole output ({section['agreement']['labels_changed']:,} changed).",
+        f"alternating rounds) on {stamp_text(section['cpu'])}: it chose **{', '.join(section['chosen'])}**"
+        f"{rechecks}, ran at **{section['speed_vs_fp32']:.2f}x** fp32's speed "
+        f"({section['fastest_seconds']:.1f} s against {section['fp32_seconds']:.1f} s) and kept "
+        f"**{section['agreement']['agreement']:.2%}** of fp32's labels over the whole output "
+        f"({section['agreement']['labels_changed']:,} changed).",
         "",
         f"What the calibration measured on its {section['calibration']['sample_rows']:,}-row sample "
         f"(--min-agreement {section['calibration']['min_agreement']:g}):",
         "",
-        "| precision | rows measured | rows/s | vs fp32 | label agreement | predicted from the margins |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| precision | rows measured | rows/s alone | vs fp32 alone | labels kept alone | rechecked in fp32 "
+        "(margin) | vs fp32 with rechecks | labels kept with rechecks (predicted) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for m in measured:
-        predicted = "" if m.get("predicted") is None else f"{m['predicted']:.2%}"
+        predicted = "" if m.get("predicted") is None else f"{m['predicted']:.3%}"
+        with_rechecks = m.get("with_rechecks")
+        rechecked = f"{m['rechecked']:.2%} (< {m['recheck_margin']:.3g})" if with_rechecks else ""
         lines.append(
             f"| {m['precision']} | {m['rows']:,} | {m['rows_per_second']:,.1f} | "
-            f"{m['rows_per_second'] / base:.2f}x | {m['agreement']:.2%} | {predicted} |"
+            f"{m['rows_per_second'] / base:.2f}x | {m['agreement']:.2%} | {rechecked} | "
+            f"{'' if not with_rechecks else f'{with_rechecks / base:.2f}x'} | {predicted} |"
         )
     if not measured:
-        lines.append(f"| (nothing measured: {entry.get('reason', '')}) | | | | | |")
+        lines.append(f"| (nothing measured: {entry.get('reason', '')}) | | | | | | | |")
     return "\n".join(lines)

@@ -1346,6 +1346,12 @@ def main() -> None:
     )
     parser.add_argument("--skip-10x", action="store_true", help="skip the 10x-rows memory run")
     parser.add_argument(
+        "--versus-only",
+        action="store_true",
+        help="run only batchscore (fp32, and bf16 where native, int8) against the pipeline on --rows: print its "
+        "table and write versus.json into --out",
+    )
+    parser.add_argument(
         "--plan-rows",
         type=int,
         default=60_000,
@@ -1524,19 +1530,23 @@ def main() -> None:
     )
 
     runs: dict[str, list[dict]] = {"pipeline": [], "batchscore": [], "batchscore bf16": [], "batchscore int8": []}
+    from batchscore.scoring.cpu import native_bf16
+
+    cpu_precisions = ("int8",) if args.versus_only and native_bf16() is False else ("bf16", "int8")
     with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
         for rep in range(args.repeats):
             for system in ("pipeline", "batchscore"):  # alternating: drift hits both alike
                 runs[system].append(trial(system, model_dir, one_x, scratch, chunk_rows))
                 print(f"  trial {rep + 1} {system}: {runs[system][-1]['seconds']:.2f}s", flush=True)
-            # On a GPU, auto is already bf16 (or fp16), and int8 is for CPUs.
-            for precision in ("bf16", "int8") if device == "cpu" else ():
+            # On a GPU, auto is already bf16 (or fp16), and int8 is for CPUs; --versus-only leaves out bf16 where
+            # it is computed in software (minutes, and never chosen there).
+            for precision in cpu_precisions if device == "cpu" else ():
                 system = f"batchscore {precision}"
                 runs[system].append(trial("batchscore", model_dir, one_x, scratch, chunk_rows, precision=precision))
                 print(f"  trial {rep + 1} {system}: {runs[system][-1]['seconds']:.2f}s", flush=True)
-        ten = None if args.skip_10x else trial("batchscore", model_dir, ten_x, scratch, chunk_rows)
+        ten = None if args.skip_10x or args.versus_only else trial("batchscore", model_dir, ten_x, scratch, chunk_rows)
         offline = None
-        if OFFLINE_MODEL.exists() and args.model == "reference":
+        if OFFLINE_MODEL.exists() and args.model == "reference" and not args.versus_only:
             offline = {s: trial(s, OFFLINE_MODEL, one_x, scratch, chunk_rows) for s in ("pipeline", "batchscore")}
 
     tokens = sum(lengths)
@@ -1596,6 +1606,11 @@ def main() -> None:
             summarize("batchscore, offline MiniLM", [offline["batchscore"]], tokens, off_flops, peak, off_base),
         ]
     report["table"] = table
+    if args.versus_only:
+        print("\n" + markdown(table))
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "versus.json").write_text(json.dumps(report, indent=2) + "\n")
+        return
     if args.plan_rows:
         print(f"near-free model: one run, 4 shards, a resume ({args.plan_rows:,} rows)", flush=True)
         report["plan"] = plan_bench(args.plan_rows, args.plan_repeats, args.plan_chunk_rows)

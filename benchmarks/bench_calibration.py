@@ -8,14 +8,20 @@ Every result is stamped with the CPU's flags: it holds for this class of CPU onl
 
 from __future__ import annotations
 
+import os
 import statistics
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+# Environment variables that cap the instruction sets torch's kernels use (ATen's own, oneDNN, fbgemm, MKL): set,
+# a run measures those code paths on this CPU, not this CPU's best; the stamp says so.
+ISA_CAPS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "FBGEMM_ENABLE_INSTRUCTIONS", "MKL_ENABLE_INSTRUCTIONS")
+
 
 def cpu_stamp() -> dict:
-    """The CPU's model name and the flags that decide which precisions run natively (calibration.py's)."""
+    """The CPU's model name, the flags that decide which precisions run natively (calibration.py's), and any
+    instruction-set caps in force."""
     from batchscore.calibration import DECISIVE_FLAGS
     from batchscore.scoring.cpu import cpu_flags
 
@@ -25,11 +31,14 @@ def cpu_stamp() -> dict:
             model = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), model)
     except OSError:
         pass
-    return {"model": model, "flags": sorted(set(DECISIVE_FLAGS) & cpu_flags())}
+    caps = {name: os.environ[name] for name in ISA_CAPS if os.environ.get(name)}
+    return {"model": model, "flags": sorted(set(DECISIVE_FLAGS) & cpu_flags()), **({"capped": caps} if caps else {})}
 
 
 def stamp_text(cpu: dict) -> str:
-    return f"{cpu['model']}, flags {' '.join(cpu['flags']) or 'none of note'}"
+    caps = cpu.get("capped") or {}
+    forced = f", its code paths capped by {' '.join(f'{k}={v}' for k, v in caps.items())}" if caps else ""
+    return f"{cpu['model']}, flags {' '.join(cpu['flags']) or 'none of note'}{forced}"
 
 
 def calibrated_bench(

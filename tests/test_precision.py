@@ -323,3 +323,23 @@ def test_native_bf16_reads_the_cpu_flags(tmp_path, monkeypatch):
         assert cpu.native_bf16() is expected
     info.unlink()  # no /proc/cpuinfo (not Linux): nothing is claimed
     assert cpu.native_bf16() is None
+
+
+def test_capped_instruction_sets_count_as_the_cpu_without_them(tmp_path, monkeypatch):
+    """oneDNN capped below bf16 (ONEDNN_MAX_CPU_ISA) computes bf16 in software, and fbgemm forced to an instruction
+    set without VNNI (FBGEMM_ENABLE_INSTRUCTIONS) sums in 16 bits: the code treats them as the CPU without."""
+    import functools
+
+    from batchscore.scoring import cpu
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: avx2 avx512f avx512_vnni avx512_bf16\n")
+    monkeypatch.setattr(cpu, "cpu_flags", functools.partial(cpu.cpu_flags, str(info)))
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    assert cpu.native_bf16() is True
+    for isa, expected in [("AVX2", False), ("avx512_core", False), ("AVX512_CORE_BF16", True), ("ALL", True)]:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", isa)
+        assert cpu.native_bf16() is expected, isa
+    for isa in ("AVX2", "AVX512", "AVX512_256"):
+        monkeypatch.setenv("FBGEMM_ENABLE_INSTRUCTIONS", isa)
+        assert cpu.vnni_cpu() is False, isa

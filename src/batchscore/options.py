@@ -242,14 +242,15 @@ OPTIONS: tuple[Option, ...] = (
         "mixed text bf16 kept 99.95% of fp32's labels, int8 (dynamic int8 Linear layers, CPU only, the fastest) "
         "98.4%, losing most on rows the model is unsure of. fastest = measure fp32 and what this device runs "
         "natively (bf16, fp16, int8) on a sample of the input, and take the fastest that keeps "
-        "--min-agreement of fp32's labels (else fp32); which to choose: docs/models.md.",
+        "--min-agreement of fp32's labels, rows it scores close to a tie rechecked in fp32 (else fp32); which "
+        "to choose: docs/models.md.",
         choices=PRECISIONS,
     ),
     Option(
         "min_agreement",
         "fraction",
-        "--precision fastest: the share of the sample's fp32 labels a faster precision must keep (1 keeps fp32, "
-        f"the only exact one). Default: {DEFAULT_MIN_AGREEMENT}.",
+        "--precision fastest: the share of fp32's labels a faster precision must keep, its rechecks in fp32 "
+        f"included (1 keeps fp32, the only exact one). Default: {DEFAULT_MIN_AGREEMENT}.",
         metavar="X",
     ),
     Option(

@@ -39,9 +39,18 @@ def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str]:
     return set()
 
 
+# oneDNN's instruction sets (ONEDNN_MAX_CPU_ISA) that multiply bf16 natively; a cap below them (AVX2, AVX512_CORE,
+# ...) leaves bf16 to the software path whatever the CPU has.
+ONEDNN_BF16_ISAS = ("AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX10_1_512", "ALL")
+
+
 def native_bf16() -> bool | None:
-    """Does this CPU multiply bf16 natively? None where its flags are unknown (not Linux)."""
+    """Does this CPU multiply bf16 natively, as torch's oneDNN may use it? None where its flags are unknown (not
+    Linux)."""
     flags = cpu_flags()
+    capped = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    if capped and not capped.startswith(ONEDNN_BF16_ISAS):
+        return False
     return any(f in flags for f in NATIVE_BF16_FLAGS) if flags else None
 
 
@@ -154,9 +163,14 @@ def quantize_int8(model: PreTrainedModel, full_range: bool | None = None) -> Pre
 
 
 def vnni_cpu() -> bool:
-    """Whether this CPU has AVX-512 VNNI, where int8 activations may use their full 8 bits."""
+    """Whether this CPU has AVX-512 VNNI and fbgemm may use it, where int8 activations may use their full 8 bits.
+    FBGEMM_ENABLE_INSTRUCTIONS set to an instruction set without VNNI (AVX2, AVX512) makes fbgemm sum in 16 bits
+    as on an AVX2 CPU, where 8-bit activations would saturate."""
     import torch
 
+    forced = os.environ.get("FBGEMM_ENABLE_INSTRUCTIONS", "").upper()
+    if forced and forced not in ("AVX512_E1", "AVX512_E1_256"):
+        return False
     probe = getattr(torch.cpu, "_is_vnni_supported", None)  # private in torch 2.x; absent: assume no
     return bool(probe and probe())
 

@@ -204,6 +204,7 @@ def worker(args) -> dict:
                 "chunk_rows": args.chunk_rows,
                 "long_text": args.long_text,
                 "top_k": args.top_k,
+                **({"min_agreement": args.min_agreement} if args.precision == "fastest" and args.min_agreement else {}),
             },
             env={},
         )
@@ -241,6 +242,7 @@ def trial(
     batch_tokens: int | None = None,
     long_text: str = "truncate",
     top_k: str = "1",
+    min_agreement: float | None = None,
 ) -> dict:
     cmd = [
         sys.executable,
@@ -266,6 +268,8 @@ def trial(
     ]
     if batch_tokens:
         cmd += ["--batch-tokens", str(batch_tokens)]
+    if min_agreement is not None:
+        cmd += ["--min-agreement", str(min_agreement)]
     env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if done.returncode != 0:
@@ -492,7 +496,7 @@ def calibrated_markdown(section: dict) -> str:
     return _bench_calibration().calibrated_markdown(section)
 
 
-def calibrated_section(model_dir: Path, rows: int, repeats: int) -> dict:
+def calibrated_section(model_dir: Path, rows: int, repeats: int, min_agreement: float | None = None) -> dict:
     """fp32 against --precision fastest, whole jobs over `rows` rows of real mixed text (seed 1: other rows than
     the precisions section's where the input allows)."""
     import pyarrow as pa
@@ -503,7 +507,7 @@ def calibrated_section(model_dir: Path, rows: int, repeats: int) -> dict:
     if not data.exists():
         pq.write_table(pa.table({"text": precision_texts(rows, seed=1)}), data)
     print(f"--precision fastest vs fp32: {model_dir.name}, {rows:,} rows of real mixed text", flush=True)
-    scored = functools.partial(trial, top_k="all")
+    scored = functools.partial(trial, top_k="all", min_agreement=min_agreement)
     return _bench_calibration().calibrated_bench(model_dir, data, rows, repeats, scored, label_agreement)
 
 
@@ -1447,6 +1451,7 @@ def main() -> None:
     parser.add_argument("--pipeline-batch", type=int, default=PIPELINE_BATCH)
     parser.add_argument("--long-text", default="truncate")
     parser.add_argument("--top-k", default="1")
+    parser.add_argument("--min-agreement", type=float, default=None, help="the calibrated section's bar")
     parser.add_argument(
         "--chunk-rows",
         type=int,
@@ -1475,7 +1480,7 @@ def main() -> None:
         (Path(args.out) / "precisions.json").write_text(json.dumps(section, indent=2) + "\n")
         return
     if args.calibrated_only:
-        section = calibrated_section(precision_model, args.calibrated_rows, args.repeats)
+        section = calibrated_section(precision_model, args.calibrated_rows, args.repeats, args.min_agreement)
         print("\n" + calibrated_markdown(section))
         Path(args.out).mkdir(parents=True, exist_ok=True)
         (Path(args.out) / "calibrated.json").write_text(json.dumps(section, indent=2) + "\n")

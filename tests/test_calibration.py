@@ -160,8 +160,8 @@ def test_candidates_that_cannot_win_are_dropped_early(tiny_model, monkeypatch):
     monkeypatch.setattr(calibrate, "candidates", lambda device: ["int8"])
     real = calibrate._scores
 
-    def int8_flips_every_label(scorer, texts):
-        scores = real(scorer, texts)
+    def int8_flips_every_label(scorer, work):
+        scores = real(scorer, work)
         return scores[:, ::-1] if scorer.loaded.precision == "int8" else scores  # every row's labels swapped
 
     monkeypatch.setattr(calibrate, "_scores", int8_flips_every_label)
@@ -197,6 +197,9 @@ def test_recheck_margin_by_hand():
     # the bar; but row 0 (gap 0.95), which did change, is trusted: rechecked too, up to gap 1.5, five rows.
     exact, other = by_gap_and_move([0.05, 0.2, 0.4, 0.6, 0.8, 1.5, 2, 3, 4, 5], [-1.0] + [0.0] * 9)
     assert recheck(exact, other, "none", 0.99) == (1.5, 0.5, 1.0)
+    # A bar of 0 (gpu-check's, for speed alone) allows everything: only rows closer to a tie than any the sample
+    # met (0.2) are rechecked, and the row that changed is predicted with the rest.
+    assert recheck(exact, other, "none", 0.0) == (0.2, 0.0, 0.975)
     # Nothing changed; rows 0.05 and 0.08 from a tie are each predicted to change with chance 0.05: rechecking
     # one leaves 0.005, in the bar, but the floor (the 90th percentile move, 0.1) takes both: up to gap 3.
     exact, other = by_gap_and_move([0.05, 0.08, 3, 4, 5, 6, 7, 8, 9, 10], [0.0] * 9 + [1.0])

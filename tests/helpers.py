@@ -300,3 +300,18 @@ def write_texts(path, texts) -> str:
 
     pq.write_table(pa.table({"id": list(range(len(texts))), "text": texts}), path)
     return str(path)
+
+
+def with_rechecks(plain, exact, margin: float, band: float = 1e-4):
+    """What a run in `plain`'s precision with a recheck margin gives, for a model of two labels (softmax): `exact`'s
+    row where plain's top-two logit gap, log(p / (1 - p)) of its score p, is under the margin, else `plain`'s.
+    Also which rows lie within `band` of the margin, too close to say from a score rounded to float32."""
+    import numpy as np
+    import pyarrow as pa
+
+    score = np.array(plain.column("score").to_pylist(), dtype=float)  # None (no text): NaN
+    with np.errstate(divide="ignore"):
+        gap = np.log(score / (1 - score))
+    close = gap < margin
+    rows = [(exact if close[n] else plain).slice(n, 1) for n in range(plain.num_rows)]
+    return pa.concat_tables(rows), close, np.abs(gap - margin) < band

@@ -17,7 +17,7 @@ from batchscore.output.calibration import record, recorded
 from batchscore.output.writer import OutputWriter
 from batchscore.scoring import calibrate
 from batchscore.scoring.calibrate import Measured, choose
-from helpers import assert_error, invoke, manifest_of
+from helpers import assert_error, invoke, manifest_of, with_rechecks
 
 ROWS, CHUNK = 240, 40  # 6 chunks
 
@@ -65,17 +65,12 @@ def oracles(corpus, tiny_model, tmp_path_factory):
     return outputs
 
 
-def int8_gaps(oracles):
-    """Each row's top-two logit gap in int8, from its score (two labels, softmax: log(p / (1 - p)))."""
-    score = np.array(oracles["int8"].column("score").to_pylist(), dtype=float)  # None (no text): NaN
-    return np.log(score / (1 - score))
-
-
 @pytest.fixture(scope="module")
 def margin(oracles):
-    """A recheck margin near the middle of the rows' int8 gaps, in a space between two of them (not to depend on
-    a score's last bits)."""
-    gaps = np.sort(int8_gaps(oracles)[~np.isnan(int8_gaps(oracles))])
+    """A recheck margin near the middle of the rows' int8 gaps (log(p / (1 - p)) of two labels' top score p), in a
+    space between two of them (not to depend on a score's last bits)."""
+    score = np.array(oracles["int8"].column("score").to_pylist(), dtype=float)
+    gaps = np.sort(np.log(score / (1 - score))[~np.isnan(score)])
     middle = len(gaps) // 2 + int(np.argmax(np.diff(gaps[len(gaps) // 2 :]) > 1e-3))
     return float((gaps[middle] + gaps[middle + 1]) / 2)
 
@@ -84,11 +79,9 @@ def margin(oracles):
 def int8_rechecked(oracles, margin):
     """What a run calibrated to int8 with that margin must give: fp32's label and score for a row int8 scored
     within the margin of a tie, int8's for the others."""
-    close = int8_gaps(oracles) < margin
-    int8, fp32 = (oracles[p].to_pydict() for p in ("int8", "fp32"))
-    labels = [fp32["label"][n] if close[n] else int8["label"][n] for n in range(ROWS)]
-    scores = [fp32["score"][n] if close[n] else int8["score"][n] for n in range(ROWS)]
-    return {"label": labels, "score": scores, "close": close}
+    table, close, unsure = with_rechecks(oracles["int8"], oracles["fp32"], margin)
+    assert not unsure.any()
+    return {"label": table.column("label").to_pylist(), "score": table.column("score").to_pylist(), "close": close}
 
 
 def same_scores(out, expected):

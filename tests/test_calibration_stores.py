@@ -17,7 +17,7 @@ import batchscore
 from batchscore.output import Output
 from batchscore.output.calibration import record, recorded
 from batchscore.scoring import calibrate
-from helpers import assert_same_table, invoke, manifest_of
+from helpers import assert_same_table, invoke, manifest_of, with_rechecks
 
 ROWS, CHUNK = 240, 40  # 6 chunks: 3 per shard
 SAMPLE = 20  # --calibration-rows: an input under 10 x the sample keeps fp32 without calibrating
@@ -80,6 +80,7 @@ def test_s3_shards_take_the_first_shards_choice_and_finalize_removes_the_record(
         )
 
     monkeypatch.setattr(calibrate, "choose", lambda measured, bar: "int8")
+    monkeypatch.setattr(calibrate, "recheck", lambda *args: (0.0, 0.0, None))  # int8 alone: its oracle is plain
     shard(0)
     s3_fs.invalidate_cache()
     assert recorded(Output.open(f"s3://{folder}"))["models"][0]["precision"] == "int8"  # on the bucket
@@ -133,4 +134,9 @@ def test_two_ranks_calibrate_once_and_score_in_rank_zeros_choice(corpus, tiny_mo
     assert [(s["shard"], s["num_shards"]) for s in manifest["shards"]] == [(0, 2), (1, 2)]
     assert "calibration.json" not in os.listdir(out / "_batchscore")
     expected = in_precision(corpus, tiny_model, tmp_path / "plain", entry["precision"])
-    assert_same_table(pq.read_table(out).sort_by("n"), expected)
+    got = pq.read_table(out).sort_by("n")
+    if entry.get("recheck_margin"):  # rows the chosen precision scored close to a tie carry fp32's scores
+        exact = in_precision(corpus, tiny_model, tmp_path / "fp32", "fp32")
+        expected, _, unsure = with_rechecks(expected, exact, entry["recheck_margin"])
+        got, expected = got.filter(~unsure), expected.filter(~unsure)
+    assert_same_table(got, expected)

@@ -86,7 +86,7 @@ def settle(
         entry = settled["models"][n]
         precision, margin = entry["precision"], _margin(entry)
         model = chosen.get(n)
-        if model is None or (model.loaded.precision, model.recheck_margin) != (precision, margin):
+        if model is None or model.loaded.precision != precision or model.recheck_margin != (margin or None):
             writer = "another writer of this output calibrated it first" if chosen else "the output records"
             rechecks = f", rows within {margin:.3g} of a tie rechecked in fp32" if margin else ""
             log.info(
@@ -195,9 +195,9 @@ def _fits(found: dict[str, Any], cfg: JobConfig, scorers: Scorers) -> bool:
 
 def _margin(entry: dict[str, Any]) -> float | None:
     """The recorded recheck margin (scoring/models.Recheck); None where there is none (fp32, or recorded before
-    rechecks were)."""
+    rechecks were). ModelScorer drops a margin of 0 or less."""
     margin = entry.get("recheck_margin")
-    return float(margin) if isinstance(margin, (int, float)) and margin > 0 else None
+    return float(margin) if isinstance(margin, (int, float)) else None
 
 
 def _in(model: ModelScorer, precision: str, margin: float | None) -> ModelScorer:

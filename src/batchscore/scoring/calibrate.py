@@ -71,8 +71,9 @@ class Choice:
 
     def record(self) -> dict[str, Any]:
         found: dict[str, Any] = {"precision": self.precision}
-        if self.recheck_margin():
-            found["recheck_margin"] = self.recheck_margin()
+        margin = self.recheck_margin()
+        if margin:
+            found["recheck_margin"] = margin
         found["measured"] = [dataclasses.asdict(m) for m in self.measured]
         return found | ({"reason": self.reason} if self.reason else {})
 
